@@ -1,0 +1,105 @@
+"""The error tree of flujo_actors.
+
+One root, :class:`FlujoError`; subclasses are grouped by what the caller can do
+about them (fix the definition, raise a limit, register a serializer, ...).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .results import PipelineResult
+
+__all__ = [
+    "ActorCrashed",
+    "ActorStopped",
+    "ExecutorLost",
+    "FlujoError",
+    "FlujoInternalError",
+    "InfiniteFallbackError",
+    "MailboxFull",
+    "PipelineDefinitionError",
+    "RestartIntensityExceeded",
+    "RunNotFoundError",
+    "SerializationError",
+    "StateBackendError",
+    "StepFailed",
+    "UsageLimitExceededError",
+]
+
+
+class FlujoError(Exception):
+    """Root of every error raised by flujo_actors."""
+
+
+class PipelineDefinitionError(FlujoError, ValueError):
+    """A step or pipeline definition is invalid. Fix the code that builds it."""
+
+
+class InfiniteFallbackError(PipelineDefinitionError):
+    """A chain of ``fallback=`` steps revisits a step it already passed through."""
+
+
+class UsageLimitExceededError(FlujoError):
+    """A run spent more than its :class:`UsageLimits` allow.
+
+    ``result`` is the partial :class:`PipelineResult`: every completed step,
+    the breaching step last, totals included.
+    """
+
+    def __init__(self, message: str, result: PipelineResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class StepFailed(FlujoError):
+    """A step failed; see ``__cause__`` for the underlying error."""
+
+
+class SerializationError(FlujoError, TypeError):
+    """A value cannot be serialized or rebuilt; the message names the type and the fix."""
+
+
+class StateBackendError(FlujoError):
+    """A state backend cannot be used (corrupt or foreign file, schema mismatch, ...)."""
+
+
+class RunNotFoundError(FlujoError, KeyError):
+    """``resume_async`` was given a run id the state backend does not know."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class FlujoInternalError(FlujoError):
+    """A bug in flujo_actors itself. Please report it."""
+
+
+class MailboxFull(FlujoError):
+    """``tell_nowait`` found the actor's mailbox full (back off or use ``tell``)."""
+
+
+class ActorStopped(FlujoError):
+    """The actor is not running; the message went to dead letters."""
+
+
+class ActorCrashed(FlujoError):
+    """The actor's handler raised while handling an ``ask``; ``__cause__`` is the error."""
+
+    def __init__(self, message: str, *, actor: str = "", cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.actor = actor
+        self.cause = cause
+
+
+class RestartIntensityExceeded(FlujoError):
+    """A supervisor restarted its children too often; ``history`` lists the restarts."""
+
+    def __init__(self, message: str, history: Any = ()) -> None:
+        super().__init__(message)
+        self.history = history
+
+
+class ExecutorLost(FlujoError):
+    """The worker running an agent call died; the attempt is retryable."""
