@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ActorCrashed",
     "ActorStopped",
+    "AskTimeout",
     "ExecutorLost",
     "FlujoError",
     "FlujoInternalError",
@@ -82,6 +83,10 @@ class MailboxFull(FlujoError):
 
 class ActorStopped(FlujoError):
     """The actor is not running; the message went to dead letters."""
+
+
+class AskTimeout(FlujoError, TimeoutError):
+    """``ask`` got no reply in time; a reply that comes later goes to dead letters."""
 
 
 class ActorCrashed(FlujoError):

@@ -1,0 +1,423 @@
+"""The actor kernel: mailboxes, the actor loop, ``ActorRef`` and one-shot replies.
+
+An actor is an object whose ``handle`` coroutine is called with one message
+at a time, in the order they arrived. Its mailbox is a bounded trio memory
+channel owned by an :class:`ActorCell`; the cell outlives any one actor
+instance, which is what lets a supervisor restart an actor without losing the
+messages queued for it. Actors always run in a nursery their caller owns:
+nothing here outlives that nursery.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+import attrs
+import trio
+
+from ..errors import ActorCrashed, ActorStopped, AskTimeout, MailboxFull
+from .deadletters import DeadLetters
+
+__all__ = [
+    "Actor",
+    "ActorCell",
+    "ActorRef",
+    "ActorStatistics",
+    "ReplySlot",
+    "run_actor",
+    "start_actor",
+]
+
+#: How long ``on_stop`` may take when the actor is being cancelled.
+STOP_GRACE_S: Final = 5.0
+
+
+class Actor:
+    """Base class for actors: subclass it and override :meth:`handle`.
+
+    One message is handled at a time. The return value of :meth:`handle`
+    answers an :meth:`ActorRef.ask`; an exception crashes the actor (an asker
+    gets :class:`ActorCrashed`; a supervisor may restart the actor with its
+    mailbox intact). ``self.name`` is set before :meth:`on_start` runs.
+    """
+
+    name: str = ""
+
+    async def on_start(self) -> None:
+        """Called once before the first message. Cancellation aborts the start."""
+
+    async def handle(self, message: Any) -> Any:
+        """Handle one message; the return value answers an ``ask``."""
+        raise NotImplementedError(f"{type(self).__name__}.handle is not implemented")
+
+    async def on_stop(self) -> None:
+        """Called once when the actor stops, crashes or is cancelled.
+
+        When the actor is being cancelled this runs shielded for at most
+        ``STOP_GRACE_S`` seconds, so it can release what it holds.
+        """
+
+
+@attrs.frozen(kw_only=True)
+class ActorStatistics:
+    """A point-in-time view of one actor (see :meth:`ActorRef.statistics`)."""
+
+    name: str
+    state: str
+    mailbox_depth: int
+    mailbox_capacity: int | float
+    handled: int
+    restarts: int
+    last_error: str | None
+
+
+class ReplySlot:
+    """A one-shot reply slot for ``ask``: one Event, no channel per call.
+
+    ``abandoned`` is set by an asker that stopped waiting (timeout or
+    cancellation); a reply set after that is refused and goes to dead letters.
+    """
+
+    __slots__ = ("_error", "_event", "_value", "abandoned")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.abandoned = False
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def set(self, value: Any) -> bool:
+        """Deliver the reply; False if nobody waits for it any more."""
+        if self.abandoned or self._event.is_set():
+            return False
+        self._value = value
+        self._event.set()
+        return True
+
+    def fail(self, error: BaseException) -> bool:
+        """Deliver an error instead of a reply; False if nobody waits."""
+        if self.abandoned or self._event.is_set():
+            return False
+        self._error = error
+        self._event.set()
+        return True
+
+    async def wait(self) -> Any:
+        """Wait for the reply (a checkpoint); raise the delivered error if any."""
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class _Ask:
+    """Envelope of an ``ask``: the message and where its reply goes."""
+
+    __slots__ = ("message", "slot")
+
+    def __init__(self, message: Any, slot: ReplySlot) -> None:
+        self.message = message
+        self.slot = slot
+
+
+class ActorCell:
+    """The part of an actor that survives restarts: name, mailbox, counters.
+
+    Args:
+        name: the actor's name (used in errors and dead letters).
+        mailbox_size: capacity of the bounded mailbox (``math.inf`` for unbounded,
+            which gives up backpressure: use with care).
+        dead_letters: where undeliverable messages go (a fresh log if None).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        mailbox_size: int | float = 1024,
+        dead_letters: DeadLetters | None = None,
+    ) -> None:
+        if not name:
+            raise ValueError("Actor name must be a non-empty string, got ''.")
+        if mailbox_size != math.inf and (not isinstance(mailbox_size, int) or mailbox_size < 0):
+            raise ValueError(
+                f"Actor {name!r}: mailbox_size must be an int >= 0 or math.inf, got {mailbox_size!r}."
+            )
+        self.name = name
+        self.capacity = mailbox_size
+        self.send, self.receive = trio.open_memory_channel[Any](mailbox_size)
+        self.dead_letters = dead_letters if dead_letters is not None else DeadLetters()
+        self.state = "new"
+        self.handled = 0
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.current: Any = None
+        self.closed = False
+        self.instance: Actor | None = None
+        self._stopped = trio.Event()
+        self._cancel_scope: trio.CancelScope | None = None
+        self.ref = ActorRef(self)
+
+    # -- shutdown ---------------------------------------------------------
+    def close_mailbox(self, reason: str = "stopped") -> None:
+        """Refuse new messages and move queued ones to dead letters.
+
+        A queued ``ask`` is answered with :class:`ActorStopped`.
+        """
+        self.closed = True
+        self.send.close()
+        while True:
+            try:
+                msg = self.receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            self._dead(msg, reason)
+
+    def _dead(self, msg: Any, reason: str) -> None:
+        if type(msg) is _Ask:
+            msg.slot.fail(ActorStopped(f"Actor {self.name!r} stopped before answering."))
+            msg = msg.message
+        self.dead_letters.record(self.name, msg, reason)
+
+    def mark_stopped(self) -> None:
+        self.state = "stopped"
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        """Block until the actor has stopped (its ``on_stop`` ran)."""
+        await self._stopped.wait()
+
+    def statistics(self) -> ActorStatistics:
+        return ActorStatistics(
+            name=self.name,
+            state=self.state,
+            mailbox_depth=self.send.statistics().current_buffer_used,
+            mailbox_capacity=self.capacity,
+            handled=self.handled,
+            restarts=self.restarts,
+            last_error=self.last_error,
+        )
+
+
+class ActorRef:
+    """The address of an actor: the only way to talk to it.
+
+    Refs are cheap, hashable by identity, and stay valid across restarts.
+    """
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: ActorCell) -> None:
+        self._cell = cell
+
+    @property
+    def name(self) -> str:
+        return self._cell.name
+
+    @property
+    def cell(self) -> ActorCell:
+        return self._cell
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        return self._cell.dead_letters
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self._cell.name!r} ({self._cell.state})>"
+
+    async def tell(self, message: Any) -> None:
+        """Send a message, waiting while the mailbox is full (backpressure).
+
+        A message for a stopped actor goes to dead letters. Cancellation while
+        waiting for room means the message was not sent.
+        """
+        try:
+            await self._cell.send.send(message)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._cell._dead(message, "stopped")
+
+    def tell_nowait(self, message: Any) -> None:
+        """Send without waiting.
+
+        Raises:
+            MailboxFull: the mailbox is at capacity; nothing was sent.
+        """
+        try:
+            self._cell.send.send_nowait(message)
+        except trio.WouldBlock:
+            raise MailboxFull(
+                f"Mailbox of actor {self._cell.name!r} is full "
+                f"({self._cell.capacity} messages); use `await ref.tell(...)` to wait "
+                "for room, or enlarge mailbox_size."
+            ) from None
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._cell._dead(message, "stopped")
+
+    async def ask(self, message: Any, *, timeout_s: float | None = None) -> Any:
+        """Send a message and wait for the handler's return value.
+
+        Raises:
+            ActorCrashed: the handler raised (the cause is chained).
+            ActorStopped: the actor stopped before answering (or was stopped).
+            AskTimeout: no reply within ``timeout_s``; a later reply goes to
+                dead letters and does not affect the actor.
+
+        Cancellation abandons the reply the same way a timeout does.
+        """
+        slot = ReplySlot()
+        envelope = _Ask(message, slot)
+        cell = self._cell
+        if cell.closed:
+            cell._dead(envelope, "stopped")
+        else:
+            await self.tell(envelope)
+        if timeout_s is None:
+            try:
+                return await slot.wait()
+            finally:
+                slot.abandoned = True
+        with trio.move_on_after(timeout_s):
+            try:
+                return await slot.wait()
+            finally:
+                slot.abandoned = True
+        raise AskTimeout(
+            f"Actor {cell.name!r} did not answer within {timeout_s!r} s "
+            f"(message {message!r}); raise timeout_s or check the actor's load."
+        )
+
+    async def stop(self) -> None:
+        """Stop the actor and wait until it has stopped.
+
+        Its current handler is cancelled, queued messages go to dead letters
+        (queued asks get :class:`ActorStopped`) and ``on_stop`` runs.
+        """
+        cell = self._cell
+        if cell.state in ("new", "stopped"):
+            cell.close_mailbox()
+            cell.mark_stopped()
+            return
+        cell.state = "stopping"
+        cell.close_mailbox()
+        if cell._cancel_scope is not None:
+            cell._cancel_scope.cancel()
+        await cell.wait_stopped()
+
+    def statistics(self) -> ActorStatistics:
+        """State, mailbox depth/capacity, messages handled, restarts, last error."""
+        return self._cell.statistics()
+
+
+async def run_actor(
+    actor: Actor,
+    cell: ActorCell,
+    *,
+    task_status: trio.TaskStatus[ActorRef] = trio.TASK_STATUS_IGNORED,
+    first_message: Any = None,
+    has_first_message: bool = False,
+) -> None:
+    """Run ``actor`` on ``cell``'s mailbox until it stops, crashes or is cancelled.
+
+    ``task_status.started(ref)`` is called once ``on_start`` returned. A
+    crash re-raises the handler's exception after ``on_stop`` (a supervisor
+    decides what happens next; the mailbox is kept). A normal stop (mailbox
+    closed and drained, or :meth:`ActorRef.stop`) returns. Cancellation
+    propagates after ``on_stop`` ran shielded.
+
+    ``first_message`` lets a caller start an actor with its first message
+    in hand (no mailbox round trip), which is how lazily started step actors
+    avoid paying a channel hop for their first frame.
+    """
+    actor.name = cell.name
+    cell.instance = actor
+    crashed: BaseException | None = None
+    with trio.CancelScope() as scope:
+        cell._cancel_scope = scope
+        cell.state = "starting"
+        try:
+            await actor.on_start()
+            cell.state = "running"
+            task_status.started(cell.ref)
+            handle = actor.handle
+            receive = cell.receive
+            msg = first_message
+            if not has_first_message:
+                msg = await receive.receive()
+            while True:
+                cell.current = msg
+                if type(msg) is _Ask:
+                    try:
+                        value = await handle(msg.message)
+                    except Exception as exc:
+                        msg.slot.fail(_crashed(cell.name, exc))
+                        raise
+                    if not msg.slot.set(value):
+                        cell.dead_letters.record(cell.name, value, "late-reply")
+                else:
+                    await handle(msg)
+                cell.handled += 1
+                cell.current = None
+                msg = await receive.receive()
+        except trio.EndOfChannel:
+            pass
+        except Exception as exc:
+            crashed = exc
+            cell.last_error = f"{type(exc).__name__}: {exc}"
+            cell.state = "crashed"
+            raise
+        finally:
+            current = cell.current
+            if type(current) is _Ask and not current.slot.done:
+                current.slot.fail(ActorStopped(f"Actor {cell.name!r} stopped before answering."))
+            cell._cancel_scope = None
+            with trio.CancelScope(shield=True) as shield:
+                shield.deadline = trio.current_time() + STOP_GRACE_S
+                await actor.on_stop()
+            if crashed is None:
+                cell.close_mailbox()
+                cell.mark_stopped()
+
+
+def _crashed(name: str, exc: Exception) -> ActorCrashed:
+    err = ActorCrashed(
+        f"Actor {name!r} crashed handling the message: {type(exc).__name__}: {exc}",
+        actor=name,
+        cause=exc,
+    )
+    err.__cause__ = exc
+    return err
+
+
+async def start_actor(
+    nursery: trio.Nursery,
+    actor: Actor,
+    *,
+    name: str,
+    mailbox_size: int | float = 1024,
+    dead_letters: DeadLetters | None = None,
+) -> ActorRef:
+    """Start ``actor`` in ``nursery``; return its ref once ``on_start`` ran.
+
+    The actor lives until it is stopped, crashes (the error propagates into
+    ``nursery``; use a :class:`~flujo_actors.Supervisor` to restart it) or the
+    nursery is cancelled.
+    """
+    cell = ActorCell(name, mailbox_size, dead_letters)
+    ref: ActorRef = await nursery.start(_run_unsupervised, actor, cell)
+    return ref
+
+
+async def _run_unsupervised(
+    actor: Actor, cell: ActorCell, *, task_status: trio.TaskStatus[ActorRef]
+) -> None:
+    try:
+        await run_actor(actor, cell, task_status=task_status)
+    finally:
+        # Unsupervised: nobody will restart it, so nothing may stay queued.
+        if cell.state != "stopped":
+            cell.close_mailbox()
+            cell.mark_stopped()
