@@ -1,0 +1,167 @@
+"""The pipeline context: what steps share during a run, and cheap copies of it.
+
+Copies are structural: immutable field values are shared, containers
+(dict/list/set) are rebuilt recursively, and only other mutable objects are
+deep-copied. That is what a branch or an attempt needs to be isolated, at a
+fraction of ``copy.deepcopy`` of the world.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Final, TypeVar
+
+import attrs
+
+from .errors import PipelineDefinitionError
+
+__all__ = [
+    "PipelineContext",
+    "build_context",
+    "context_field_names",
+    "copy_context",
+    "copy_value",
+    "restore_context",
+    "snapshot_context",
+]
+
+ContextT = TypeVar("ContextT")
+
+
+@attrs.define
+class PipelineContext:
+    """The default run context. Subclass it with ``@attrs.define`` to add fields.
+
+    Only the runner creates a context: ``initial_prompt`` comes from the run's
+    input and ``run_id`` from the run.
+    """
+
+    initial_prompt: str | None = None
+    run_id: str = ""
+    scratchpad: dict[str, Any] = attrs.Factory(dict)
+    executed_branches: list[str] = attrs.Factory(list)
+
+
+_IMMUTABLE: Final[frozenset[type]] = frozenset(
+    {str, int, float, bool, type(None), bytes, Decimal, complex, range, frozenset}
+)
+
+
+def copy_value(value: Any) -> Any:
+    """An isolated copy of ``value``, sharing what cannot be mutated."""
+    t = type(value)
+    if t in _IMMUTABLE or isinstance(value, Enum):
+        return value
+    if t is dict:
+        return {k: copy_value(v) for k, v in value.items()}
+    if t is list:
+        return [copy_value(v) for v in value]
+    if t is tuple:
+        return tuple(copy_value(v) for v in value)
+    if t is set:
+        return set(value)
+    return copy.deepcopy(value)
+
+
+_FIELDS_CACHE: dict[type, tuple[str, ...]] = {}
+
+
+def context_field_names(cls: type) -> tuple[str, ...]:
+    """The attrs field names of a context class (cached per class)."""
+    names = _FIELDS_CACHE.get(cls)
+    if names is None:
+        names = tuple(f.name for f in attrs.fields(cls))
+        _FIELDS_CACHE[cls] = names
+    return names
+
+
+def copy_context(ctx: ContextT, include: frozenset[str] | None = None) -> ContextT:
+    """A structural copy of an attrs context (frozen classes included).
+
+    Args:
+        ctx: the context to copy.
+        include: if given, only these fields carry their value; the others
+            get their declared default (or keep the value if they have none).
+    """
+    cls = type(ctx)
+    new = object.__new__(cls)
+    setter = object.__setattr__
+    if include is None:
+        for name in context_field_names(cls):
+            setter(new, name, copy_value(getattr(ctx, name)))
+        return new
+    for f in attrs.fields(cls):
+        if f.name in include or f.default is attrs.NOTHING:
+            setter(new, f.name, copy_value(getattr(ctx, f.name)))
+        elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
+            factory = f.default.factory
+            setter(new, f.name, factory(new) if f.default.takes_self else factory())
+        else:
+            setter(new, f.name, f.default)
+    return new
+
+
+def snapshot_context(ctx: Any) -> dict[str, Any]:
+    """Field values to restore after a failed attempt (see :func:`restore_context`)."""
+    return {name: copy_value(getattr(ctx, name)) for name in context_field_names(type(ctx))}
+
+
+def restore_context(ctx: Any, snapshot: Mapping[str, Any]) -> None:
+    """Put back the field values a snapshot holds (mutations of a failed attempt vanish)."""
+    setter = object.__setattr__
+    for name, value in snapshot.items():
+        setter(ctx, name, copy_value(value))
+
+
+def _initial_prompt(data: Any) -> str | None:
+    if data is None:
+        return None
+    return data if isinstance(data, str) else str(data)
+
+
+def build_context(
+    context_model: Callable[..., Any],
+    initial_context_data: Mapping[str, Any] | None,
+    data: Any,
+    run_id: str | None = None,
+) -> Any:
+    """Create a run's context the way the runner does (the only place contexts are made).
+
+    ``initial_prompt`` is set from the input and ``run_id`` from the run,
+    for custom context models too.
+
+    Raises:
+        PipelineDefinitionError: the model cannot be built from the data given.
+    """
+    values = dict(initial_context_data or {})
+    values.setdefault("initial_prompt", _initial_prompt(data))
+    values.setdefault("run_id", run_id or uuid.uuid4().hex)
+    try:
+        return context_model(**values)
+    except TypeError as exc:
+        name = getattr(context_model, "__name__", repr(context_model))
+        raise PipelineDefinitionError(
+            f"Cannot build context {name}: {exc}. Pass the required fields in "
+            "initial_context_data=, and make the model an attrs class with "
+            "initial_prompt and run_id fields (subclass PipelineContext)."
+        ) from exc
+
+
+def check_context_model(context_model: Any) -> None:
+    """Raise PipelineDefinitionError unless ``context_model`` is a usable attrs class."""
+    if not (isinstance(context_model, type) and attrs.has(context_model)):
+        raise PipelineDefinitionError(
+            f"Flujo: context_model must be an attrs class (subclass PipelineContext "
+            f"with @attrs.define), got {context_model!r}."
+        )
+    names = {f.name for f in attrs.fields(context_model)}
+    missing = {"initial_prompt", "run_id"} - names
+    if missing:
+        raise PipelineDefinitionError(
+            f"Flujo: context_model {context_model.__name__} lacks the field(s) "
+            f"{sorted(missing)!r}; subclass PipelineContext to get them."
+        )

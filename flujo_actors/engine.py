@@ -1,0 +1,885 @@
+"""The execution engine: step actors, chains of them, and one executor per step kind.
+
+A *chain* runs one pipeline: each step is an actor, started lazily in the
+chain's nursery with its first frame in hand and kept for later frames (a
+loop body's actors are reused across iterations). A step actor receives a
+:class:`~flujo_actors.frames.ExecutionFrame`, executes its step kind, records
+the :class:`StepResult` on the job and sends the next frame to the next
+step's actor; the last one (or a failure) completes the job. Control-flow
+kinds open nurseries of their own for their branches, so a cancel scope
+bounds every branch and nothing outlives the step that started it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any, Final
+
+import attrs
+import trio
+
+from .actors.actor import Actor, ActorCell, run_actor
+from .actors.deadletters import DeadLetters
+from .context import build_context, copy_context, copy_value, restore_context, snapshot_context
+from .errors import FlujoInternalError
+from .frames import ExecutionFrame
+from .governor import Charge, Reserve
+from .limits import UsageLimits
+from .policy.ledger import Reservation
+from .policy.merge import Fork, MergeConflict, merge_branches
+from .policy.retry import Action, AttemptPolicy
+from .results import ZERO, StepResult, to_decimal
+from .steps.callables import STREAM, SYNC, Callback
+from .steps.dsl import (
+    BranchFailureStrategy,
+    ConditionalStep,
+    DynamicParallelRouterStep,
+    LoopStep,
+    MergeStrategy,
+    ParallelStep,
+    Pipeline,
+    PipelineStep,
+    PluginOutcome,
+    Step,
+)
+
+__all__ = ["Chain", "Job", "RunState", "run_pipeline", "run_step"]
+
+_perf = time.perf_counter
+# Outputs of these types cannot carry usage attributes: skip the getattr probes.
+_NO_USAGE: Final[frozenset[type]] = frozenset(
+    {int, str, float, bool, type(None), bytes, dict, list, tuple, set, Decimal}
+)
+_IMMUTABLE_INPUT: Final[frozenset[type]] = frozenset(
+    {int, str, float, bool, type(None), bytes, Decimal, frozenset}
+)
+
+
+@attrs.define(eq=False)
+class RunState:
+    """Per-run services every frame can reach (opaque to users)."""
+
+    run_id: str
+    resources: Any = None
+    limits: UsageLimits | None = None
+    governor: Any = None  # ActorRef of the Governor
+    limited: bool = False
+    breach_event: trio.Event = attrs.Factory(trio.Event)
+    dead_letters: DeadLetters = attrs.Factory(DeadLetters)
+    cache_backend: Any = None
+    hooks: Any = None  # a HookDispatcher or None
+    executor: Any = None
+    context_model: Any = None
+    told: int = 0
+
+    async def charge(
+        self, result: StepResult, cost: Decimal, tokens: int, reservation: int | None = None
+    ) -> None:
+        """Send usage to the governor (ask with limits, tell without)."""
+        gov = self.governor
+        if gov is None:
+            return
+        msg = Charge(result, cost, tokens, reservation)
+        if self.limited:
+            # With limits the next step must not start before the check.
+            await gov.ask(msg)
+        else:
+            self.told += 1
+            await gov.tell(msg)
+
+    async def reserve(self, step: Step) -> int | None:
+        """Reserve a step's expected usage; None if there is nothing to reserve."""
+        if not self.limited or self.governor is None:
+            return None
+        cost = step.expected_cost_usd or ZERO
+        tokens = step.expected_tokens or 0
+        answer = await self.governor.ask(Reserve(step.name, cost, tokens))
+        if type(answer) is Reservation:
+            return answer.id
+        # Refused: the governor has cancelled the run; this checkpoint raises Cancelled.
+        await trio.lowlevel.checkpoint()
+        raise FlujoInternalError("reservation refused but the run was not cancelled")
+
+
+class Job:
+    """One execution of a chain: the context it runs on and what it produced."""
+
+    __slots__ = (
+        "context",
+        "done",
+        "history",
+        "on_chunk",
+        "on_step",
+        "output",
+        "path",
+        "success",
+    )
+
+    def __init__(
+        self,
+        context: Any,
+        path: tuple[str, ...] = (),
+        on_step: Callable[[int, StepResult, Job], Awaitable[None]] | None = None,
+        on_chunk: Callable[[Any], Awaitable[None]] | None = None,
+    ) -> None:
+        self.context = context
+        self.history: list[StepResult] = []
+        self.done = trio.Event()
+        self.output: Any = None
+        self.success = True
+        self.path = path
+        self.on_step = on_step
+        self.on_chunk = on_chunk
+
+    def set_context(self, ctx: Any) -> None:
+        self.context = ctx
+
+    def finish(self, last: StepResult | None) -> None:
+        if last is not None:
+            self.output = last.output
+            self.success = last.success
+        self.done.set()
+
+
+class _Deliver:
+    """Message to a step actor: run step ``index`` of ``job`` on ``data``."""
+
+    __slots__ = ("data", "index", "job")
+
+    def __init__(self, job: Job, index: int, data: Any) -> None:
+        self.job = job
+        self.index = index
+        self.data = data
+
+
+class StepActor(Actor):
+    """The actor of one step position in a chain."""
+
+    def __init__(self, chain: Chain, index: int) -> None:
+        self.chain = chain
+        self.index = index
+        self.step = chain.steps[index]
+        self.last = index == len(chain.steps) - 1
+
+    async def handle(self, message: Any) -> Any:
+        msg: _Deliver = message
+        job = msg.job
+        chain = self.chain
+        step = self.step
+        stream = self.last and job.on_chunk is not None
+        frame: ExecutionFrame[Any] = ExecutionFrame(
+            step,
+            msg.data,
+            job.context,
+            chain.run.resources,
+            chain.run.limits,
+            stream,
+            job.on_chunk if stream else None,
+            chain.run.breach_event,
+            job.set_context,
+            chain.run,
+            (*job.path, step.name),
+        )
+        result = await run_step(frame)
+        job.history.append(result)
+        if job.on_step is not None:
+            await job.on_step(self.index, result, job)
+        if result.success and not self.last:
+            await chain.deliver(self.index + 1, result.output, job)
+        else:
+            job.finish(result)
+
+
+class Chain:
+    """Runs one pipeline's steps as lazily started, reusable step actors.
+
+    The actors live in ``nursery`` (owned by whoever runs the pipeline) and
+    stop when :meth:`close` is called or the nursery is cancelled.
+    """
+
+    __slots__ = ("cells", "nursery", "run", "steps")
+
+    def __init__(self, steps: list[Step], nursery: trio.Nursery, run: RunState) -> None:
+        self.steps = steps
+        self.nursery = nursery
+        self.run = run
+        self.cells: list[ActorCell | None] = [None] * len(steps)
+
+    async def deliver(self, index: int, data: Any, job: Job) -> None:
+        msg = _Deliver(job, index, data)
+        cell = self.cells[index]
+        if cell is None:
+            # Lazy start with the first frame in hand: no mailbox hop for it.
+            cell = ActorCell(self.steps[index].name, 16, self.run.dead_letters)
+            self.cells[index] = cell
+            self.nursery.start_soon(_run_step_actor, StepActor(self, index), cell, msg)
+        else:
+            await cell.ref.tell(msg)
+
+    async def execute(self, job: Job, data: Any) -> Job:
+        """Run the pipeline once for ``job``; return when it finished or failed."""
+        await self.deliver(0, data, job)
+        await job.done.wait()
+        return job
+
+    def close(self) -> None:
+        """Let the step actors finish and exit (their mailboxes are closed)."""
+        for cell in self.cells:
+            if cell is not None:
+                cell.send.close()
+
+
+async def _run_step_actor(actor: StepActor, cell: ActorCell, first: _Deliver) -> None:
+    await run_actor(actor, cell, first_message=first, has_first_message=True)
+
+
+async def run_pipeline(
+    pipeline: Pipeline,
+    run: RunState,
+    context: Any,
+    data: Any,
+    path: tuple[str, ...] = (),
+) -> Job:
+    """Run a sub-pipeline to completion in its own nursery (cancellable as a unit)."""
+    job = Job(context, path)
+    async with trio.open_nursery() as nursery:
+        chain = Chain(pipeline.steps, nursery, run)
+        await chain.execute(job, data)
+        chain.close()
+    return job
+
+
+async def run_step(frame: ExecutionFrame[Any], *, charge: bool = True) -> StepResult:
+    """Execute the frame's step by its kind; never raises for a step failure."""
+    step = frame.step
+    kind = step.kind
+    if kind == "agent":
+        return await run_agent_step(frame, charge=charge)
+    runner = _KIND_RUNNERS.get(kind)
+    if runner is None:
+        raise FlujoInternalError(f"no executor for step kind {kind!r}")
+    return await runner(frame)
+
+
+# -- agent steps: the supervisor's attempt loop --------------------------------
+
+
+class _Rejected(Exception):
+    """An attempt's output was rejected by a validator or plugin."""
+
+    def __init__(self, prefix: str, message: str) -> None:
+        super().__init__(message)
+        self.prefix = prefix
+        self.message = message
+
+
+async def _call(cb: Callback, *args: Any) -> Any:
+    value = cb.call(*args)
+    if cb.is_async:
+        value = await value
+    return value
+
+
+async def _collect_stream(frame: ExecutionFrame[Any], iterator: Any) -> Any:
+    chunks: list[Any] = []
+    on_chunk = frame.on_chunk if frame.stream else None
+    async for chunk in iterator:
+        chunks.append(chunk)
+        if on_chunk is not None:
+            await on_chunk(chunk)
+    if chunks and all(type(c) is str for c in chunks):
+        return "".join(chunks)
+    if chunks and all(type(c) is bytes for c in chunks):
+        return b"".join(chunks)
+    return chunks
+
+
+async def _invoke(frame: ExecutionFrame[Any], step: Step, data: Any) -> Any:
+    spec = step.spec
+    assert spec is not None
+    if frame.stream and spec.stream_call is not None:
+        return await _collect_stream(
+            frame, spec.stream_call(data, frame.context, frame.resources)
+        )
+    if step.placement is not None or frame.run.executor is not None:
+        executor = _executor_for(step, frame.run)
+        if executor is not None:
+            return await executor.submit(step, data, frame.context, frame.resources)
+    value = spec.call(data, frame.context, frame.resources)
+    if spec.kind == SYNC:
+        return value
+    if spec.kind == STREAM:
+        return await _collect_stream(frame, value)
+    return await value
+
+
+def _executor_for(step: Step, run: RunState) -> Any:
+    placement = step.placement
+    if placement is None or placement == "inline":
+        placement = run.executor
+    if placement is None or placement == "inline":
+        return None
+    if isinstance(placement, str):
+        from .executors import resolve_executor
+
+        return resolve_executor(placement)
+    return placement
+
+
+async def _check(step: Step, output: Any, ctx: Any) -> Any:
+    """Run validators then plugins on ``output``; returns the (maybe replaced) output."""
+    for v in step.compiled_validators:
+        try:
+            ok = await _call(v, output, ctx)
+        except ValueError as exc:
+            raise _Rejected("Validation failed after max retries: ", str(exc)) from exc
+        if ok is False:
+            raise _Rejected(
+                "Validation failed after max retries: ", f"validator {v.label} returned False"
+            )
+    for p in step.compiled_plugins:
+        try:
+            outcome = p.call(output, ctx)
+            if p.is_async:
+                outcome = await outcome
+        except Exception as exc:
+            raise _Rejected(
+                "Plugin execution failed after max retries: ", f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(outcome, PluginOutcome):
+            raise _Rejected(
+                "Plugin execution failed after max retries: ",
+                f"plugin {p.label} returned {outcome!r}, expected a PluginOutcome",
+            )
+        if not outcome.success:
+            raise _Rejected(
+                "Plugin execution failed after max retries: ",
+                outcome.feedback or f"plugin {p.label} rejected the output",
+            )
+        if outcome.new_solution is not None:
+            output = outcome.new_solution
+    return output
+
+
+def _usage(output: Any) -> tuple[Decimal, int]:
+    if type(output) in _NO_USAGE:
+        return ZERO, 0
+    cost = getattr(output, "cost_usd", None)
+    tokens = getattr(output, "token_counts", None)
+    return (
+        ZERO if cost is None else to_decimal(cost),
+        0 if tokens is None or isinstance(tokens, bool) or not isinstance(tokens, int) else tokens,
+    )
+
+
+def _apply_context_update(step: Step, output: Any, ctx: Any) -> str | None:
+    """Write a mapping/attrs output onto the context; an error message on bad output."""
+    if isinstance(output, dict):
+        values = output
+    elif attrs.has(type(output)):
+        values = {f.name: getattr(output, f.name) for f in attrs.fields(type(output))}
+    else:
+        return (
+            f"Step {step.name!r} has updates_context=True but returned "
+            f"{type(output).__name__} {output!r}; return a dict or an attrs instance "
+            "whose keys are context fields."
+        )
+    names = {f.name for f in attrs.fields(type(ctx))}
+    unknown = sorted(str(k) for k in values if k not in names)
+    if unknown:
+        return (
+            f"Step {step.name!r} has updates_context=True but its output has "
+            f"{unknown!r}, which {'is not a field' if len(unknown) == 1 else 'are not fields'} "
+            f"of {type(ctx).__name__} (fields: {sorted(names)!r}). Add the field to the "
+            "context model or drop the key."
+        )
+    for k, v in values.items():
+        object.__setattr__(ctx, k, v)
+    return None
+
+
+async def run_agent_step(frame: ExecutionFrame[Any], *, charge: bool = True) -> StepResult:
+    """The step supervisor: attempts, timeouts, validators, plugins, backoff, fallback.
+
+    Decisions come from :class:`AttemptPolicy`; this function only executes
+    them. ``trio.Cancelled`` is never caught: a cancelled attempt is not
+    retried and not turned into a failure.
+    """
+    t0 = _perf()
+    step = frame.step
+    spec = step.spec
+    assert spec is not None
+    run: RunState = frame.run
+    cfg = step.config
+    ctx = frame.context
+    data = frame.data
+
+    reservation = None
+    if step.expected_cost_usd is not None or step.expected_tokens is not None:
+        reservation = await run.reserve(step)
+
+    if step.cache and run.cache_backend is not None:
+        hit = await _cache_get(run, step, data)
+        if hit is not None:
+            if reservation is not None:
+                await run.charge(hit, ZERO, 0, reservation)
+            hit.latency_s = _perf() - t0
+            return hit
+
+    max_attempts = cfg.max_retries + 1
+    fallback = step.fallback
+    copy_input = (max_attempts > 1 or fallback is not None) and type(data) not in _IMMUTABLE_INPUT
+    touches_ctx = ctx is not None and (
+        spec.accepts_context or bool(step.compiled_validators) or bool(step.compiled_plugins)
+    )
+    timeout = cfg.timeout_s
+    attempts = 0
+    cost = ZERO
+    tokens = 0
+    feedback: str | None = None
+    error_type: str | None = None
+    output: Any = None
+    policy: AttemptPolicy | None = None
+    while True:
+        attempts += 1
+        snap = snapshot_context(ctx) if touches_ctx else None
+        attempt_data = copy_value(data) if copy_input else data
+        try:
+            if timeout is None:
+                output = await _invoke(frame, step, attempt_data)
+            else:
+                with trio.move_on_after(timeout) as scope:
+                    output = await _invoke(frame, step, attempt_data)
+                if scope.cancelled_caught:
+                    raise TimeoutError(f"step {step.name!r} timed out after {timeout} s")
+            if type(output) not in _NO_USAGE:
+                c, t = _usage(output)
+                cost += c
+                tokens += t
+            if step.compiled_validators or step.compiled_plugins:
+                output = await _check(step, output, ctx)
+            if step.updates_context:
+                problem = _apply_context_update(step, output, ctx)
+                if problem is not None:
+                    # A definition problem of the output: retrying will not help.
+                    feedback, error_type = problem, "ContextUpdateError"
+                    if snap is not None:
+                        restore_context(ctx, snap)
+                    break
+            feedback = None
+            break
+        except _Rejected as rej:
+            feedback = rej.prefix + rej.message
+            error_type = "ValidationError" if rej.prefix.startswith("Valid") else "PluginError"
+        except Exception as exc:
+            feedback = f"{type(exc).__name__}: {exc}"
+            error_type = type(exc).__name__
+        if snap is not None:
+            restore_context(ctx, snap)
+        if policy is None:
+            policy = AttemptPolicy(
+                max_attempts, cfg.backoff_s, cfg.backoff_factor, fallback is not None
+            )
+        decision = policy.after_failure(attempts)
+        if decision.action is Action.RETRY:
+            if run.hooks is not None:
+                await run.hooks.retry(frame, attempts, feedback)
+            if decision.delay_s > 0:
+                await trio.sleep(decision.delay_s)
+            continue
+        break
+
+    success = feedback is None
+    result = StepResult(
+        step.name,
+        output if success else None,
+        success,
+        attempts,
+        0.0,
+        cost,
+        tokens,
+        feedback,
+    )
+    if error_type is not None and not success:
+        result.metadata["error_type"] = error_type
+        if step.compiled_validators and error_type == "ValidationError":
+            result.output = output
+    if charge and (cost or tokens or reservation is not None):
+        await run.charge(result, cost, tokens, reservation)
+    if not success and fallback is not None:
+        result = await _run_fallback(frame, result, fallback)
+    elif success and step.cache and run.cache_backend is not None:
+        await _cache_put(run, step, data, output)
+    result.latency_s = _perf() - t0
+    return result
+
+
+async def _run_fallback(
+    frame: ExecutionFrame[Any], primary: StepResult, fallback: Step
+) -> StepResult:
+    run: RunState = frame.run
+    if run.hooks is not None:
+        await run.hooks.fallback(frame, primary)
+    fb_frame = attrs.evolve(frame, step=fallback, path=(*frame.path, fallback.name))
+    fb = await run_step(fb_frame)
+    result = StepResult(
+        primary.name,
+        fb.output,
+        fb.success,
+        primary.attempts,
+        0.0,
+        primary.cost_usd + fb.cost_usd,
+        primary.token_counts + fb.token_counts,
+        fb.feedback,
+        step_history=[fb],
+    )
+    result.metadata["fallback_triggered"] = True
+    result.metadata["original_error"] = primary.feedback
+    return result
+
+
+async def _cache_get(run: RunState, step: Step, data: Any) -> StepResult | None:
+    from .policy.cache_key import cache_key
+    from .serialization import load_typed
+
+    key = cache_key(_step_identity(step), data)
+    found, value = await run.cache_backend.get(key)
+    if not found:
+        return None
+    result = StepResult(step.name, load_typed(value), True, 0)
+    result.metadata["cache_hit"] = True
+    return result
+
+
+async def _cache_put(run: RunState, step: Step, data: Any, output: Any) -> None:
+    from .policy.cache_key import cache_key
+    from .serialization import dump_typed
+
+    await run.cache_backend.put(cache_key(_step_identity(step), data), dump_typed(output))
+
+
+def _step_identity(step: Step) -> str:
+    spec = step.spec
+    agent = spec.label if spec is not None else type(step).__name__
+    module = getattr(step.agent, "__module__", None) or type(step.agent).__module__
+    return f"{step.name}|{module}.{agent}"
+
+
+# -- control flow ------------------------------------------------------------------
+
+
+def _sum_usage(history: list[StepResult]) -> tuple[Decimal, int]:
+    cost = ZERO
+    tokens = 0
+    for r in history:
+        cost += r.cost_usd
+        tokens += r.token_counts
+    return cost, tokens
+
+
+def _branch_result(name: str, job: Job, ctx: Any) -> StepResult:
+    cost, tokens = _sum_usage(job.history)
+    last = job.history[-1] if job.history else None
+    return StepResult(
+        name,
+        job.output,
+        job.success,
+        1,
+        0.0,
+        cost,
+        tokens,
+        None if job.success or last is None else last.feedback,
+        ctx,
+        step_history=job.history,
+    )
+
+
+async def _run_branches(
+    frame: ExecutionFrame[Any],
+    owner: str,
+    branches: list[tuple[str, Pipeline]],
+    merge: Any,
+    on_failure: BranchFailureStrategy,
+    include: frozenset[str] | None,
+) -> tuple[dict[str, Any], list[StepResult], str | None, list[str]]:
+    """Run branches concurrently; merge successful ones into the main context.
+
+    Returns (output mapping, branch results in declaration order, failure
+    feedback or None, names of branches that ran).
+    """
+    ctx = frame.context
+    run: RunState = frame.run
+    data = frame.data
+    n = len(branches)
+    slots: list[StepResult | None] = [None] * n
+    contexts: list[Any] = [None] * n
+    failure: list[str] = []
+    propagate = on_failure is BranchFailureStrategy.PROPAGATE
+    path = frame.path
+    shared_input = type(data) in _IMMUTABLE_INPUT
+
+    async def branch(i: int, bname: str, pipeline: Pipeline, bctx: Any, scope: trio.CancelScope) -> None:
+        bdata = data if shared_input else copy_value(data)
+        job = Job(bctx, (*path, bname))
+        async with trio.open_nursery() as actors:
+            chain = Chain(pipeline.steps, actors, run)
+            await chain.execute(job, bdata)
+            chain.close()
+        res = _branch_result(bname, job, bctx)
+        slots[i] = res
+        if not job.success and propagate and not failure:
+            failure.append(bname)
+            scope.cancel()
+
+    fork = Fork.of(ctx, include) if ctx is not None else None
+    async with trio.open_nursery() as nursery:
+        for i, (bname, pipeline) in enumerate(branches):
+            bctx = copy_context(ctx, include) if ctx is not None else None
+            contexts[i] = bctx
+            nursery.start_soon(branch, i, bname, pipeline, bctx, nursery.cancel_scope)
+
+    results = [r for r in slots if r is not None]
+    ran = [r.name for r in results]
+    output: dict[str, Any] = {}
+    ok: list[tuple[str, Any]] = []
+    for r, (bname, _p), bctx in zip(slots, branches, contexts, strict=True):
+        if r is None:
+            continue
+        if r.success:
+            output[bname] = r.output
+            ok.append((bname, bctx))
+        else:
+            output[bname] = r
+    if failure:
+        bad = next(r for r in results if r.name == failure[0])
+        return output, results, f"Branch {failure[0]!r} of step {owner!r} failed: {bad.feedback}", ran
+    if not ok:
+        return output, results, f"Every branch of step {owner!r} failed.", ran
+    if fork is not None:
+        strategy = merge if callable(merge) and not isinstance(merge, MergeStrategy) else merge.value
+        try:
+            merge_branches(ctx, fork, ok, strategy)
+        except MergeConflict as exc:
+            return output, results, f"Step {owner!r}: {exc}", ran
+    return output, results, None, ran
+
+
+async def run_parallel_step(frame: ExecutionFrame[Any]) -> StepResult:
+    t0 = _perf()
+    step = frame.step
+    assert isinstance(step, ParallelStep)
+    output, results, failure, _ran = await _run_branches(
+        frame,
+        step.name,
+        list(step.branches.items()),
+        step.merge_strategy,
+        step.on_branch_failure,
+        step.context_include_keys,
+    )
+    cost, tokens = _sum_usage(results)
+    return StepResult(
+        step.name,
+        output if failure is None else None,
+        failure is None,
+        1,
+        _perf() - t0,
+        cost,
+        tokens,
+        failure,
+        step_history=results,
+    )
+
+
+async def run_router_step(frame: ExecutionFrame[Any]) -> StepResult:
+    t0 = _perf()
+    step = frame.step
+    assert isinstance(step, DynamicParallelRouterStep)
+    routed = await run_agent_step(frame)
+    history: list[StepResult] = [routed]
+    if not routed.success:
+        return _failed(step, t0, f"Router of step {step.name!r} failed: {routed.feedback}", history)
+    choice = routed.output
+    names = [choice] if isinstance(choice, str) else choice
+    if not isinstance(names, (list, tuple)) or not all(isinstance(x, str) for x in names):
+        return _failed(
+            step,
+            t0,
+            f"Router of step {step.name!r} must return a branch name or a list of names, "
+            f"got {choice!r}.",
+            history,
+        )
+    unknown = [x for x in names if x not in step.branches]
+    if unknown:
+        return _failed(
+            step,
+            t0,
+            f"Router of step {step.name!r} chose unknown branch(es) {unknown!r}; "
+            f"available: {sorted(step.branches)!r}.",
+            history,
+        )
+    chosen = list(dict.fromkeys(names))
+    output: dict[str, Any] = {}
+    failure = None
+    ran: list[str] = []
+    if chosen:
+        output, results, failure, ran = await _run_branches(
+            frame,
+            step.name,
+            [(x, step.branches[x]) for x in chosen],
+            step.merge_strategy,
+            step.on_branch_failure,
+            step.context_include_keys,
+        )
+        history.extend(results)
+    ctx = frame.context
+    if ctx is not None and hasattr(ctx, "executed_branches"):
+        ctx.executed_branches.extend(ran)
+    cost, tokens = _sum_usage(history)
+    result = StepResult(
+        step.name,
+        output if failure is None else None,
+        failure is None,
+        routed.attempts,
+        _perf() - t0,
+        cost,
+        tokens,
+        failure,
+        step_history=history,
+    )
+    result.metadata["selected_branches"] = chosen
+    return result
+
+
+def _failed(step: Step, t0: float, feedback: str, history: list[StepResult]) -> StepResult:
+    cost, tokens = _sum_usage(history)
+    return StepResult(
+        step.name, None, False, 1, _perf() - t0, cost, tokens, feedback, step_history=history
+    )
+
+
+async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
+    t0 = _perf()
+    step = frame.step
+    assert isinstance(step, LoopStep)
+    ctx = frame.context
+    run: RunState = frame.run
+    history: list[StepResult] = []
+    data = frame.data
+    if step.compiled_initial is not None:
+        data = await _call(step.compiled_initial, data, ctx)
+    exit_cb = step.compiled_exit
+    assert exit_cb is not None
+    iterations = 0
+    exit_reason = "max_loops"
+    failure: str | None = None
+    output: Any = data
+    path = frame.path
+    async with trio.open_nursery() as actors:
+        chain = Chain(step.body.steps, actors, run)  # one chain: actors reused per iteration
+        while iterations < step.max_loops:
+            job = Job(ctx, path)
+            await chain.execute(job, data)
+            iterations += 1
+            history.extend(job.history)
+            if not job.success:
+                last = job.history[-1]
+                failure = (
+                    f"Loop {step.name!r} iteration {iterations} failed at step "
+                    f"{last.name!r}: {last.feedback}"
+                )
+                exit_reason = "body_failed"
+                break
+            output = job.output
+            if await _call(exit_cb, output, ctx):
+                exit_reason = "condition"
+                break
+            if iterations < step.max_loops and step.compiled_iteration is not None:
+                data = await _call(step.compiled_iteration, output, ctx, iterations)
+            else:
+                data = output
+        chain.close()
+    if failure is None and exit_reason == "max_loops":
+        failure = (
+            f"Loop {step.name!r} reached max_loops={step.max_loops} without its exit "
+            "condition being met; raise max_loops or check exit_condition_callable."
+        )
+    if failure is None and step.compiled_output is not None:
+        output = await _call(step.compiled_output, output, ctx)
+    cost, tokens = _sum_usage(history)
+    result = StepResult(
+        step.name,
+        output,
+        failure is None,
+        1,
+        _perf() - t0,
+        cost,
+        tokens,
+        failure,
+        step_history=history,
+    )
+    result.metadata["iterations"] = iterations
+    result.metadata["exit_reason"] = exit_reason
+    return result
+
+
+async def run_conditional_step(frame: ExecutionFrame[Any]) -> StepResult:
+    t0 = _perf()
+    step = frame.step
+    assert isinstance(step, ConditionalStep) and step.compiled_condition is not None
+    try:
+        key = await _call(step.compiled_condition, frame.data, frame.context)
+    except Exception as exc:
+        return _failed(
+            step, t0, f"condition_callable of step {step.name!r} raised {type(exc).__name__}: {exc}", []
+        )
+    try:
+        branch = step.branches.get(key)
+    except TypeError:
+        branch = None
+    if branch is None:
+        branch = step.default_branch
+    if branch is None:
+        return _failed(
+            step,
+            t0,
+            f"Conditional step {step.name!r}: no branch matches key {key!r} "
+            f"(branches: {list(step.branches)!r}) and there is no default_branch_pipeline.",
+            [],
+        )
+    job = await run_pipeline(branch, frame.run, frame.context, frame.data, frame.path)
+    result = _branch_result(step.name, job, None)
+    result.latency_s = _perf() - t0
+    result.metadata["executed_branch_key"] = key
+    if not job.success:
+        result.feedback = f"Branch {key!r} of step {step.name!r} failed: {result.feedback}"
+        result.output = None
+    return result
+
+
+async def run_pipeline_step(frame: ExecutionFrame[Any]) -> StepResult:
+    t0 = _perf()
+    step = frame.step
+    assert isinstance(step, PipelineStep)
+    run: RunState = frame.run
+    if step.inherit_context:
+        ctx = frame.context
+    else:
+        model = step.context_model or type(frame.context)
+        ctx = build_context(model, step.initial_context_data, frame.data, run.run_id)
+    job = await run_pipeline(step.pipeline, run, ctx, frame.data, frame.path)
+    result = _branch_result(step.name, job, None if step.inherit_context else ctx)
+    result.latency_s = _perf() - t0
+    if not job.success:
+        result.output = None
+    return result
+
+
+_KIND_RUNNERS: dict[str, Callable[[ExecutionFrame[Any]], Awaitable[StepResult]]] = {
+    "parallel": run_parallel_step,
+    "loop": run_loop_step,
+    "conditional": run_conditional_step,
+    "router": run_router_step,
+    "pipeline": run_pipeline_step,
+}

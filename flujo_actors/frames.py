@@ -1,0 +1,48 @@
+"""The message a step actor receives: :class:`ExecutionFrame`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import attrs
+import trio
+
+if TYPE_CHECKING:
+    from .limits import UsageLimits
+    from .steps.dsl import Step
+
+__all__ = ["ExecutionFrame"]
+
+ContextT = TypeVar("ContextT")
+
+
+@attrs.frozen(slots=True)
+class ExecutionFrame(Generic[ContextT]):
+    """Everything one step execution needs, as one immutable message.
+
+    Attributes:
+        step: the step to execute.
+        data: the step's input.
+        context: the live context of the pipeline the step belongs to.
+        resources: the run's shared resources (passed to agents that accept them).
+        limits: the run's usage limits, if any.
+        stream: whether chunks of a streaming agent are forwarded live.
+        on_chunk: where chunks go when ``stream`` is set.
+        breach_event: set by the governor when the run's limits are breached.
+        context_setter: replaces the context seen by the rest of this pipeline.
+        run: the run's internal state (governor, hooks, backends); opaque.
+        path: where the step sits in the pipeline tree, e.g. ``("fan", "a", "s1")``.
+    """
+
+    step: Step
+    data: Any
+    context: ContextT
+    resources: Any = None
+    limits: UsageLimits | None = None
+    stream: bool = False
+    on_chunk: Callable[[Any], Awaitable[None]] | None = None
+    breach_event: trio.Event | None = None
+    context_setter: Callable[[ContextT], None] | None = None
+    run: Any = None
+    path: tuple[str, ...] = ()

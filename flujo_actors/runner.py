@@ -1,0 +1,260 @@
+"""The runner: :class:`Flujo` runs a pipeline (run, run_async, stream_async, resume_async)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import trio
+
+from .actors.actor import start_actor
+from .context import PipelineContext, build_context, check_context_model
+from .engine import Chain, Job, RunState
+from .errors import PipelineDefinitionError, UsageLimitExceededError
+from .governor import Flush, Governor
+from .limits import UsageLimits
+from .policy.ledger import UsageLedger
+from .results import PipelineResult
+from .steps.dsl import (
+    ConditionalStep,
+    DynamicParallelRouterStep,
+    LoopStep,
+    ParallelStep,
+    Pipeline,
+    PipelineStep,
+    Step,
+    check_fallback_chain,
+)
+
+__all__ = ["Flujo"]
+
+
+def _validate_tree(pipeline: Pipeline, active: list[int]) -> None:
+    """Check what can only be checked on the whole tree: cycles and fallback loops."""
+    if id(pipeline) in active:
+        raise PipelineDefinitionError(
+            f"Pipeline {pipeline.name!r} contains itself (through nested steps); "
+            "a pipeline tree must not be recursive."
+        )
+    active.append(id(pipeline))
+    for s in pipeline.steps:
+        _validate_step(s, active)
+    active.pop()
+
+
+def _validate_step(s: Step, active: list[int]) -> None:
+    if s.fallback is not None:
+        check_fallback_chain(s)
+        _validate_step(s.fallback, active)
+    if isinstance(s, (ParallelStep, DynamicParallelRouterStep)):
+        for p in s.branches.values():
+            _validate_tree(p, active)
+    elif isinstance(s, LoopStep):
+        _validate_tree(s.body, active)
+    elif isinstance(s, ConditionalStep):
+        for p in s.branches.values():
+            _validate_tree(p, active)
+        if s.default_branch is not None:
+            _validate_tree(s.default_branch, active)
+    elif isinstance(s, PipelineStep):
+        _validate_tree(s.pipeline, active)
+
+
+class Flujo:
+    """Runs a pipeline: one run = one nursery, one governor, one actor per step.
+
+    Args:
+        pipeline_or_step: what to run.
+        context_model: an attrs class (subclass :class:`PipelineContext`).
+        initial_context_data: field values for the context of each run.
+        resources: passed to agents that accept ``resources=``.
+        usage_limits: :class:`UsageLimits` for each run.
+        state_backend: persist after every top-level step (enables resume).
+        cache_backend: where ``cache=True`` steps keep outputs.
+        executor: where agent calls run by default (``"inline"``, ``"process"``,
+            ``"ray"`` or an executor object).
+        hooks: callables receiving run events.
+
+    Raises:
+        PipelineDefinitionError: on an invalid pipeline or argument.
+    """
+
+    def __init__(
+        self,
+        pipeline_or_step: Pipeline | Step,
+        *,
+        context_model: type[Any] = PipelineContext,
+        initial_context_data: Mapping[str, Any] | None = None,
+        resources: Any = None,
+        usage_limits: UsageLimits | None = None,
+        state_backend: Any = None,
+        cache_backend: Any = None,
+        executor: Any = None,
+        hooks: Sequence[Callable[..., Any]] = (),
+    ) -> None:
+        if isinstance(pipeline_or_step, Step):
+            pipeline = Pipeline(steps=[pipeline_or_step])
+        elif isinstance(pipeline_or_step, Pipeline):
+            pipeline = pipeline_or_step
+        else:
+            raise PipelineDefinitionError(
+                f"Flujo: expected a Step or a Pipeline, got {pipeline_or_step!r}."
+            )
+        _validate_tree(pipeline, [])
+        check_context_model(context_model)
+        if initial_context_data is not None and not isinstance(initial_context_data, Mapping):
+            raise PipelineDefinitionError(
+                f"Flujo: initial_context_data must be a mapping of field -> value, "
+                f"got {initial_context_data!r}."
+            )
+        if usage_limits is not None and not isinstance(usage_limits, UsageLimits):
+            raise PipelineDefinitionError(
+                f"Flujo: usage_limits must be a UsageLimits, got {usage_limits!r}."
+            )
+        self.pipeline = pipeline
+        self.context_model = context_model
+        self.initial_context_data = dict(initial_context_data or {})
+        self.resources = resources
+        self.usage_limits = usage_limits
+        self.state_backend = state_backend
+        self.cache_backend = cache_backend
+        self.executor = executor
+        self.hooks = tuple(hooks)
+
+    # -- public API ---------------------------------------------------------------
+    def run(self, initial_input: Any) -> PipelineResult:
+        """Run to completion from synchronous code (calls ``trio.run``).
+
+        Raises:
+            RuntimeError: called inside a running trio loop.
+            UsageLimitExceededError: the run breached its limits.
+        """
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "Flujo.run() cannot be called inside a running trio event loop; "
+                "use `await runner.run_async(...)` instead."
+            )
+        result: PipelineResult = trio.run(self.run_async, initial_input)
+        return result
+
+    async def run_async(self, initial_input: Any, *, run_id: str | None = None) -> PipelineResult:
+        """Run the pipeline inside trio and return its :class:`PipelineResult`.
+
+        A failed step ends the run with ``success=False`` (no exception).
+        Cancelling the caller cancels the whole run: every step and branch
+        beneath it stops, nothing is left running.
+
+        Raises:
+            UsageLimitExceededError: a limit was breached; ``.result`` is the
+                partial result with the breaching step last.
+        """
+        return await self._execute(initial_input, run_id=run_id)
+
+    async def stream_async(self, initial_input: Any) -> AsyncIterator[Any]:
+        """Yield the final streaming step's chunks as produced, then the PipelineResult.
+
+        A slow consumer slows the producer (bounded channel). Closing or
+        cancelling the consumer cancels the run.
+        """
+        send, receive = trio.open_memory_channel[Any](0)
+
+        async def on_chunk(chunk: Any) -> None:
+            await send.send(chunk)
+
+        async def produce() -> None:
+            async with send:
+                result = await self._execute(initial_input, on_chunk=on_chunk)
+                await send.send(_Final(result))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            async with receive:
+                async for item in receive:
+                    if type(item) is _Final:
+                        yield item.result
+                    else:
+                        yield item
+            nursery.cancel_scope.cancel()
+
+    def as_step(self, name: str) -> PipelineStep:
+        """This runner's pipeline as one step of another pipeline.
+
+        It runs on a fresh context built from this runner's ``context_model``
+        and ``initial_context_data``.
+        """
+        return PipelineStep(
+            name=name,
+            pipeline=self.pipeline,
+            inherit_context=False,
+            context_model=self.context_model,
+            initial_context_data=self.initial_context_data,
+        )
+
+    # -- the run ------------------------------------------------------------------
+    async def _execute(
+        self,
+        initial_input: Any,
+        *,
+        run_id: str | None = None,
+        on_chunk: Any = None,
+    ) -> PipelineResult:
+        run_id = run_id or uuid.uuid4().hex
+        context = build_context(
+            self.context_model, self.initial_context_data, initial_input, run_id
+        )
+        limits = self.usage_limits
+        ledger = UsageLedger(
+            limits.total_cost_usd_limit if limits else None,
+            limits.total_tokens_limit if limits else None,
+        )
+        run = RunState(
+            run_id,
+            resources=self.resources,
+            limits=limits,
+            limited=ledger.limited,
+            cache_backend=self.cache_backend,
+            executor=self.executor,
+            context_model=self.context_model,
+        )
+        job = Job(context, (), None, on_chunk)
+        async with trio.open_nursery() as nursery:
+            governor = Governor(ledger, run.breach_event, nursery.cancel_scope.cancel)
+            run.governor = await start_actor(
+                nursery, governor, name="governor", dead_letters=run.dead_letters
+            )
+            chain = Chain(self.pipeline.steps, nursery, run)
+            await chain.execute(job, initial_input)
+            if run.told:
+                # Told (not asked) usage messages may still be queued: the mailbox
+                # is FIFO, so one ask behind them means they have all landed.
+                await run.governor.ask(Flush())
+            nursery.cancel_scope.cancel()
+        history = job.history
+        result = PipelineResult(
+            step_history=history,
+            total_cost_usd=ledger.cost,
+            total_tokens=ledger.tokens,
+            final_pipeline_context=job.context,
+            success=job.success and not governor.breached,
+            output=job.output if job.success else None,
+            run_id=run_id,
+        )
+        if governor.breached is not None:
+            b = governor.breached
+            if b.result is not None and not any(r is b.result for r in history):
+                history.append(b.result)
+            result.output = None
+            raise UsageLimitExceededError(b.message, result)
+        return result
+
+
+class _Final:
+    __slots__ = ("result",)
+
+    def __init__(self, result: PipelineResult) -> None:
+        self.result = result

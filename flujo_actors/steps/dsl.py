@@ -1,0 +1,636 @@
+"""The pipeline DSL: :class:`Step`, :class:`StepConfig`, :class:`Pipeline`, ``>>``, ``@step``.
+
+Definitions are validated when they are built: a bad argument raises
+:class:`PipelineDefinitionError` naming the step, the argument, the value and
+the fix, long before anything runs.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from decimal import Decimal
+from typing import Any, ClassVar, TypeAlias, overload
+
+import attrs
+
+from ..errors import InfiniteFallbackError, PipelineDefinitionError
+from ..results import to_decimal
+from .callables import AgentSpec, Callback, compile_agent, compile_callback
+
+__all__ = [
+    "BranchFailureStrategy",
+    "ConditionalStep",
+    "DynamicParallelRouterStep",
+    "LoopStep",
+    "MergeStrategy",
+    "ParallelStep",
+    "Pipeline",
+    "PipelineStep",
+    "PluginOutcome",
+    "Step",
+    "StepConfig",
+    "step",
+]
+
+PLACEMENTS = ("inline", "process", "ray")
+
+
+class MergeStrategy(enum.Enum):
+    """How a parallel step folds its branches' contexts back into the main one."""
+
+    NO_MERGE = "no_merge"
+    OVERWRITE = "overwrite"
+    CONTEXT_UPDATE = "context_update"
+    ERROR_ON_CONFLICT = "error_on_conflict"
+    KEEP_FIRST = "keep_first"
+
+
+class BranchFailureStrategy(enum.Enum):
+    """What a failing parallel branch does to its step."""
+
+    PROPAGATE = "propagate"
+    IGNORE = "ignore"
+
+
+MergeSpec: TypeAlias = MergeStrategy | Callable[[Any, Any], None]
+
+
+@attrs.define
+class PluginOutcome:
+    """A plugin's verdict on an output; ``new_solution`` (if not None) replaces it."""
+
+    success: bool
+    feedback: str | None = None
+    new_solution: Any = None
+
+
+@attrs.define
+class StepConfig:
+    """Per-step supervision settings (validated when the step is built).
+
+    Attributes:
+        max_retries: retries after the first attempt (``N`` -> at most ``N + 1`` attempts).
+        timeout_s: per-attempt timeout in seconds (None: no timeout).
+        backoff_s: delay before the first retry; later ones grow by ``backoff_factor``.
+        backoff_factor: growth of the delay between retries.
+    """
+
+    max_retries: int = 1
+    timeout_s: float | None = None
+    backoff_s: float = 0.0
+    backoff_factor: float = 2.0
+
+
+def _check_config(name: str, cfg: Any) -> None:
+    if not isinstance(cfg, StepConfig):
+        raise PipelineDefinitionError(
+            f"Step {name!r}: config must be a StepConfig, got {cfg!r}."
+        )
+    mr = cfg.max_retries
+    if type(mr) is not int or mr < 0:
+        raise PipelineDefinitionError(
+            f"Step {name!r}: max_retries must be an int >= 0, got {mr!r}. "
+            "Use max_retries=0 for a single attempt."
+        )
+    t = cfg.timeout_s
+    if t is not None and (
+        isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0 or math.isnan(t)
+    ):
+        raise PipelineDefinitionError(
+            f"Step {name!r}: timeout_s must be a number > 0 or None, got {t!r}."
+        )
+    for arg in ("backoff_s", "backoff_factor"):
+        v = getattr(cfg, arg)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise PipelineDefinitionError(
+                f"Step {name!r}: {arg} must be a number >= 0, got {v!r}."
+            )
+
+
+@attrs.frozen(slots=True)
+class Plugin:
+    """A compiled plugin: ``validate(output, context)`` returning a PluginOutcome."""
+
+    call: Callable[[Any, Any], Any]
+    is_async: bool
+    label: str
+
+
+def _compile_plugin(name: str, plugin: Any) -> Plugin:
+    validate = getattr(plugin, "validate", None)
+    if validate is not None and callable(validate):
+        cb = compile_callback(validate, what="plugin.validate", step_name=name, max_args=2)
+    else:
+        cb = compile_callback(plugin, what="plugin", step_name=name, max_args=2)
+    return Plugin(cb.call, cb.is_async, cb.label)
+
+
+def _as_tuple(value: Any, what: str, name: str) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if callable(value) and not isinstance(value, (list, tuple)):
+        raise PipelineDefinitionError(
+            f"Step {name!r}: {what} must be a list of callables, got a single {value!r}; "
+            f"wrap it: {what}=[...]."
+        )
+    try:
+        return tuple(value)
+    except TypeError:
+        raise PipelineDefinitionError(
+            f"Step {name!r}: {what} must be a list, got {value!r}."
+        ) from None
+
+
+@attrs.define(eq=False, repr=False)
+class Step:
+    """One unit of a pipeline: an agent call, supervised (or a control-flow step).
+
+    Build it with :meth:`from_callable`, ``@step``, the control-flow
+    constructors (:meth:`parallel`, :meth:`loop_until`, :meth:`branch_on`,
+    :meth:`dynamic_parallel_branch`) or directly with ``Step(name=..., agent=...)``.
+    Chain with ``>>``.
+
+    Raises:
+        PipelineDefinitionError: on any invalid argument, when built.
+    """
+
+    kind: ClassVar[str] = "agent"
+
+    name: str
+    agent: Any = None
+    config: StepConfig = attrs.Factory(StepConfig)
+    validators: tuple[Any, ...] = attrs.field(default=(), kw_only=True)
+    plugins: tuple[Any, ...] = attrs.field(default=(), kw_only=True)
+    fallback: Step | None = attrs.field(default=None, kw_only=True)
+    updates_context: bool = attrs.field(default=False, kw_only=True)
+    cache: bool = attrs.field(default=False, kw_only=True)
+    expected_cost_usd: Decimal | None = attrs.field(default=None, kw_only=True)
+    expected_tokens: int | None = attrs.field(default=None, kw_only=True)
+    placement: Any = attrs.field(default=None, kw_only=True)
+    # compiled at build time (never per call)
+    spec: AgentSpec | None = attrs.field(init=False, default=None)
+    compiled_validators: tuple[Callback, ...] = attrs.field(init=False, default=())
+    compiled_plugins: tuple[Plugin, ...] = attrs.field(init=False, default=())
+
+    def __attrs_post_init__(self) -> None:
+        name = self.name
+        if not isinstance(name, str) or not name.strip():
+            raise PipelineDefinitionError(
+                f"Step name must be a non-empty string, got {name!r}. "
+                "Pass name='...' (e.g. the agent's purpose)."
+            )
+        _check_config(name, self.config)
+        self.validators = _as_tuple(self.validators, "validators", name)
+        self.plugins = _as_tuple(self.plugins, "plugins", name)
+        self.compiled_validators = tuple(
+            compile_callback(v, what="validator", step_name=name, max_args=2)
+            for v in self.validators
+        )
+        self.compiled_plugins = tuple(_compile_plugin(name, p) for p in self.plugins)
+        if self.fallback is not None:
+            if not isinstance(self.fallback, Step):
+                raise PipelineDefinitionError(
+                    f"Step {name!r}: fallback must be a Step, got {self.fallback!r}."
+                )
+            check_fallback_chain(self)
+        if self.expected_cost_usd is not None:
+            try:
+                cost = to_decimal(self.expected_cost_usd)
+            except TypeError:
+                cost = Decimal(-1)
+            if cost < 0:
+                raise PipelineDefinitionError(
+                    f"Step {name!r}: expected_cost_usd must be a number >= 0, "
+                    f"got {self.expected_cost_usd!r}."
+                )
+            self.expected_cost_usd = cost
+        et = self.expected_tokens
+        if et is not None and (type(et) is not int or et < 0):
+            raise PipelineDefinitionError(
+                f"Step {name!r}: expected_tokens must be an int >= 0, got {et!r}."
+            )
+        p = self.placement
+        if p is not None and isinstance(p, str) and p not in PLACEMENTS:
+            raise PipelineDefinitionError(
+                f"Step {name!r}: placement must be one of {PLACEMENTS!r} or an executor, "
+                f"got {p!r}."
+            )
+        self._compile()
+
+    def _compile(self) -> None:
+        if self.agent is None:
+            raise PipelineDefinitionError(
+                f"Step {self.name!r}: agent is required; pass agent=<async function or "
+                "object with async run(data)>."
+            )
+        self.spec = compile_agent(self.name, self.agent)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # -- composition --------------------------------------------------------
+    def __rshift__(self, other: Step | Pipeline) -> Pipeline:
+        return Pipeline(steps=[self, *_steps_of(other, self.name)])
+
+    # -- constructors ---------------------------------------------------------
+    @classmethod
+    def from_callable(
+        cls,
+        fn: Any,
+        *,
+        name: str | None = None,
+        max_retries: int = 1,
+        timeout_s: float | None = None,
+        validators: Iterable[Any] = (),
+        plugins: Iterable[Any] = (),
+        fallback: Step | None = None,
+        updates_context: bool = False,
+        cache: bool = False,
+        expected_cost_usd: Any = None,
+        expected_tokens: int | None = None,
+        placement: Any = None,
+        backoff_s: float = 0.0,
+        backoff_factor: float = 2.0,
+    ) -> Step:
+        """Make an agent step from a function or an object with ``run``.
+
+        The name defaults to the function's ``__name__``.
+        """
+        step_name = name if name is not None else _default_name(fn)
+        return Step(
+            name=step_name,
+            agent=fn,
+            config=StepConfig(
+                max_retries=max_retries,
+                timeout_s=timeout_s,
+                backoff_s=backoff_s,
+                backoff_factor=backoff_factor,
+            ),
+            validators=validators,  # type: ignore[arg-type]
+            plugins=plugins,  # type: ignore[arg-type]
+            fallback=fallback,
+            updates_context=updates_context,
+            cache=cache,
+            expected_cost_usd=expected_cost_usd,
+            expected_tokens=expected_tokens,
+            placement=placement,
+        )
+
+    @staticmethod
+    def parallel(
+        name: str,
+        branches: Mapping[str, Step | Pipeline],
+        *,
+        merge_strategy: MergeSpec = MergeStrategy.CONTEXT_UPDATE,
+        on_branch_failure: BranchFailureStrategy = BranchFailureStrategy.PROPAGATE,
+        context_include_keys: Iterable[str] | None = None,
+    ) -> ParallelStep:
+        """Run every branch concurrently on the same input and its own context copy."""
+        return ParallelStep(
+            name=name,
+            branches=branches,  # type: ignore[arg-type]
+            merge_strategy=merge_strategy,
+            on_branch_failure=on_branch_failure,
+            context_include_keys=context_include_keys,  # type: ignore[arg-type]
+        )
+
+    @staticmethod
+    def loop_until(
+        name: str,
+        loop_body_pipeline: Step | Pipeline,
+        exit_condition_callable: Callable[..., Any],
+        *,
+        max_loops: int = 5,
+        initial_input_to_loop_body_mapper: Callable[..., Any] | None = None,
+        iteration_input_mapper: Callable[..., Any] | None = None,
+        loop_output_mapper: Callable[..., Any] | None = None,
+    ) -> LoopStep:
+        """Run the body until ``exit_condition_callable(output, context)`` is true."""
+        return LoopStep(
+            name=name,
+            body=loop_body_pipeline,  # type: ignore[arg-type]
+            exit_condition=exit_condition_callable,
+            max_loops=max_loops,
+            initial_input_mapper=initial_input_to_loop_body_mapper,
+            iteration_input_mapper=iteration_input_mapper,
+            output_mapper=loop_output_mapper,
+        )
+
+    @staticmethod
+    def branch_on(
+        name: str,
+        condition_callable: Callable[..., Any],
+        branches: Mapping[Hashable, Step | Pipeline],
+        *,
+        default_branch_pipeline: Step | Pipeline | None = None,
+    ) -> ConditionalStep:
+        """Run the branch whose key ``condition_callable(data, context)`` returns."""
+        return ConditionalStep(
+            name=name,
+            condition=condition_callable,
+            branches=branches,  # type: ignore[arg-type]
+            default_branch=default_branch_pipeline,  # type: ignore[arg-type]
+        )
+
+    @staticmethod
+    def dynamic_parallel_branch(
+        name: str,
+        router_agent: Any,
+        branches: Mapping[str, Step | Pipeline],
+        *,
+        merge_strategy: MergeSpec = MergeStrategy.CONTEXT_UPDATE,
+        on_branch_failure: BranchFailureStrategy = BranchFailureStrategy.PROPAGATE,
+    ) -> DynamicParallelRouterStep:
+        """Ask ``router_agent`` which branches to run, then run those in parallel."""
+        return DynamicParallelRouterStep(
+            name=name,
+            agent=router_agent,
+            branches=branches,  # type: ignore[arg-type]
+            merge_strategy=merge_strategy,
+            on_branch_failure=on_branch_failure,
+        )
+
+
+def _default_name(fn: Any) -> str:
+    name = getattr(fn, "__name__", None)
+    if name is None:
+        name = type(fn).__name__
+    return str(name)
+
+
+def _steps_of(other: Any, left: str) -> list[Step]:
+    if isinstance(other, Step):
+        return [other]
+    if isinstance(other, Pipeline):
+        return list(other.steps)
+    raise PipelineDefinitionError(
+        f"Cannot chain step {left!r} with {other!r}: `>>` takes a Step or a Pipeline."
+    )
+
+
+def check_fallback_chain(first: Step) -> None:
+    """Raise InfiniteFallbackError if following ``fallback`` from ``first`` revisits a step."""
+    seen: list[Step] = [first]
+    cur = first.fallback
+    while cur is not None:
+        if any(cur is s for s in seen):
+            chain = " -> ".join(repr(s.name) for s in [*seen, cur])
+            raise InfiniteFallbackError(
+                f"Step {first.name!r}: the fallback chain {chain} revisits step "
+                f"{cur.name!r}; a fallback must lead to a step without a fallback."
+            )
+        seen.append(cur)
+        cur = cur.fallback
+
+
+def _as_pipeline(value: Any, *, owner: str, what: str) -> Pipeline:
+    if isinstance(value, Pipeline):
+        return value
+    if isinstance(value, Step):
+        return Pipeline(steps=[value])
+    raise PipelineDefinitionError(
+        f"Step {owner!r}: {what} must be a Step or a Pipeline, got {value!r}."
+    )
+
+
+def _branch_map(value: Any, owner: str, *, allow_empty: bool = False) -> dict[Any, Pipeline]:
+    if not isinstance(value, Mapping):
+        raise PipelineDefinitionError(
+            f"Step {owner!r}: branches must be a mapping of name -> Step | Pipeline, "
+            f"got {value!r}."
+        )
+    if not value and not allow_empty:
+        raise PipelineDefinitionError(
+            f"Step {owner!r}: branches must not be empty; give at least one branch."
+        )
+    return {k: _as_pipeline(v, owner=owner, what=f"branch {k!r}") for k, v in value.items()}
+
+
+def _check_merge(owner: str, merge: Any, failure: Any) -> None:
+    if not isinstance(merge, MergeStrategy) and not callable(merge):
+        raise PipelineDefinitionError(
+            f"Step {owner!r}: merge_strategy must be a MergeStrategy or a callable "
+            f"(main_ctx, branch_ctx) -> None, got {merge!r}."
+        )
+    if not isinstance(failure, BranchFailureStrategy):
+        raise PipelineDefinitionError(
+            f"Step {owner!r}: on_branch_failure must be a BranchFailureStrategy, "
+            f"got {failure!r}."
+        )
+
+
+@attrs.define(eq=False, repr=False)
+class ParallelStep(Step):
+    """Branches run concurrently; output ``{branch_name: branch_output}``."""
+
+    kind: ClassVar[str] = "parallel"
+
+    branches: dict[str, Pipeline] = attrs.field(factory=dict, kw_only=True)
+    merge_strategy: MergeSpec = attrs.field(default=MergeStrategy.CONTEXT_UPDATE, kw_only=True)
+    on_branch_failure: BranchFailureStrategy = attrs.field(
+        default=BranchFailureStrategy.PROPAGATE, kw_only=True
+    )
+    context_include_keys: frozenset[str] | None = attrs.field(default=None, kw_only=True)
+
+    def _compile(self) -> None:
+        self.branches = _branch_map(self.branches, self.name)
+        for k in self.branches:
+            if not isinstance(k, str) or not k:
+                raise PipelineDefinitionError(
+                    f"Step {self.name!r}: branch names must be non-empty strings, got {k!r}."
+                )
+        _check_merge(self.name, self.merge_strategy, self.on_branch_failure)
+        keys = self.context_include_keys
+        if keys is not None:
+            if isinstance(keys, str):
+                raise PipelineDefinitionError(
+                    f"Step {self.name!r}: context_include_keys must be a list of field "
+                    f"names, got the string {keys!r}; write [{keys!r}]."
+                )
+            self.context_include_keys = frozenset(keys)
+
+
+@attrs.define(eq=False, repr=False)
+class LoopStep(Step):
+    """Runs its body until the exit condition holds or ``max_loops`` is reached."""
+
+    kind: ClassVar[str] = "loop"
+
+    body: Pipeline = attrs.field(default=None, kw_only=True)
+    exit_condition: Any = attrs.field(default=None, kw_only=True)
+    max_loops: int = attrs.field(default=5, kw_only=True)
+    initial_input_mapper: Any = attrs.field(default=None, kw_only=True)
+    iteration_input_mapper: Any = attrs.field(default=None, kw_only=True)
+    output_mapper: Any = attrs.field(default=None, kw_only=True)
+    compiled_exit: Callback | None = attrs.field(init=False, default=None)
+    compiled_initial: Callback | None = attrs.field(init=False, default=None)
+    compiled_iteration: Callback | None = attrs.field(init=False, default=None)
+    compiled_output: Callback | None = attrs.field(init=False, default=None)
+
+    def _compile(self) -> None:
+        n = self.name
+        self.body = _as_pipeline(self.body, owner=n, what="loop_body_pipeline")
+        ml = self.max_loops
+        if type(ml) is not int or ml < 1:
+            raise PipelineDefinitionError(
+                f"Loop step {n!r}: max_loops must be >= 1, got {ml!r}."
+            )
+        if self.exit_condition is None:
+            raise PipelineDefinitionError(
+                f"Loop step {n!r}: exit_condition_callable is required "
+                "(a function (output, context) -> bool)."
+            )
+        self.compiled_exit = compile_callback(
+            self.exit_condition, what="exit_condition_callable", step_name=n, max_args=2
+        )
+        if self.initial_input_mapper is not None:
+            self.compiled_initial = compile_callback(
+                self.initial_input_mapper,
+                what="initial_input_to_loop_body_mapper",
+                step_name=n,
+                max_args=2,
+            )
+        if self.iteration_input_mapper is not None:
+            self.compiled_iteration = compile_callback(
+                self.iteration_input_mapper, what="iteration_input_mapper", step_name=n, max_args=3
+            )
+        if self.output_mapper is not None:
+            self.compiled_output = compile_callback(
+                self.output_mapper, what="loop_output_mapper", step_name=n, max_args=2
+            )
+
+
+@attrs.define(eq=False, repr=False)
+class ConditionalStep(Step):
+    """Runs the branch selected by ``condition(data, context)``."""
+
+    kind: ClassVar[str] = "conditional"
+
+    condition: Any = attrs.field(default=None, kw_only=True)
+    branches: dict[Any, Pipeline] = attrs.field(factory=dict, kw_only=True)
+    default_branch: Pipeline | None = attrs.field(default=None, kw_only=True)
+    compiled_condition: Callback | None = attrs.field(init=False, default=None)
+
+    def _compile(self) -> None:
+        n = self.name
+        if self.condition is None:
+            raise PipelineDefinitionError(
+                f"Conditional step {n!r}: condition_callable is required "
+                "(a function (data, context) -> branch key)."
+            )
+        self.compiled_condition = compile_callback(
+            self.condition, what="condition_callable", step_name=n, max_args=2
+        )
+        self.branches = _branch_map(
+            self.branches, n, allow_empty=self.default_branch is not None
+        )
+        if self.default_branch is not None:
+            self.default_branch = _as_pipeline(
+                self.default_branch, owner=n, what="default_branch_pipeline"
+            )
+
+
+@attrs.define(eq=False, repr=False)
+class DynamicParallelRouterStep(Step):
+    """The router agent picks branch names; those run as a parallel step."""
+
+    kind: ClassVar[str] = "router"
+
+    branches: dict[str, Pipeline] = attrs.field(factory=dict, kw_only=True)
+    merge_strategy: MergeSpec = attrs.field(default=MergeStrategy.CONTEXT_UPDATE, kw_only=True)
+    on_branch_failure: BranchFailureStrategy = attrs.field(
+        default=BranchFailureStrategy.PROPAGATE, kw_only=True
+    )
+    context_include_keys: frozenset[str] | None = attrs.field(default=None, kw_only=True)
+
+    def _compile(self) -> None:
+        super()._compile()  # the router agent
+        self.branches = _branch_map(self.branches, self.name)
+        _check_merge(self.name, self.merge_strategy, self.on_branch_failure)
+
+
+@attrs.define(eq=False, repr=False)
+class PipelineStep(Step):
+    """A nested pipeline run as one step (``pipeline.as_step(name)``)."""
+
+    kind: ClassVar[str] = "pipeline"
+
+    pipeline: Pipeline = attrs.field(default=None, kw_only=True)
+    inherit_context: bool = attrs.field(default=True, kw_only=True)
+    context_model: Any = attrs.field(default=None, kw_only=True)
+    initial_context_data: Mapping[str, Any] | None = attrs.field(default=None, kw_only=True)
+
+    def _compile(self) -> None:
+        self.pipeline = _as_pipeline(self.pipeline, owner=self.name, what="pipeline")
+
+
+@attrs.define(eq=False, repr=False)
+class Pipeline:
+    """An ordered list of steps; each step's output is the next step's input."""
+
+    steps: list[Step] = attrs.field(factory=list)
+    name: str = attrs.field(default="pipeline", kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        steps = self.steps
+        if isinstance(steps, Step) or not isinstance(steps, Iterable):
+            raise PipelineDefinitionError(
+                f"Pipeline {self.name!r}: steps must be a list of Step, got {steps!r}."
+            )
+        steps = list(steps)
+        if not steps:
+            raise PipelineDefinitionError(
+                f"Pipeline {self.name!r}: steps must not be empty; add at least one Step."
+            )
+        for i, s in enumerate(steps):
+            if isinstance(s, Pipeline):
+                raise PipelineDefinitionError(
+                    f"Pipeline {self.name!r}: steps[{i}] is a Pipeline; chain it with `>>` "
+                    "or nest it with pipeline.as_step(name)."
+                )
+            if not isinstance(s, Step):
+                raise PipelineDefinitionError(
+                    f"Pipeline {self.name!r}: steps[{i}] must be a Step, got {s!r}; "
+                    "wrap functions with Step.from_callable(fn) or @step."
+                )
+        self.steps = steps
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name!r} [{', '.join(s.name for s in self.steps)}]>"
+
+    def __rshift__(self, other: Step | Pipeline) -> Pipeline:
+        return Pipeline(steps=[*self.steps, *_steps_of(other, self.name)], name=self.name)
+
+    @classmethod
+    def from_step(cls, s: Step) -> Pipeline:
+        """A one-step pipeline."""
+        return cls(steps=[s])
+
+    def as_step(self, name: str, inherit_context: bool = True) -> PipelineStep:
+        """This pipeline as one step of another.
+
+        With ``inherit_context`` it reads and writes the parent's context;
+        otherwise it gets a fresh context built like the runner builds one.
+        """
+        return PipelineStep(name=name, pipeline=self, inherit_context=inherit_context)
+
+
+@overload
+def step(fn: Callable[..., Any], /) -> Step: ...
+@overload
+def step(
+    fn: None = None, /, **kwargs: Any
+) -> Callable[[Callable[..., Any]], Step]: ...
+def step(
+    fn: Callable[..., Any] | None = None, /, **kwargs: Any
+) -> Step | Callable[[Callable[..., Any]], Step]:
+    """Decorator form of :meth:`Step.from_callable`: ``@step`` or ``@step(name=...)``."""
+    if fn is not None:
+        return Step.from_callable(fn, **kwargs)
+
+    def wrap(f: Callable[..., Any]) -> Step:
+        return Step.from_callable(f, **kwargs)
+
+    return wrap
