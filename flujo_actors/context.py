@@ -94,7 +94,7 @@ def copy_context(ctx: ContextT, include: frozenset[str] | None = None) -> Contex
         for name in context_field_names(cls):
             setter(new, name, copy_value(getattr(ctx, name)))
         return new
-    for f in attrs.fields(cls):
+    for f in attrs.fields(cls):  # type: ignore[arg-type]
         if f.name in include or f.default is attrs.NOTHING:
             setter(new, f.name, copy_value(getattr(ctx, f.name)))
         elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]

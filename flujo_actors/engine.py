@@ -20,7 +20,7 @@ from typing import Any, Final
 import attrs
 import trio
 
-from .actors.actor import Actor, ActorCell, run_actor
+from .actors.actor import Actor, ActorCell
 from .actors.deadletters import DeadLetters
 from .context import build_context, copy_context, copy_value, restore_context, snapshot_context
 from .errors import FlujoInternalError
@@ -104,13 +104,18 @@ class RunState:
 
 
 class Job:
-    """One execution of a chain: the context it runs on and what it produced."""
+    """One execution of a chain: the context it runs on and what it produced.
+
+    ``on_finish`` (if set) is called synchronously when the job completes,
+    which lets a parallel step count its branches without a waiting task each.
+    """
 
     __slots__ = (
         "context",
         "done",
         "history",
         "on_chunk",
+        "on_finish",
         "on_step",
         "output",
         "path",
@@ -123,6 +128,7 @@ class Job:
         path: tuple[str, ...] = (),
         on_step: Callable[[int, StepResult, Job], Awaitable[None]] | None = None,
         on_chunk: Callable[[Any], Awaitable[None]] | None = None,
+        on_finish: Callable[[Job], None] | None = None,
     ) -> None:
         self.context = context
         self.history: list[StepResult] = []
@@ -132,6 +138,7 @@ class Job:
         self.path = path
         self.on_step = on_step
         self.on_chunk = on_chunk
+        self.on_finish = on_finish
 
     def set_context(self, ctx: Any) -> None:
         self.context = ctx
@@ -141,6 +148,8 @@ class Job:
             self.output = last.output
             self.success = last.success
         self.done.set()
+        if self.on_finish is not None:
+            self.on_finish(self)
 
 
 class _Deliver:
@@ -155,32 +164,40 @@ class _Deliver:
 
 
 class StepActor(Actor):
-    """The actor of one step position in a chain."""
+    """The actor of one step position in a chain.
+
+    It receives ``_Deliver`` messages (a frame's worth of data plus the job
+    it belongs to), executes its step and hands the output to the next
+    step's actor, or completes the job.
+    """
 
     def __init__(self, chain: Chain, index: int) -> None:
         self.chain = chain
         self.index = index
         self.step = chain.steps[index]
         self.last = index == len(chain.steps) - 1
+        self.name = self.step.name
 
     async def handle(self, message: Any) -> Any:
         msg: _Deliver = message
         job = msg.job
         chain = self.chain
+        run = chain.run
         step = self.step
         stream = self.last and job.on_chunk is not None
         frame: ExecutionFrame[Any] = ExecutionFrame(
             step,
             msg.data,
             job.context,
-            chain.run.resources,
-            chain.run.limits,
+            run.resources,
+            run.limits,
             stream,
             job.on_chunk if stream else None,
-            chain.run.breach_event,
+            run.breach_event,
             job.set_context,
-            chain.run,
+            run,
             (*job.path, step.name),
+            chain.nursery,
         )
         result = await run_step(frame)
         job.history.append(result)
@@ -193,30 +210,45 @@ class StepActor(Actor):
 
 
 class Chain:
-    """Runs one pipeline's steps as lazily started, reusable step actors.
+    """Runs one pipeline's steps as lazily started step actors.
 
-    The actors live in ``nursery`` (owned by whoever runs the pipeline) and
-    stop when :meth:`close` is called or the nursery is cancelled.
+    Each step's actor is started in ``nursery`` (owned by whoever runs the
+    pipeline) with its first message in hand. A *reusable* chain (a loop
+    body) keeps its actors, each with a mailbox, for the next frames until
+    :meth:`close`; a single-use chain's actors have exactly one message, so
+    they get no mailbox and end once they have handed their output on.
     """
 
-    __slots__ = ("cells", "nursery", "run", "steps")
+    __slots__ = ("cells", "nursery", "reusable", "run", "steps")
 
-    def __init__(self, steps: list[Step], nursery: trio.Nursery, run: RunState) -> None:
+    def __init__(
+        self, steps: list[Step], nursery: trio.Nursery, run: RunState, *, reusable: bool = False
+    ) -> None:
         self.steps = steps
         self.nursery = nursery
         self.run = run
-        self.cells: list[ActorCell | None] = [None] * len(steps)
+        self.reusable = reusable
+        self.cells: list[ActorCell | None] | None = [None] * len(steps) if reusable else None
 
     async def deliver(self, index: int, data: Any, job: Job) -> None:
         msg = _Deliver(job, index, data)
-        cell = self.cells[index]
+        cells = self.cells
+        if cells is None:
+            self.nursery.start_soon(_run_step_actor, StepActor(self, index), None, msg)
+            return
+        cell = cells[index]
         if cell is None:
             # Lazy start with the first frame in hand: no mailbox hop for it.
             cell = ActorCell(self.steps[index].name, 16, self.run.dead_letters)
-            self.cells[index] = cell
+            cells[index] = cell
             self.nursery.start_soon(_run_step_actor, StepActor(self, index), cell, msg)
         else:
             await cell.ref.tell(msg)
+
+    def start(self, job: Job, data: Any) -> None:
+        """Start ``job`` without waiting (single-use chains only)."""
+        assert self.cells is None
+        self.nursery.start_soon(_run_step_actor, StepActor(self, 0), None, _Deliver(job, 0, data))
 
     async def execute(self, job: Job, data: Any) -> Job:
         """Run the pipeline once for ``job``; return when it finished or failed."""
@@ -225,14 +257,28 @@ class Chain:
         return job
 
     def close(self) -> None:
-        """Let the step actors finish and exit (their mailboxes are closed)."""
-        for cell in self.cells:
-            if cell is not None:
-                cell.send.close()
+        """Let a reusable chain's actors drain their mailboxes and exit."""
+        if self.cells is not None:
+            for cell in self.cells:
+                if cell is not None:
+                    cell.send.close()
 
 
-async def _run_step_actor(actor: StepActor, cell: ActorCell, first: _Deliver) -> None:
-    await run_actor(actor, cell, first_message=first, has_first_message=True)
+async def _run_step_actor(actor: StepActor, cell: ActorCell | None, first: _Deliver) -> None:
+    # Step actors never override on_start/on_stop and are stopped by their
+    # chain's nursery, so they skip the generic loop's cancel scopes.
+    await actor.handle(first)
+    if cell is None:
+        return
+    cell.state = "running"
+    handle = actor.handle
+    try:
+        async for msg in cell.receive:
+            await handle(msg)
+            cell.handled += 1
+    finally:
+        cell.close_mailbox()
+        cell.mark_stopped()
 
 
 async def run_pipeline(
@@ -240,14 +286,12 @@ async def run_pipeline(
     run: RunState,
     context: Any,
     data: Any,
-    path: tuple[str, ...] = (),
+    path: tuple[str, ...],
+    nursery: trio.Nursery,
 ) -> Job:
-    """Run a sub-pipeline to completion in its own nursery (cancellable as a unit)."""
+    """Run a sub-pipeline to completion; its step actors live in ``nursery``."""
     job = Job(context, path)
-    async with trio.open_nursery() as nursery:
-        chain = Chain(pipeline.steps, nursery, run)
-        await chain.execute(job, data)
-        chain.close()
+    await Chain(pipeline.steps, nursery, run).execute(job, data)
     return job
 
 
@@ -300,9 +344,7 @@ async def _invoke(frame: ExecutionFrame[Any], step: Step, data: Any) -> Any:
     spec = step.spec
     assert spec is not None
     if frame.stream and spec.stream_call is not None:
-        return await _collect_stream(
-            frame, spec.stream_call(data, frame.context, frame.resources)
-        )
+        return await _collect_stream(frame, spec.stream_call(data, frame.context, frame.resources))
     if step.placement is not None or frame.run.executor is not None:
         executor = _executor_for(step, frame.run)
         if executor is not None:
@@ -620,25 +662,32 @@ async def _run_branches(
     path = frame.path
     shared_input = type(data) in _IMMUTABLE_INPUT
 
-    async def branch(i: int, bname: str, pipeline: Pipeline, bctx: Any, scope: trio.CancelScope) -> None:
-        bdata = data if shared_input else copy_value(data)
-        job = Job(bctx, (*path, bname))
-        async with trio.open_nursery() as actors:
-            chain = Chain(pipeline.steps, actors, run)
-            await chain.execute(job, bdata)
-            chain.close()
-        res = _branch_result(bname, job, bctx)
-        slots[i] = res
-        if not job.success and propagate and not failure:
-            failure.append(bname)
-            scope.cancel()
+    pending = [n]
+    all_done = trio.Event()
+
+    def finished(i: int, bname: str, bctx: Any, scope: trio.CancelScope) -> Callable[[Job], None]:
+        def on_finish(job: Job) -> None:
+            slots[i] = _branch_result(bname, job, bctx)
+            if not job.success and propagate and not failure:
+                failure.append(bname)
+                scope.cancel()  # cancels the siblings still running
+            pending[0] -= 1
+            if pending[0] == 0:
+                all_done.set()
+
+        return on_finish
 
     fork = Fork.of(ctx, include) if ctx is not None else None
     async with trio.open_nursery() as nursery:
+        scope = nursery.cancel_scope
         for i, (bname, pipeline) in enumerate(branches):
             bctx = copy_context(ctx, include) if ctx is not None else None
             contexts[i] = bctx
-            nursery.start_soon(branch, i, bname, pipeline, bctx, nursery.cancel_scope)
+            job = Job(bctx, (*path, bname), on_finish=finished(i, bname, bctx, scope))
+            Chain(pipeline.steps, nursery, run).start(
+                job, data if shared_input else copy_value(data)
+            )
+        await all_done.wait()
 
     results = [r for r in slots if r is not None]
     ran = [r.name for r in results]
@@ -654,11 +703,18 @@ async def _run_branches(
             output[bname] = r
     if failure:
         bad = next(r for r in results if r.name == failure[0])
-        return output, results, f"Branch {failure[0]!r} of step {owner!r} failed: {bad.feedback}", ran
+        return (
+            output,
+            results,
+            f"Branch {failure[0]!r} of step {owner!r} failed: {bad.feedback}",
+            ran,
+        )
     if not ok:
         return output, results, f"Every branch of step {owner!r} failed.", ran
     if fork is not None:
-        strategy = merge if callable(merge) and not isinstance(merge, MergeStrategy) else merge.value
+        strategy = (
+            merge if callable(merge) and not isinstance(merge, MergeStrategy) else merge.value
+        )
         try:
             merge_branches(ctx, fork, ok, strategy)
         except MergeConflict as exc:
@@ -752,6 +808,13 @@ async def run_router_step(frame: ExecutionFrame[Any]) -> StepResult:
     return result
 
 
+def _nursery(frame: ExecutionFrame[Any]) -> trio.Nursery:
+    nursery = frame.nursery
+    if nursery is None:
+        raise FlujoInternalError(f"frame for step {frame.step.name!r} has no nursery")
+    return nursery
+
+
 def _failed(step: Step, t0: float, feedback: str, history: list[StepResult]) -> StepResult:
     cost, tokens = _sum_usage(history)
     return StepResult(
@@ -776,8 +839,9 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
     failure: str | None = None
     output: Any = data
     path = frame.path
-    async with trio.open_nursery() as actors:
-        chain = Chain(step.body.steps, actors, run)  # one chain: actors reused per iteration
+    # One reusable chain: the body's actors serve every iteration.
+    chain = Chain(step.body.steps, _nursery(frame), run, reusable=True)
+    try:
         while iterations < step.max_loops:
             job = Job(ctx, path)
             await chain.execute(job, data)
@@ -799,6 +863,7 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
                 data = await _call(step.compiled_iteration, output, ctx, iterations)
             else:
                 data = output
+    finally:
         chain.close()
     if failure is None and exit_reason == "max_loops":
         failure = (
@@ -832,7 +897,10 @@ async def run_conditional_step(frame: ExecutionFrame[Any]) -> StepResult:
         key = await _call(step.compiled_condition, frame.data, frame.context)
     except Exception as exc:
         return _failed(
-            step, t0, f"condition_callable of step {step.name!r} raised {type(exc).__name__}: {exc}", []
+            step,
+            t0,
+            f"condition_callable of step {step.name!r} raised {type(exc).__name__}: {exc}",
+            [],
         )
     try:
         branch = step.branches.get(key)
@@ -848,7 +916,9 @@ async def run_conditional_step(frame: ExecutionFrame[Any]) -> StepResult:
             f"(branches: {list(step.branches)!r}) and there is no default_branch_pipeline.",
             [],
         )
-    job = await run_pipeline(branch, frame.run, frame.context, frame.data, frame.path)
+    job = await run_pipeline(
+        branch, frame.run, frame.context, frame.data, frame.path, _nursery(frame)
+    )
     result = _branch_result(step.name, job, None)
     result.latency_s = _perf() - t0
     result.metadata["executed_branch_key"] = key
@@ -868,7 +938,7 @@ async def run_pipeline_step(frame: ExecutionFrame[Any]) -> StepResult:
     else:
         model = step.context_model or type(frame.context)
         ctx = build_context(model, step.initial_context_data, frame.data, run.run_id)
-    job = await run_pipeline(step.pipeline, run, ctx, frame.data, frame.path)
+    job = await run_pipeline(step.pipeline, run, ctx, frame.data, frame.path, _nursery(frame))
     result = _branch_result(step.name, job, None if step.inherit_context else ctx)
     result.latency_s = _perf() - t0
     if not job.success:

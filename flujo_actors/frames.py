@@ -33,6 +33,8 @@ class ExecutionFrame(Generic[ContextT]):
         context_setter: replaces the context seen by the rest of this pipeline.
         run: the run's internal state (governor, hooks, backends); opaque.
         path: where the step sits in the pipeline tree, e.g. ``("fan", "a", "s1")``.
+        nursery: where the step may start child actors (its chain's nursery):
+            cancelling it cancels the step and everything beneath it.
     """
 
     step: Step
@@ -46,3 +48,4 @@ class ExecutionFrame(Generic[ContextT]):
     context_setter: Callable[[ContextT], None] | None = None
     run: Any = None
     path: tuple[str, ...] = ()
+    nursery: trio.Nursery | None = None

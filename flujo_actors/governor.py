@@ -88,7 +88,11 @@ class Governor(Actor):
             else:
                 breach = ledger.charge(message.cost, message.tokens)
             if breach is not None:
-                self._breach(breach, f"{breach.describe()} (after step {message.result.name!r}).", message.result)
+                self._breach(
+                    breach,
+                    f"{breach.describe()} (after step {message.result.name!r}).",
+                    message.result,
+                )
             return breach
         if type(message) is Reserve:
             answer = ledger.reserve(message.cost, message.tokens)

@@ -41,4 +41,4 @@ class UsageLimits:
     """
 
     total_cost_usd_limit: Decimal | None = attrs.field(default=None, converter=_cost)
-    total_tokens_limit: int | None = attrs.field(default=None, validator=_tokens)
+    total_tokens_limit: int | None = attrs.field(default=None, validator=_tokens)  # type: ignore[assignment]

@@ -12,7 +12,7 @@ from .actors.actor import start_actor
 from .context import PipelineContext, build_context, check_context_model
 from .engine import Chain, Job, RunState
 from .errors import PipelineDefinitionError, UsageLimitExceededError
-from .governor import Flush, Governor
+from .governor import Governor
 from .limits import UsageLimits
 from .policy.ledger import UsageLedger
 from .results import PipelineResult
@@ -229,11 +229,9 @@ class Flujo:
             )
             chain = Chain(self.pipeline.steps, nursery, run)
             await chain.execute(job, initial_input)
-            if run.told:
-                # Told (not asked) usage messages may still be queued: the mailbox
-                # is FIFO, so one ask behind them means they have all landed.
-                await run.governor.ask(Flush())
-            nursery.cancel_scope.cancel()
+            # Graceful stop: the governor drains the usage messages still queued
+            # (told, not asked), then exits; the nursery waits for it.
+            run.governor.cell.send.close()
         history = job.history
         result = PipelineResult(
             step_history=history,

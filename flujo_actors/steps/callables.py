@@ -54,9 +54,7 @@ def _keywords(fn: Any) -> tuple[bool, bool, int, bool]:
     params = sig.parameters.values()
     var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
     names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    positional = sum(
-        1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    )
+    positional = sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
     var_pos = any(p.kind is p.VAR_POSITIONAL for p in params)
     return ("context" in names or var_kw), ("resources" in names or var_kw), positional, var_pos
 
@@ -89,7 +87,7 @@ def compile_agent(step_name: str, agent: Any) -> AgentSpec:
     """
     if inspect.iscoroutine(agent) or inspect.isasyncgen(agent):
         fn_name = getattr(agent, "__name__", "agent")
-        agent.close()
+        agent.close()  # type: ignore[union-attr]
         raise PipelineDefinitionError(
             f"Agent step {step_name!r} expected an async function but got a coroutine "
             f"object. Pass {fn_name}, not {fn_name}()."
@@ -157,9 +155,7 @@ def compile_callback(fn: Any, *, what: str, step_name: str, max_args: int) -> Ca
             "pass the function itself, not its call."
         )
     if not callable(fn):
-        raise PipelineDefinitionError(
-            f"Step {step_name!r}: {what} must be callable, got {fn!r}."
-        )
+        raise PipelineDefinitionError(f"Step {step_name!r}: {what} must be callable, got {fn!r}.")
     ctx, _res, npos, varpos = _keywords(fn)
     n = max_args if varpos else min(npos, max_args)
     label = _label(fn)

@@ -85,9 +85,7 @@ class StepConfig:
 
 def _check_config(name: str, cfg: Any) -> None:
     if not isinstance(cfg, StepConfig):
-        raise PipelineDefinitionError(
-            f"Step {name!r}: config must be a StepConfig, got {cfg!r}."
-        )
+        raise PipelineDefinitionError(f"Step {name!r}: config must be a StepConfig, got {cfg!r}.")
     mr = cfg.max_retries
     if type(mr) is not int or mr < 0:
         raise PipelineDefinitionError(
@@ -104,9 +102,7 @@ def _check_config(name: str, cfg: Any) -> None:
     for arg in ("backoff_s", "backoff_factor"):
         v = getattr(cfg, arg)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-            raise PipelineDefinitionError(
-                f"Step {name!r}: {arg} must be a number >= 0, got {v!r}."
-            )
+            raise PipelineDefinitionError(f"Step {name!r}: {arg} must be a number >= 0, got {v!r}.")
 
 
 @attrs.frozen(slots=True)
@@ -214,8 +210,7 @@ class Step:
         p = self.placement
         if p is not None and isinstance(p, str) and p not in PLACEMENTS:
             raise PipelineDefinitionError(
-                f"Step {name!r}: placement must be one of {PLACEMENTS!r} or an executor, "
-                f"got {p!r}."
+                f"Step {name!r}: placement must be one of {PLACEMENTS!r} or an executor, got {p!r}."
             )
         self._compile()
 
@@ -398,8 +393,7 @@ def _as_pipeline(value: Any, *, owner: str, what: str) -> Pipeline:
 def _branch_map(value: Any, owner: str, *, allow_empty: bool = False) -> dict[Any, Pipeline]:
     if not isinstance(value, Mapping):
         raise PipelineDefinitionError(
-            f"Step {owner!r}: branches must be a mapping of name -> Step | Pipeline, "
-            f"got {value!r}."
+            f"Step {owner!r}: branches must be a mapping of name -> Step | Pipeline, got {value!r}."
         )
     if not value and not allow_empty:
         raise PipelineDefinitionError(
@@ -416,8 +410,7 @@ def _check_merge(owner: str, merge: Any, failure: Any) -> None:
         )
     if not isinstance(failure, BranchFailureStrategy):
         raise PipelineDefinitionError(
-            f"Step {owner!r}: on_branch_failure must be a BranchFailureStrategy, "
-            f"got {failure!r}."
+            f"Step {owner!r}: on_branch_failure must be a BranchFailureStrategy, got {failure!r}."
         )
 
 
@@ -474,9 +467,7 @@ class LoopStep(Step):
         self.body = _as_pipeline(self.body, owner=n, what="loop_body_pipeline")
         ml = self.max_loops
         if type(ml) is not int or ml < 1:
-            raise PipelineDefinitionError(
-                f"Loop step {n!r}: max_loops must be >= 1, got {ml!r}."
-            )
+            raise PipelineDefinitionError(f"Loop step {n!r}: max_loops must be >= 1, got {ml!r}.")
         if self.exit_condition is None:
             raise PipelineDefinitionError(
                 f"Loop step {n!r}: exit_condition_callable is required "
@@ -523,9 +514,7 @@ class ConditionalStep(Step):
         self.compiled_condition = compile_callback(
             self.condition, what="condition_callable", step_name=n, max_args=2
         )
-        self.branches = _branch_map(
-            self.branches, n, allow_empty=self.default_branch is not None
-        )
+        self.branches = _branch_map(self.branches, n, allow_empty=self.default_branch is not None)
         if self.default_branch is not None:
             self.default_branch = _as_pipeline(
                 self.default_branch, owner=n, what="default_branch_pipeline"
@@ -620,9 +609,7 @@ class Pipeline:
 @overload
 def step(fn: Callable[..., Any], /) -> Step: ...
 @overload
-def step(
-    fn: None = None, /, **kwargs: Any
-) -> Callable[[Callable[..., Any]], Step]: ...
+def step(fn: None = None, /, **kwargs: Any) -> Callable[[Callable[..., Any]], Step]: ...
 def step(
     fn: Callable[..., Any] | None = None, /, **kwargs: Any
 ) -> Step | Callable[[Callable[..., Any]], Step]:
