@@ -108,8 +108,16 @@ class ReplySlot:
         return True
 
     async def wait(self) -> Any:
-        """Wait for the reply (a checkpoint); raise the delivered error if any."""
-        await self._event.wait()
+        """Wait for the reply; raise the delivered error if any.
+
+        Always a schedule point. Cancellation while waiting abandons the reply,
+        but a reply that has already arrived is returned even if the caller
+        was cancelled meanwhile: it would otherwise be lost.
+        """
+        if self._event.is_set():
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await self._event.wait()
         if self._error is not None:
             raise self._error
         return self._value
@@ -158,6 +166,9 @@ class ActorCell:
         self.current: Any = None
         self.closed = False
         self.instance: Actor | None = None
+        #: Set by a supervisor: a cancelled run then keeps the mailbox (the
+        #: supervisor decides whether the actor restarts or stops for good).
+        self.supervised = False
         self._stopped = trio.Event()
         self._cancel_scope: trio.CancelScope | None = None
         self.ref = ActorRef(self)
@@ -176,6 +187,19 @@ class ActorCell:
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
             self._dead(msg, reason)
+
+    def reopen(self) -> None:
+        """Give a stopped cell a fresh, empty mailbox (same name, same refs).
+
+        Used by a supervisor to restart a permanent actor that stopped
+        normally: refs to the cell stay valid and new messages are accepted
+        again. Letters already dead-lettered stay dead.
+        """
+        self.send, self.receive = trio.open_memory_channel[Any](self.capacity)
+        self.closed = False
+        self.current = None
+        self.state = "new"
+        self._stopped = trio.Event()
 
     def _dead(self, msg: Any, reason: str) -> None:
         if type(msg) is _Ask:
@@ -251,8 +275,8 @@ class ActorRef:
         except trio.WouldBlock:
             raise MailboxFull(
                 f"Mailbox of actor {self._cell.name!r} is full "
-                f"({self._cell.capacity} messages); use `await ref.tell(...)` to wait "
-                "for room, or enlarge mailbox_size."
+                f"(mailbox_size={self._cell.capacity!r}); use `await ref.tell(...)` to "
+                "wait for room, or enlarge mailbox_size."
             ) from None
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             self._cell._dead(message, "stopped")
@@ -271,17 +295,17 @@ class ActorRef:
         slot = ReplySlot()
         envelope = _Ask(message, slot)
         cell = self._cell
-        if cell.closed:
-            cell._dead(envelope, "stopped")
-        else:
-            await self.tell(envelope)
         if timeout_s is None:
             try:
+                await self.tell(envelope)
                 return await slot.wait()
             finally:
                 slot.abandoned = True
+        # The timeout covers waiting for mailbox room too: an ask must not
+        # outlive its deadline just because the actor is backed up.
         with trio.move_on_after(timeout_s):
             try:
+                await self.tell(envelope)
                 return await slot.wait()
             finally:
                 slot.abandoned = True
@@ -324,16 +348,21 @@ async def run_actor(
 
     ``task_status.started(ref)`` is called once ``on_start`` returned. A
     crash re-raises the handler's exception after ``on_stop`` (a supervisor
-    decides what happens next; the mailbox is kept). A normal stop (mailbox
-    closed and drained, or :meth:`ActorRef.stop`) returns. Cancellation
-    propagates after ``on_stop`` ran shielded.
+    decides what happens next; the mailbox is kept, and ``cell.current`` still
+    holds the message that crashed it). A normal stop (mailbox closed and
+    drained, or :meth:`ActorRef.stop`) returns. Cancellation propagates after
+    ``on_stop`` ran shielded; the mailbox is then closed (queued messages go
+    to dead letters) unless the cell is ``supervised``, in which case the
+    supervisor decides.
 
     ``first_message`` lets a caller start an actor with its first message
     in hand (no mailbox round trip), which is how lazily started step actors
-    avoid paying a channel hop for their first frame.
+    avoid paying a channel hop for their first frame, and how a supervisor
+    hands a restarted actor the message its predecessor was handling.
     """
     actor.name = cell.name
     cell.instance = actor
+    cell.current = None
     crashed: BaseException | None = None
     with trio.CancelScope() as scope:
         cell._cancel_scope = scope
@@ -346,7 +375,10 @@ async def run_actor(
             receive = cell.receive
             msg = first_message
             if not has_first_message:
-                msg = await receive.receive()
+                try:
+                    msg = await receive.receive()
+                except trio.EndOfChannel:
+                    return
             while True:
                 cell.current = msg
                 if type(msg) is _Ask:
@@ -361,9 +393,12 @@ async def run_actor(
                     await handle(msg)
                 cell.handled += 1
                 cell.current = None
-                msg = await receive.receive()
-        except trio.EndOfChannel:
-            pass
+                # Only the mailbox's own end-of-channel is a normal stop; an
+                # EndOfChannel escaping ``handle`` is a crash like any other.
+                try:
+                    msg = await receive.receive()
+                except trio.EndOfChannel:
+                    return
         except Exception as exc:
             crashed = exc
             cell.last_error = f"{type(exc).__name__}: {exc}"
@@ -377,7 +412,7 @@ async def run_actor(
             with trio.CancelScope(shield=True) as shield:
                 shield.deadline = trio.current_time() + STOP_GRACE_S
                 await actor.on_stop()
-            if crashed is None:
+            if crashed is None and (cell.closed or not cell.supervised):
                 cell.close_mailbox()
                 cell.mark_stopped()
 

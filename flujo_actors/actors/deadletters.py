@@ -10,10 +10,13 @@ here, where they can be inspected (:meth:`DeadLetters.snapshot`) or streamed
 from __future__ import annotations
 
 import collections
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["DeadLetter", "DeadLetters"]
 
@@ -49,6 +52,7 @@ class DeadLetters:
             raise ValueError(f"DeadLetters: capacity must be >= 1, got {capacity!r}.")
         self._log: collections.deque[DeadLetter] = collections.deque(maxlen=capacity)
         self._subscribers: list[trio.MemorySendChannel[DeadLetter]] = []
+        self._listeners: list[Callable[[DeadLetter], None]] = []
         self.total = 0
         self.dropped = 0
 
@@ -66,6 +70,8 @@ class DeadLetters:
                 self.dropped += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._subscribers.remove(send)
+        for listener in tuple(self._listeners):
+            listener(letter)
         return letter
 
     def snapshot(self) -> list[DeadLetter]:
@@ -83,3 +89,16 @@ class DeadLetters:
         send, receive = trio.open_memory_channel[DeadLetter](buffer)
         self._subscribers.append(send)
         return receive
+
+    def add_listener(self, listener: Callable[[DeadLetter], None]) -> None:
+        """Call ``listener(letter)`` synchronously for every letter recorded from now on.
+
+        Listeners must be quick and must not raise (supervisors use this to
+        turn letters into ``DeadLettered`` events).
+        """
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[DeadLetter], None]) -> None:
+        """Stop calling ``listener``; unknown listeners are ignored."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
