@@ -94,7 +94,7 @@ _Handler: TypeAlias = Callable[[Any, int], Any]
 
 _JSON_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 # Registering one of these would change what plain JSON data means.
-_RESERVED: Final = frozenset({str, int, float, bool, type(None), list, dict})
+_RESERVED: Final = frozenset({object, str, int, float, bool, type(None), list, dict})
 
 _BUILTIN_TAGS: Final = {
     tuple: "builtins:tuple",
@@ -830,64 +830,48 @@ def _exact_decimal(cls: type[Decimal], value: object) -> Decimal:
     raise TypeError(f"expected a decimal string, got {_type_name(type(value))!r}")
 
 
-def _structure_int(value: object, _: object) -> int:
+def _strict_int(value: object) -> int:
     # Strict: cattrs' default int(value) would silently truncate 2.5 to 2.
     if type(value) is int:
         return value
-    if type(value) is str:  # dict keys: JSON made them strings
+    if type(value) is str:  # a dict key: JSON made it a string
         return int(value)
     if type(value) is float and value.is_integer():
         return int(value)
     raise ValueError(f"expected an integer, got {value!r}")
 
 
-def _structure_float(value: object, _: object) -> float:
+def _strict_float(value: object) -> float:
     if type(value) is float or type(value) is int:
         return float(value)
-    if type(value) is str:  # dict keys, and json's 'NaN'/'Infinity'
+    if type(value) is str:  # a dict key, or json's 'NaN' / 'Infinity'
         return float(value)
     raise ValueError(f"expected a number, got {value!r}")
 
 
-def _structure_bool(value: object, _: object) -> bool:
+def _strict_bool(value: object) -> bool:
     if type(value) is bool:
         return value
-    if value == "true" or value == "false":  # JSON coerced a bool key
+    if value == "true" or value == "false":  # a bool dict key, coerced by JSON
         return value == "true"
     raise ValueError(f"expected a boolean, got {value!r}")
 
 
-def _structure_str(value: object, _: object) -> str:
+def _strict_str(value: object) -> str:
     if type(value) is str:
         return value
     raise ValueError(f"expected a string, got {value!r}")
 
 
-def _structure_bytes(value: object, type_: type[bytes]) -> bytes:
+def _strict_bytes(value: object) -> bytes:
     if isinstance(value, (bytes, bytearray)):
-        return type_(value)
+        return bytes(value)
     if type(value) is str:
         try:
-            return type_(base64.b64decode(value, validate=True))
+            return base64.b64decode(value, validate=True)
         except binascii.Error:
             raise ValueError(f"{value!r} is not base64") from None
     raise TypeError(f"expected a base64 string, got {_type_name(type(value))!r}")
-
-
-def _structure_temporal(value: object, type_: type[_dt.date | _dt.time]) -> object:
-    if isinstance(value, type_):
-        return value
-    if type(value) is str:
-        return type_.fromisoformat(value)
-    raise TypeError(f"expected an ISO 8601 string, got {_type_name(type(value))!r}")
-
-
-def _structure_uuid(value: object, type_: type[uuid.UUID]) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    if type(value) is str:
-        return type_(value)
-    raise TypeError(f"expected a UUID string, got {_type_name(type(value))!r}")
 
 
 def _tuplify(value: object) -> object:
@@ -905,11 +889,47 @@ def _structure_enum(value: object, type_: type[enum.Enum]) -> enum.Enum:
         raise
 
 
-def _is_subclass_of(*bases: type) -> Callable[[object], bool]:
-    def predicate(type_: object) -> bool:
-        return isinstance(type_, type) and issubclass(type_, bases)
+def _structure_scalar(value: object, type_: Any) -> object:
+    """Structure hook for ``int``/``float``/``str``/``bool``/bytes and subclasses.
 
-    return predicate
+    cattrs routes these through ``functools.singledispatch``, so an ``IntEnum``
+    (whose MRO lists ``int`` before ``Enum``) arrives here too.
+    """
+    if issubclass(type_, enum.Enum):
+        return _structure_enum(value, type_)
+    if issubclass(type_, bool):
+        return _strict_bool(value)
+    if issubclass(type_, int):
+        number = _strict_int(value)
+        return number if type_ is int else type_(number)
+    if issubclass(type_, float):
+        real = _strict_float(value)
+        return real if type_ is float else type_(real)
+    if issubclass(type_, str):
+        text = _strict_str(value)
+        return text if type_ is str else type_(text)
+    data = _strict_bytes(value)
+    return data if type_ is bytes else type_(data)
+
+
+def _structure_decimal(value: object, type_: type[Decimal]) -> Decimal:
+    return _exact_decimal(type_, value)
+
+
+def _structure_temporal(value: object, type_: type[_dt.date | _dt.time]) -> object:
+    if type(value) is str:
+        return type_.fromisoformat(value)
+    if isinstance(value, type_):
+        return value
+    raise TypeError(f"expected an ISO 8601 string, got {_type_name(type(value))!r}")
+
+
+def _structure_uuid(value: object, type_: type[uuid.UUID]) -> uuid.UUID:
+    if type(value) is str:
+        return type_(value)
+    if isinstance(value, uuid.UUID):
+        return value
+    raise TypeError(f"expected a UUID string, got {_type_name(type(value))!r}")
 
 
 def make_converter(
@@ -920,12 +940,16 @@ def make_converter(
     """Build a cattrs converter configured the flujo_actors way.
 
     The package keeps exactly one live converter (see :func:`get_converter`);
-    this factory builds it, and builds a replacement when the registry
+    this factory builds it, and builds its replacement when the registry
     changes. Hooks: exact ``Decimal`` strings, ISO 8601 dates and times, UUID
-    strings, base64 bytes, strict primitives (``2.5`` never becomes ``2``),
-    attrs classes including ``init=False`` fields, and the registered types,
-    looked up along the MRO so subclasses of a registered type use its hooks.
-    Registered hooks take precedence over every built-in one.
+    strings, base64 bytes, strict scalars (``2.5`` never becomes ``2``, ``1``
+    never becomes ``"1"``), enums (tuple values included), attrs classes with
+    their ``init=False`` fields, and the registered types.
+
+    Class hooks go through cattrs' ``singledispatch`` layer, which cattrs
+    consults before anything else and which follows the MRO: a registered type
+    takes precedence over the built-in handling (attrs, enum, ``str``, ...),
+    and its subclasses use its hooks unless they have their own.
 
     Args:
         serializers: Type -> ``fn(obj) -> JSON data``, used by ``unstructure``.
@@ -937,39 +961,34 @@ def make_converter(
     import cattrs
     from cattrs.gen import make_dict_structure_fn
 
-    sers = dict(serializers or {})
-    desers = dict(deserializers or {})
     conv = cattrs.Converter(detailed_validation=True)
 
-    # Exact-type predicates: a class hook would also catch IntEnum and StrEnum.
-    conv.register_structure_hook_func(lambda t: t is int, _structure_int)
-    conv.register_structure_hook_func(lambda t: t is float, _structure_float)
-    conv.register_structure_hook_func(lambda t: t is bool, _structure_bool)
-    conv.register_structure_hook_func(lambda t: t is str, _structure_str)
-    conv.register_structure_hook_func(
-        _is_subclass_of(Decimal), lambda value, type_: _exact_decimal(type_, value)
-    )
-    conv.register_structure_hook_func(_is_subclass_of(bytes, bytearray), _structure_bytes)
-    conv.register_structure_hook_func(_is_subclass_of(_dt.date, _dt.time), _structure_temporal)
-    conv.register_structure_hook_func(_is_subclass_of(uuid.UUID), _structure_uuid)
-    conv.register_structure_hook_func(_is_subclass_of(enum.Enum), _structure_enum)
+    for scalar in (int, float, str, bool, bytes, bytearray):
+        conv.register_structure_hook(scalar, _structure_scalar)
+    conv.register_structure_hook(enum.Enum, _structure_enum)
+    conv.register_structure_hook(Decimal, _structure_decimal)
+    for temporal in (_dt.datetime, _dt.date, _dt.time):
+        conv.register_structure_hook(temporal, _structure_temporal)
+    conv.register_structure_hook(uuid.UUID, _structure_uuid)
 
     def attrs_structure_factory(cls: Any) -> Callable[[Any, Any], Any]:
         base = make_dict_structure_fn(cls, conv)
-        late = [a for a in attrs.fields(typing.get_origin(cls) or cls) if not a.init]
+        origin = typing.get_origin(cls) or cls
+        late = [a for a in attrs.fields(origin) if not a.init]
         if not late:
             return base
         try:
-            hints = typing.get_type_hints(typing.get_origin(cls) or cls)
+            hints = typing.get_type_hints(origin)
         except Exception:  # unresolvable annotations: rebuild those fields as-is
             hints = {}
 
         def structure_with_late_fields(value: Any, type_: Any) -> Any:
+            # cattrs skips init=False fields of frozen classes; restore them so
+            # that saved state survives a round trip.
             obj = base(value, type_)
             for a in late:
                 if a.name in value:
-                    field_type = hints.get(a.name, Any)
-                    structured = conv.structure(value[a.name], field_type)
+                    structured = conv.structure(value[a.name], hints.get(a.name, Any))
                     object.__setattr__(obj, a.name, structured)
             return obj
 
@@ -977,38 +996,33 @@ def make_converter(
 
     conv.register_structure_hook_factory(_is_attrs_type, attrs_structure_factory)
 
-    conv.register_unstructure_hook_func(_is_subclass_of(Decimal, uuid.UUID), str)
-    conv.register_unstructure_hook_func(
-        _is_subclass_of(_dt.date, _dt.time), lambda obj: obj.isoformat()
-    )
-    conv.register_unstructure_hook_func(
-        _is_subclass_of(bytes, bytearray), lambda obj: base64.b64encode(obj).decode("ascii")
-    )
+    conv.register_unstructure_hook(Decimal, str)
+    conv.register_unstructure_hook(uuid.UUID, str)
+    for temporal in (_dt.datetime, _dt.date, _dt.time):
+        conv.register_unstructure_hook(temporal, lambda obj: obj.isoformat())
+    for binary in (bytes, bytearray):
+        conv.register_unstructure_hook(binary, lambda obj: base64.b64encode(obj).decode("ascii"))
 
-    # Registered hooks last: cattrs consults the most recent registration first.
-    if sers:
-
-        def has_serializer(type_: object) -> bool:
-            return isinstance(type_, type) and _mro_lookup(type_, sers) is not None
-
-        def unstructure_custom(obj: object) -> object:
-            fn = _mro_lookup(type(obj), sers)
-            assert fn is not None  # the predicate matched
-            return fn(obj)
-
-        conv.register_unstructure_hook_func(has_serializer, unstructure_custom)
-    if desers:
-
-        def has_deserializer(type_: object) -> bool:
-            return isinstance(type_, type) and _mro_lookup(type_, desers) is not None
-
-        def structure_custom(value: object, type_: type) -> object:
-            fn = _mro_lookup(type_, desers)
-            assert fn is not None  # the predicate matched
-            return fn(value)
-
-        conv.register_structure_hook_func(has_deserializer, structure_custom)
+    for cls, serialize in (serializers or {}).items():
+        conv.register_unstructure_hook(cls, _custom_unstructure_hook(conv, serialize))
+    for cls, deserialize in (deserializers or {}).items():
+        conv.register_structure_hook(cls, _custom_structure_hook(deserialize))
     return conv
+
+
+def _custom_unstructure_hook(conv: cattrs.Converter, fn: SerializeFn) -> Callable[[Any], object]:
+    def unstructure_custom(obj: Any) -> object:
+        # Like safe_serialize: the hook's output is unstructured in turn.
+        return conv.unstructure(fn(obj))
+
+    return unstructure_custom
+
+
+def _custom_structure_hook(fn: DeserializeFn) -> Callable[[Any, Any], object]:
+    def structure_custom(value: Any, type_: Any) -> object:
+        return fn(value)
+
+    return structure_custom
 
 
 # -- the registry ------------------------------------------------------------------
@@ -1020,6 +1034,8 @@ _CODEC: _Codec = _Codec({}, {})
 def _check_registration(api: str, type_: object, fn: object) -> type:
     if not isinstance(type_, type):
         raise TypeError(f"{api}: type_ must be a class, got {type_!r}.")
+    if type_ is object:
+        raise TypeError(f"{api}: cannot register object (it would capture every type).")
     if type_ in _RESERVED:
         raise TypeError(
             f"{api}: {type_.__qualname__} is plain JSON data and always serializes as "
@@ -1174,12 +1190,22 @@ def safe_deserialize(value: object, type_: object, *, path: str = "$") -> Any:
             f"Fix: register_custom_deserializer({short}, lambda value: ...)."
         ) from exc
     except Exception as exc:
-        problems = cattrs.transform_error(exc, path=path)
+        problems = cattrs.transform_error(exc, path=path, format_exception=_format_exception)
         raise SerializationError(
             f"Cannot rebuild {_type_repr(type_)!r} from the data at {path}: "
             + "; ".join(problems)
             + "."
         ) from exc
+
+
+def _format_exception(exc: BaseException, type_: type | None) -> str:
+    from cattrs.v import format_exception
+
+    text = format_exception(exc, type_)
+    if isinstance(exc, (ValueError, TypeError)) and str(exc):
+        # cattrs' generic wording hides what our hooks and constructors said.
+        text = f"{text} ({exc})"
+    return text
 
 
 def dump_typed(obj: object, *, path: str = "$") -> JSONValue:
