@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Callable, Mapping
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, TYPE_CHECKING
 
 import attrs
 
 from .errors import PipelineDefinitionError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "PipelineContext",

@@ -83,7 +83,10 @@ async def translate_basic(text: str) -> str:
 def build_pipeline() -> Any:
     fan_out = Step.parallel(
         "research",
-        {name: researcher(name, cost) for name, cost in [("web", "0.010"), ("papers", "0.020"), ("docs", "0.005")]},
+        {
+            name: researcher(name, cost)
+            for name, cost in [("web", "0.010"), ("papers", "0.020"), ("docs", "0.005")]
+        },
     )
     refine = Step.loop_until(
         "refine",
@@ -122,7 +125,9 @@ def render(result: PipelineResult) -> str:
             if r.cost_usd:
                 extra.append(f"cost=${r.cost_usd}")
             mark = "ok " if r.success else "FAIL"
-            lines.append(f"{'  ' * (depth + 1)}{mark} {r.name:<16} {r.latency_s * 1000:7.1f} ms  {' '.join(extra)}")
+            lines.append(
+                f"{'  ' * (depth + 1)}{mark} {r.name:<16} {r.latency_s * 1000:7.1f} ms  {' '.join(extra)}"
+            )
             if r.step_history and depth < 1:
                 walk(r.step_history[:4], depth + 1)
 

@@ -92,7 +92,9 @@ class AskTimeout(FlujoError, TimeoutError):
 class ActorCrashed(FlujoError):
     """The actor's handler raised while handling an ``ask``; ``__cause__`` is the error."""
 
-    def __init__(self, message: str, *, actor: str = "", cause: BaseException | None = None) -> None:
+    def __init__(
+        self, message: str, *, actor: str = "", cause: BaseException | None = None
+    ) -> None:
         super().__init__(message)
         self.actor = actor
         self.cause = cause

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
 
-if TYPE_CHECKING:
-    from .limits import UsageLimits
-    from .steps.dsl import Step
+from .limits import UsageLimits
+from .steps.dsl import Step
 
 __all__ = ["ExecutionFrame"]
 

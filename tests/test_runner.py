@@ -133,9 +133,13 @@ def test_bad_runner_arguments() -> None:
     class Bare:
         x: int = 0
 
-    with pytest.raises(PipelineDefinitionError, match=r"lacks the field\(s\) \['initial_prompt', 'run_id'\]"):
+    with pytest.raises(
+        PipelineDefinitionError, match=r"lacks the field\(s\) \['initial_prompt', 'run_id'\]"
+    ):
         Flujo(inc, context_model=Bare)
-    with pytest.raises(PipelineDefinitionError, match=r"^Flujo: expected a Step or a Pipeline, got 3\.$"):
+    with pytest.raises(
+        PipelineDefinitionError, match=r"^Flujo: expected a Step or a Pipeline, got 3\.$"
+    ):
         Flujo(3)  # type: ignore[arg-type]
     with pytest.raises(PipelineDefinitionError, match=r"usage_limits must be a UsageLimits"):
         Flujo(inc, usage_limits={"total_cost_usd_limit": 1})  # type: ignore[arg-type]
@@ -143,7 +147,9 @@ def test_bad_runner_arguments() -> None:
 
 async def test_unknown_initial_context_field_is_a_clear_error() -> None:
     runner = Flujo(inc, context_model=NotesContext, initial_context_data={"nope": 1})
-    with pytest.raises(PipelineDefinitionError, match=r"^Cannot build context NotesContext: .*nope"):
+    with pytest.raises(
+        PipelineDefinitionError, match=r"^Cannot build context NotesContext: .*nope"
+    ):
         await runner.run_async(1)
 
 
@@ -273,7 +279,7 @@ def test_usage_sum_is_exact(costs: list[Any], tokens: int) -> None:
         steps = []
         for i, c in enumerate(costs):
 
-            async def spend(data: Any, c: Any = c) -> UsageOutput:
+            async def spend(data: Any, c: Any = c, i: int = i) -> UsageOutput:
                 return UsageOutput(i, cost_usd=c, token_counts=tokens)
 
             steps.append(Step.from_callable(spend, name=f"s{i}"))

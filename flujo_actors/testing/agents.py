@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import attrs
 import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["FlakyAgent", "SleepAgent", "StubAgent", "UsageOutput", "run_with_mock_clock"]
 
@@ -85,5 +87,3 @@ def run_with_mock_clock(async_fn: Any, *args: Any, autojump_threshold: float = 0
     """``trio.run`` with a fresh :class:`trio.testing.MockClock` (virtual time, autojumping)."""
     clock = trio.testing.MockClock(autojump_threshold=autojump_threshold)
     return trio.run(async_fn, *args, clock=clock)
-
-
