@@ -13,9 +13,8 @@ bounds every branch and nothing outlives the step that started it.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -44,6 +43,9 @@ from .steps.dsl import (
     PluginOutcome,
     Step,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 __all__ = ["Chain", "Job", "RunState", "run_pipeline", "run_step"]
 
