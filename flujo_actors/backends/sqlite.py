@@ -1,0 +1,486 @@
+"""A durable :class:`~flujo_actors.backends.state.StateBackend` on stdlib ``sqlite3``.
+
+File layout (schema version 1)::
+
+    PRAGMA application_id = 0x464A4143      -- "FJAC": recognises our files
+    meta  (key TEXT PRIMARY KEY, value TEXT)  -- app = flujo_actors, schema_version = 1
+    runs  (run_id TEXT PRIMARY KEY, pipeline_name, status, next_step_index,
+           context, initial_input, output,   -- JSON text
+           total_cost_usd, total_tokens, updated_at, step_count)
+    steps (run_id, idx, json, PRIMARY KEY (run_id, idx))  -- one row per step
+
+A checkpoint inserts its new step rows and upserts the run row: the work per
+step does not grow with the history. Values are JSON text; nothing is pickled.
+All SQL is parameterised (the only literals are our own integer constants in
+``PRAGMA`` statements, which SQLite does not let us bind).
+
+Durability: the database runs in WAL mode with ``synchronous=FULL`` by
+default, so a ``save_state`` that returned survives a process crash *and* a
+power loss or OS crash (the WAL is fsynced at every commit). The persistence
+actor group-commits checkpoints with :meth:`SQLiteBackend.save_states`, so the
+fsync is paid per batch, not per step. ``synchronous="NORMAL"`` skips that
+fsync: still safe against process crashes and never corrupt, but the last
+commits before a power loss may be lost, and resume would then re-run those
+steps.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
+
+import trio
+
+from ..errors import StateBackendError
+from ..serialization import loads_json
+from .state import (
+    RunCheckpoint,
+    RunSnapshot,
+    _check_run_id,
+    _check_status,
+    _EncodedCheckpoint,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from types import TracebackType
+    from typing import Self
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteBackend"]
+
+R = TypeVar("R")
+
+APPLICATION_ID: Final = 0x464A4143
+"""``PRAGMA application_id`` of flujo_actors state files ("FJAC")."""
+
+SCHEMA_VERSION: Final = 1
+"""The schema version this module reads and writes."""
+
+_APP_NAME: Final = "flujo_actors"
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+
+_SCHEMA: Final = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    # runs keeps its rowid: list_runs orders by it (first-save order), and an
+    # upsert keeps a row's rowid.
+    "CREATE TABLE runs ("
+    " run_id TEXT PRIMARY KEY, pipeline_name TEXT NOT NULL, status TEXT NOT NULL,"
+    " next_step_index INTEGER NOT NULL, context TEXT NOT NULL,"
+    " initial_input TEXT NOT NULL, output TEXT NOT NULL, total_cost_usd TEXT NOT NULL,"
+    " total_tokens INTEGER NOT NULL, updated_at REAL NOT NULL, step_count INTEGER NOT NULL)",
+    "CREATE INDEX runs_by_status ON runs (status)",
+    "CREATE TABLE steps ("
+    " run_id TEXT NOT NULL, idx INTEGER NOT NULL, json TEXT NOT NULL,"
+    " PRIMARY KEY (run_id, idx)) WITHOUT ROWID",
+)
+_TABLES: Final = frozenset({"meta", "runs", "steps"})
+
+_UPSERT_RUN: Final = (
+    "INSERT INTO runs (run_id, pipeline_name, status, next_step_index, context,"
+    " initial_input, output, total_cost_usd, total_tokens, updated_at, step_count)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (run_id) DO UPDATE SET"
+    " pipeline_name = excluded.pipeline_name, status = excluded.status,"
+    " next_step_index = excluded.next_step_index, context = excluded.context,"
+    " initial_input = excluded.initial_input, output = excluded.output,"
+    " total_cost_usd = excluded.total_cost_usd, total_tokens = excluded.total_tokens,"
+    " updated_at = excluded.updated_at, step_count = excluded.step_count"
+)
+_SELECT_RUN: Final = (
+    "SELECT pipeline_name, status, next_step_index, context, initial_input, output,"
+    " total_cost_usd, total_tokens, updated_at FROM runs WHERE run_id = ?"
+)
+
+_RunRow = tuple[str, str, int, str, str, str, str, int, float]
+
+
+class SQLiteBackend:
+    """A :class:`~flujo_actors.backends.state.StateBackend` stored in one SQLite file.
+
+    The file is opened (and created, if missing or empty) on first use. Every
+    blocking call runs in a worker thread through ``trio.to_thread.run_sync``
+    on the backend's single connection, guarded by a lock, so trio is never
+    blocked and calls from several trio runs or threads are serialized. Use
+    ``async with SQLiteBackend(path) as backend:`` or call :meth:`aclose`.
+
+    A file that is not a flujo_actors state store (not SQLite, another
+    application's SQLite database, a damaged or newer-schema store) raises
+    :class:`~flujo_actors.errors.StateBackendError` naming the file and the
+    problem; such a file is never written to.
+
+    Cancellation: a cancelled write (:meth:`save_state`, :meth:`save_states`,
+    :meth:`delete_state`) that has not reached its worker thread did nothing;
+    once the thread started, the call waits for it, so the transaction either
+    committed completely or rolled back, and then ``Cancelled`` is raised.
+    Cancelled reads (:meth:`load_state`, :meth:`list_runs`) return at once;
+    their thread finishes in the background and its result is dropped.
+    :meth:`aclose` always closes, even when cancelled.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        timeout_s: float = 5.0,
+    ) -> None:
+        """Prepare a backend for the file at ``path`` (opened on first use).
+
+        Args:
+            path: The database file; ``":memory:"`` for a private in-memory
+                database (no WAL, gone at :meth:`aclose`).
+            synchronous: ``"FULL"`` (default: durable across power loss) or
+                ``"NORMAL"`` (durable across process crashes only); see the
+                module documentation.
+            timeout_s: How long to wait for another process's lock on the file.
+
+        Raises:
+            TypeError: ``path`` is not a ``str`` or ``os.PathLike`` of ``str``.
+            ValueError: ``path`` is empty or holds a NUL character, or
+                ``synchronous``/``timeout_s`` is invalid.
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(
+                f"SQLiteBackend: path must be a str or os.PathLike, got "
+                f"{type(path).__name__} {path!r}."
+            )
+        fspath = os.fspath(path)
+        if not isinstance(fspath, str):
+            raise TypeError(
+                f"SQLiteBackend: path must be a text path, got bytes {fspath!r}. "
+                "Decode it with os.fsdecode()."
+            )
+        if not fspath or "\x00" in fspath:
+            raise ValueError(
+                f"SQLiteBackend: path must be a file name (or ':memory:'), got {fspath!r}."
+            )
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(
+                f"SQLiteBackend: synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}."
+            )
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s < 0:
+            raise ValueError(f"SQLiteBackend: timeout_s must be a number >= 0, got {timeout_s!r}.")
+        self._path = fspath
+        self._synchronous = synchronous
+        self._timeout_s = float(timeout_s)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    @property
+    def path(self) -> str:
+        """The database file's path."""
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self._path!r})"
+
+    # -- the worker-thread side ------------------------------------------------------
+
+    async def _call(self, what: str, op: Callable[[sqlite3.Connection], R], *, write: bool) -> R:
+        # Writes are never abandoned: the caller must learn how the transaction
+        # ended. Reads may be: nothing depends on their result once cancelled.
+        return await trio.to_thread.run_sync(self._locked, what, op, abandon_on_cancel=not write)
+
+    def _locked(self, what: str, op: Callable[[sqlite3.Connection], R]) -> R:
+        with self._lock:
+            if self._closed:
+                raise StateBackendError(f"{self!r} is closed; create a new backend to reopen it.")
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = self._open()
+            try:
+                return op(conn)
+            except sqlite3.Error as exc:
+                raise StateBackendError(
+                    f"SQLite state store {self._path!r}: {what} failed: {exc}."
+                ) from exc
+
+    def _open(self) -> sqlite3.Connection:
+        app_id = None if self._path == ":memory:" else self._read_header()
+        try:
+            conn = sqlite3.connect(
+                self._path,
+                timeout=self._timeout_s,
+                isolation_level=None,  # we issue BEGIN / COMMIT ourselves
+                check_same_thread=False,  # worker threads vary; our lock serializes them
+            )
+        except sqlite3.Error as exc:
+            raise StateBackendError(
+                f"Cannot open the SQLite state store {self._path!r}: {exc}."
+            ) from exc
+        try:
+            self._prepare(conn, app_id)
+        except sqlite3.OperationalError as exc:  # locked, I/O error, read-only, ...
+            conn.close()
+            raise StateBackendError(
+                f"Cannot open the SQLite state store {self._path!r}: {exc}."
+            ) from exc
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StateBackendError(
+                f"{self._path!r} is corrupt or not a SQLite database ({exc}); refusing to use it."
+            ) from exc
+        except Exception:
+            conn.close()
+            raise
+        return conn
+
+    def _read_header(self) -> int | None:
+        """Check the file's header before SQLite touches it.
+
+        Returns:
+            ``None`` for a missing or empty file (a new store), else the
+            header's application id (ours or 0).
+        """
+        try:
+            with open(self._path, "rb") as file:
+                header = file.read(100)
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            raise StateBackendError(
+                f"{self._path!r} is a directory, not a SQLite state store file."
+            ) from None
+        except OSError as exc:
+            raise StateBackendError(f"Cannot read the state store {self._path!r}: {exc}.") from exc
+        if not header:
+            return None
+        if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+            raise StateBackendError(
+                f"{self._path!r} is not a SQLite database (no SQLite header); refusing to "
+                "use or modify it. Pass the path of a new file or of a flujo_actors state store."
+            )
+        app_id = int.from_bytes(header[68:72], "big", signed=True)
+        if app_id not in (0, APPLICATION_ID):
+            raise StateBackendError(
+                f"{self._path!r} is a SQLite database of another application "
+                f"(application_id {app_id:#010x}); refusing to use or modify it."
+            )
+        return app_id
+
+    def _prepare(self, conn: sqlite3.Connection, header_app_id: int | None) -> None:
+        if header_app_id != APPLICATION_ID:
+            self._create_if_empty(conn)
+        self._verify(conn)
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        # After the schema exists: the header (with our application id) is then
+        # in the main file itself, not only in the WAL.
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+
+    def _tables(self, conn: sqlite3.Connection) -> set[str]:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        return {row[0] for row in rows}
+
+    def _create_if_empty(self, conn: sqlite3.Connection) -> None:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = self._tables(conn)
+        if app_id == APPLICATION_ID:
+            return
+        if tables:
+            # Decided by reading only: a foreign database is never locked for writing.
+            raise StateBackendError(
+                f"{self._path!r} is a SQLite database that is not a flujo_actors state store "
+                f"(tables: {', '.join(sorted(tables))}); refusing to use or modify it."
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        with conn:  # commits, or rolls back if anything fails
+            # Re-check under the write lock: another process may have created it.
+            if conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+                return
+            if self._tables(conn):
+                raise StateBackendError(
+                    f"{self._path!r} gained foreign tables while being opened; refusing to use it."
+                )
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("app", _APP_NAME), ("schema_version", str(SCHEMA_VERSION))],
+            )
+
+    def _verify(self, conn: sqlite3.Connection) -> None:
+        missing = _TABLES - self._tables(conn)
+        if missing:
+            raise StateBackendError(
+                f"{self._path!r} is marked as a flujo_actors state store but lacks the tables "
+                f"{', '.join(sorted(missing))}; the file is damaged."
+            )
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("app") != _APP_NAME:
+            raise StateBackendError(
+                f"{self._path!r} is marked as a flujo_actors state store but its meta table "
+                f"says app={meta.get('app')!r}; the file is damaged."
+            )
+        version = meta.get("schema_version")
+        if version != str(SCHEMA_VERSION):
+            newer = version is not None and version.isdigit() and int(version) > SCHEMA_VERSION
+            raise StateBackendError(
+                f"{self._path!r} has state schema version {version!r}; this flujo_actors "
+                f"reads version {SCHEMA_VERSION}."
+                + (" Upgrade flujo_actors to read it." if newer else " The file is damaged.")
+            )
+
+    # -- the protocol ----------------------------------------------------------------
+
+    async def save_state(self, run_id: str, checkpoint: RunCheckpoint) -> None:
+        """Append ``checkpoint.new_steps`` to the run and upsert its run row, in one transaction.
+
+        Raises:
+            ValueError: ``run_id`` differs from ``checkpoint.run_id``.
+            SerializationError: A value is not JSON data (nothing is written).
+            StateBackendError: The file cannot be used, or SQLite failed (the
+                transaction was rolled back).
+        """
+        _check_run_id(run_id, checkpoint)
+        encoded = [_EncodedCheckpoint.encode(checkpoint)]
+        await self._call("save_state", lambda conn: _write(conn, encoded), write=True)
+
+    async def save_states(self, batch: Sequence[RunCheckpoint]) -> None:
+        """Save ``batch`` in order as one transaction (group commit: one fsync).
+
+        Raises:
+            SerializationError: A value is not JSON data (nothing is written).
+            StateBackendError: As :meth:`save_state`; nothing of the batch is kept.
+        """
+        encoded = [_EncodedCheckpoint.encode(checkpoint) for checkpoint in batch]
+        if not encoded:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._call("save_states", lambda conn: _write(conn, encoded), write=True)
+
+    async def load_state(self, run_id: str) -> RunSnapshot | None:
+        """Return the run with its full history (one consistent read), or ``None``.
+
+        Raises:
+            StateBackendError: The file cannot be used, or stored JSON is damaged.
+        """
+        found = await self._call("load_state", lambda conn: _read(conn, run_id), write=False)
+        if found is None:
+            return None
+        row, steps = found
+        try:
+            return RunSnapshot(
+                run_id=run_id,
+                pipeline_name=row[0],
+                status=row[1],
+                next_step_index=row[2],
+                context=loads_json(row[3]),
+                initial_input=loads_json(row[4]),
+                output=loads_json(row[5]),
+                step_history=tuple(loads_json(step) for step in steps),
+                total_cost_usd=row[6],
+                total_tokens=row[7],
+                updated_at=row[8],
+            )
+        except ValueError as exc:
+            raise StateBackendError(
+                f"SQLite state store {self._path!r}: the stored JSON of run {run_id!r} is "
+                f"damaged: {exc}."
+            ) from exc
+
+    async def delete_state(self, run_id: str) -> None:
+        """Delete the run and its steps in one transaction (no-op when unknown)."""
+        await self._call("delete_state", lambda conn: _delete(conn, run_id), write=True)
+
+    async def list_runs(self, status: str | None = None) -> list[str]:
+        """Return run ids in the order the runs were first saved.
+
+        Raises:
+            ValueError: ``status`` is not ``None`` or a known run status.
+        """
+        _check_status(status)
+        return await self._call("list_runs", lambda conn: _list(conn, status), write=False)
+
+    async def aclose(self) -> None:
+        """Close the connection (idempotent). Later calls raise StateBackendError.
+
+        Shielded from cancellation: it waits for an operation in flight to end,
+        then closes, so the file is always released.
+        """
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self._close)
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+# Worker-thread operations (called under the backend's lock).
+
+
+def _write(conn: sqlite3.Connection, batch: Sequence[_EncodedCheckpoint]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    with conn:  # commits, or rolls back if anything fails
+        for item in batch:
+            found = conn.execute(
+                "SELECT step_count FROM runs WHERE run_id = ?", (item.run_id,)
+            ).fetchone()
+            base: int = found[0] if found is not None else 0
+            if item.new_steps:
+                conn.executemany(
+                    "INSERT INTO steps (run_id, idx, json) VALUES (?, ?, ?)",
+                    [(item.run_id, base + i, text) for i, text in enumerate(item.new_steps)],
+                )
+            conn.execute(
+                _UPSERT_RUN,
+                (
+                    item.run_id,
+                    item.pipeline_name,
+                    item.status,
+                    item.next_step_index,
+                    item.context,
+                    item.initial_input,
+                    item.output,
+                    item.total_cost_usd,
+                    item.total_tokens,
+                    item.updated_at,
+                    base + len(item.new_steps),
+                ),
+            )
+
+
+def _read(conn: sqlite3.Connection, run_id: str) -> tuple[_RunRow, list[str]] | None:
+    conn.execute("BEGIN")  # one snapshot for both queries
+    with conn:
+        row: _RunRow | None = conn.execute(_SELECT_RUN, (run_id,)).fetchone()
+        if row is None:
+            return None
+        steps = conn.execute(
+            "SELECT json FROM steps WHERE run_id = ? ORDER BY idx", (run_id,)
+        ).fetchall()
+    return row, [step[0] for step in steps]
+
+
+def _delete(conn: sqlite3.Connection, run_id: str) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    with conn:
+        conn.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
+        conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+
+def _list(conn: sqlite3.Connection, status: str | None) -> list[str]:
+    if status is None:
+        rows = conn.execute("SELECT run_id FROM runs ORDER BY rowid").fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT run_id FROM runs WHERE status = ? ORDER BY rowid", (status,)
+        ).fetchall()
+    return [row[0] for row in rows]

@@ -1,0 +1,342 @@
+"""State backends: the protocol, its data model, and the in-memory backend.
+
+The runner persists a :class:`RunCheckpoint` after every top-level step; a
+backend appends the checkpoint's ``new_steps`` to the run's history and
+updates the run row, so the work per step does not grow with the history.
+:meth:`StateBackend.load_state` returns a :class:`RunSnapshot` with the full
+history, which ``resume_async`` continues from.
+
+Every value a backend stores is JSON data (the runner serializes with
+:func:`~flujo_actors.serialization.safe_serialize` /
+:func:`~flujo_actors.serialization.dump_typed` first); backends never pickle.
+Use :func:`flujo_actors.testing.backends.check_state_backend` to check a backend
+of your own against this contract.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+
+import attrs
+import trio
+
+from ..serialization import dumps_json, loads_json
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from types import TracebackType
+    from typing import Self
+
+
+__all__ = [
+    "RUN_STATUSES",
+    "InMemoryStateBackend",
+    "RunCheckpoint",
+    "RunSnapshot",
+    "StateBackend",
+]
+
+RUN_STATUSES: Final = ("running", "completed", "failed", "paused")
+"""The statuses a run can be saved with."""
+
+
+def _non_empty(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value:
+        raise ValueError(f"{type(instance).__name__}.{attribute.name} must not be empty.")
+
+
+def _decimal_text(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        Decimal(value)
+    except InvalidOperation:
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be a decimal string such as "
+            f"'0.25', got {value!r}."
+        ) from None
+
+
+def _as_tuple(rows: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(rows)
+
+
+_STATUS = attrs.validators.and_(
+    attrs.validators.instance_of(str), attrs.validators.in_(RUN_STATUSES)
+)
+_COUNT = attrs.validators.and_(attrs.validators.instance_of(int), attrs.validators.ge(0))
+
+
+@attrs.frozen(kw_only=True)
+class RunCheckpoint:
+    """What the runner saves after each top-level step.
+
+    Attributes:
+        run_id: The run.
+        pipeline_name: The pipeline's name.
+        status: ``"running"``, ``"completed"``, ``"failed"`` or ``"paused"``.
+        next_step_index: Index of the first top-level step *not* yet completed.
+        context: The serialized context (JSON data).
+        initial_input: The serialized run input (JSON data).
+        output: The last completed step's serialized output, i.e. the next
+            step's input (JSON data).
+        new_steps: Serialized step-result rows completed since the previous
+            checkpoint of this run, in order (JSON data each).
+        total_cost_usd: The run's exact total cost, as a ``Decimal`` string.
+        total_tokens: The run's total tokens.
+        updated_at: When the checkpoint was taken (seconds, caller's clock).
+    """
+
+    run_id: str = attrs.field(validator=[attrs.validators.instance_of(str), _non_empty])
+    pipeline_name: str = attrs.field(validator=attrs.validators.instance_of(str))
+    status: str = attrs.field(validator=_STATUS)
+    next_step_index: int = attrs.field(validator=_COUNT)
+    context: Any
+    initial_input: Any
+    output: Any = None
+    new_steps: tuple[Any, ...] = attrs.field(default=(), converter=_as_tuple)
+    total_cost_usd: str = attrs.field(
+        default="0", validator=[attrs.validators.instance_of(str), _decimal_text]
+    )
+    total_tokens: int = attrs.field(default=0, validator=_COUNT)
+    updated_at: float = attrs.field(default=0.0, converter=float)
+
+
+@attrs.frozen(kw_only=True)
+class RunSnapshot:
+    """What :meth:`StateBackend.load_state` returns: the run with its full history.
+
+    The fields mean what they mean on :class:`RunCheckpoint`; ``step_history``
+    holds every step row saved for the run, oldest first. All values are new
+    JSON data (mutating them never changes what the backend stores).
+    """
+
+    run_id: str
+    pipeline_name: str
+    status: str
+    next_step_index: int
+    context: Any
+    initial_input: Any
+    output: Any
+    step_history: tuple[Any, ...]
+    total_cost_usd: str
+    total_tokens: int
+    updated_at: float
+
+
+@runtime_checkable
+class StateBackend(Protocol):
+    """Where runs are persisted for ``resume_async``.
+
+    Contract (checked by :func:`flujo_actors.testing.backends.check_state_backend`):
+
+    * :meth:`save_state` appends the checkpoint's ``new_steps`` to the run's
+      history and replaces the run's other fields; it never rewrites the
+      history. A run that does not exist yet is created.
+    * :meth:`save_states` applies many checkpoints, in order, atomically.
+    * :meth:`load_state` returns a :class:`RunSnapshot` with the full history,
+      or ``None`` for an unknown run.
+    * :meth:`delete_state` forgets a run and its history (unknown: no-op).
+    * :meth:`list_runs` returns run ids (optionally those with one status);
+      the order is the backend's choice.
+    * Stored data never aliases the caller's objects, in either direction.
+
+    Every method is a trio checkpoint. A cancelled write either happened
+    completely or not at all; implementations document which, and when.
+    """
+
+    async def save_state(self, run_id: str, checkpoint: RunCheckpoint) -> None:
+        """Append ``checkpoint.new_steps`` to ``run_id`` and update its run row."""
+        ...
+
+    async def save_states(self, batch: Sequence[RunCheckpoint]) -> None:
+        """Save many checkpoints, in order, as one atomic group commit."""
+        ...
+
+    async def load_state(self, run_id: str) -> RunSnapshot | None:
+        """Return the run with its full history, or ``None`` if unknown."""
+        ...
+
+    async def delete_state(self, run_id: str) -> None:
+        """Forget the run and its history (no-op when unknown)."""
+        ...
+
+    async def list_runs(self, status: str | None = None) -> list[str]:
+        """Return the ids of the stored runs, or of those with ``status``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the backend's resources (idempotent)."""
+        ...
+
+
+def _check_run_id(run_id: object, checkpoint: RunCheckpoint) -> None:
+    """Reject a ``save_state`` call whose ``run_id`` contradicts its checkpoint."""
+    if run_id != checkpoint.run_id:
+        raise ValueError(
+            f"save_state: run_id {run_id!r} does not match checkpoint.run_id "
+            f"{checkpoint.run_id!r}. Pass the checkpoint's own run id."
+        )
+
+
+def _check_status(status: str | None) -> None:
+    """Reject a ``list_runs`` status filter that no run can have."""
+    if status is not None and status not in RUN_STATUSES:
+        raise ValueError(
+            f"list_runs: status must be None or one of {RUN_STATUSES!r}, got {status!r}."
+        )
+
+
+@attrs.frozen
+class _EncodedCheckpoint:
+    """A checkpoint with every JSON value already encoded as text (internal)."""
+
+    run_id: str
+    pipeline_name: str
+    status: str
+    next_step_index: int
+    context: str
+    initial_input: str
+    output: str
+    new_steps: tuple[str, ...]
+    total_cost_usd: str
+    total_tokens: int
+    updated_at: float
+
+    @classmethod
+    def encode(cls, checkpoint: RunCheckpoint) -> _EncodedCheckpoint:
+        """Encode ``checkpoint``'s JSON values (raises SerializationError with a path)."""
+        where = f"checkpoint[{checkpoint.run_id!r}]"
+        return cls(
+            checkpoint.run_id,
+            checkpoint.pipeline_name,
+            checkpoint.status,
+            checkpoint.next_step_index,
+            dumps_json(checkpoint.context, path=f"{where}.context"),
+            dumps_json(checkpoint.initial_input, path=f"{where}.initial_input"),
+            dumps_json(checkpoint.output, path=f"{where}.output"),
+            tuple(
+                dumps_json(row, path=f"{where}.new_steps[{index}]")
+                for index, row in enumerate(checkpoint.new_steps)
+            ),
+            checkpoint.total_cost_usd,
+            checkpoint.total_tokens,
+            checkpoint.updated_at,
+        )
+
+
+@attrs.define
+class _StoredRun:
+    row: _EncodedCheckpoint
+    steps: list[str]
+
+
+class InMemoryStateBackend:
+    """A :class:`StateBackend` in a dict, for tests and single-process use.
+
+    Values are stored as JSON text (``json.dumps`` of what the runner gives),
+    which is both the strictest JSON check and the cheapest deep copy: the
+    caller's objects are never aliased, and each :meth:`load_state` returns
+    new objects. Nothing survives the process. Safe to share between threads
+    (one lock guards the dict).
+
+    Cancellation: every method checkpoints *before* doing anything and then
+    completes without yielding, so a cancelled call had no effect.
+    """
+
+    def __init__(self) -> None:
+        """Create an empty backend."""
+        self._runs: dict[str, _StoredRun] = {}
+        self._lock = threading.Lock()
+
+    async def save_state(self, run_id: str, checkpoint: RunCheckpoint) -> None:
+        """Append ``checkpoint.new_steps`` to the run's history and update the run.
+
+        Raises:
+            ValueError: ``run_id`` differs from ``checkpoint.run_id``.
+            SerializationError: A value is not JSON data (nothing is saved).
+        """
+        await trio.lowlevel.checkpoint()
+        _check_run_id(run_id, checkpoint)
+        encoded = _EncodedCheckpoint.encode(checkpoint)
+        with self._lock:
+            self._apply(encoded)
+
+    async def save_states(self, batch: Sequence[RunCheckpoint]) -> None:
+        """Save ``batch`` in order, all or nothing.
+
+        Raises:
+            SerializationError: A value is not JSON data (nothing is saved).
+        """
+        await trio.lowlevel.checkpoint()
+        encoded = [_EncodedCheckpoint.encode(checkpoint) for checkpoint in batch]
+        with self._lock:
+            for item in encoded:
+                self._apply(item)
+
+    def _apply(self, encoded: _EncodedCheckpoint) -> None:
+        stored = self._runs.get(encoded.run_id)
+        if stored is None:
+            self._runs[encoded.run_id] = _StoredRun(encoded, list(encoded.new_steps))
+        else:
+            stored.row = encoded
+            stored.steps.extend(encoded.new_steps)
+
+    async def load_state(self, run_id: str) -> RunSnapshot | None:
+        """Return the run with its full history, or ``None`` if unknown."""
+        await trio.lowlevel.checkpoint()
+        with self._lock:
+            stored = self._runs.get(run_id)
+            if stored is None:
+                return None
+            row, steps = stored.row, tuple(stored.steps)
+        return RunSnapshot(
+            run_id=row.run_id,
+            pipeline_name=row.pipeline_name,
+            status=row.status,
+            next_step_index=row.next_step_index,
+            context=loads_json(row.context),
+            initial_input=loads_json(row.initial_input),
+            output=loads_json(row.output),
+            step_history=tuple(loads_json(step) for step in steps),
+            total_cost_usd=row.total_cost_usd,
+            total_tokens=row.total_tokens,
+            updated_at=row.updated_at,
+        )
+
+    async def delete_state(self, run_id: str) -> None:
+        """Forget the run and its history (no-op when unknown)."""
+        await trio.lowlevel.checkpoint()
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    async def list_runs(self, status: str | None = None) -> list[str]:
+        """Return run ids in the order the runs were first saved.
+
+        Raises:
+            ValueError: ``status`` is not ``None`` or one of :data:`RUN_STATUSES`.
+        """
+        await trio.lowlevel.checkpoint()
+        _check_status(status)
+        with self._lock:
+            return [
+                run_id
+                for run_id, stored in self._runs.items()
+                if status is None or stored.row.status == status
+            ]
+
+    async def aclose(self) -> None:
+        """Nothing to release; the data stays readable (idempotent)."""
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
