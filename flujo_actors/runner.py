@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .actors.actor import start_actor
 from .context import PipelineContext, build_context, check_context_model
 from .engine import Chain, Job, RunState
-from .errors import PipelineDefinitionError, UsageLimitExceededError
+from .errors import PipelineDefinitionError, RunNotFoundError, UsageLimitExceededError
 from .governor import Governor
 from .limits import UsageLimits
 from .policy.ledger import UsageLedger
-from .results import PipelineResult
+from .results import PipelineResult, StepResult
 from .steps.dsl import (
     ConditionalStep,
     DynamicParallelRouterStep,
@@ -26,6 +26,10 @@ from .steps.dsl import (
     Step,
     check_fallback_chain,
 )
+
+if TYPE_CHECKING:
+    from .backends.state import RunCheckpoint
+    from .persistence import PersistenceActor, ResumePoint
 
 __all__ = ["Flujo"]
 
@@ -195,6 +199,45 @@ class Flujo:
             initial_context_data=self.initial_context_data,
         )
 
+    async def resume_async(self, run_id: str) -> PipelineResult:
+        """Continue a run from its last persisted step (needs a ``state_backend``).
+
+        Completed steps are not re-run: the run continues after the last
+        persisted step, with the persisted context and totals. A finished run
+        (completed or failed) returns its stored result.
+
+        Raises:
+            PipelineDefinitionError: no state backend, or the stored run belongs
+                to a different pipeline.
+            RunNotFoundError: the backend does not know ``run_id``.
+            UsageLimitExceededError: the resumed part breached the limits.
+        """
+        backend = self.state_backend
+        if backend is None:
+            raise PipelineDefinitionError(
+                "Flujo.resume_async needs a state backend: pass "
+                "Flujo(..., state_backend=SQLiteBackend('runs.db')) (or InMemoryStateBackend())."
+            )
+        snap = await backend.load_state(run_id)
+        if snap is None:
+            raise RunNotFoundError(
+                f"Run {run_id!r} is not in the state backend {type(backend).__name__}; "
+                "check the run id (backend.list_runs() lists the known runs)."
+            )
+        n = len(self.pipeline.steps)
+        if snap.pipeline_name != self.pipeline.name or snap.next_step_index > n:
+            raise PipelineDefinitionError(
+                f"Run {run_id!r} was saved by pipeline {snap.pipeline_name!r} at step "
+                f"{snap.next_step_index}, which does not fit this runner's pipeline "
+                f"{self.pipeline.name!r} of {n} steps; resume it with the runner that started it."
+            )
+        # Persistence (and cattrs) load only when used: `import flujo_actors` stays light.
+        from .persistence import ResumePoint, result_from_snapshot
+
+        if snap.status in ("completed", "failed"):
+            return result_from_snapshot(snap)
+        return await self._execute(None, run_id=run_id, resume=ResumePoint(snap))
+
     # -- the run ------------------------------------------------------------------
     async def _execute(
         self,
@@ -202,16 +245,23 @@ class Flujo:
         *,
         run_id: str | None = None,
         on_chunk: Any = None,
+        resume: ResumePoint | None = None,
     ) -> PipelineResult:
         run_id = run_id or uuid.uuid4().hex
-        context = build_context(
-            self.context_model, self.initial_context_data, initial_input, run_id
-        )
+        if resume is not None:
+            initial_input = resume.initial_input
+            context = resume.context
+        else:
+            context = build_context(
+                self.context_model, self.initial_context_data, initial_input, run_id
+            )
         limits = self.usage_limits
         ledger = UsageLedger(
             limits.total_cost_usd_limit if limits else None,
             limits.total_tokens_limit if limits else None,
         )
+        if resume is not None:
+            ledger.cost, ledger.tokens = resume.cost, resume.tokens
         run = RunState(
             run_id,
             resources=self.resources,
@@ -222,16 +272,63 @@ class Flujo:
             context_model=self.context_model,
         )
         job = Job(context, (), None, on_chunk)
+        start, data = 0, initial_input
+        if resume is not None:
+            job.history.extend(resume.history)
+            start, data = resume.index, resume.data
+        persistence: PersistenceActor | None = None
+        if self.state_backend is not None:
+            from .persistence import PersistenceActor
+
+            persistence = PersistenceActor(self.state_backend, run.dead_letters)
+            job.on_step = self._checkpointer(run_id, persistence, initial_input, ledger)
+        try:
+            governor = await self._run_nursery(
+                run, ledger, job, start, data, persistence, resume, context, initial_input
+            )
+        except BaseExceptionGroup as group:
+            # An error escaping a run (a hook, a backend, an internal bug) is raised
+            # as itself, not wrapped in the run nursery's group.
+            raise _single(group) from None
+        return self._finish(run_id, ledger, job, governor)
+
+    async def _run_nursery(
+        self,
+        run: RunState,
+        ledger: UsageLedger,
+        job: Job,
+        start: int,
+        data: Any,
+        persistence: PersistenceActor | None,
+        resume: ResumePoint | None,
+        context: Any,
+        initial_input: Any,
+    ) -> Governor:
+        run_id = run.run_id
         async with trio.open_nursery() as nursery:
             governor = Governor(ledger, run.breach_event, nursery.cancel_scope.cancel)
             run.governor = await start_actor(
                 nursery, governor, name="governor", dead_letters=run.dead_letters
             )
+            if persistence is not None:
+                nursery.start_soon(persistence.run)
+                if resume is None:
+                    # Durable before the first step starts, so a crash in step 0 resumes too.
+                    await persistence.save(self._first_checkpoint(run_id, initial_input, context))
             chain = Chain(self.pipeline.steps, nursery, run)
-            await chain.execute(job, initial_input)
+            if start < len(self.pipeline.steps):
+                await chain.deliver(start, data, job)
+                await job.done.wait()
             # Graceful stop: the governor drains the usage messages still queued
             # (told, not asked), then exits; the nursery waits for it.
             run.governor.cell.send.close()
+            if persistence is not None:
+                persistence.close()
+        return governor
+
+    def _finish(
+        self, run_id: str, ledger: UsageLedger, job: Job, governor: Governor
+    ) -> PipelineResult:
         history = job.history
         result = PipelineResult(
             step_history=history,
@@ -249,6 +346,72 @@ class Flujo:
             result.output = None
             raise UsageLimitExceededError(b.message, result)
         return result
+
+    def _first_checkpoint(self, run_id: str, initial_input: Any, context: Any) -> RunCheckpoint:
+        from .backends.state import RunCheckpoint
+        from .serialization import dump_typed
+
+        return RunCheckpoint(
+            run_id=run_id,
+            pipeline_name=self.pipeline.name,
+            status="running",
+            next_step_index=0,
+            context=dump_typed(context, path="context"),
+            initial_input=dump_typed(initial_input, path="initial_input"),
+        )
+
+    def _checkpointer(
+        self,
+        run_id: str,
+        persistence: PersistenceActor,
+        initial_input: Any,
+        ledger: UsageLedger,
+    ) -> Callable[[int, StepResult, Job], Awaitable[None]]:
+        """The top-level job's ``on_step``: persist each finished step before the next."""
+        from .persistence import checkpoint_for
+        from .serialization import dump_typed
+
+        input_json = dump_typed(initial_input, path="initial_input")
+        n_steps = len(self.pipeline.steps)
+        name = self.pipeline.name
+        # Totals from the top-level results (each includes its children): exact,
+        # and independent of when the governor applies told usage messages.
+        cost, tokens = ledger.cost, ledger.tokens
+
+        async def on_step(index: int, result: StepResult, job: Job) -> None:
+            nonlocal cost, tokens
+            cost += result.cost_usd
+            tokens += result.token_counts
+            await persistence.save(
+                checkpoint_for(
+                    run_id=run_id,
+                    pipeline_name=name,
+                    index=index,
+                    n_steps=n_steps,
+                    result=result,
+                    context=job.context,
+                    initial_input_json=input_json,
+                    cost=cost,
+                    tokens=tokens,
+                )
+            )
+
+        return on_step
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside (nested) groups, or the group itself if several."""
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup[BaseException]) -> None:
+        for e in g.exceptions:
+            if isinstance(e, BaseExceptionGroup):
+                walk(e)
+            else:
+                leaves.append(e)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else group
 
 
 class _Final:
