@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -20,6 +19,9 @@ from flujo_actors import (
 )
 from flujo_actors.backends.state import InMemoryStateBackend, RunCheckpoint
 from flujo_actors.testing import UsageOutput
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 @attrs.define
