@@ -369,11 +369,11 @@ async def measure(
         loops = 1
         if warmup:
             first = await _time_calls(workload, 1)
-            loops = (
-                max(1, min(_MAX_LOOPS, math.ceil(options.min_time_s / first)))
-                if first > 0
-                else _MAX_LOOPS
-            )
+            loops = _MAX_LOOPS
+            if first > 0:
+                # The epsilon keeps float noise (0.001 / 1e-6 = 1000.0000000000001)
+                # from adding a call.
+                loops = max(1, min(_MAX_LOOPS, math.ceil(options.min_time_s / first - 1e-9)))
         per_call: list[float] = []
         for _ in range(max(1, options.repeat)):
             per_call.append(await _time_calls(workload, loops) / loops)

@@ -12,7 +12,12 @@ if TYPE_CHECKING:
 
     from .report import ScalingRow
 
-__all__ = ["plot_scaling"]
+__all__ = ["matplotlib_available", "plot_scaling"]
+
+
+def matplotlib_available() -> bool:
+    """True when matplotlib can be imported (without importing it)."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def plot_scaling(rows: Sequence[ScalingRow], path: Path) -> str:
@@ -22,7 +27,7 @@ def plot_scaling(rows: Sequence[ScalingRow], path: Path) -> str:
     Returns a sentence for the person running the CLI: where the file went, or why
     there is none.
     """
-    if importlib.util.find_spec("matplotlib") is None:
+    if not matplotlib_available():
         return (
             f"--plot {path}: matplotlib is not installed (pip install matplotlib); no plot written."
         )

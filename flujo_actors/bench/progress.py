@@ -86,10 +86,10 @@ class PlainDisplay:
 class RichDisplay:
     """A live progress bar; finished cases scroll above it; tables in rich style."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, width: int | None = None) -> None:
         from rich.console import Console  # optional dependency, imported on use
 
-        self._console: Console = Console(file=stream)
+        self._console: Console = Console(file=stream, width=width)
         self._progress: Progress | None = None
         self._task: TaskID | None = None
 
@@ -144,15 +144,17 @@ class RichDisplay:
     def table(self, table: TextTable) -> None:
         """Render a rich table."""
         from rich.table import Table
+        from rich.text import Text
 
-        rich_table = Table(title=table.title, title_justify="left", header_style="bold")
+        rich_table = Table(title=Text(table.title), title_justify="left", header_style="bold")
         for header, align in zip(table.headers, table.align, strict=True):
             rich_table.add_column(
                 header, justify="right" if align == "r" else "left", overflow="fold"
             )
         styles = table.styles or ("",) * len(table.rows)
         for row, style in zip(table.rows, styles, strict=True):
-            rich_table.add_row(*row, style=style or None)
+            # Text, not str: cells are data (error messages), never rich markup.
+            rich_table.add_row(*(Text(cell) for cell in row), style=style or None)
         self._console.print()
         self._console.print(rich_table)
 

@@ -34,10 +34,15 @@ JSON schema (``schema_version`` 1), one object::
          "wall_s": float, "isolated": bool}
       ],
       "scaling": [{"scenario": str, "unit": str,
-                   "points": [{"size": int, "figure": float, "seconds_per_call": float}],
-                   "growth": [{"from_size": int, "to_size": int,
-                               "factor": float, "exponent": float}],
-                   "verdict": "linear" | "superlinear"}]
+                   "points": [{"size": int, "figure": float, "seconds_per_call": float,
+                               "baseline_seconds_per_call": float|null}],
+                   "growth": [GROWTH],                 # the figure's, between neighbouring sizes
+                   "baseline_growth": [GROWTH],        # the raw-trio baseline's, same pairs
+                   "verdict": "linear" | "superlinear"}]   # from the worst figure growth
+
+    GROWTH = {"from_size": int, "to_size": int,
+              "factor": float,                          # time-per-call growth per 10x input
+              "exponent": float}                        # log10(factor): 1.0 linear
     }
 
     STATS = {"median": float, "min": float, "max": float,   # in the scenario's unit
@@ -221,6 +226,7 @@ class ScalingPoint:
     size: int
     figure: float
     seconds_per_call: float
+    baseline_seconds_per_call: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -245,6 +251,7 @@ class ScalingRow:
     points: tuple[ScalingPoint, ...]
     growth: tuple[GrowthStep, ...]
     verdict: Verdict
+    baseline_growth: tuple[GrowthStep, ...] = ()
 
 
 def utc_now() -> str:
@@ -357,28 +364,43 @@ def scaling_rows(results: Iterable[CaseResult]) -> tuple[ScalingRow, ...]:
             continue
         points = tuple(
             ScalingPoint(
-                size=c.size or 0, figure=c.figure.median, seconds_per_call=c.figure.seconds_per_call
+                size=c.size or 0,
+                figure=c.figure.median,
+                seconds_per_call=c.figure.seconds_per_call,
+                baseline_seconds_per_call=c.baseline.seconds_per_call if c.baseline else None,
             )
             for c in cases
             if c.figure is not None
         )
-        growth = tuple(_growth(a, b) for a, b in itertools.pairwise(points) if b.size > a.size)
-        if not growth:
+        pairs = [(a, b) for a, b in itertools.pairwise(points) if b.size > a.size]
+        if not pairs:
             continue
+        growth = tuple(
+            _growth(a.size, a.seconds_per_call, b.size, b.seconds_per_call) for a, b in pairs
+        )
+        baseline_growth = tuple(
+            _growth(a.size, a.baseline_seconds_per_call, b.size, b.baseline_seconds_per_call)
+            for a, b in pairs
+            if a.baseline_seconds_per_call and b.baseline_seconds_per_call
+        )
         worst = max(g.exponent for g in growth)
         verdict: Verdict = "superlinear" if worst > SUPERLINEAR_EXPONENT else "linear"
         rows.append(
             ScalingRow(
-                scenario=name, unit=cases[0].unit, points=points, growth=growth, verdict=verdict
+                scenario=name,
+                unit=cases[0].unit,
+                points=points,
+                growth=growth,
+                baseline_growth=baseline_growth,
+                verdict=verdict,
             )
         )
     return tuple(rows)
 
 
-def _growth(a: ScalingPoint, b: ScalingPoint) -> GrowthStep:
-    decades = math.log10(b.size / a.size)
-    exponent = math.log10(b.seconds_per_call / a.seconds_per_call) / decades
-    return GrowthStep(from_size=a.size, to_size=b.size, factor=10**exponent, exponent=exponent)
+def _growth(small: int, small_time: float, large: int, large_time: float) -> GrowthStep:
+    exponent = math.log10(large_time / small_time) / math.log10(large / small)
+    return GrowthStep(from_size=small, to_size=large, factor=10**exponent, exponent=exponent)
 
 
 # --------------------------------------------------------------------------- compare
@@ -583,23 +605,20 @@ def summarize(result: CaseResult) -> str:
 def results_table(results: Sequence[CaseResult], title: str = "Results") -> TextTable:
     """The main table: one row per case; a "vs ref" column only when some case has one."""
     with_ref = any(r.reference is not None for r in results)
-    headers = ["scenario", "size", "median", "min", "max", "unit", "n", "raw trio", "ratio"]
-    align = "lrrrrlrrr"
+    headers = ["scenario", "size", "median", "min-max", "unit", "n", "raw trio", "ratio"]
+    align = "lrrrlrrr"
     if with_ref:
         headers += ["vs ref"]
         align += "r"
-    headers += ["RSS MiB", "dRSS", "target"]
-    align += "rrl"
+    headers += ["RSS MiB (+delta)", "target"]
+    align += "rl"
     rows = []
     styles = []
     for r in results:
         size = "" if r.size is None else f"{r.size:,}"
         if r.figure is None:
-            status = r.status.upper() if r.status != "ok" else "-"
-            row = [r.scenario, size, status, "", "", r.unit, "", "", ""]
-            if with_ref:
-                row.append("")
-            row += ["", "", ""]
+            row = [r.scenario, size, r.status.upper(), "", r.unit, "", "", ""]
+            row += [""] * (3 if with_ref else 2)
             styles.append("yellow" if r.status == "unavailable" else "red")
         else:
             fig = r.figure
@@ -607,8 +626,7 @@ def results_table(results: Sequence[CaseResult], title: str = "Results") -> Text
                 r.scenario,
                 size,
                 format_number(fig.median),
-                format_number(fig.min),
-                format_number(fig.max),
+                f"{format_number(fig.min)}-{format_number(fig.max)}",
                 r.unit,
                 f"{fig.repeats}x{fig.loops}",
                 format_number(r.baseline.median) if r.baseline else "-",
@@ -616,8 +634,10 @@ def results_table(results: Sequence[CaseResult], title: str = "Results") -> Text
             ]
             if with_ref:
                 row.append(_ratio(r.vs_reference))
-            delta = "-" if r.rss_delta_mib is None else f"+{format_number(r.rss_delta_mib)}"
-            row += [format_number(r.peak_rss_mib), delta, _targets_cell(r)]
+            rss = format_number(r.peak_rss_mib)
+            if r.rss_delta_mib is not None:
+                rss += f" (+{format_number(r.rss_delta_mib)})"
+            row += [rss, _targets_cell(r)]
             styles.append("red" if r.failed_targets or r.status != "ok" else "")
         rows.append(tuple(row))
     return TextTable(
@@ -637,14 +657,24 @@ def scaling_table(rows: Sequence[ScalingRow]) -> TextTable:
     for row in rows:
         figures = ", ".join(f"{p.size:,}: {format_number(p.figure)}" for p in row.points)
         growth = ", ".join(f"x{format_number(g.factor)}" for g in row.growth)
+        baseline = ", ".join(f"x{format_number(g.factor)}" for g in row.baseline_growth) or "-"
         exponent = max(g.exponent for g in row.growth)
-        body.append((row.scenario, row.unit, figures, growth, f"{row.verdict} (n^{exponent:.2f})"))
+        body.append(
+            (row.scenario, row.unit, figures, growth, baseline, f"{row.verdict} (n^{exponent:.2f})")
+        )
         styles.append("red" if row.verdict == "superlinear" else "green")
     return TextTable(
         title="Scaling (time per call vs input size; x10 per 10x is linear)",
-        headers=("scenario", "unit", "figure by size", "growth per 10x", "verdict"),
+        headers=(
+            "scenario",
+            "unit",
+            "figure by size",
+            "growth per 10x",
+            "raw trio growth",
+            "verdict",
+        ),
         rows=tuple(body),
-        align="lllll",
+        align="llllll",
         styles=tuple(styles),
     )
 
