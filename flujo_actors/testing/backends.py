@@ -1,0 +1,296 @@
+"""A conformance suite for :class:`~flujo_actors.backends.state.StateBackend` implementations.
+
+Call it from your own tests, inside trio::
+
+    async def test_my_backend(tmp_path):
+        counter = itertools.count()
+        await check_state_backend(lambda: MyBackend(tmp_path / f"{next(counter)}.db"))
+
+Every check gets a fresh backend from ``factory`` and closes it afterwards.
+A failed check raises AssertionError naming the check and what differed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from ..backends.state import RunCheckpoint, RunSnapshot, StateBackend
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["StateBackendFactory", "check_state_backend"]
+
+StateBackendFactory: TypeAlias = Callable[[], "StateBackend | Awaitable[StateBackend]"]
+"""Makes a new, empty backend (sync or async)."""
+
+# Awkward on purpose: quotes, unicode, an emoji, SQL-ish text.
+_ODD_RUN_ID = "run 'quoted' \"double\" ; DROP TABLE runs; -- ünï ✓ 🎉"
+
+
+def _checkpoint(run_id: str, **changes: Any) -> RunCheckpoint:
+    fields: dict[str, Any] = {
+        "run_id": run_id,
+        "pipeline_name": "pipe",
+        "status": "running",
+        "next_step_index": 0,
+        "context": {"run_id": run_id, "scratchpad": {}},
+        "initial_input": "go",
+    }
+    fields.update(changes)
+    return RunCheckpoint(**fields)
+
+
+def _expect(check: str, condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(f"check_state_backend[{check}]: {message}")
+
+
+async def _load(check: str, backend: StateBackend, run_id: str) -> RunSnapshot:
+    snapshot = await backend.load_state(run_id)
+    _expect(check, snapshot is not None, f"load_state({run_id!r}) returned None after a save")
+    assert snapshot is not None  # for the type checker; _expect raised otherwise
+    return snapshot
+
+
+async def _check_empty(backend: StateBackend) -> None:
+    check = "empty"
+    found = await backend.load_state("missing")
+    _expect(check, found is None, f"load_state of an unknown run returned {found!r}")
+    runs = await backend.list_runs()
+    _expect(check, runs == [], f"a new backend lists runs {runs!r}")
+    await backend.delete_state("missing")  # must be a no-op
+
+
+async def _check_round_trip(backend: StateBackend) -> None:
+    check = "round_trip"
+    context = {
+        "initial_prompt": "héllo \u2603 \"quotes\" 'single' \\ backslash",
+        "scratchpad": {"nested": {"list": [1, 2.5, None, True, False, "x"]}, "empty": {}},
+        "executed_branches": ["a", "b"],
+        "big": 2**70,
+        "float": 0.1,
+    }
+    checkpoint = _checkpoint(
+        _ODD_RUN_ID,
+        status="paused",
+        next_step_index=2,
+        context=context,
+        initial_input={"question": "why?", "n": [1, 2, 3]},
+        output=["out", {"k": 1}],
+        new_steps=({"name": "first", "output": 1}, {"name": "second", "output": [2]}),
+        total_cost_usd="0.30000000000000000001",
+        total_tokens=42,
+        updated_at=1234.5,
+    )
+    await backend.save_state(_ODD_RUN_ID, checkpoint)
+    snapshot = await _load(check, backend, _ODD_RUN_ID)
+    expected = RunSnapshot(
+        run_id=_ODD_RUN_ID,
+        pipeline_name="pipe",
+        status="paused",
+        next_step_index=2,
+        context=context,
+        initial_input={"question": "why?", "n": [1, 2, 3]},
+        output=["out", {"k": 1}],
+        step_history=({"name": "first", "output": 1}, {"name": "second", "output": [2]}),
+        total_cost_usd="0.30000000000000000001",
+        total_tokens=42,
+        updated_at=1234.5,
+    )
+    _expect(check, snapshot == expected, f"loaded {snapshot!r}, expected {expected!r}")
+    _expect(
+        check,
+        type(snapshot.step_history) is tuple,
+        f"step_history is a {type(snapshot.step_history).__name__}, expected a tuple",
+    )
+
+
+async def _check_append(backend: StateBackend) -> None:
+    check = "append"
+    run_id = "appending"
+    await backend.save_state(run_id, _checkpoint(run_id, next_step_index=1, new_steps=({"i": 0},)))
+    await backend.save_state(
+        run_id,
+        _checkpoint(run_id, next_step_index=3, new_steps=({"i": 1}, {"i": 2}), output="two"),
+    )
+    await backend.save_state(
+        run_id,
+        _checkpoint(run_id, status="completed", next_step_index=3, output="done"),
+    )
+    snapshot = await _load(check, backend, run_id)
+    history = ({"i": 0}, {"i": 1}, {"i": 2})
+    _expect(
+        check,
+        snapshot.step_history == history,
+        f"history after three checkpoints is {snapshot.step_history!r}, expected {history!r} "
+        "(new_steps must be appended, in order)",
+    )
+    _expect(
+        check,
+        (snapshot.status, snapshot.next_step_index, snapshot.output) == ("completed", 3, "done"),
+        f"the run row was not updated by the last checkpoint: {snapshot!r}",
+    )
+
+
+async def _check_batch(backend: StateBackend) -> None:
+    check = "save_states"
+    batch: Sequence[RunCheckpoint] = [
+        _checkpoint("a", new_steps=({"a": 0},)),
+        _checkpoint("b", new_steps=({"b": 0},)),
+        _checkpoint("a", next_step_index=2, new_steps=({"a": 1}, {"a": 2}), output="a2"),
+        _checkpoint("b", status="failed", next_step_index=1),
+    ]
+    await backend.save_states(batch)
+    await backend.save_states([])  # an empty batch is a no-op
+    a = await _load(check, backend, "a")
+    b = await _load(check, backend, "b")
+    _expect(
+        check,
+        a.step_history == ({"a": 0}, {"a": 1}, {"a": 2}) and a.output == "a2",
+        f"run 'a' after the batch: {a!r}",
+    )
+    _expect(
+        check,
+        b.step_history == ({"b": 0},) and b.status == "failed",
+        f"run 'b' after the batch: {b!r}",
+    )
+
+
+async def _check_list_runs(backend: StateBackend) -> None:
+    check = "list_runs"
+    await backend.save_state("r1", _checkpoint("r1"))
+    await backend.save_state("c1", _checkpoint("c1", status="completed"))
+    await backend.save_state("r2", _checkpoint("r2"))
+    await backend.save_state("f1", _checkpoint("f1", status="failed"))
+    await backend.save_state("c1", _checkpoint("c1", status="completed"))  # no duplicate
+    listed = sorted(await backend.list_runs())
+    _expect(check, listed == ["c1", "f1", "r1", "r2"], f"list_runs() returned {listed!r}")
+    running = sorted(await backend.list_runs("running"))
+    _expect(check, running == ["r1", "r2"], f"list_runs('running') returned {running!r}")
+    paused = await backend.list_runs("paused")
+    _expect(check, paused == [], f"list_runs('paused') returned {paused!r}")
+    await backend.save_state("r1", _checkpoint("r1", status="completed"))
+    completed = sorted(await backend.list_runs("completed"))
+    _expect(
+        check,
+        completed == ["c1", "r1"],
+        f"after r1 completed, list_runs('completed') returned {completed!r}",
+    )
+
+
+async def _check_delete(backend: StateBackend) -> None:
+    check = "delete"
+    await backend.save_state("gone", _checkpoint("gone", new_steps=({"old": 1},)))
+    await backend.save_state("kept", _checkpoint("kept", new_steps=({"kept": 1},)))
+    await backend.delete_state("gone")
+    found = await backend.load_state("gone")
+    _expect(check, found is None, f"load_state after delete_state returned {found!r}")
+    listed = await backend.list_runs()
+    _expect(check, listed == ["kept"], f"list_runs() after delete returned {listed!r}")
+    await backend.save_state("gone", _checkpoint("gone", new_steps=({"new": 1},)))
+    again = await _load(check, backend, "gone")
+    _expect(
+        check,
+        again.step_history == ({"new": 1},),
+        f"a run saved again after delete_state has the history {again.step_history!r}; "
+        "delete_state must drop the old steps",
+    )
+    kept = await _load(check, backend, "kept")
+    _expect(check, kept.step_history == ({"kept": 1},), f"another run was affected: {kept!r}")
+
+
+async def _check_isolation(backend: StateBackend) -> None:
+    check = "isolation"
+    await backend.save_state("x", _checkpoint("x", context={"who": "x"}, new_steps=({"x": 1},)))
+    await backend.save_state("y", _checkpoint("y", context={"who": "y"}, new_steps=({"y": 1},)))
+    await backend.save_state("x", _checkpoint("x", context={"who": "x2"}, new_steps=({"x": 2},)))
+    x = await _load(check, backend, "x")
+    y = await _load(check, backend, "y")
+    _expect(
+        check,
+        x.step_history == ({"x": 1}, {"x": 2}) and x.context == {"who": "x2"},
+        f"run 'x' mixed with another run: {x!r}",
+    )
+    _expect(
+        check,
+        y.step_history == ({"y": 1},) and y.context == {"who": "y"},
+        f"run 'y' mixed with another run: {y!r}",
+    )
+
+
+async def _check_no_aliasing(backend: StateBackend) -> None:
+    check = "no_aliasing"
+    context: dict[str, Any] = {"scratchpad": {"items": [1]}}
+    output: list[Any] = [{"v": 1}]
+    row: dict[str, Any] = {"name": "s", "meta": {"k": [1]}}
+    await backend.save_state(
+        "alias", _checkpoint("alias", context=context, output=output, new_steps=(row,))
+    )
+    context["scratchpad"]["items"].append(2)
+    output[0]["v"] = 99
+    row["meta"]["k"].append(2)
+    first = await _load(check, backend, "alias")
+    _expect(
+        check,
+        first.context == {"scratchpad": {"items": [1]}}
+        and first.output == [{"v": 1}]
+        and first.step_history == ({"name": "s", "meta": {"k": [1]}},),
+        f"mutating the caller's objects after save_state changed the stored run: {first!r}",
+    )
+    first.context["scratchpad"]["items"].append(3)
+    first.step_history[0]["meta"]["k"].append(3)
+    second = await _load(check, backend, "alias")
+    _expect(
+        check,
+        second.context == {"scratchpad": {"items": [1]}}
+        and second.step_history == ({"name": "s", "meta": {"k": [1]}},),
+        f"mutating a loaded snapshot changed the stored run: {second!r}",
+    )
+
+
+_CHECKS: tuple[Callable[[StateBackend], Awaitable[None]], ...] = (
+    _check_empty,
+    _check_round_trip,
+    _check_append,
+    _check_batch,
+    _check_list_runs,
+    _check_delete,
+    _check_isolation,
+    _check_no_aliasing,
+)
+
+
+async def check_state_backend(factory: StateBackendFactory) -> None:
+    """Run the StateBackend conformance checks against backends made by ``factory``.
+
+    Checks: unknown runs load as ``None``; a save/load round trip preserves
+    every field (odd run ids, unicode, big ints, exact cost strings);
+    ``new_steps`` of successive checkpoints are appended in order; a
+    ``save_states`` batch applies in order; ``list_runs`` with and without a
+    status filter; ``delete_state`` drops the run and its history; runs are
+    isolated from each other; stored data is aliased neither to the caller's
+    objects nor to loaded snapshots; ``aclose`` is idempotent.
+
+    Args:
+        factory: Returns a new, empty backend each call (or an awaitable of
+            one). It is called once per check.
+
+    Raises:
+        AssertionError: A check failed (the message names it).
+    """
+    for run_check in _CHECKS:
+        made = factory()
+        backend: StateBackend = await made if inspect.isawaitable(made) else made
+        _expect(
+            "protocol",
+            isinstance(backend, StateBackend),
+            f"factory() returned {backend!r}, which lacks StateBackend methods",
+        )
+        try:
+            await run_check(backend)
+        finally:
+            await backend.aclose()
+        await backend.aclose()  # idempotent
