@@ -23,7 +23,8 @@ def matplotlib_available() -> bool:
 def plot_scaling(rows: Sequence[ScalingRow], path: Path) -> str:
     """Draw time per call against input size (log-log), one panel per scenario.
 
-    A dashed line through the smallest size shows linear growth for comparison.
+    The raw-trio baseline is drawn beside the figure when it was measured, and a
+    dashed line through the smallest size shows linear growth for comparison.
     Returns a sentence for the person running the CLI: where the file went, or why
     there is none.
     """
@@ -46,7 +47,12 @@ def plot_scaling(rows: Sequence[ScalingRow], path: Path) -> str:
     for ax, row in zip(axes.flat, rows, strict=False):
         sizes = [p.size for p in row.points]
         times = [p.seconds_per_call * 1e3 for p in row.points]
-        ax.loglog(sizes, times, "o-", label="measured")
+        ax.loglog(sizes, times, "o-", label="flujo_actors")
+        raw = [p.baseline_seconds_per_call for p in row.points]
+        if all(raw):
+            ax.loglog(
+                sizes, [(t or 0) * 1e3 for t in raw], "s:", color="tab:orange", label="raw trio"
+            )
         ax.loglog(
             sizes, [times[0] * s / sizes[0] for s in sizes], "--", color="grey", label="linear"
         )

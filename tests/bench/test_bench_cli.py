@@ -408,3 +408,28 @@ def test_python_m_runs_isolated_workers(scenarios_dir: Path, tmp_path: Path) -> 
         ("tiny.real", 3, "ok", True),
     ]
     assert report["results"][0]["peak_rss_mib"] > 0
+
+
+def test_plot_writes_a_png_when_matplotlib_is_installed(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from flujo_actors.bench.plot import plot_scaling
+    from flujo_actors.bench.report import ScalingPoint, ScalingRow, scaling_rows
+
+    assert plot_scaling(scaling_rows([]), tmp_path / "none.png").endswith("nothing to plot.")
+    row = ScalingRow(
+        scenario="a.b",
+        unit="ms",
+        points=(
+            ScalingPoint(
+                size=10, figure=1.0, seconds_per_call=0.001, baseline_seconds_per_call=0.0005
+            ),
+            ScalingPoint(
+                size=100, figure=10.0, seconds_per_call=0.01, baseline_seconds_per_call=0.005
+            ),
+        ),
+        growth=(),
+        verdict="linear",
+    )
+    png = tmp_path / "plot.png"
+    assert plot_scaling([row], png) == f"wrote the scaling plot to {png}"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
