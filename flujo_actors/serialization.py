@@ -478,18 +478,18 @@ class _Codec:
             _too_deep(obj)
         ser = self.ser
         out: dict[str, Any] = {}
-        key: object = None
-        try:
-            for key, item in obj.items():
-                out[key if type(key) is str else self._json_key(key, depth)] = ser(item, depth + 1)
-        except _Failure as failure:
-            failure.push(_key_segment(key), obj)
-            raise
+        for key, item in obj.items():
+            json_key = key if type(key) is str else self._json_key(key, obj, depth)
+            try:
+                out[json_key] = ser(item, depth + 1)
+            except _Failure as failure:
+                failure.push(_key_segment(key), obj)
+                raise
         if len(out) != len(obj):
             self._key_collision(obj, depth)
         return out
 
-    def _json_key(self, key: object, depth: int) -> str:
+    def _json_key(self, key: object, mapping: object, depth: int) -> str:
         coerced = _coerce_scalar_key(key)
         if coerced is not None:
             return coerced
@@ -497,7 +497,7 @@ class _Codec:
         try:
             value = self.ser(key, depth + 1)
         except _Failure as failure:
-            failure.push("<key>", key)
+            failure.push("[<key>]", mapping)
             raise
         coerced = _coerce_scalar_key(value)
         return coerced if coerced is not None else _canonical(value)
@@ -505,7 +505,7 @@ class _Codec:
     def _key_collision(self, obj: Mapping[Any, Any], depth: int) -> NoReturn:
         owners: dict[str, object] = {}
         for key in obj:
-            coerced = key if type(key) is str else self._json_key(key, depth)
+            coerced = key if type(key) is str else self._json_key(key, obj, depth)
             if coerced in owners:
                 raise _Failure(
                     "collision",
@@ -603,13 +603,17 @@ class _Codec:
     def _dump_items(self, obj: Mapping[Any, Any], depth: int) -> Any:
         dump = self.dump
         pairs = []
-        key: object = None
-        try:
-            for key, item in obj.items():
-                pairs.append([dump(key, depth + 1), dump(item, depth + 1)])
-        except _Failure as failure:
-            failure.push(_key_segment(key), obj)
-            raise
+        for key, item in obj.items():
+            try:
+                dumped_key = dump(key, depth + 1)
+            except _Failure as failure:
+                failure.push("[<key>]", obj)
+                raise
+            try:
+                pairs.append([dumped_key, dump(item, depth + 1)])
+            except _Failure as failure:
+                failure.push(_key_segment(key), obj)
+                raise
         return {TYPE_KEY: type_tag(dict), VALUE_KEY: pairs}
 
     # -- load_typed ------------------------------------------------------------------
@@ -698,9 +702,17 @@ def _field_names(tp: type) -> tuple[str, ...] | None:
     return None
 
 
-def _is_attrs_type(type_: Any) -> bool:
+def _is_record_type(type_: Any) -> bool:
+    """An attrs class or a dataclass, possibly a parametrised generic one."""
     origin = typing.get_origin(type_) or type_
-    return isinstance(origin, type) and attrs.has(origin)
+    return isinstance(origin, type) and (attrs.has(origin) or dataclasses.is_dataclass(origin))
+
+
+def _late_field_names(cls: type) -> list[str]:
+    """Names of the fields outside ``__init__`` (``init=False``)."""
+    if attrs.has(cls):
+        return [a.name for a in attrs.fields(cls) if not a.init]
+    return [f.name for f in dataclasses.fields(cls) if not f.init]
 
 
 def _load_list(payload: object, depth: int, load: _Handler) -> list[Any]:
@@ -971,30 +983,29 @@ def make_converter(
         conv.register_structure_hook(temporal, _structure_temporal)
     conv.register_structure_hook(uuid.UUID, _structure_uuid)
 
-    def attrs_structure_factory(cls: Any) -> Callable[[Any, Any], Any]:
+    def record_structure_factory(cls: Any) -> Callable[[Any, Any], Any]:
         base = make_dict_structure_fn(cls, conv)
-        origin = typing.get_origin(cls) or cls
-        late = [a for a in attrs.fields(origin) if not a.init]
+        late = _late_field_names(typing.get_origin(cls) or cls)
         if not late:
             return base
         try:
-            hints = typing.get_type_hints(origin)
+            hints = typing.get_type_hints(typing.get_origin(cls) or cls)
         except Exception:  # unresolvable annotations: rebuild those fields as-is
             hints = {}
 
         def structure_with_late_fields(value: Any, type_: Any) -> Any:
-            # cattrs skips init=False fields of frozen classes; restore them so
-            # that saved state survives a round trip.
+            # cattrs drops init=False fields (of frozen classes and dataclasses);
+            # restore them so that saved state survives a round trip.
             obj = base(value, type_)
-            for a in late:
-                if a.name in value:
-                    structured = conv.structure(value[a.name], hints.get(a.name, Any))
-                    object.__setattr__(obj, a.name, structured)
+            for name in late:
+                if name in value:
+                    structured = conv.structure(value[name], hints.get(name, Any))
+                    object.__setattr__(obj, name, structured)
             return obj
 
         return structure_with_late_fields
 
-    conv.register_structure_hook_factory(_is_attrs_type, attrs_structure_factory)
+    conv.register_structure_hook_factory(_is_record_type, record_structure_factory)
 
     conv.register_unstructure_hook(Decimal, str)
     conv.register_unstructure_hook(uuid.UUID, str)

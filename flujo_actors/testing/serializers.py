@@ -71,7 +71,7 @@ def assert_round_trips(value: object, type_: object = None) -> None:
     if type_ is not None:
         plain = json.loads(json.dumps(safe_serialize(value)))
         structured = safe_deserialize(plain, type_)
-        if structured != value:
+        if type(structured) is not type(value) or structured != value:
             raise AssertionError(
                 f"safe_serialize/safe_deserialize as {type_!r} changed the value: "
                 f"{value!r} came back as {structured!r}"
