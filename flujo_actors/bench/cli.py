@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EXIT_REGRESSION", "EXIT_STRICT", "EXIT_USAGE", "build_parser", "main"]
 
+_COMMANDS: Final = ("list", "run", "compare", WORKER_COMMAND)
+
 EXIT_REGRESSION: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_STRICT: Final = 3
@@ -223,10 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (see ``--help``)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
+    # `run` is the default command: `flujo-actors-bench --quick` or `... parallel`.
+    if not args_list or args_list[0] not in (*_COMMANDS, "-h", "--help"):
         args_list.insert(0, "run")
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    # argparse cannot take a nargs="*" positional after options (`run --quick x.*`):
+    # leftover words are the scenario patterns.
+    args, extra = parser.parse_known_args(args_list)
+    stray = [word for word in extra if word.startswith("-")]
+    if stray or (extra and args.command not in ("run", "list")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.scenarios = [*args.scenarios, *extra]
     out = sys.stdout
     if args.command == WORKER_COMMAND:
         return worker_main(args.job, args.out)

@@ -196,6 +196,16 @@ def test_run_end_to_end_in_process(
     assert [row.scenario for row in report.scaling] == ["tiny.fixed"]
 
 
+def test_run_is_the_default_command(
+    scenarios_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = run_args(scenarios_dir, "tiny.real")[1:]
+    assert main(args) == 0
+    assert main(["tiny.real", *args]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[1/1] tiny.real[3]: ") == 2
+
+
 def test_strict_exit_status(scenarios_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(run_args(scenarios_dir, "tiny.real", "--strict")) == 0
     assert main(run_args(scenarios_dir, "other.crash", "--strict")) == EXIT_STRICT
