@@ -62,10 +62,19 @@ def _as_tuple(rows: Iterable[Any]) -> tuple[Any, ...]:
     return tuple(rows)
 
 
-_STATUS = attrs.validators.and_(
-    attrs.validators.instance_of(str), attrs.validators.in_(RUN_STATUSES)
-)
-_COUNT = attrs.validators.and_(attrs.validators.instance_of(int), attrs.validators.ge(0))
+def _status(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if value not in RUN_STATUSES:
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be one of {RUN_STATUSES!r}, "
+            f"got {value!r}."
+        )
+
+
+def _count(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be an int >= 0, got {value!r}."
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -90,8 +99,8 @@ class RunCheckpoint:
 
     run_id: str = attrs.field(validator=[attrs.validators.instance_of(str), _non_empty])
     pipeline_name: str = attrs.field(validator=attrs.validators.instance_of(str))
-    status: str = attrs.field(validator=_STATUS)
-    next_step_index: int = attrs.field(validator=_COUNT)
+    status: str = attrs.field(validator=_status)
+    next_step_index: int = attrs.field(validator=_count)
     context: Any
     initial_input: Any
     output: Any = None
@@ -99,7 +108,7 @@ class RunCheckpoint:
     total_cost_usd: str = attrs.field(
         default="0", validator=[attrs.validators.instance_of(str), _decimal_text]
     )
-    total_tokens: int = attrs.field(default=0, validator=_COUNT)
+    total_tokens: int = attrs.field(default=0, validator=_count)
     updated_at: float = attrs.field(default=0.0, converter=float)
 
 
