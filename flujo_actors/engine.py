@@ -342,15 +342,18 @@ async def _collect_stream(frame: ExecutionFrame[Any], iterator: Any) -> Any:
     return chunks
 
 
-async def _invoke(frame: ExecutionFrame[Any], step: Step, data: Any) -> Any:
+async def _invoke(frame: ExecutionFrame[Any], step: Step, data: Any, attempt: int = 1) -> Any:
     spec = step.spec
     assert spec is not None
-    if frame.stream and spec.stream_call is not None:
-        return await _collect_stream(frame, spec.stream_call(data, frame.context, frame.resources))
     if step.placement is not None or frame.run.executor is not None:
         executor = _executor_for(step, frame.run)
         if executor is not None:
-            return await executor.submit(step, data, frame.context, frame.resources)
+            # Placed steps do not stream: the output comes back whole.
+            from .executors import submit_step
+
+            return await submit_step(executor, step, data, frame.context, frame.resources, attempt)
+    if frame.stream and spec.stream_call is not None:
+        return await _collect_stream(frame, spec.stream_call(data, frame.context, frame.resources))
     value = spec.call(data, frame.context, frame.resources)
     if spec.kind == SYNC:
         return value
@@ -360,16 +363,18 @@ async def _invoke(frame: ExecutionFrame[Any], step: Step, data: Any) -> Any:
 
 
 def _executor_for(step: Step, run: RunState) -> Any:
+    """The executor for ``step`` (its placement, else the run's), or None for inline.
+
+    A step's explicit ``placement="inline"`` wins over ``Flujo(executor=...)``.
+    """
     placement = step.placement
-    if placement is None or placement == "inline":
+    if placement is None:
         placement = run.executor
     if placement is None or placement == "inline":
         return None
-    if isinstance(placement, str):
-        from .executors import resolve_executor
+    from .executors import resolve_executor
 
-        return resolve_executor(placement)
-    return placement
+    return resolve_executor(placement)
 
 
 async def _check(step: Step, output: Any, ctx: Any) -> Any:
@@ -492,10 +497,10 @@ async def run_agent_step(frame: ExecutionFrame[Any], *, charge: bool = True) -> 
         attempt_data = copy_value(data) if copy_input else data
         try:
             if timeout is None:
-                output = await _invoke(frame, step, attempt_data)
+                output = await _invoke(frame, step, attempt_data, attempts)
             else:
                 with trio.move_on_after(timeout) as scope:
-                    output = await _invoke(frame, step, attempt_data)
+                    output = await _invoke(frame, step, attempt_data, attempts)
                 if scope.cancelled_caught:
                     raise TimeoutError(f"step {step.name!r} timed out after {timeout} s")
             if type(output) not in _NO_USAGE:

@@ -1,0 +1,312 @@
+"""Where agent calls run: inline (default), a process pool, or a Ray cluster.
+
+The step actor, its supervisor, the governor and every trio object stay in
+this process; only the agent call moves. A step actor builds a
+:class:`WorkItem` for each attempt and awaits ``executor.submit(item)``,
+which returns a :class:`WorkResult`: the output and its usage, the context
+fields the agent changed (written back onto the live context by the step
+actor), or the agent's error as data (re-raised here with its own type when
+that type is importable). The step's supervisor is the only retry policy:
+executors never retry on their own, and a lost worker surfaces as
+:class:`~flujo_actors.errors.ExecutorLost`, which the supervisor retries
+like any other failed attempt.
+
+Choose an executor per run (``Flujo(executor=...)``) or per step
+(``placement=``): ``"inline"``, ``"process"``, ``"ray"`` or an executor
+instance. A string placement uses one executor per trio run, opened on first
+use and closed when that run ends. An instance you create is yours: it opens
+lazily too, and closes on ``aclose()`` / leaving ``async with``, or at the
+latest when the trio run that opened it ends.
+
+Importing this package imports neither trio-parallel, nor cloudpickle, nor ray.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+
+import attrs
+import trio
+
+from ..errors import PipelineDefinitionError
+from ._work import (
+    ErrorInfo,
+    RemoteAgentError,
+    WorkItem,
+    WorkResult,
+    arun_work_item,
+    build_work_item,
+)
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ..steps.dsl import Step
+
+__all__ = [
+    "ErrorInfo",
+    "Executor",
+    "ExecutorStatistics",
+    "InlineExecutor",
+    "ProcessExecutor",
+    "RayExecutor",
+    "RemoteAgentError",
+    "WorkItem",
+    "WorkResult",
+    "check_placement",
+    "resolve_executor",
+    "submit_step",
+]
+
+PLACEMENTS: Final = ("inline", "process", "ray")
+
+# Which extra provides which placement, and the modules it needs.
+_EXTRAS: Final[dict[str, tuple[str, ...]]] = {
+    "process": ("trio_parallel", "cloudpickle"),
+    "ray": ("ray", "cloudpickle"),
+}
+
+
+def require_extra(what: str, extra: str) -> None:
+    """Raise a clear ImportError when the modules of ``extra`` are not installed.
+
+    Uses ``find_spec``: nothing is imported.
+    """
+    missing = [m for m in _EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        pkgs = ", ".join(m.replace("_", "-") for m in missing)
+        raise ImportError(
+            f"{what} needs the {extra!r} extra, and {pkgs} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed. "
+            f"Install it with: pip install 'flujo-actors[{extra}]'"
+        )
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Where an agent call runs.
+
+    ``submit`` runs one :class:`WorkItem` and returns its :class:`WorkResult`.
+    It must: return the agent's exception as ``WorkResult.error`` (not raise
+    it); raise :class:`~flujo_actors.errors.ExecutorLost` when the worker
+    running the item dies; never retry by itself; and, when the calling task
+    is cancelled, stop the work before re-raising ``trio.Cancelled``.
+    ``aclose`` releases the executor's workers (idempotent).
+    """
+
+    async def submit(self, item: WorkItem) -> WorkResult:
+        """Run ``item`` and return its result (see the class docstring)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release workers and connections; safe to call twice."""
+        ...
+
+
+@attrs.frozen
+class ExecutorStatistics:
+    """Counters of one executor instance since it was created.
+
+    Attributes:
+        submitted: items submitted.
+        running: items submitted and not finished.
+        completed: items that returned a result (the agent may have failed).
+        cancelled: items whose caller was cancelled (the work was stopped).
+        lost: items whose worker died (:class:`~flujo_actors.errors.ExecutorLost`).
+    """
+
+    submitted: int
+    running: int
+    completed: int
+    cancelled: int
+    lost: int
+
+
+class _Counters:
+    """Mutable counters behind ``statistics()`` (cheap; no locking needed in trio)."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.completed = 0
+        self.cancelled = 0
+        self.lost = 0
+
+    def snapshot(self) -> ExecutorStatistics:
+        running = self.submitted - self.completed - self.cancelled - self.lost
+        return ExecutorStatistics(
+            self.submitted, max(running, 0), self.completed, self.cancelled, self.lost
+        )
+
+
+class InlineExecutor:
+    """Runs the agent in the calling task, through the same contract as remote executors.
+
+    The agent works on a copy of the context; the fields it changed come back
+    in :attr:`WorkResult.context_updates`. A cancelled caller cancels the
+    agent directly. ``placement="inline"`` (the default) skips this object
+    entirely and calls the agent on the live context; an ``InlineExecutor``
+    instance is the reference implementation of :class:`Executor` and a way
+    to test placement-independent behaviour without extras.
+    """
+
+    def __init__(self) -> None:
+        self._counters = _Counters()
+
+    async def submit(self, item: WorkItem) -> WorkResult:
+        """Run ``item`` here; the agent's exception comes back as data.
+
+        Cancellation propagates into the agent and out of this call.
+        """
+        c = self._counters
+        c.submitted += 1
+        try:
+            result = await arun_work_item(item)
+        except trio.Cancelled:
+            c.cancelled += 1
+            raise
+        c.completed += 1
+        return result
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    def statistics(self) -> ExecutorStatistics:
+        """Counters since creation."""
+        return self._counters.snapshot()
+
+    async def __aenter__(self) -> InlineExecutor:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def __getattr__(name: str) -> Any:
+    # ProcessExecutor / RayExecutor live in modules that are cheap to import
+    # (they import their extras lazily), but keep `import flujo_actors` lean.
+    if name == "ProcessExecutor":
+        from .process import ProcessExecutor
+
+        return ProcessExecutor
+    if name == "RayExecutor":
+        from .ray import RayExecutor
+
+        return RayExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def check_placement(step_name: str, placement: Any) -> None:
+    """Validate a ``placement=`` / ``executor=`` value when a step or runner is built.
+
+    Raises:
+        PipelineDefinitionError: unknown string, an object without ``submit``,
+            or the extra that the placement needs is not installed.
+    """
+    if placement is None:
+        return
+    if isinstance(placement, str):
+        if placement not in PLACEMENTS:
+            raise PipelineDefinitionError(
+                f"Step {step_name!r}: placement must be one of {PLACEMENTS!r} or an "
+                f"executor, got {placement!r}."
+            )
+        if placement in _EXTRAS:
+            try:
+                require_extra(f"Step {step_name!r} with placement={placement!r}", placement)
+            except ImportError as exc:
+                raise PipelineDefinitionError(str(exc)) from None
+        return
+    if not callable(getattr(placement, "submit", None)):
+        raise PipelineDefinitionError(
+            f"Step {step_name!r}: placement must be one of {PLACEMENTS!r} or an executor "
+            f"(an object with async submit(item) and aclose()), got {placement!r}."
+        )
+
+
+_SHARED: Final[trio.lowlevel.RunVar[dict[str, Any]]] = trio.lowlevel.RunVar(
+    "flujo_actors_executors"
+)
+
+
+def _make(placement: str) -> Any:
+    if placement == "inline":
+        return InlineExecutor()
+    if placement == "process":
+        from .process import ProcessExecutor
+
+        return ProcessExecutor()
+    if placement == "ray":
+        from .ray import RayExecutor
+
+        return RayExecutor()
+    raise ValueError(f"placement must be one of {PLACEMENTS!r} or an executor, got {placement!r}.")
+
+
+def resolve_executor(placement: Any) -> Executor:
+    """The executor for a placement (call inside trio).
+
+    A string gives this trio run's shared executor of that kind (created on
+    first use, closed when the run ends); an executor instance is returned
+    as is.
+
+    Raises:
+        ValueError: an unknown string or an object that is not an executor.
+        ImportError: the extra the placement needs is not installed.
+    """
+    if isinstance(placement, str):
+        try:
+            shared = _SHARED.get()
+        except LookupError:
+            shared = {}
+            _SHARED.set(shared)
+        executor = shared.get(placement)
+        if executor is None:
+            executor = shared[placement] = _make(placement)
+        return executor  # type: ignore[no-any-return]
+    if not callable(getattr(placement, "submit", None)):
+        raise ValueError(
+            f"placement must be one of {PLACEMENTS!r} or an executor (an object with "
+            f"async submit(item)), got {placement!r}."
+        )
+    return placement  # type: ignore[no-any-return]
+
+
+async def submit_step(
+    executor: Executor, step: Step, data: Any, context: Any, resources: Any, attempt: int
+) -> Any:
+    """Run one attempt of ``step`` on ``executor``; the step actor's side of the boundary.
+
+    Builds the :class:`WorkItem`, awaits the result, writes the changed
+    context fields onto ``context`` and returns the output.
+
+    Raises:
+        Exception: the agent's error, rebuilt with its own type when importable
+            (else :class:`RemoteAgentError`), with the remote traceback as a note;
+            :class:`~flujo_actors.errors.ExecutorLost` when the worker died;
+            :class:`~flujo_actors.errors.SerializationError` when the item or
+            its result cannot be pickled.
+        trio.Cancelled: the caller was cancelled; the remote work was stopped.
+    """
+    item = build_work_item(step, data, context, resources, attempt)
+    result = await executor.submit(item)
+    error = result.error
+    if error is not None:
+        raise error.to_exception()
+    updates = result.context_updates
+    if updates and context is not None:
+        setter = object.__setattr__
+        for name, value in updates.items():
+            setter(context, name, value)
+    return result.output
+
+
+# Keep the names visible to type checkers without importing the extras' modules.
+if TYPE_CHECKING:
+    from .process import ProcessExecutor as ProcessExecutor
+    from .ray import RayExecutor as RayExecutor

@@ -1,0 +1,460 @@
+"""What crosses the executor boundary, and how a worker runs it.
+
+A step actor never sends itself, its mailbox, the governor or any trio
+object to an executor: it sends a :class:`WorkItem` (how to call the agent,
+the input, a snapshot of the context when the agent declares ``context``,
+the attempt number and a wall-clock deadline) and gets a :class:`WorkResult`
+back (the output, its usage, the context fields the agent changed, or the
+error as data). Everything here is plain data plus sync/async functions, so
+the same code runs in the step actor's task (inline), in a process-pool
+worker and in a Ray worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import pickle
+import socket
+import time
+import traceback
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import trio
+
+from ..context import copy_context, snapshot_context
+from ..errors import FlujoError, SerializationError
+from ..results import ZERO, to_decimal
+from ..steps.callables import STREAM, SYNC, AgentSpec
+
+if TYPE_CHECKING:
+    from ..steps.dsl import Step
+
+__all__ = [
+    "ErrorInfo",
+    "RemoteAgentError",
+    "WorkItem",
+    "WorkResult",
+    "arun_work_item",
+    "build_work_item",
+    "decode_result",
+    "encode_item",
+    "run_pickled",
+    "run_work_item",
+]
+
+# Outputs of these types cannot carry usage attributes (same rule as the engine).
+_NO_USAGE: Final[frozenset[type]] = frozenset(
+    {int, str, float, bool, type(None), bytes, dict, list, tuple, set, Decimal}
+)
+
+
+class RemoteAgentError(FlujoError):
+    """An agent failed in a worker with an exception type this process cannot rebuild.
+
+    Attributes:
+        type_name: the remote exception's ``module.QualName``.
+        remote_traceback: the traceback text formatted in the worker.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+
+
+@attrs.frozen(kw_only=True)
+class ErrorInfo:
+    """An agent's exception as data, so it can cross a process boundary.
+
+    Attributes:
+        module: the exception type's module.
+        qualname: the exception type's qualified name.
+        message: ``str(exc)``.
+        traceback: the formatted traceback, as text.
+        pickled: the exception itself, pickled, when that was possible.
+        exception: the live exception (in-process executors only; never sent).
+    """
+
+    module: str
+    qualname: str
+    message: str
+    traceback: str = ""
+    pickled: bytes | None = None
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def type_name(self) -> str:
+        """``module.QualName`` of the exception type (builtins are bare names)."""
+        return self.qualname if self.module == "builtins" else f"{self.module}.{self.qualname}"
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        """Capture ``exc`` (type, message, traceback text; keeps the live object)."""
+        t = type(exc)
+        return cls(
+            module=t.__module__,
+            qualname=t.__qualname__,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            exception=exc,
+        )
+
+    def to_exception(self) -> BaseException:
+        """The exception to raise locally.
+
+        In order: the live exception (inline), the unpickled exception, an
+        instance of the type rebuilt by name from ``message`` when the type is
+        importable here, else a :class:`RemoteAgentError`. Exceptions that
+        crossed a process boundary get the remote traceback as a note.
+        """
+        if self.exception is not None:
+            return self.exception
+        exc: BaseException | None = None
+        if self.pickled is not None:
+            try:
+                loaded = _loads(self.pickled)
+            except Exception:
+                loaded = None
+            if isinstance(loaded, BaseException):
+                exc = loaded
+        if exc is None:
+            exc = self._rebuild()
+        if self.traceback and not isinstance(exc, RemoteAgentError):
+            exc.add_note(f"Remote traceback:\n{self.traceback.rstrip()}")
+        return exc
+
+    def _rebuild(self) -> BaseException:
+        try:
+            obj: Any = importlib.import_module(self.module)
+            for part in self.qualname.split("."):
+                obj = getattr(obj, part)
+            if isinstance(obj, type) and issubclass(obj, Exception):
+                return obj(self.message)
+        except Exception:  # not importable here, or not constructible from a message
+            pass
+        return RemoteAgentError(self.type_name, self.message, self.traceback)
+
+
+@attrs.frozen(kw_only=True)
+class WorkItem:
+    """One agent call, as it is sent to an executor (picklable with cloudpickle).
+
+    Attributes:
+        step_name: the step's name (for messages and task names).
+        agent: how to call the agent, compiled when the step was built.
+        data: the attempt's input.
+        context: a snapshot (copy) of the context when the agent declares
+            ``context``, else None. The worker mutates this copy; the changed
+            fields come back in :attr:`WorkResult.context_updates`.
+        resources: the run's resources when the agent declares ``resources``.
+        attempt: the attempt number, from 1.
+        deadline: wall-clock time (``time.time()``) after which the result is
+            no longer wanted, or None. A worker that picks the item up after
+            its deadline does not call the agent; an async agent is cancelled
+            at the deadline.
+    """
+
+    step_name: str
+    agent: AgentSpec
+    data: Any
+    context: Any = None
+    resources: Any = None
+    attempt: int = 1
+    deadline: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WorkResult:
+    """What comes back from an executor: an output or an error, never both.
+
+    Attributes:
+        output: the agent's output (None on error).
+        cost_usd: the output's reported cost (exact Decimal).
+        token_counts: the output's reported tokens.
+        context_updates: the context fields the agent changed, by name (only
+            on success); the step actor writes them onto the live context.
+        error: the agent's exception as data, or None.
+        worker: where the call ran, for diagnostics (``"pid 123 on host"``).
+    """
+
+    output: Any = None
+    cost_usd: Decimal = ZERO
+    token_counts: int = 0
+    context_updates: Mapping[str, Any] = attrs.field(factory=dict)
+    error: ErrorInfo | None = None
+    worker: str = ""
+
+
+def _wall_deadline() -> float | None:
+    deadline = trio.current_effective_deadline()
+    if math.isinf(deadline):
+        return None
+    return time.time() + (deadline - trio.current_time())
+
+
+def build_work_item(step: Step, data: Any, context: Any, resources: Any, attempt: int) -> WorkItem:
+    """The work item for one attempt of ``step`` (call inside trio).
+
+    The context is copied only when the agent declares ``context``; the
+    deadline is the caller's effective trio deadline converted to wall-clock
+    time.
+    """
+    spec = step.spec
+    assert spec is not None
+    return WorkItem(
+        step_name=step.name,
+        agent=spec,
+        data=data,
+        context=copy_context(context) if spec.accepts_context and context is not None else None,
+        resources=resources if spec.accepts_resources else None,
+        attempt=attempt,
+        deadline=_wall_deadline(),
+    )
+
+
+def _usage(output: Any) -> tuple[Decimal, int]:
+    if type(output) in _NO_USAGE:
+        return ZERO, 0
+    cost = getattr(output, "cost_usd", None)
+    tokens = getattr(output, "token_counts", None)
+    return (
+        ZERO if cost is None else to_decimal(cost),
+        tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else 0,
+    )
+
+
+def _differs(old: Any, new: Any) -> bool:
+    if old is new:
+        return False
+    try:
+        return bool(old != new)
+    except Exception:  # e.g. arrays whose != is not a bool: assume changed
+        return True
+
+
+def _worker_name() -> str:
+    return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
+def _expired(item: WorkItem) -> WorkResult | None:
+    if item.deadline is not None and time.time() >= item.deadline:
+        exc = TimeoutError(
+            f"step {item.step_name!r} attempt {item.attempt} reached its deadline "
+            "before a worker started it"
+        )
+        return WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
+    return None
+
+
+def _finish(item: WorkItem, output: Any, before: dict[str, Any] | None) -> WorkResult:
+    cost, tokens = _usage(output)
+    updates: dict[str, Any] = {}
+    if before is not None:
+        ctx = item.context
+        for name, old in before.items():
+            new = getattr(ctx, name)
+            if _differs(old, new):
+                updates[name] = new
+    return WorkResult(
+        output=output,
+        cost_usd=cost,
+        token_counts=tokens,
+        context_updates=updates,
+        worker=_worker_name(),
+    )
+
+
+async def _collect(iterator: Any) -> Any:
+    chunks = [chunk async for chunk in iterator]
+    if chunks and all(type(c) is str for c in chunks):
+        return "".join(chunks)
+    if chunks and all(type(c) is bytes for c in chunks):
+        return b"".join(chunks)
+    return chunks
+
+
+async def _call_async(item: WorkItem) -> Any:
+    spec = item.agent
+    value = spec.call(item.data, item.context, item.resources)
+    if spec.kind == STREAM:
+        return await _collect(value)
+    return await value
+
+
+async def arun_work_item(item: WorkItem) -> WorkResult:
+    """Run ``item`` in the current trio task (the inline executor).
+
+    Cancellation reaches the agent directly: ``trio.Cancelled`` propagates
+    and is never turned into a result.
+    """
+    done = _expired(item)
+    if done is not None:
+        return done
+    before = snapshot_context(item.context) if item.context is not None else None
+    try:
+        if item.agent.kind == SYNC:
+            output = item.agent.call(item.data, item.context, item.resources)
+        else:
+            output = await _call_async(item)
+    except Exception as exc:
+        return WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
+    return _finish(item, output, before)
+
+
+async def _call_async_until(item: WorkItem) -> Any:
+    if item.deadline is None:
+        return await _call_async(item)
+    with trio.move_on_at(trio.current_time() + (item.deadline - time.time())) as scope:
+        return await _call_async(item)
+    if scope.cancelled_caught:
+        raise TimeoutError(
+            f"step {item.step_name!r} attempt {item.attempt} reached its deadline in the worker"
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def run_work_item(item: WorkItem) -> WorkResult:
+    """Run ``item`` to completion in a worker (sync; async agents get a trio run).
+
+    A sync agent cannot be interrupted from inside: the caller stops it by
+    killing or cancelling the worker. An async agent is also cancelled at the
+    item's deadline.
+    """
+    done = _expired(item)
+    if done is not None:
+        return done
+    before = snapshot_context(item.context) if item.context is not None else None
+    try:
+        if item.agent.kind == SYNC:
+            output = item.agent.call(item.data, item.context, item.resources)
+        else:
+            output = trio.run(_call_async_until, item)
+    except Exception as exc:
+        return WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
+    return _finish(item, output, before)
+
+
+# -- the wire: cloudpickle both ways -------------------------------------------------
+
+
+def _cloudpickle() -> Any:
+    import cloudpickle
+
+    return cloudpickle
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        cp = _cloudpickle()
+    except ImportError:
+        return pickle.loads(data)
+    return cp.loads(data)
+
+
+def _part_that_fails(cp: Any, parts: Mapping[str, Any]) -> tuple[str, Any, Exception] | None:
+    for name, value in parts.items():
+        try:
+            cp.dumps(value)
+        except Exception as exc:
+            return name, value, exc
+    return None
+
+
+def encode_item(item: WorkItem, where: str) -> bytes:
+    """Pickle ``item`` (cloudpickle, so closures and lambdas travel).
+
+    Raises:
+        SerializationError: a part of the item cannot be pickled; the message
+            names the step, the part, its type and the fix.
+    """
+    cp = _cloudpickle()
+    try:
+        return bytes(cp.dumps(item))
+    except Exception as exc:
+        found = _part_that_fails(
+            cp,
+            {
+                "input": item.data,
+                "context": item.context,
+                "resources": item.resources,
+                "agent": item.agent,
+            },
+        )
+        part, value, cause = found if found is not None else ("work item", item, exc)
+        raise SerializationError(
+            f"Step {item.step_name!r}: its {part} of type {type(value).__qualname__} cannot be "
+            f"sent to the {where}: {type(cause).__name__}: {cause}. Make it picklable, or run "
+            "this step inline (placement='inline')."
+        ) from exc
+
+
+def _encode_result(result: WorkResult, item_name: str, where: str) -> bytes:
+    cp = _cloudpickle()
+    err = result.error
+    if err is not None and err.exception is not None:
+        try:
+            pickled: bytes | None = bytes(cp.dumps(err.exception))
+        except Exception:
+            pickled = None
+        result = attrs.evolve(result, error=attrs.evolve(err, pickled=pickled, exception=None))
+    try:
+        return bytes(cp.dumps(result))
+    except Exception as exc:
+        found = _part_that_fails(
+            cp, {"output": result.output, "context": dict(result.context_updates)}
+        )
+        part, value, cause = found if found is not None else ("result", result, exc)
+        problem = SerializationError(
+            f"Step {item_name!r}: its {part} of type {type(value).__qualname__} cannot be sent "
+            f"back from the {where}: {type(cause).__name__}: {cause}. Return picklable values "
+            "(plain data, or instances of importable classes), or run this step inline "
+            "(placement='inline')."
+        )
+        info = attrs.evolve(ErrorInfo.from_exception(problem), exception=None)
+        return bytes(cp.dumps(WorkResult(error=info, worker=result.worker)))
+
+
+def run_pickled(payload: bytes, where: str) -> bytes:
+    """Worker entry point: unpickle a :class:`WorkItem`, run it, pickle the result.
+
+    Never raises for an agent's failure: errors travel back as data.
+    """
+    cp = _cloudpickle()
+    try:
+        item = cp.loads(payload)
+    except Exception as exc:
+        problem = SerializationError(
+            f"the {where} worker ({_worker_name()}) cannot unpickle a work item: "
+            f"{type(exc).__name__}: {exc}. The agent, its input and its context must be "
+            "importable in the worker (install your package there, or define them in "
+            "__main__ so cloudpickle sends them by value)."
+        )
+        info = attrs.evolve(ErrorInfo.from_exception(problem), exception=None)
+        return bytes(cp.dumps(WorkResult(error=info, worker=_worker_name())))
+    return _encode_result(run_work_item(item), item.step_name, where)
+
+
+def decode_result(raw: bytes, step_name: str, where: str) -> WorkResult:
+    """Unpickle a worker's :class:`WorkResult`.
+
+    Raises:
+        SerializationError: the bytes cannot be unpickled here.
+    """
+    try:
+        result = _loads(raw)
+    except Exception as exc:
+        raise SerializationError(
+            f"Step {step_name!r}: the result sent back by the {where} cannot be unpickled "
+            f"here: {type(exc).__name__}: {exc}. Its types must be importable in this process."
+        ) from exc
+    if not isinstance(result, WorkResult):
+        raise SerializationError(
+            f"Step {step_name!r}: the {where} sent back {type(result).__qualname__}, "
+            "expected a WorkResult."
+        )
+    return result

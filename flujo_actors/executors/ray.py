@@ -1,0 +1,239 @@
+"""RayExecutor: agent calls as Ray tasks, on a local or remote Ray cluster.
+
+Needs the ``ray`` extra (``pip install 'flujo-actors[ray]'``). Ray is not
+imported until the first call. The step actor stays in this process; only
+the pickled :class:`~flujo_actors.executors.WorkItem` travels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import trio
+
+from ..errors import ExecutorLost
+from . import ExecutorStatistics, _Counters, require_extra
+from ._lifetime import RunBound
+from ._work import RemoteAgentError, WorkItem, WorkResult, decode_result, encode_item, run_pickled
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import TracebackType
+
+__all__ = ["RayExecutor"]
+
+_WHERE: Final = "Ray cluster"
+# Our supervisor is the only retry policy: Ray must never re-run an agent call.
+_FORBIDDEN_OPTIONS: Final = frozenset({"max_retries", "retry_exceptions", "max_task_retries"})
+_log = logging.getLogger("flujo_actors.executors")
+
+_REMOTE: Any = None  # ray.remote(run_pickled), made once per process
+
+
+@attrs.frozen
+class _Connection:
+    ray: Any  # the ray module
+    remote: Any  # the remote function
+    owned: bool  # we called ray.init, so we call ray.shutdown
+    task_error: type[BaseException]
+    cancelled_error: type[BaseException]
+    ray_error: type[BaseException]
+
+
+class RayExecutor:
+    """Runs agent calls as Ray tasks (``max_retries=0``: Ray never retries them).
+
+    The connection opens on the first call: if this process is already
+    connected (you called ``ray.init``), that connection is used and left
+    open; otherwise ``ray.init(address=address, **init_options)`` connects to
+    ``address`` (``None``: ``RAY_ADDRESS`` or a running local cluster, else a
+    new local one; ``"local"``: always a new local one) and the connection
+    (and any cluster it started) is shut down on :meth:`aclose`, on leaving
+    ``async with``, or at the latest when the trio run that opened it ends.
+    To keep one cluster across many runs, call ``ray.init`` yourself.
+
+    Results are awaited without blocking trio and without a thread per call:
+    the ObjectRef's future wakes the waiting task through the trio token.
+    When the calling task is cancelled (step timeout, usage breach, failing
+    sibling, user cancel) the task is cancelled with ``ray.cancel`` (with
+    ``force_cancel``, the default, by killing the worker process, so even
+    blocking code stops) and the call waits up to ``cancel_timeout_s`` for
+    Ray to confirm before ``trio.Cancelled`` propagates. A worker or node
+    lost while running the task raises
+    :class:`~flujo_actors.errors.ExecutorLost`, which the step's supervisor
+    retries like any failed attempt.
+
+    Args:
+        address: the cluster to connect to (see above).
+        init_options: more keyword arguments for ``ray.init``.
+        task_options: ``.options()`` for every task (``num_cpus``,
+            ``resources``, ``runtime_env``, ...); retry options are refused.
+        force_cancel: kill the worker on cancellation (True) or raise
+            ``KeyboardInterrupt`` in it (False: the agent can clean up, but
+            blocking calls finish first).
+        cancel_timeout_s: how long a cancelled call waits for Ray to confirm.
+
+    Raises:
+        ImportError: the ``ray`` extra is not installed.
+        ValueError: a retry option in ``task_options``, or a bad argument.
+    """
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        init_options: Mapping[str, Any] | None = None,
+        task_options: Mapping[str, Any] | None = None,
+        force_cancel: bool = True,
+        cancel_timeout_s: float = 10.0,
+    ) -> None:
+        require_extra("RayExecutor", "ray")
+        task_options = dict(task_options or {})
+        bad = sorted(_FORBIDDEN_OPTIONS & task_options.keys())
+        if bad:
+            raise ValueError(
+                f"RayExecutor: task_options may not set {bad!r}: the step's max_retries is "
+                "the only retry policy (Ray retries would repeat an agent call behind its "
+                "back). Remove them and set max_retries on the step."
+            )
+        if not isinstance(cancel_timeout_s, (int, float)) or cancel_timeout_s < 0:
+            raise ValueError(
+                f"RayExecutor: cancel_timeout_s must be >= 0, got {cancel_timeout_s!r}."
+            )
+        self.address = address
+        self.init_options = dict(init_options or {})
+        self.task_options = task_options
+        self.force_cancel = bool(force_cancel)
+        self.cancel_timeout_s = float(cancel_timeout_s)
+        self._conn: RunBound[_Connection] = RunBound(
+            "RayExecutor's connection", self._open, self._close
+        )
+        self._counters = _Counters()
+
+    def __repr__(self) -> str:
+        return f"RayExecutor(address={self.address!r}, force_cancel={self.force_cancel})"
+
+    async def _open(self) -> _Connection:
+        global _REMOTE
+        import ray
+        import ray.exceptions
+
+        owned = False
+        if not ray.is_initialized():
+            # ray.init blocks for seconds when it starts a cluster: keep trio running.
+            await trio.to_thread.run_sync(
+                partial(ray.init, address=self.address, **self.init_options)
+            )
+            owned = True
+        if _REMOTE is None:
+            _REMOTE = ray.remote(max_retries=0, retry_exceptions=False)(run_pickled)
+        return _Connection(
+            ray,
+            _REMOTE,
+            owned,
+            ray.exceptions.RayTaskError,
+            ray.exceptions.TaskCancelledError,
+            ray.exceptions.RayError,
+        )
+
+    @staticmethod
+    async def _close(conn: _Connection) -> None:
+        if conn.owned:
+            await trio.to_thread.run_sync(conn.ray.shutdown)
+
+    async def submit(self, item: WorkItem) -> WorkResult:
+        """Run ``item`` as a Ray task and return its result.
+
+        Cancellation cancels the Ray task (see the class docstring) before
+        ``trio.Cancelled`` propagates.
+
+        Raises:
+            ExecutorLost: the worker or node running the task was lost, or the
+                task was cancelled by someone else.
+            RemoteAgentError: the task failed outside the agent call.
+            SerializationError: the item or its result cannot be pickled.
+            ImportError: the ``ray`` extra is not installed.
+        """
+        conn = await self._conn.get()
+        payload = encode_item(item, _WHERE)
+        ref = conn.remote.options(
+            name=f"flujo:{item.step_name}#{item.attempt}", **self.task_options
+        ).remote(payload, _WHERE)
+        c = self._counters
+        c.submitted += 1
+        future = ref.future()
+        done = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def wake(_: Any) -> None:  # runs on a Ray thread
+            # If the run is gone, nobody waits for this result.
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        future.add_done_callback(wake)
+        try:
+            await done.wait()
+        finally:
+            if not done.is_set():
+                c.cancelled += 1
+                self._cancel(conn, ref)
+                # Shielded: when Cancelled leaves this call, the task has stopped.
+                with trio.CancelScope(
+                    deadline=trio.current_time() + self.cancel_timeout_s, shield=True
+                ):
+                    await done.wait()
+        try:
+            raw = future.result()
+        except conn.cancelled_error as exc:
+            c.lost += 1
+            raise ExecutorLost(
+                f"Step {item.step_name!r} attempt {item.attempt}: its Ray task was cancelled "
+                "outside flujo_actors. Worker loss is retryable: the step's max_retries "
+                "decides whether it runs again."
+            ) from exc
+        except conn.task_error as exc:
+            c.completed += 1
+            raise RemoteAgentError(type(exc).__name__, str(exc)) from exc
+        except conn.ray_error as exc:
+            c.lost += 1
+            raise ExecutorLost(
+                f"Step {item.step_name!r} attempt {item.attempt}: the Ray worker running it "
+                f"was lost ({type(exc).__name__}). Worker loss is retryable: the step's "
+                "max_retries decides whether it runs again."
+            ) from exc
+        c.completed += 1
+        return decode_result(raw, item.step_name, _WHERE)
+
+    def _cancel(self, conn: _Connection, ref: Any) -> None:
+        try:
+            conn.ray.cancel(ref, force=self.force_cancel, recursive=True)
+        except Exception:
+            # Already finished or unknown to Ray: nothing left to stop.
+            _log.debug("ray.cancel failed", exc_info=True)
+
+    async def aclose(self) -> None:
+        """Disconnect now if this executor connected (idempotent; the next call reconnects).
+
+        Shuts down a cluster that ``ray.init`` started for it; a connection
+        you made with ``ray.init`` is left alone. Cannot be cancelled.
+        """
+        await self._conn.aclose()
+
+    def statistics(self) -> ExecutorStatistics:
+        """Counters since creation."""
+        return self._counters.snapshot()
+
+    async def __aenter__(self) -> RayExecutor:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
