@@ -28,6 +28,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Final, Literal, TypeAlias
 
 import attrs
@@ -430,7 +431,7 @@ def _classify(exc: BaseException) -> tuple[Status, str, str]:
     frames = traceback.extract_tb(inner.__traceback__)
     if frames:
         last = frames[-1]
-        where = f" (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
+        where = f" (at {Path(last.filename).name}:{last.lineno})"
     message = (
         f"{type(inner).__name__}: {inner}".strip().splitlines()[0]
         if str(inner)
