@@ -317,8 +317,10 @@ class ActorRef:
     async def stop(self) -> None:
         """Stop the actor and wait until it has stopped.
 
-        Its current handler is cancelled, queued messages go to dead letters
-        (queued asks get :class:`ActorStopped`) and ``on_stop`` runs.
+        Its current handler is cancelled, the message it was handling and the
+        queued messages go to dead letters (asks among them get
+        :class:`ActorStopped`) and ``on_stop`` runs. Cancelling the caller
+        only stops the waiting: the actor still stops.
         """
         cell = self._cell
         if cell.state in ("new", "stopped"):
@@ -413,6 +415,11 @@ async def run_actor(
                 shield.deadline = trio.current_time() + STOP_GRACE_S
                 await actor.on_stop()
             if crashed is None and (cell.closed or not cell.supervised):
+                cell.current = None
+                if current is not None and type(current) is not _Ask:
+                    # Its handler was cut short: it was not handled, so it must
+                    # not vanish (an interrupted ask got ActorStopped above).
+                    cell.dead_letters.record(cell.name, current, "stopped")
                 cell.close_mailbox()
                 cell.mark_stopped()
 

@@ -1,0 +1,1000 @@
+"""OTP-style supervision trees for actors, embeddable in any trio application.
+
+A :class:`Supervisor` starts its children (actors, or other supervisors) in
+order, restarts them when they exit according to their :class:`Restart` type
+and its :class:`Strategy`, and gives up (stopping every child in reverse
+start order, then raising :class:`~flujo_actors.errors.RestartIntensityExceeded`)
+when they restart too often. It runs inside a nursery its caller owns::
+
+    async with trio.open_nursery() as nursery:
+        sup = await nursery.start(Supervisor([ChildSpec("worker", Worker)]).run)
+        await sup.ref("worker").tell("job")
+
+Delivery rules (what happens to messages when children crash):
+
+* A restarted actor keeps its mailbox (the same :class:`ActorCell`): queued
+  messages survive, and refs handed out earlier stay valid.
+* A ``tell`` message whose handler crashed is handed to the restarted actor
+  first (at-least-once). If the same message object crashes the actor
+  ``poison_threshold`` times in a row it is moved to dead letters with
+  reason ``"poison"`` instead (the actor is still restarted).
+* An ``ask`` whose handler crashed is answered with
+  :class:`~flujo_actors.errors.ActorCrashed` and never handled again (the
+  asker decides whether to retry). An ask being handled by an actor that
+  the supervisor stops or restarts (because a sibling crashed) is answered
+  with :class:`~flujo_actors.errors.ActorStopped`; an interrupted ``tell``
+  is handed to the restarted actor first.
+* A message the supervisor will never deliver (the child stopped for good)
+  goes to dead letters: ``"stopped"`` for queued messages, ``"crashed"`` for
+  the message that crashed a child that is not restarted.
+
+Nested supervisors: a :class:`ChildSpec` whose factory returns a
+:class:`Supervisor` makes a subtree. A nested supervisor is not an actor and
+has no mailbox: ``sup.ref("inner")`` raises ``LookupError``;
+``sup.supervisor("inner")`` returns the running nested supervisor, whose
+``ref()`` reaches its own children. When the nested supervisor exceeds its
+restart intensity it crashes, and its parent handles that like any other
+crash (restarting it builds a fresh subtree from the factory, so refs into
+the old subtree stop working: look them up again). A nested supervisor built
+without ``dead_letters=`` shares its parent's dead-letter log.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import trio
+
+from ..errors import RestartIntensityExceeded
+from ..policy.intensity import Backoff, RestartIntensity, RestartRecord
+from .actor import Actor, ActorCell, ActorRef, ActorStatistics, ReplySlot, _Ask, run_actor
+from .deadletters import DeadLetter, DeadLetters
+from .events import (
+    ChildCrashed,
+    ChildRestarted,
+    ChildStarted,
+    ChildStopped,
+    DeadLettered,
+    EventLog,
+    SupervisorEvent,
+)
+
+if TYPE_CHECKING:
+    import random
+
+__all__ = [
+    "ChildSpec",
+    "Restart",
+    "Strategy",
+    "Supervisor",
+    "SupervisorStatistics",
+]
+
+DEFAULT_POISON_THRESHOLD: Final = 3
+
+
+class Restart(enum.Enum):
+    """When a child is restarted after it exits."""
+
+    #: Always: after a crash and after a normal exit.
+    PERMANENT = "permanent"
+    #: Only after a crash.
+    TRANSIENT = "transient"
+    #: Never.
+    TEMPORARY = "temporary"
+
+
+class Strategy(enum.Enum):
+    """Which children a supervisor restarts when one of them must restart."""
+
+    #: Only the child that exited.
+    ONE_FOR_ONE = "one_for_one"
+    #: All children: the others are stopped in reverse start order, then all
+    #: are restarted in start order.
+    ONE_FOR_ALL = "one_for_all"
+    #: The child that exited and every child started after it.
+    REST_FOR_ONE = "rest_for_one"
+
+
+def _check_mailbox_size(where: str, size: object) -> None:
+    if size == math.inf:
+        return
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"{where}: mailbox_size must be an int >= 0 or math.inf, got {size!r}.")
+
+
+@attrs.frozen(init=False)
+class ChildSpec:
+    """How to build and restart one child of a :class:`Supervisor`.
+
+    Args:
+        name: the child's name, unique within its supervisor.
+        factory: called as ``factory(*args)`` for every (re)start; must return
+            a fresh :class:`Actor` or :class:`Supervisor` (pass the class, not
+            an instance).
+        *args: positional arguments for ``factory``.
+        restart: when the child is restarted (see :class:`Restart`).
+        mailbox_size: capacity of the child's mailbox (kept across restarts).
+
+    Raises:
+        ValueError: empty name, bad ``mailbox_size`` or ``restart``.
+        TypeError: ``factory`` is not callable.
+    """
+
+    name: str
+    factory: Callable[..., Actor | Supervisor]
+    args: tuple[object, ...]
+    restart: Restart
+    mailbox_size: int | float
+
+    def __init__(
+        self,
+        name: str,
+        factory: Callable[..., Actor | Supervisor],
+        *args: object,
+        restart: Restart = Restart.PERMANENT,
+        mailbox_size: int | float = 1024,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"ChildSpec: name must be a non-empty string, got {name!r}.")
+        if isinstance(factory, (Actor, Supervisor)):
+            kind = type(factory).__name__
+            raise TypeError(
+                f"ChildSpec {name!r}: factory must be a callable that builds the child, "
+                f"got a {kind} instance; pass {kind}, not {kind}(...) (the supervisor "
+                "needs a fresh instance for every restart)."
+            )
+        if not callable(factory):
+            raise TypeError(
+                f"ChildSpec {name!r}: factory must be callable (an Actor subclass or a "
+                f"function returning an Actor or Supervisor), got {factory!r}."
+            )
+        if not isinstance(restart, Restart):
+            raise ValueError(
+                f"ChildSpec {name!r}: restart must be a Restart member "
+                f"(Restart.PERMANENT, TRANSIENT or TEMPORARY), got {restart!r}."
+            )
+        _check_mailbox_size(f"ChildSpec {name!r}", mailbox_size)
+        self.__attrs_init__(name, factory, args, restart, mailbox_size)
+
+
+@attrs.frozen(kw_only=True)
+class SupervisorStatistics:
+    """A point-in-time view of a supervisor (see :meth:`Supervisor.statistics`).
+
+    Attributes:
+        name: the supervisor's name.
+        state: ``"new"``, ``"starting"``, ``"running"``, ``"stopping"``,
+            ``"stopped"`` or ``"failed"`` (gave up, or failed to start).
+        strategy: its restart strategy.
+        children: one :class:`ActorStatistics` per child, in start order (a
+            nested supervisor appears with an empty mailbox).
+        restarts: restarts performed during the current (or last) run.
+        dead_letters: letters recorded in its dead-letter log so far.
+    """
+
+    name: str
+    state: str
+    strategy: Strategy
+    children: tuple[ActorStatistics, ...]
+    restarts: int
+    dead_letters: int
+
+
+class _Child:
+    """The supervisor's record of one child: spec, cell and restart bookkeeping."""
+
+    __slots__ = (
+        "backoff_attempt",
+        "backoff_handled",
+        "cell",
+        "done",
+        "generation",
+        "has_redelivery",
+        "nested",
+        "pending_restart",
+        "redelivery",
+        "redelivery_reason",
+        "scope",
+        "spec",
+        "stopped",
+        "streak",
+        "streak_handled",
+        "streak_message",
+        "terminating",
+    )
+
+    def __init__(self, spec: ChildSpec, dead_letters: DeadLetters) -> None:
+        self.spec = spec
+        self.cell = ActorCell(spec.name, spec.mailbox_size, dead_letters)
+        self.cell.supervised = True
+        self.nested: Supervisor | None = None
+        self.scope: trio.CancelScope | None = None
+        self.done = trio.Event()
+        self.done.set()  # no task yet
+        self.generation = 0
+        self.terminating = False
+        self.stopped = False
+        # (delay_s, error) of the restart under way; None for a first start.
+        self.pending_restart: tuple[float, str | None] | None = None
+        self.redelivery: Any = None
+        self.has_redelivery = False
+        self.redelivery_reason = "stopped"
+        self.streak_message: Any = None
+        self.streak = 0
+        self.streak_handled = -1
+        self.backoff_attempt = 0
+        self.backoff_handled = 0
+
+    def take_redelivery(self) -> tuple[Any, bool]:
+        if not self.has_redelivery:
+            return None, False
+        message = self.redelivery
+        self.redelivery = None
+        self.has_redelivery = False
+        return message, True
+
+
+class _Started(trio.TaskStatus[object]):
+    """Task status for one run of a child: records the start and emits its event."""
+
+    __slots__ = ("called", "child", "real", "sup")
+
+    def __init__(self, sup: Supervisor, child: _Child, real: trio.TaskStatus[None] | None) -> None:
+        self.sup = sup
+        self.child = child
+        self.real = real
+        self.called = False
+
+    def started(self, value: object = None) -> None:
+        self.called = True
+        if self.real is not None:
+            self.real.started()
+        self.sup._child_started(self.child)
+
+
+@attrs.frozen
+class _Exited:
+    child: _Child
+    generation: int
+    error: str | None
+
+
+@attrs.frozen
+class _GiveUp:
+    error: RestartIntensityExceeded
+
+
+@attrs.frozen
+class _StartChild:
+    spec: ChildSpec
+    slot: ReplySlot
+
+
+@attrs.frozen
+class _StopChild:
+    name: str
+    slot: ReplySlot
+
+
+class _Stop:
+    pass
+
+
+_STOP: Final = _Stop()
+_Request = _Exited | _GiveUp | _StartChild | _StopChild | _Stop
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Supervisor:
+    """Starts, watches and restarts a group of children (OTP semantics).
+
+    Args:
+        children: the children, in start order.
+        strategy: which children restart when one must (:class:`Strategy`).
+        max_restarts: restarts allowed within ``max_seconds`` (whole
+            supervisor, sliding window on trio's clock) before it gives up.
+        max_seconds: the length of that window.
+        backoff: delay between a crash and its restart (None: restart at once).
+        name: the supervisor's name (events, errors, statistics).
+        poison_threshold: consecutive crashes on the same message object after
+            which that message goes to dead letters (``"poison"``) instead of
+            being handed to the restarted actor again.
+        dead_letters: the dead-letter log its children share (a fresh one if
+            None; a nested supervisor then uses its parent's).
+
+    Raises:
+        ValueError: duplicate child names or a bad option.
+    """
+
+    def __init__(
+        self,
+        children: Sequence[ChildSpec] = (),
+        *,
+        strategy: Strategy = Strategy.ONE_FOR_ONE,
+        max_restarts: int = 3,
+        max_seconds: float = 5.0,
+        backoff: Backoff | None = None,
+        name: str | None = None,
+        poison_threshold: int = DEFAULT_POISON_THRESHOLD,
+        dead_letters: DeadLetters | None = None,
+    ) -> None:
+        label = name if name is not None else "supervisor"
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"Supervisor: name must be a non-empty string, got {name!r}.")
+        specs = tuple(children)
+        seen: set[str] = set()
+        for spec in specs:
+            if not isinstance(spec, ChildSpec):
+                raise TypeError(
+                    f"Supervisor {label!r}: children must be ChildSpec objects, got {spec!r}."
+                )
+            if spec.name in seen:
+                raise ValueError(
+                    f"Supervisor {label!r}: two children are named {spec.name!r}; "
+                    "child names must be unique."
+                )
+            seen.add(spec.name)
+        if not isinstance(strategy, Strategy):
+            raise ValueError(
+                f"Supervisor {label!r}: strategy must be a Strategy member, got {strategy!r}."
+            )
+        try:
+            RestartIntensity(max_restarts, max_seconds)
+        except ValueError as exc:
+            raise ValueError(f"Supervisor {label!r}: {exc}") from None
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise ValueError(
+                f"Supervisor {label!r}: backoff must be a Backoff or None, got {backoff!r}."
+            )
+        if isinstance(poison_threshold, bool) or not isinstance(poison_threshold, int):
+            raise ValueError(
+                f"Supervisor {label!r}: poison_threshold must be an int >= 1, "
+                f"got {poison_threshold!r}."
+            )
+        if poison_threshold < 1:
+            raise ValueError(
+                f"Supervisor {label!r}: poison_threshold must be an int >= 1, "
+                f"got {poison_threshold!r}."
+            )
+        self.name = label
+        self.strategy = strategy
+        self.max_restarts = max_restarts
+        self.max_seconds = max_seconds
+        self.backoff = backoff
+        self.poison_threshold = poison_threshold
+        self._specs = specs
+        self._owns_dead_letters = dead_letters is None
+        self._dead_letters = dead_letters if dead_letters is not None else DeadLetters()
+        self._events: EventLog[SupervisorEvent] = EventLog()
+        self._state = "new"
+        self._children: dict[str, _Child] = {}
+        self._order: list[_Child] = []
+        self._intensity = RestartIntensity(max_restarts, max_seconds)
+        self._restarts = 0
+        self._rng: random.Random | None = None
+        self._accepting_restarts = False
+        self._nursery: trio.Nursery | None = None
+        self._requests_send: trio.MemorySendChannel[_Request] | None = None
+        self._stop_requested = trio.Event()
+        self._finished = trio.Event()
+        self._pending: list[_StartChild | _StopChild] = []
+
+    def __repr__(self) -> str:
+        return f"<Supervisor {self.name!r} ({self._state}, {len(self._order)} children)>"
+
+    # -- public API --------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Start the children in order and supervise them until stopped.
+
+        ``task_status.started(self)`` is called once every child's
+        ``on_start`` ran (so ``sup = await nursery.start(s.run)`` gives a
+        supervisor whose refs are ready). Returns after :meth:`stop`.
+
+        Raises:
+            RestartIntensityExceeded: too many restarts; every child was
+                stopped in reverse start order first. ``history`` holds the
+                :class:`RestartRecord` entries of the window that broke it.
+            Exception: a child failed to start during the initial start (the
+                children already started were stopped in reverse order).
+            RuntimeError: this supervisor is already running.
+
+        On cancellation every child is cancelled (each ``on_stop`` runs),
+        their mailboxes are closed (queued messages go to dead letters) and
+        no task is left behind.
+        """
+        self._begin_run()
+        failure: BaseException | None = None
+        self._dead_letters.add_listener(self._on_dead_letter)
+        requests_send, requests_receive = trio.open_memory_channel[_Request](math.inf)
+        self._requests_send = requests_send
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                failure = await self._start_initial()
+                if failure is None:
+                    self._state = "running"
+                    task_status.started(self)
+                    failure = await self._serve(requests_receive)
+        finally:
+            self._end_run(failure)
+        if failure is not None:
+            raise failure
+
+    def ref(self, name: str) -> ActorRef:
+        """The ref of child ``name`` (valid across its restarts).
+
+        Raises:
+            LookupError: no child has that name (or the supervisor has not
+                started yet), or the child is a nested supervisor (use
+                :meth:`supervisor`).
+        """
+        child = self._child(name)
+        if child.nested is not None:
+            raise LookupError(
+                f"Child {name!r} of supervisor {self.name!r} is a supervisor, not an actor; "
+                f"use sup.supervisor({name!r}).ref(...) to reach its children."
+            )
+        return child.cell.ref
+
+    def supervisor(self, name: str) -> Supervisor:
+        """The running nested supervisor ``name`` (its current incarnation).
+
+        Raises:
+            LookupError: no child has that name, or it is an actor (use :meth:`ref`).
+        """
+        child = self._child(name)
+        if child.nested is None:
+            raise LookupError(
+                f"Child {name!r} of supervisor {self.name!r} is an actor, not a supervisor; "
+                f"use sup.ref({name!r})."
+            )
+        return child.nested
+
+    async def start_child(self, spec: ChildSpec) -> None:
+        """Add ``spec`` as the last child and start it; returns once its ``on_start`` ran.
+
+        A stopped child with the same name is replaced (with a fresh mailbox).
+        Cancelling the caller does not cancel the start (the supervisor
+        carries it out); it only stops the waiting.
+
+        Raises:
+            ValueError: a running child already has that name.
+            RuntimeError: the supervisor is not running.
+            Exception: the child failed to start (it is not added).
+        """
+        if not isinstance(spec, ChildSpec):
+            raise TypeError(f"start_child expects a ChildSpec, got {spec!r}.")
+        slot = self._request(_StartChild(spec, ReplySlot()), "start_child")
+        await slot.wait()
+
+    async def stop_child(self, name: str) -> None:
+        """Stop child ``name`` for good (no restart) and wait until its ``on_stop`` ran.
+
+        Its queued messages go to dead letters; later messages too. Cancelling
+        the caller only stops the waiting.
+
+        Raises:
+            LookupError: no child has that name.
+            RuntimeError: the supervisor is not running.
+        """
+        self._child(name)
+        slot = self._request(_StopChild(name, ReplySlot()), "stop_child")
+        await slot.wait()
+
+    async def stop(self) -> None:
+        """Stop every child in reverse start order, then let :meth:`run` return.
+
+        Waits until the supervisor has stopped. Safe to call more than once,
+        before it started (then a no-op) or from one of its own children
+        (whose handler is then cancelled as part of the stop). Cancelling the
+        caller only stops the waiting: the supervisor still stops.
+        """
+        if self._state in ("new", "stopped", "failed"):
+            return
+        if not self._stop_requested.is_set():
+            self._stop_requested.set()
+            if self._requests_send is not None:
+                self._requests_send.send_nowait(_STOP)
+        await self._finished.wait()
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The dead letters kept so far, oldest first (see :attr:`dead_letter_log`)."""
+        return self._dead_letters.snapshot()
+
+    @property
+    def dead_letter_log(self) -> DeadLetters:
+        """The dead-letter log shared by this supervisor's children."""
+        return self._dead_letters
+
+    def subscribe_dead_letters(self, buffer: int = 1024) -> trio.MemoryReceiveChannel[DeadLetter]:
+        """A channel receiving every dead letter from now on; close it to unsubscribe."""
+        return self._dead_letters.subscribe(buffer)
+
+    def events(self) -> list[SupervisorEvent]:
+        """The events kept so far (``ChildStarted``, ``ChildCrashed``, ...), oldest first."""
+        return self._events.snapshot()
+
+    def subscribe_events(self, buffer: int = 1024) -> trio.MemoryReceiveChannel[SupervisorEvent]:
+        """A channel receiving every event from now on; close it to unsubscribe.
+
+        A subscriber that falls more than ``buffer`` events behind loses
+        events; it never slows the supervisor down.
+        """
+        return self._events.subscribe(buffer)
+
+    def statistics(self) -> SupervisorStatistics:
+        """State, per-child :class:`ActorStatistics`, restarts and dead letters."""
+        return SupervisorStatistics(
+            name=self.name,
+            state=self._state,
+            strategy=self.strategy,
+            children=tuple(child.cell.statistics() for child in self._order),
+            restarts=self._restarts,
+            dead_letters=self._dead_letters.total,
+        )
+
+    # -- run lifecycle -----------------------------------------------------
+
+    def _begin_run(self) -> None:
+        if self._state in ("starting", "running", "stopping"):
+            raise RuntimeError(
+                f"Supervisor {self.name!r} is already running; a supervisor runs once at "
+                "a time (build another one, or give ChildSpec a factory)."
+            )
+        self._state = "starting"
+        self._children = {}
+        self._order = []
+        for spec in self._specs:
+            self._add(spec)
+        self._intensity = RestartIntensity(self.max_restarts, self.max_seconds)
+        self._restarts = 0
+        self._rng = self.backoff.make_rng() if self.backoff is not None else None
+        self._accepting_restarts = True
+        self._stop_requested = trio.Event()
+        self._finished = trio.Event()
+
+    def _end_run(self, failure: BaseException | None) -> None:
+        # Runs on every exit, cancellation included: nothing may stay queued
+        # or half-alive (the nursery has already waited for every child task).
+        self._accepting_restarts = False
+        self._nursery = None
+        if self._requests_send is not None:
+            self._requests_send.close()
+            self._requests_send = None
+        for child in reversed(self._order):
+            if not child.stopped:
+                self._finalize(child, "cancelled")
+        for request in self._pending:
+            request.slot.fail(
+                RuntimeError(f"Supervisor {self.name!r} stopped before handling the request.")
+            )
+        self._pending.clear()
+        self._dead_letters.remove_listener(self._on_dead_letter)
+        self._state = "stopped" if failure is None else "failed"
+        self._finished.set()
+
+    def _request(self, request: _StartChild | _StopChild, what: str) -> ReplySlot:
+        if self._state != "running" or self._requests_send is None:
+            raise RuntimeError(
+                f"Supervisor {self.name!r} is {self._state}; {what} needs a running supervisor "
+                "(await nursery.start(sup.run) first)."
+            )
+        self._pending.append(request)
+        self._requests_send.send_nowait(request)
+        return request.slot
+
+    async def _start_initial(self) -> BaseException | None:
+        started: list[_Child] = []
+        for child in self._order:
+            try:
+                await self._spawn(child)
+            except Exception as exc:
+                exc.add_note(
+                    f"while starting child {child.spec.name!r} of supervisor {self.name!r}"
+                )
+                self._child_crashed(child, _error_text(exc))
+                self._finalize(child, "crashed", _error_text(exc))
+                await self._shutdown(started, "shutdown")
+                return exc
+            started.append(child)
+        return None
+
+    async def _serve(self, requests: trio.MemoryReceiveChannel[_Request]) -> BaseException | None:
+        """The supervisor's loop: one request at a time, so restarts never interleave."""
+        while True:
+            request = await requests.receive()
+            if type(request) is _Exited:
+                error = await self._restart_group(request)
+                if error is not None:
+                    await self._shutdown(self._order, "intensity")
+                    return error
+            elif type(request) is _GiveUp:
+                await self._shutdown(self._order, "intensity")
+                return request.error
+            elif type(request) is _Stop:
+                await self._shutdown(self._order, "shutdown")
+                return None
+            elif type(request) is _StartChild:
+                await self._do_start_child(request)
+            elif type(request) is _StopChild:
+                await self._do_stop_child(request)
+
+    async def _do_start_child(self, request: _StartChild) -> None:
+        self._pending.remove(request)
+        spec = request.spec
+        existing = self._children.get(spec.name)
+        if existing is not None:
+            if not existing.stopped:
+                request.slot.fail(
+                    ValueError(
+                        f"Supervisor {self.name!r} already has a running child named "
+                        f"{spec.name!r}; stop it first or pick another name."
+                    )
+                )
+                return
+            self._order.remove(existing)
+            del self._children[spec.name]
+        child = self._add(spec)
+        try:
+            await self._spawn(child)
+        except Exception as exc:
+            self._child_crashed(child, _error_text(exc))
+            self._finalize(child, "crashed", _error_text(exc))
+            self._order.remove(child)
+            del self._children[spec.name]
+            request.slot.fail(exc)
+            return
+        request.slot.set(None)
+
+    async def _do_stop_child(self, request: _StopChild) -> None:
+        self._pending.remove(request)
+        child = self._children.get(request.name)
+        if child is not None and not child.stopped:
+            await self._terminate(child, keep_mailbox=False, reason="stop_child")
+        request.slot.set(None)
+
+    # -- children ----------------------------------------------------------
+
+    def _add(self, spec: ChildSpec) -> _Child:
+        child = _Child(spec, self._dead_letters)
+        self._children[spec.name] = child
+        self._order.append(child)
+        return child
+
+    def _child(self, name: str) -> _Child:
+        child = self._children.get(name)
+        if child is None:
+            if self._state == "new":
+                raise LookupError(
+                    f"Supervisor {self.name!r} has not started yet; "
+                    "await nursery.start(sup.run) before asking for refs."
+                )
+            names = ", ".join(repr(n) for n in self._children) or "none"
+            raise LookupError(
+                f"Supervisor {self.name!r} has no child named {name!r} (children: {names})."
+            )
+        return child
+
+    async def _spawn(self, child: _Child) -> None:
+        """Start a task for ``child``; return once its ``on_start`` ran (or raise its error)."""
+        assert self._nursery is not None
+        child.generation += 1
+        child.terminating = False
+        child.stopped = False
+        child.done = trio.Event()
+        await self._nursery.start(self._child_main, child)
+
+    async def _child_main(self, child: _Child, *, task_status: trio.TaskStatus[None]) -> None:
+        """One child's task: run it, and restart it in place while ONE_FOR_ONE allows."""
+        status = _Started(self, child, task_status)
+        cell = child.cell
+        spec = child.spec
+        try:
+            with trio.CancelScope() as scope:
+                child.scope = scope
+                while True:
+                    error: Exception | None = None
+                    first, has_first = child.take_redelivery()
+                    try:
+                        instance = spec.factory(*spec.args)
+                        if isinstance(instance, Supervisor):
+                            await self._run_nested(child, instance, status)
+                        elif isinstance(instance, Actor):
+                            child.nested = None
+                            await run_actor(
+                                instance,
+                                cell,
+                                task_status=status,
+                                first_message=first,
+                                has_first_message=has_first,
+                            )
+                        else:
+                            raise TypeError(
+                                f"ChildSpec {spec.name!r}: factory returned {instance!r}; "
+                                "it must return an Actor or a Supervisor."
+                            )
+                    except Exception as exc:
+                        if has_first and not status.called:
+                            # Not handed over: keep it for the next attempt.
+                            child.redelivery, child.has_redelivery = first, True
+                        if status.real is not None and not status.called:
+                            # A first start failed: nursery.start() reports it.
+                            raise
+                        error = exc
+                    if not status.called and status.real is not None:
+                        # Stopped while starting: release nursery.start() anyway.
+                        status.real.started()
+                    status = _Started(self, child, None)
+                    if child.terminating:
+                        return
+                    delay = self._after_exit(child, error)
+                    if delay is None:
+                        return
+                    if delay > 0:
+                        await trio.sleep(delay)
+        finally:
+            child.scope = None
+            child.done.set()
+
+    async def _run_nested(self, child: _Child, inner: Supervisor, status: _Started) -> None:
+        if inner._owns_dead_letters:
+            # The subtree's letters land in the parent's log: one place to look.
+            inner._dead_letters = self._dead_letters
+        child.nested = inner
+        child.cell.state = "starting"
+        await inner.run(task_status=status)
+        child.cell.state = "stopped"
+
+    def _child_started(self, child: _Child) -> None:
+        now = trio.current_time()
+        if child.nested is not None:
+            child.cell.state = "running"
+        pending = child.pending_restart
+        if pending is None:
+            self._events.emit(ChildStarted(supervisor=self.name, child=child.spec.name, time=now))
+            return
+        child.pending_restart = None
+        self._events.emit(
+            ChildRestarted(
+                supervisor=self.name,
+                child=child.spec.name,
+                time=now,
+                restarts=child.cell.restarts,
+                delay_s=pending[0],
+                error=pending[1],
+            )
+        )
+
+    def _child_crashed(self, child: _Child, error: str) -> None:
+        child.cell.state = "crashed"
+        child.cell.last_error = error
+        self._events.emit(
+            ChildCrashed(
+                supervisor=self.name, child=child.spec.name, time=trio.current_time(), error=error
+            )
+        )
+        self._note_crash_message(child)
+
+    def _note_crash_message(self, child: _Child) -> None:
+        """Poison detection and redelivery of the message that crashed ``child``."""
+        cell = child.cell
+        current = cell.current
+        if current is None:
+            return  # crashed outside a handler (on_start): no message to blame
+        cell.current = None
+        is_ask = type(current) is _Ask
+        message = current.message if is_ask else current
+        if message is child.streak_message and cell.handled == child.streak_handled:
+            child.streak += 1
+        else:
+            child.streak_message = message
+            child.streak = 1
+            child.streak_handled = cell.handled
+        if child.streak >= self.poison_threshold:
+            child.streak_message = None
+            child.streak = 0
+            self._dead_letters.record(child.spec.name, message, "poison")
+        elif not is_ask:
+            # at-least-once for tells: the restarted actor gets it first.
+            child.redelivery = message
+            child.has_redelivery = True
+            child.redelivery_reason = "crashed"
+
+    def _after_exit(self, child: _Child, error: Exception | None) -> float | None:
+        """Decide, synchronously, what follows a child's exit.
+
+        Returns the backoff delay before an in-place restart (ONE_FOR_ONE), or
+        None when this task is done (the child stopped for good, or the loop
+        takes over: group restart, giving up, shutting down).
+        """
+        error_text: str | None = None
+        if error is not None:
+            error_text = _error_text(error)
+            self._child_crashed(child, error_text)
+        if not self._accepting_restarts:
+            return None  # shutting down or giving up: the loop stops it
+        restart = child.spec.restart
+        if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and error is None):
+            self._finalize(child, "normal" if error is None else "crashed", error_text)
+            return None
+        if self.strategy is not Strategy.ONE_FOR_ONE:
+            assert self._requests_send is not None
+            self._requests_send.send_nowait(_Exited(child, child.generation, error_text))
+            return None
+        now = trio.current_time()
+        if not self._intensity.record(
+            RestartRecord(child=child.spec.name, time=now, error=error_text)
+        ):
+            self._give_up()
+            return None
+        delay = self._backoff_delay(child) if error is not None else 0.0
+        self._prepare_restart(child, delay, error_text)
+        return delay
+
+    def _give_up(self) -> None:
+        self._accepting_restarts = False
+        assert self._requests_send is not None
+        self._requests_send.send_nowait(_GiveUp(self._intensity_error()))
+
+    def _intensity_error(self) -> RestartIntensityExceeded:
+        history = self._intensity.window
+        last = history[-1]
+        cause = f"crashed: {last.error}" if last.error is not None else "exited normally"
+        return RestartIntensityExceeded(
+            f"Supervisor {self.name!r} gave up: {len(history)} restarts within "
+            f"{self.max_seconds!r} s exceed max_restarts={self.max_restarts} "
+            f"(last: child {last.child!r} {cause}); all children were stopped.",
+            history,
+        )
+
+    def _backoff_delay(self, child: _Child) -> float:
+        """The backoff before restarting ``child`` after a crash (0.0 without backoff)."""
+        if self.backoff is None:
+            return 0.0
+        cell = child.cell
+        if cell.handled != child.backoff_handled:
+            child.backoff_attempt = 0  # it did useful work since: a new streak
+        assert self._rng is not None
+        delay = self.backoff.delay_s(child.backoff_attempt, self._rng.random())
+        child.backoff_attempt += 1
+        child.backoff_handled = cell.handled
+        return delay
+
+    def _prepare_restart(self, child: _Child, delay: float, error: str | None) -> None:
+        cell = child.cell
+        if cell.closed:
+            # It stopped normally (its ref was stopped): a permanent child
+            # comes back with a fresh mailbox; what was queued is dead already.
+            cell.reopen()
+        cell.state = "restarting"
+        cell.restarts += 1
+        self._restarts += 1
+        child.pending_restart = (delay, error)
+
+    def _finalize(self, child: _Child, reason: str, error: str | None = None) -> None:
+        """Stop ``child`` for good: dead-letter what it holds, close its mailbox, report."""
+        if child.stopped:
+            return
+        child.stopped = True
+        cell = child.cell
+        message, had = child.take_redelivery()
+        if had:
+            cell.dead_letters.record(cell.name, message, child.redelivery_reason)
+        cell.close_mailbox()
+        cell.mark_stopped()
+        if child.generation == 0:
+            return  # never started: nothing to report
+        self._events.emit(
+            ChildStopped(
+                supervisor=self.name,
+                child=child.spec.name,
+                time=trio.current_time(),
+                reason=reason,
+                error=error,
+            )
+        )
+
+    async def _terminate(self, child: _Child, *, keep_mailbox: bool, reason: str) -> None:
+        """Stop ``child``'s task (running, starting or backing off) and wait for it.
+
+        With ``keep_mailbox`` the child is about to restart: its mailbox and an
+        interrupted ``tell`` are kept for the next instance. Otherwise it is
+        finalized with ``reason``.
+        """
+        if not child.done.is_set():
+            child.terminating = True
+            nested = child.nested
+            if nested is not None and nested._state == "running":
+                await nested.stop()  # its own children in reverse order, not all at once
+            if child.scope is not None:
+                child.scope.cancel()
+            await child.done.wait()
+            cell = child.cell
+            current = cell.current
+            cell.current = None
+            if current is not None and type(current) is not _Ask and not child.has_redelivery:
+                child.redelivery = current
+                child.has_redelivery = True
+                child.redelivery_reason = "stopped"
+        if keep_mailbox:
+            child.cell.state = "restarting"
+        else:
+            self._finalize(child, reason)
+
+    async def _shutdown(self, children: Sequence[_Child], reason: str) -> None:
+        self._accepting_restarts = False
+        self._state = "stopping"
+        for child in reversed(tuple(children)):
+            await self._terminate(child, keep_mailbox=False, reason=reason)
+
+    def _members(self, child: _Child) -> list[_Child]:
+        live = [c for c in self._order if not c.stopped]
+        if self.strategy is Strategy.ONE_FOR_ALL:
+            return live
+        return live[live.index(child) :]
+
+    async def _restart_group(self, request: _Exited) -> RestartIntensityExceeded | None:
+        """ONE_FOR_ALL / REST_FOR_ONE: stop the group (reverse order), restart it (in order)."""
+        crashed = request.child
+        if request.generation != crashed.generation or crashed.stopped:
+            return None  # stale: already restarted along with a sibling
+        error_text = request.error
+        while True:
+            if not self._accepting_restarts:
+                return None
+            now = trio.current_time()
+            record = RestartRecord(child=crashed.spec.name, time=now, error=error_text)
+            if not self._intensity.record(record):
+                self._accepting_restarts = False
+                return self._intensity_error()
+            delay = self._backoff_delay(crashed) if error_text is not None else 0.0
+            members = self._members(crashed)
+            for member in reversed(members):
+                if member is not crashed:
+                    await self._terminate(member, keep_mailbox=True, reason="shutdown")
+            if delay > 0:
+                with trio.move_on_after(delay):
+                    await self._stop_requested.wait()
+                if self._stop_requested.is_set():
+                    return None
+            failed: tuple[_Child, Exception] | None = None
+            for member in members:
+                if member.spec.restart is Restart.TEMPORARY and member is not crashed:
+                    self._finalize(member, "shutdown")
+                    continue
+                if member is crashed:
+                    self._prepare_restart(member, delay, error_text)
+                else:
+                    self._prepare_restart(member, 0.0, None)
+                try:
+                    await self._spawn(member)
+                except Exception as exc:
+                    failed = (member, exc)
+                    break
+            if failed is None:
+                return None
+            crashed, error = failed
+            error_text = _error_text(error)
+            self._child_crashed(crashed, error_text)
+
+    def _on_dead_letter(self, letter: DeadLetter) -> None:
+        self._events.emit(
+            DeadLettered(
+                supervisor=self.name,
+                child=letter.recipient,
+                time=trio.current_time(),
+                reason=letter.reason,
+                message=letter.message,
+            )
+        )
