@@ -110,12 +110,15 @@ class SQLiteBackend:
     :class:`~flujo_actors.errors.StateBackendError` naming the file and the
     problem; such a file is never written to.
 
-    Cancellation: a cancelled write (:meth:`save_state`, :meth:`save_states`,
-    :meth:`delete_state`) that has not reached its worker thread did nothing;
-    once the thread started, the call waits for it, so the transaction either
-    committed completely or rolled back, and then ``Cancelled`` is raised.
-    Cancelled reads (:meth:`load_state`, :meth:`list_runs`) return at once;
-    their thread finishes in the background and its result is dropped.
+    Cancellation: a write (:meth:`save_state`, :meth:`save_states`,
+    :meth:`delete_state`) cancelled before its worker thread started raises
+    ``Cancelled`` and did nothing. Once the thread started, the write is never
+    abandoned: the call waits for the transaction to commit or roll back and
+    reports that outcome (it returns, or raises its error), and the
+    cancellation is delivered at the caller's next checkpoint. So a caller
+    always knows whether a write it saw complete is durable. Cancelled reads
+    (:meth:`load_state`, :meth:`list_runs`) raise ``Cancelled`` at once; their
+    thread finishes in the background and its result is dropped.
     :meth:`aclose` always closes, even when cancelled.
     """
 
