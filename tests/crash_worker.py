@@ -34,7 +34,8 @@ def build(effects: str, kill_at: int | None) -> Pipeline:
         async def work(x: int, *, context: CrashContext) -> int:
             if kill_at == i:
                 os.kill(os.getpid(), signal.SIGKILL)
-            with open(effects, "a") as f:
+            # Blocking on purpose: the side effect must be on disk before the step returns.
+            with open(effects, "a") as f:  # noqa: ASYNC230
                 f.write(f"{i}\n")
                 f.flush()
                 os.fsync(f.fileno())
