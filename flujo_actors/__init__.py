@@ -2,7 +2,14 @@
 
 Public API: everything in ``__all__`` below, plus the ``flujo_actors.backends``
 and ``flujo_actors.testing`` modules.
+
+The pipeline core is imported eagerly; serialization (cattrs) and the
+backends load on first use of one of their names, so ``import flujo_actors``
+stays light for programs that never persist anything.
 """
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .actors import Actor as Actor
 from .actors import ActorRef as ActorRef
@@ -43,6 +50,40 @@ from .steps.dsl import Step as Step
 from .steps.dsl import StepConfig as StepConfig
 from .steps.dsl import step as step
 
+if TYPE_CHECKING:
+    from .backends.cache import InMemoryLRUBackend as InMemoryLRUBackend
+    from .backends.sqlite import SQLiteBackend as SQLiteBackend
+    from .backends.state import InMemoryStateBackend as InMemoryStateBackend
+    from .serialization import register_custom_deserializer as register_custom_deserializer
+    from .serialization import register_custom_serializer as register_custom_serializer
+    from .serialization import safe_deserialize as safe_deserialize
+    from .serialization import safe_serialize as safe_serialize
+
+# name -> module, imported on first access (PEP 562).
+_LAZY: dict[str, str] = {
+    "InMemoryLRUBackend": ".backends.cache",
+    "InMemoryStateBackend": ".backends.state",
+    "SQLiteBackend": ".backends.sqlite",
+    "register_custom_deserializer": ".serialization",
+    "register_custom_serializer": ".serialization",
+    "safe_deserialize": ".serialization",
+    "safe_serialize": ".serialization",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flujo_actors' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = [
     "Actor",
     "ActorCrashed",
@@ -59,6 +100,8 @@ __all__ = [
     "Flujo",
     "FlujoError",
     "FlujoInternalError",
+    "InMemoryLRUBackend",
+    "InMemoryStateBackend",
     "InfiniteFallbackError",
     "LoopStep",
     "MailboxFull",
@@ -72,6 +115,7 @@ __all__ = [
     "PluginOutcome",
     "RestartIntensityExceeded",
     "RunNotFoundError",
+    "SQLiteBackend",
     "SerializationError",
     "StateBackendError",
     "Step",
@@ -80,6 +124,10 @@ __all__ = [
     "StepResult",
     "UsageLimitExceededError",
     "UsageLimits",
+    "register_custom_deserializer",
+    "register_custom_serializer",
+    "safe_deserialize",
+    "safe_serialize",
     "start_actor",
     "step",
 ]
