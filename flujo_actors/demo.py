@@ -6,18 +6,23 @@ little and report usage the Flujo way), so the run is reproducible offline:
     plan -> fan-out research (3 parallel branches) -> draft/critique loop
          -> flaky publisher (succeeds on retry) -> translator with a fallback
 
+then a small ingest pipeline persisted to a SQLite file, "crashed" mid-run
+and resumed without re-running the steps that had completed.
+
 Run it with ``python -m flujo_actors.demo``.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from decimal import Decimal
 from typing import Any
 
 import attrs
 import trio
 
-from . import Flujo, PipelineContext, PipelineResult, Step, UsageLimits
+from . import Flujo, PipelineContext, PipelineResult, SQLiteBackend, Step, UsageLimits
 from .testing import UsageOutput
 
 __all__ = ["ResearchContext", "build_pipeline", "main", "render"]
@@ -139,6 +144,39 @@ def render(result: PipelineResult) -> str:
     return "\n".join(lines)
 
 
+class PowerCut(BaseException):
+    """Stands in for the process dying mid-run (nothing retries it)."""
+
+
+def build_ingest(log: list[str], fail_at: list[int | None]) -> Any:
+    """Four steps; step ``fail_at`` "loses power" the first time it runs."""
+
+    def make(i: int) -> Step:
+        async def ingest(batch: int) -> int:
+            if fail_at[0] == i:
+                fail_at[0] = None
+                raise PowerCut
+            log.append(f"ingest_{i}")
+            return batch + 10
+
+        return Step.from_callable(ingest, name=f"ingest_{i}", max_retries=0)
+
+    steps = [make(i) for i in range(4)]
+    return steps[0] >> steps[1] >> steps[2] >> steps[3]
+
+
+async def persistence_demo(db_path: str) -> None:
+    """Persist to SQLite, crash in step 2, resume: steps 0 and 1 do not run again."""
+    log: list[str] = []
+    runner = Flujo(build_ingest(log, [2]), state_backend=SQLiteBackend(db_path))
+    try:
+        await runner.run_async(0, run_id="ingest-demo")
+    except PowerCut:
+        print(f"\ningest: power cut during ingest_2 after {log}; state is in {db_path}")
+    result = await runner.resume_async("ingest-demo")
+    print(f"ingest: resumed -> ran {log}, output {result.output}, success={result.success}")
+
+
 async def main() -> None:
     runner = Flujo(
         build_pipeline(),
@@ -147,6 +185,8 @@ async def main() -> None:
     )
     result = await runner.run_async("What is trio?")
     print(render(result))
+    with tempfile.TemporaryDirectory() as tmp:
+        await persistence_demo(os.path.join(tmp, "runs.db"))
 
 
 if __name__ == "__main__":
