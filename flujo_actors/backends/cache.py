@@ -195,7 +195,8 @@ class _Timeline:
     has a random offset; a ``MockClock`` runs virtual time), so readings from
     two runs are not comparable. The timeline stays continuous instead: when
     the clock changes, it resumes from its last reading plus the real time
-    elapsed since. Within one run it is exactly that run's clock.
+    elapsed since. Within one run it is exactly that run's clock, from the
+    first reading the backend takes in that run.
     """
 
     def __init__(self) -> None:
