@@ -21,8 +21,15 @@ import trio
 
 from .actors.actor import Actor, ActorCell
 from .actors.deadletters import DeadLetters
-from .context import build_context, copy_context, copy_value, restore_context, snapshot_context
-from .errors import FlujoInternalError
+from .context import (
+    build_context,
+    context_field_names,
+    copy_context,
+    copy_value,
+    restore_context,
+    snapshot_context,
+)
+from .errors import FlujoInternalError, PipelineDefinitionError
 from .frames import ExecutionFrame
 from .governor import Charge, Reserve
 from .limits import UsageLimits
@@ -617,6 +624,11 @@ def _step_identity(step: Step) -> str:
 
 
 # -- control flow ------------------------------------------------------------------
+#
+# Every control-flow step runs its children as jobs on chains of step actors
+# started in a nursery beneath the step (its chain's nursery, or a nursery of
+# its own for parallel branches), so cancelling the step's scope cancels every
+# child at any depth and nothing outlives the step.
 
 
 def _sum_usage(history: list[StepResult]) -> tuple[Decimal, int]:
@@ -629,11 +641,12 @@ def _sum_usage(history: list[StepResult]) -> tuple[Decimal, int]:
 
 
 def _branch_result(name: str, job: Job, ctx: Any) -> StepResult:
+    """A finished job as the StepResult of the branch (or sub-pipeline) ``name``."""
     cost, tokens = _sum_usage(job.history)
     last = job.history[-1] if job.history else None
     return StepResult(
         name,
-        job.output,
+        job.output if job.success else None,
         job.success,
         1,
         0.0,
@@ -645,6 +658,25 @@ def _branch_result(name: str, job: Job, ctx: Any) -> StepResult:
     )
 
 
+def _failed_at(job: Job) -> str:
+    """``"at step 'x': feedback"`` for a failed job (names the failing child)."""
+    last = job.history[-1]
+    return f"at step {last.name!r}: {last.feedback}"
+
+
+def _include_problem(owner: str, ctx: Any, include: frozenset[str]) -> str | None:
+    names = context_field_names(type(ctx))
+    unknown = sorted(include.difference(names))
+    if not unknown:
+        return None
+    return (
+        f"Step {owner!r}: context_include_keys names {unknown!r}, which "
+        f"{'is not a field' if len(unknown) == 1 else 'are not fields'} of "
+        f"{type(ctx).__name__} (fields: {sorted(names)!r}). Fix the names or add the "
+        "fields to the context model."
+    )
+
+
 async def _run_branches(
     frame: ExecutionFrame[Any],
     owner: str,
@@ -652,88 +684,142 @@ async def _run_branches(
     merge: Any,
     on_failure: BranchFailureStrategy,
     include: frozenset[str] | None,
-) -> tuple[dict[str, Any], list[StepResult], str | None, list[str]]:
-    """Run branches concurrently; merge successful ones into the main context.
+) -> tuple[dict[str, Any], list[StepResult], str | None]:
+    """Run branches concurrently; merge the successful ones into the main context.
 
-    Returns (output mapping, branch results in declaration order, failure
-    feedback or None, names of branches that ran).
+    Each branch is a job on its own single-use chain, with its own structural
+    copy of the context (only ``include`` fields, if given) and its own copy
+    of a mutable input. All branches' step actors live in one nursery opened
+    here: a branch that fails under ``PROPAGATE`` cancels it, which cancels
+    the siblings still running (they are reported as cancelled); cancelling
+    the caller cancels every branch at any depth.
+
+    Returns:
+        (output mapping, branch results in ``branches`` order, failure
+        feedback or None). With no results, no branch was started.
     """
     ctx = frame.context
+    if include is not None and ctx is not None:
+        problem = _include_problem(owner, ctx, include)
+        if problem is not None:
+            return {}, [], problem
     run: RunState = frame.run
     data = frame.data
-    n = len(branches)
-    slots: list[StepResult | None] = [None] * n
-    contexts: list[Any] = [None] * n
-    failure: list[str] = []
-    propagate = on_failure is BranchFailureStrategy.PROPAGATE
     path = frame.path
+    propagate = on_failure is BranchFailureStrategy.PROPAGATE
     shared_input = type(data) in _IMMUTABLE_INPUT
-
-    pending = [n]
+    # Taken before any branch runs: what each branch changed is found against it.
+    fork = Fork.of(ctx, include) if ctx is not None and merge != MergeStrategy.NO_MERGE else None
+    jobs: list[Job] = []
+    first_failure: Job | None = None
+    pending = len(branches)
     all_done = trio.Event()
 
-    def finished(i: int, bname: str, bctx: Any, scope: trio.CancelScope) -> Callable[[Job], None]:
-        def on_finish(job: Job) -> None:
-            slots[i] = _branch_result(bname, job, bctx)
-            if not job.success and propagate and not failure:
-                failure.append(bname)
-                scope.cancel()  # cancels the siblings still running
-            pending[0] -= 1
-            if pending[0] == 0:
-                all_done.set()
-
-        return on_finish
-
-    fork = Fork.of(ctx, include) if ctx is not None else None
     async with trio.open_nursery() as nursery:
         scope = nursery.cancel_scope
-        for i, (bname, pipeline) in enumerate(branches):
+
+        # Called synchronously as each branch's job completes: no waiting task per branch.
+        def on_finish(job: Job) -> None:
+            nonlocal pending, first_failure
+            if propagate and not job.success and first_failure is None:
+                first_failure = job
+                scope.cancel()  # cancels the siblings still running
+            pending -= 1
+            if pending == 0:
+                all_done.set()
+
+        for bname, pipeline in branches:
             bctx = copy_context(ctx, include) if ctx is not None else None
-            contexts[i] = bctx
-            job = Job(bctx, (*path, bname), on_finish=finished(i, bname, bctx, scope))
+            job = Job(bctx, (*path, bname), on_finish=on_finish)
+            jobs.append(job)
             Chain(pipeline.steps, nursery, run).start(
                 job, data if shared_input else copy_value(data)
             )
         await all_done.wait()
 
-    results = [r for r in slots if r is not None]
-    ran = [r.name for r in results]
     output: dict[str, Any] = {}
+    results: list[StepResult] = []
     ok: list[tuple[str, Any]] = []
-    for r, (bname, _p), bctx in zip(slots, branches, contexts, strict=True):
-        if r is None:
-            continue
-        if r.success:
-            output[bname] = r.output
-            ok.append((bname, bctx))
+    for (bname, _pipeline), job in zip(branches, jobs, strict=True):
+        if job.done.is_set():
+            r = _branch_result(bname, job, job.context)
+            if r.success:
+                output[bname] = r.output
+                ok.append((bname, job.context))
+            else:
+                output[bname] = r
         else:
-            output[bname] = r
-    if failure:
-        bad = next(r for r in results if r.name == failure[0])
+            # Cancelled because a sibling failed (PROPAGATE).
+            assert first_failure is not None
+            cost, tokens = _sum_usage(job.history)
+            r = StepResult(
+                bname,
+                None,
+                False,
+                1,
+                0.0,
+                cost,
+                tokens,
+                f"Cancelled: sibling branch {first_failure.path[-1]!r} of step {owner!r} "
+                "failed first (on_branch_failure=PROPAGATE).",
+                job.context,
+                step_history=job.history,
+            )
+            r.metadata["cancelled"] = True
+        results.append(r)
+    if first_failure is not None:
         return (
             output,
             results,
-            f"Branch {failure[0]!r} of step {owner!r} failed: {bad.feedback}",
-            ran,
+            f"Branch {first_failure.path[-1]!r} of step {owner!r} failed "
+            f"{_failed_at(first_failure)}",
         )
     if not ok:
-        return output, results, f"Every branch of step {owner!r} failed.", ran
-    if fork is not None:
-        strategy = (
-            merge if callable(merge) and not isinstance(merge, MergeStrategy) else merge.value
+        job = jobs[0]
+        return (
+            output,
+            results,
+            f"Every branch of step {owner!r} failed (on_branch_failure=IGNORE needs one "
+            f"success); the first, {branches[0][0]!r}, failed {_failed_at(job)}",
         )
+    if fork is not None:
+        failure = _merge(ctx, fork, ok, merge, owner)
+        if failure is not None:
+            return output, results, failure
+    return output, results, None
+
+
+def _merge(ctx: Any, fork: Fork, ok: list[tuple[str, Any]], merge: Any, owner: str) -> str | None:
+    """Merge the successful branches' contexts; failure feedback or None."""
+    if isinstance(merge, MergeStrategy):
         try:
-            merge_branches(ctx, fork, ok, strategy)
+            merge_branches(ctx, fork, ok, merge.value)
         except MergeConflict as exc:
-            return output, results, f"Step {owner!r}: {exc}", ran
-    return output, results, None, ran
+            return f"Step {owner!r}: {exc}"
+        return None
+    # A user callable: a failing merge must not leave the context half merged.
+    snap = snapshot_context(ctx)
+    try:
+        merge_branches(ctx, fork, ok, merge)
+    except Exception as exc:
+        restore_context(ctx, snap)
+        label = getattr(merge, "__qualname__", None) or type(merge).__qualname__
+        return (
+            f"Step {owner!r}: merge_strategy {label} raised {type(exc).__name__}: {exc}; "
+            "the context was left as it was before the branches ran."
+        )
+    return None
 
 
 async def run_parallel_step(frame: ExecutionFrame[Any]) -> StepResult:
+    """Run every branch on the same input; output ``{branch: output}``.
+
+    Cancellation: cancelling the step cancels every branch beneath it.
+    """
     t0 = _perf()
     step = frame.step
     assert isinstance(step, ParallelStep)
-    output, results, failure, _ran = await _run_branches(
+    output, results, failure = await _run_branches(
         frame,
         step.name,
         list(step.branches.items()),
@@ -756,6 +842,13 @@ async def run_parallel_step(frame: ExecutionFrame[Any]) -> StepResult:
 
 
 async def run_router_step(frame: ExecutionFrame[Any]) -> StepResult:
+    """Ask the router agent for branch names, then run those as a parallel step.
+
+    The router call is supervised like an agent step (retries, usage
+    charged to the governor) and is the first entry of ``step_history``;
+    the chosen branches follow. Every branch started (failed and cancelled
+    ones too) is appended to ``context.executed_branches`` after the merge.
+    """
     t0 = _perf()
     step = frame.step
     assert isinstance(step, DynamicParallelRouterStep)
@@ -769,8 +862,8 @@ async def run_router_step(frame: ExecutionFrame[Any]) -> StepResult:
         return _failed(
             step,
             t0,
-            f"Router of step {step.name!r} must return a branch name or a list of names, "
-            f"got {choice!r}.",
+            f"Router of step {step.name!r} must return a branch name or a list of branch "
+            f"names, got {choice!r}; available: {list(step.branches)!r}.",
             history,
         )
     unknown = [x for x in names if x not in step.branches]
@@ -779,15 +872,14 @@ async def run_router_step(frame: ExecutionFrame[Any]) -> StepResult:
             step,
             t0,
             f"Router of step {step.name!r} chose unknown branch(es) {unknown!r}; "
-            f"available: {sorted(step.branches)!r}.",
+            f"available: {list(step.branches)!r}.",
             history,
         )
-    chosen = list(dict.fromkeys(names))
+    chosen = list(dict.fromkeys(names))  # first mention wins; duplicates run once
     output: dict[str, Any] = {}
     failure = None
-    ran: list[str] = []
     if chosen:
-        output, results, failure, ran = await _run_branches(
+        output, results, failure = await _run_branches(
             frame,
             step.name,
             [(x, step.branches[x]) for x in chosen],
@@ -796,9 +888,10 @@ async def run_router_step(frame: ExecutionFrame[Any]) -> StepResult:
             step.context_include_keys,
         )
         history.extend(results)
-    ctx = frame.context
-    if ctx is not None and hasattr(ctx, "executed_branches"):
-        ctx.executed_branches.extend(ran)
+        ctx = frame.context
+        if results and ctx is not None and hasattr(ctx, "executed_branches"):
+            # After the merge: a branch's own writes cannot hide what ran.
+            ctx.executed_branches.extend(r.name for r in results)
     cost, tokens = _sum_usage(history)
     result = StepResult(
         step.name,
@@ -829,7 +922,19 @@ def _failed(step: Step, t0: float, feedback: str, history: list[StepResult]) -> 
     )
 
 
+def _raised(step: Step, what: str, exc: Exception) -> str:
+    return f"Loop {step.name!r}: {what} raised {type(exc).__name__}: {exc}"
+
+
 async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
+    """Run the body until the exit condition holds or ``max_loops`` is reached.
+
+    The body's step actors are started once and reused by every iteration
+    (a reusable chain), and every iteration runs on the live context, so its
+    changes carry into the next iteration and out of the loop. A callback
+    that raises fails the step. Cancellation: cancelling the step cancels the
+    iteration in flight; the body's actors are closed either way.
+    """
     t0 = _perf()
     step = frame.step
     assert isinstance(step, LoopStep)
@@ -837,52 +942,74 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
     run: RunState = frame.run
     history: list[StepResult] = []
     data = frame.data
-    if step.compiled_initial is not None:
-        data = await _call(step.compiled_initial, data, ctx)
-    exit_cb = step.compiled_exit
-    assert exit_cb is not None
     iterations = 0
     exit_reason = "max_loops"
     failure: str | None = None
-    output: Any = data
+    output: Any = None
+    if step.compiled_initial is not None:
+        try:
+            data = await _call(step.compiled_initial, data, ctx)
+        except Exception as exc:
+            failure = _raised(step, "initial_input_to_loop_body_mapper", exc)
+            exit_reason = "error"
+    exit_cb = step.compiled_exit
+    assert exit_cb is not None
+    iteration_cb = step.compiled_iteration
+    max_loops = step.max_loops
     path = frame.path
-    # One reusable chain: the body's actors serve every iteration.
     chain = Chain(step.body.steps, _nursery(frame), run, reusable=True)
     try:
-        while iterations < step.max_loops:
+        while failure is None:
             job = Job(ctx, path)
             await chain.execute(job, data)
             iterations += 1
             history.extend(job.history)
+            if job.context is not ctx:
+                # A body step replaced the context: later iterations and the
+                # steps after the loop see the new one.
+                ctx = job.context
+                if frame.context_setter is not None:
+                    frame.context_setter(ctx)
             if not job.success:
-                last = job.history[-1]
-                failure = (
-                    f"Loop {step.name!r} iteration {iterations} failed at step "
-                    f"{last.name!r}: {last.feedback}"
-                )
+                failure = f"Loop {step.name!r} iteration {iterations} failed {_failed_at(job)}"
                 exit_reason = "body_failed"
                 break
             output = job.output
-            if await _call(exit_cb, output, ctx):
+            try:
+                done = await _call(exit_cb, output, ctx)
+            except Exception as exc:
+                failure = _raised(step, "exit_condition_callable", exc)
+                exit_reason = "error"
+                break
+            if done:
                 exit_reason = "condition"
                 break
-            if iterations < step.max_loops and step.compiled_iteration is not None:
-                data = await _call(step.compiled_iteration, output, ctx, iterations)
-            else:
+            if iterations >= max_loops:
+                failure = (
+                    f"Loop {step.name!r} reached max_loops={max_loops} without its exit "
+                    "condition being met; raise max_loops or check exit_condition_callable."
+                )
+                break
+            if iteration_cb is None:
                 data = output
+            else:
+                try:
+                    data = await _call(iteration_cb, output, ctx, iterations)
+                except Exception as exc:
+                    failure = _raised(step, "iteration_input_mapper", exc)
+                    exit_reason = "error"
     finally:
         chain.close()
-    if failure is None and exit_reason == "max_loops":
-        failure = (
-            f"Loop {step.name!r} reached max_loops={step.max_loops} without its exit "
-            "condition being met; raise max_loops or check exit_condition_callable."
-        )
     if failure is None and step.compiled_output is not None:
-        output = await _call(step.compiled_output, output, ctx)
+        try:
+            output = await _call(step.compiled_output, output, ctx)
+        except Exception as exc:
+            failure = _raised(step, "loop_output_mapper", exc)
+            exit_reason = "error"
     cost, tokens = _sum_usage(history)
     result = StepResult(
         step.name,
-        output,
+        output if failure is None or exit_reason == "max_loops" else None,
         failure is None,
         1,
         _perf() - t0,
@@ -896,23 +1023,48 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
     return result
 
 
+async def _run_nested(
+    frame: ExecutionFrame[Any], pipeline: Pipeline, ctx: Any, path: tuple[str, ...]
+) -> Job:
+    """Run ``pipeline`` to completion on ``ctx``; its actors live in the frame's nursery.
+
+    The last step of the nested pipeline streams if the enclosing step does.
+    """
+    job = Job(ctx, path, on_chunk=frame.on_chunk if frame.stream else None)
+    await Chain(pipeline.steps, _nursery(frame), frame.run).execute(job, frame.data)
+    return job
+
+
+def _adopt_context(frame: ExecutionFrame[Any], job: Job) -> None:
+    # A child replaced the shared context: the rest of the parent pipeline sees it too.
+    if job.context is not frame.context and frame.context_setter is not None:
+        frame.context_setter(job.context)
+
+
 async def run_conditional_step(frame: ExecutionFrame[Any]) -> StepResult:
+    """Run the branch whose key ``condition(data, context)`` returns, on the live context.
+
+    Cancellation: cancelling the step cancels the branch.
+    """
     t0 = _perf()
     step = frame.step
-    assert isinstance(step, ConditionalStep) and step.compiled_condition is not None
+    assert isinstance(step, ConditionalStep)
+    assert step.compiled_condition is not None
     try:
         key = await _call(step.compiled_condition, frame.data, frame.context)
     except Exception as exc:
         return _failed(
             step,
             t0,
-            f"condition_callable of step {step.name!r} raised {type(exc).__name__}: {exc}",
+            f"Conditional step {step.name!r}: condition_callable raised "
+            f"{type(exc).__name__}: {exc}",
             [],
         )
     try:
         branch = step.branches.get(key)
-    except TypeError:
+    except TypeError:  # an unhashable key matches nothing
         branch = None
+    used_default = branch is None
     if branch is None:
         branch = step.default_branch
     if branch is None:
@@ -920,22 +1072,33 @@ async def run_conditional_step(frame: ExecutionFrame[Any]) -> StepResult:
             step,
             t0,
             f"Conditional step {step.name!r}: no branch matches key {key!r} "
-            f"(branches: {list(step.branches)!r}) and there is no default_branch_pipeline.",
+            f"(branches: {list(step.branches)!r}) and there is no default_branch_pipeline; "
+            "add the key or a default_branch_pipeline.",
             [],
         )
-    job = await run_pipeline(
-        branch, frame.run, frame.context, frame.data, frame.path, _nursery(frame)
-    )
+    job = await _run_nested(frame, branch, frame.context, frame.path)
+    _adopt_context(frame, job)
     result = _branch_result(step.name, job, None)
     result.latency_s = _perf() - t0
     result.metadata["executed_branch_key"] = key
+    result.metadata["default_branch"] = used_default
     if not job.success:
-        result.feedback = f"Branch {key!r} of step {step.name!r} failed: {result.feedback}"
-        result.output = None
+        which = "default branch" if used_default else f"branch {key!r}"
+        result.feedback = (
+            f"Conditional step {step.name!r}: {which} (key {key!r}) failed {_failed_at(job)}"
+        )
     return result
 
 
 async def run_pipeline_step(frame: ExecutionFrame[Any]) -> StepResult:
+    """Run a nested pipeline as one step, on the parent's context or a fresh one.
+
+    A fresh context is built like the runner builds one: ``initial_prompt``
+    from this step's input, the run's ``run_id``, the step's context model
+    (the parent's by default) and ``initial_context_data``; the step's
+    ``branch_context`` is that context. Cancellation: cancelling the step
+    cancels the nested pipeline.
+    """
     t0 = _perf()
     step = frame.step
     assert isinstance(step, PipelineStep)
@@ -944,12 +1107,17 @@ async def run_pipeline_step(frame: ExecutionFrame[Any]) -> StepResult:
         ctx = frame.context
     else:
         model = step.context_model or type(frame.context)
-        ctx = build_context(model, step.initial_context_data, frame.data, run.run_id)
-    job = await run_pipeline(step.pipeline, run, ctx, frame.data, frame.path, _nursery(frame))
-    result = _branch_result(step.name, job, None if step.inherit_context else ctx)
+        try:
+            ctx = build_context(model, step.initial_context_data, frame.data, run.run_id)
+        except PipelineDefinitionError as exc:
+            return _failed(step, t0, f"Nested pipeline step {step.name!r}: {exc}", [])
+    job = await _run_nested(frame, step.pipeline, ctx, frame.path)
+    if step.inherit_context:
+        _adopt_context(frame, job)
+    result = _branch_result(step.name, job, None if step.inherit_context else job.context)
     result.latency_s = _perf() - t0
     if not job.success:
-        result.output = None
+        result.feedback = f"Nested pipeline step {step.name!r} failed {_failed_at(job)}"
     return result
 
 

@@ -1,43 +1,88 @@
 """Context merge strategies for parallel steps (sync, no trio).
 
 A branch's changes are found by comparing its context copy with the values
-the main context had when the branches forked (``Fork``), field by field and,
-for ``scratchpad``, key by key: linear in branches x fields, never pairwise
-between branches.
+the main context had when the branches forked (:class:`Fork`), field by field
+and, for ``scratchpad``, key by key: linear in branches x fields, never
+pairwise between branches. All branches' changes are collected first and
+applied afterwards, so a conflict (``ERROR_ON_CONFLICT``) leaves the main
+context untouched.
+
+``executed_branches`` is an append-only log kept by the runtime: what each
+branch appended is kept, in declaration order, under every strategy that
+merges field by field (it never conflicts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import reprlib
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ..context import context_field_names
+from ..context import context_field_names, copy_value
 
-__all__ = ["BranchChanges", "Fork", "MergeConflict", "diff_branch", "merge_branches"]
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
-_MISSING = object()
-# Fields that identify the run rather than describe its progress: never merged.
-_IDENTITY_FIELDS = frozenset({"run_id", "initial_prompt"})
+__all__ = [
+    "BranchChanges",
+    "Fork",
+    "MergeConflict",
+    "diff_branch",
+    "merge_branches",
+]
+
+_MISSING: Final = object()
+#: In a merge plan: the scratchpad key is removed.
+_DELETED: Final = object()
+#: Fields that identify the run rather than describe its progress: never merged.
+IDENTITY_FIELDS: Final = frozenset({"run_id", "initial_prompt"})
+#: Append-only logs: every branch's appends are kept.
+LOG_FIELDS: Final = frozenset({"executed_branches"})
+
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+
+
+def _show(value: Any) -> str:
+    return "<deleted>" if value is _DELETED else _repr.repr(value)
 
 
 class MergeConflict(Exception):
-    """Two branches set the same field to different values (ERROR_ON_CONFLICT)."""
+    """Two branches set the same field (or scratchpad key) to different values.
 
-    def __init__(self, field: str, first: str, second: str) -> None:
+    Raised by ``ERROR_ON_CONFLICT``. ``field`` is the context field,
+    ``key`` the scratchpad key (or None), ``branches`` the two branch names
+    in declaration order.
+    """
+
+    def __init__(
+        self, field: str, first: str, second: str, values: tuple[Any, Any], key: Any = None
+    ) -> None:
+        where = f"field {field!r}" if key is None else f"field {field!r} key {key!r}"
         super().__init__(
-            f"merge conflict on field {field!r}: branches {first!r} and {second!r} "
-            "set it to different values (merge_strategy=ERROR_ON_CONFLICT). Choose "
-            "another MergeStrategy or let only one branch write the field."
+            f"merge conflict on {where}: branches {first!r} and {second!r} set it to "
+            f"different values ({_show(values[0])} and {_show(values[1])}) "
+            "(merge_strategy=ERROR_ON_CONFLICT). Choose another MergeStrategy or let "
+            "only one branch write it."
         )
         self.field = field
+        self.key = key
         self.branches = (first, second)
 
 
 @attrs.frozen(slots=True)
 class Fork:
-    """The main context's values at the moment the branches forked."""
+    """The main context's values at the moment the branches forked.
+
+    Attributes:
+        fields: base values of the mergeable fields (``scratchpad`` excluded
+            when it is a dict: it is compared key by key).
+        scratchpad: a shallow copy of the base scratchpad, or None.
+        names: the mergeable field names (identity fields and fields outside
+            ``include`` are left out).
+    """
 
     fields: dict[str, Any]
     scratchpad: dict[str, Any] | None
@@ -45,60 +90,142 @@ class Fork:
 
     @classmethod
     def of(cls, ctx: Any, include: frozenset[str] | None = None) -> Fork:
+        """Record ``ctx``'s mergeable values (only ``include`` fields, if given)."""
         names = tuple(
             n
             for n in context_field_names(type(ctx))
-            if n not in _IDENTITY_FIELDS and (include is None or n in include)
+            if n not in IDENTITY_FIELDS and (include is None or n in include)
         )
-        values = {n: getattr(ctx, n) for n in names if n != "scratchpad"}
         sp = getattr(ctx, "scratchpad", None) if "scratchpad" in names else None
-        return cls(values, dict(sp) if isinstance(sp, dict) else None, names)
+        base_sp = dict(sp) if type(sp) is dict else None
+        values = {n: getattr(ctx, n) for n in names if n != "scratchpad" or base_sp is None}
+        for n in LOG_FIELDS.intersection(values):
+            log = values[n]
+            if type(log) is list:
+                # The merge appends to the live log: keep the base apart from it.
+                values[n] = list(log)
+        return cls(values, base_sp, names)
 
 
 @attrs.frozen(slots=True)
 class BranchChanges:
-    """What one branch changed: whole fields, and scratchpad keys set or deleted."""
+    """What one branch changed relative to its fork.
+
+    Attributes:
+        fields: whole fields set to a new value.
+        scratch_set: scratchpad keys added or set to a new value.
+        scratch_deleted: scratchpad keys removed.
+        appended: for log fields (``executed_branches``), the entries appended.
+    """
 
     fields: dict[str, Any]
     scratch_set: dict[str, Any]
     scratch_deleted: tuple[str, ...]
+    appended: dict[str, list[Any]] = attrs.Factory(dict)
+
+
+def _changed(value: Any, base: Any) -> bool:
+    return value is not base and bool(value != base)
 
 
 def diff_branch(fork: Fork, branch_ctx: Any) -> BranchChanges:
-    """The changes a branch made relative to ``fork``."""
+    """The changes a branch made relative to ``fork`` (cost: its fields and scratchpad keys)."""
     changed: dict[str, Any] = {}
+    appended: dict[str, list[Any]] = {}
     for name, base in fork.fields.items():
         value = getattr(branch_ctx, name)
-        if value is not base and value != base:
+        if not _changed(value, base):
+            continue
+        if (
+            name in LOG_FIELDS
+            and type(value) is list
+            and type(base) is list
+            and len(value) > len(base)
+            and value[: len(base)] == base
+        ):
+            appended[name] = value[len(base) :]
+        else:
             changed[name] = value
     sets: dict[str, Any] = {}
     deleted: tuple[str, ...] = ()
-    if fork.scratchpad is not None:
-        base_sp = fork.scratchpad
+    base_sp = fork.scratchpad
+    if base_sp is not None:
         sp = branch_ctx.scratchpad
-        for k, v in sp.items():
-            b = base_sp.get(k, _MISSING)
-            if b is _MISSING or (v is not b and v != b):
-                sets[k] = v
-        if len(sp) < len(base_sp) or any(k not in sp for k in base_sp):
-            deleted = tuple(k for k in base_sp if k not in sp)
-    return BranchChanges(changed, sets, deleted)
+        if type(sp) is not dict:
+            # The branch replaced the scratchpad with something else: a whole-field change.
+            changed["scratchpad"] = sp
+        else:
+            added = 0
+            for k, v in sp.items():
+                b = base_sp.get(k, _MISSING)
+                if b is _MISSING:
+                    added += 1
+                    sets[k] = v
+                elif _changed(v, b):
+                    sets[k] = v
+            if len(sp) - added < len(base_sp):
+                deleted = tuple(k for k in base_sp if k not in sp)
+    return BranchChanges(changed, sets, deleted, appended)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    if a is _DELETED or b is _DELETED:
+        return False
+    return not _changed(a, b)
+
+
+def _decide(
+    owners: dict[Any, tuple[str, Any]],
+    key: Any,
+    branch: str,
+    value: Any,
+    mode: str,
+    field: str,
+    is_key: bool,
+) -> None:
+    prev = owners.get(key)
+    if prev is None:
+        owners[key] = (branch, value)
+        return
+    if mode == "keep_first":
+        return
+    if mode == "error_on_conflict" and not _same(prev[1], value):
+        if is_key:
+            raise MergeConflict(field, prev[0], branch, (prev[1], value), key)
+        raise MergeConflict(field, prev[0], branch, (prev[1], value))
+    owners[key] = (branch, value)  # later-declared wins
 
 
 def merge_branches(
     main: Any,
     fork: Fork,
     branches: Sequence[tuple[str, Any]],
-    strategy: str | Callable[[Any, Any], None],
+    strategy: str | Callable[[Any, Any], Any],
 ) -> None:
-    """Fold successful branches' contexts into ``main`` (declaration order).
+    """Fold successful branches' contexts into ``main``, in declaration order.
 
-    ``strategy`` is a MergeStrategy value string (``"context_update"``,
-    ``"error_on_conflict"``, ``"keep_first"``, ``"overwrite"``, ``"no_merge"``)
-    or a callable ``(main, branch_ctx) -> None``.
+    Args:
+        main: the context the branches forked from (mutated in place).
+        fork: ``Fork.of(main, include)`` taken before the branches ran.
+        branches: ``(branch name, branch context)`` of the successful branches,
+            in declaration order.
+        strategy: a MergeStrategy value (``"context_update"``,
+            ``"error_on_conflict"``, ``"keep_first"``, ``"overwrite"``,
+            ``"no_merge"``) or a callable ``(main, branch_ctx) -> None`` called
+            once per branch.
+
+    ``context_update`` applies every changed field and scratchpad key; when
+    two branches change the same one, the later-declared branch wins.
+    ``keep_first`` keeps the earliest branch's value instead, and
+    ``error_on_conflict`` raises when the values differ (branches setting the
+    same value do not conflict). Merged values are copied, so ``main`` shares
+    no mutable object with a branch's context.
 
     Raises:
-        MergeConflict: with ``"error_on_conflict"``, naming the field and branches.
+        MergeConflict: with ``"error_on_conflict"``; ``main`` is then unchanged.
+        ValueError: ``strategy`` is not one of the above.
     """
     if strategy == "no_merge" or not branches:
         return
@@ -110,35 +237,36 @@ def merge_branches(
     if strategy == "overwrite":
         _name, last = branches[-1]
         for n in fork.names:
-            setter(main, n, getattr(last, n))
+            setter(main, n, copy_value(getattr(last, n)))
         return
-    keep_first = strategy == "keep_first"
-    conflict = strategy == "error_on_conflict"
-    owner: dict[str, tuple[str, Any]] = {}
-    sp_owner: dict[str, tuple[str, Any]] = {}
-    sp = getattr(main, "scratchpad", None)
+    if strategy not in ("context_update", "keep_first", "error_on_conflict"):
+        raise ValueError(
+            f"unknown merge strategy {strategy!r}; expected one of 'context_update', "
+            "'error_on_conflict', 'keep_first', 'overwrite', 'no_merge' or a callable."
+        )
+    fields: dict[Any, tuple[str, Any]] = {}
+    keys: dict[Any, tuple[str, Any]] = {}
+    logs: dict[str, list[Any]] = {}
     for bname, ctx in branches:
         ch = diff_branch(fork, ctx)
         for field, value in ch.fields.items():
-            prev = owner.get(field)
-            if prev is not None:
-                if conflict and prev[1] != value:
-                    raise MergeConflict(field, prev[0], bname)
-                if keep_first:
-                    continue
-            owner[field] = (bname, value)
-            setter(main, field, value)
-        if sp is None:
-            continue
+            _decide(fields, field, bname, value, strategy, field, False)
         for key, value in ch.scratch_set.items():
-            prev = sp_owner.get(key)
-            if prev is not None:
-                if conflict and prev[1] != value:
-                    raise MergeConflict(f"scratchpad[{key!r}]", prev[0], bname)
-                if keep_first:
-                    continue
-            sp_owner[key] = (bname, value)
-            sp[key] = value
+            _decide(keys, key, bname, value, strategy, "scratchpad", True)
         for key in ch.scratch_deleted:
-            if key not in sp_owner:
+            _decide(keys, key, bname, _DELETED, strategy, "scratchpad", True)
+        for field, tail in ch.appended.items():
+            logs.setdefault(field, []).extend(tail)
+    # Nothing is applied before every branch was examined: a conflict changes nothing.
+    for field, (_b, value) in fields.items():
+        setter(main, field, copy_value(value))
+    sp = getattr(main, "scratchpad", None) if keys else None
+    if type(sp) is dict:
+        for key, (_b, value) in keys.items():
+            if value is _DELETED:
                 sp.pop(key, None)
+            else:
+                sp[key] = copy_value(value)
+    for field, tail in logs.items():
+        current = getattr(main, field)
+        setter(main, field, [*current, *copy_value(tail)])

@@ -8,6 +8,7 @@ the fix, long before anything runs.
 from __future__ import annotations
 
 import enum
+import inspect
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from decimal import Decimal
@@ -402,16 +403,75 @@ def _branch_map(value: Any, owner: str, *, allow_empty: bool = False) -> dict[An
     return {k: _as_pipeline(v, owner=owner, what=f"branch {k!r}") for k, v in value.items()}
 
 
-def _check_merge(owner: str, merge: Any, failure: Any) -> None:
-    if not isinstance(merge, MergeStrategy) and not callable(merge):
+def _enum_arg(enum_cls: Any, value: Any, owner: str, arg: str) -> Any:
+    """``value`` as a member of ``enum_cls``; its value string (any case) is accepted too."""
+    if isinstance(value, enum_cls):
+        return value
+    if isinstance(value, str):
+        try:
+            return enum_cls(value.lower())
+        except ValueError:
+            pass
+    choices = ", ".join(f"{enum_cls.__name__}.{m.name}" for m in enum_cls)
+    return PipelineDefinitionError(
+        f"Step {owner!r}: {arg} must be a {enum_cls.__name__} ({choices})"
+        + (" or a callable (main_ctx, branch_ctx) -> None" if enum_cls is MergeStrategy else "")
+        + f", got {value!r}."
+    )
+
+
+def _check_merge(owner: str, merge: Any, failure: Any) -> tuple[MergeSpec, BranchFailureStrategy]:
+    """Validate (and normalise) ``merge_strategy`` and ``on_branch_failure``."""
+    if callable(merge) and not isinstance(merge, (str, MergeStrategy)):
+        if inspect.iscoroutinefunction(merge) or inspect.iscoroutinefunction(
+            getattr(merge, "__call__", None)  # noqa: B004 - async __call__ on instances
+        ):
+            raise PipelineDefinitionError(
+                f"Step {owner!r}: merge_strategy must be a plain function "
+                f"(main_ctx, branch_ctx) -> None, got the async function {merge!r}; "
+                "merging runs synchronously, so drop `async`."
+            )
+        m: Any = merge
+    else:
+        m = _enum_arg(MergeStrategy, merge, owner, "merge_strategy")
+    f = _enum_arg(BranchFailureStrategy, failure, owner, "on_branch_failure")
+    for value in (m, f):
+        if isinstance(value, PipelineDefinitionError):
+            raise value
+    return m, f
+
+
+def _include_keys(owner: str, keys: Any) -> frozenset[str] | None:
+    """Validate ``context_include_keys``: None or an iterable of field names."""
+    if keys is None:
+        return None
+    if isinstance(keys, str):
         raise PipelineDefinitionError(
-            f"Step {owner!r}: merge_strategy must be a MergeStrategy or a callable "
-            f"(main_ctx, branch_ctx) -> None, got {merge!r}."
+            f"Step {owner!r}: context_include_keys must be a list of field "
+            f"names, got the string {keys!r}; write [{keys!r}]."
         )
-    if not isinstance(failure, BranchFailureStrategy):
+    try:
+        names = frozenset(keys)
+    except TypeError:
         raise PipelineDefinitionError(
-            f"Step {owner!r}: on_branch_failure must be a BranchFailureStrategy, got {failure!r}."
+            f"Step {owner!r}: context_include_keys must be a list of context field "
+            f"names or None, got {keys!r}."
+        ) from None
+    bad = sorted(repr(k) for k in names if not isinstance(k, str) or not k)
+    if bad:
+        raise PipelineDefinitionError(
+            f"Step {owner!r}: context_include_keys must hold context field names "
+            f"(non-empty strings), got {', '.join(bad)}."
         )
+    return names
+
+
+def _check_branch_names(owner: str, branches: Mapping[Any, Any]) -> None:
+    for k in branches:
+        if not isinstance(k, str) or not k:
+            raise PipelineDefinitionError(
+                f"Step {owner!r}: branch names must be non-empty strings, got {k!r}."
+            )
 
 
 @attrs.define(eq=False, repr=False)
@@ -429,20 +489,11 @@ class ParallelStep(Step):
 
     def _compile(self) -> None:
         self.branches = _branch_map(self.branches, self.name)
-        for k in self.branches:
-            if not isinstance(k, str) or not k:
-                raise PipelineDefinitionError(
-                    f"Step {self.name!r}: branch names must be non-empty strings, got {k!r}."
-                )
-        _check_merge(self.name, self.merge_strategy, self.on_branch_failure)
-        keys = self.context_include_keys
-        if keys is not None:
-            if isinstance(keys, str):
-                raise PipelineDefinitionError(
-                    f"Step {self.name!r}: context_include_keys must be a list of field "
-                    f"names, got the string {keys!r}; write [{keys!r}]."
-                )
-            self.context_include_keys = frozenset(keys)
+        _check_branch_names(self.name, self.branches)
+        self.merge_strategy, self.on_branch_failure = _check_merge(
+            self.name, self.merge_strategy, self.on_branch_failure
+        )
+        self.context_include_keys = _include_keys(self.name, self.context_include_keys)
 
 
 @attrs.define(eq=False, repr=False)
@@ -535,9 +586,18 @@ class DynamicParallelRouterStep(Step):
     context_include_keys: frozenset[str] | None = attrs.field(default=None, kw_only=True)
 
     def _compile(self) -> None:
+        if self.agent is None:
+            raise PipelineDefinitionError(
+                f"Router step {self.name!r}: router_agent is required; pass a function or "
+                "agent returning the name (or list of names) of the branches to run."
+            )
         super()._compile()  # the router agent
         self.branches = _branch_map(self.branches, self.name)
-        _check_merge(self.name, self.merge_strategy, self.on_branch_failure)
+        _check_branch_names(self.name, self.branches)
+        self.merge_strategy, self.on_branch_failure = _check_merge(
+            self.name, self.merge_strategy, self.on_branch_failure
+        )
+        self.context_include_keys = _include_keys(self.name, self.context_include_keys)
 
 
 @attrs.define(eq=False, repr=False)
@@ -553,6 +613,17 @@ class PipelineStep(Step):
 
     def _compile(self) -> None:
         self.pipeline = _as_pipeline(self.pipeline, owner=self.name, what="pipeline")
+        if not isinstance(self.inherit_context, bool):
+            raise PipelineDefinitionError(
+                f"Step {self.name!r}: inherit_context must be True or False, "
+                f"got {self.inherit_context!r}."
+            )
+        data = self.initial_context_data
+        if data is not None and not isinstance(data, Mapping):
+            raise PipelineDefinitionError(
+                f"Step {self.name!r}: initial_context_data must be a mapping of "
+                f"field -> value, got {data!r}."
+            )
 
 
 @attrs.define(eq=False, repr=False)
