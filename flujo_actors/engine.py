@@ -34,7 +34,7 @@ from .frames import ExecutionFrame
 from .governor import Charge, Reserve
 from .limits import UsageLimits
 from .policy.ledger import Reservation
-from .policy.merge import Fork, MergeConflict, merge_branches
+from .policy.merge import IDENTITY_FIELDS, Fork, MergeConflict, merge_branches
 from .policy.retry import Action, AttemptPolicy
 from .results import ZERO, StepResult, to_decimal
 from .steps.callables import STREAM, SYNC, Callback
@@ -710,6 +710,8 @@ async def _run_branches(
     shared_input = type(data) in _IMMUTABLE_INPUT
     # Taken before any branch runs: what each branch changed is found against it.
     fork = Fork.of(ctx, include) if ctx is not None and merge != MergeStrategy.NO_MERGE else None
+    # The run's identity (run_id, initial_prompt) is carried whatever the include keys say.
+    copied = None if include is None else include | IDENTITY_FIELDS
     jobs: list[Job] = []
     first_failure: Job | None = None
     pending = len(branches)
@@ -729,7 +731,7 @@ async def _run_branches(
                 all_done.set()
 
         for bname, pipeline in branches:
-            bctx = copy_context(ctx, include) if ctx is not None else None
+            bctx = copy_context(ctx, copied) if ctx is not None else None
             job = Job(bctx, (*path, bname), on_finish=on_finish)
             jobs.append(job)
             Chain(pipeline.steps, nursery, run).start(
@@ -855,7 +857,11 @@ async def run_router_step(frame: ExecutionFrame[Any]) -> StepResult:
     routed = await run_agent_step(frame)
     history: list[StepResult] = [routed]
     if not routed.success:
-        return _failed(step, t0, f"Router of step {step.name!r} failed: {routed.feedback}", history)
+        failed = _failed(
+            step, t0, f"Router of step {step.name!r} failed: {routed.feedback}", history
+        )
+        failed.attempts = routed.attempts
+        return failed
     choice = routed.output
     names = [choice] if isinstance(choice, str) else choice
     if not isinstance(names, (list, tuple)) or not all(isinstance(x, str) for x in names):

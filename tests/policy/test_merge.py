@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 
 from flujo_actors import PipelineContext
 from flujo_actors.context import copy_context
-from flujo_actors.policy.merge import BranchChanges, Fork, MergeConflict, diff_branch, merge_branches
+from flujo_actors.policy.merge import (
+    BranchChanges,
+    Fork,
+    MergeConflict,
+    diff_branch,
+    merge_branches,
+)
 
 
 @attrs.define
@@ -119,9 +125,15 @@ def test_error_on_conflict_on_a_scratchpad_key_and_on_set_versus_delete() -> Non
     fork = Fork.of(main)
     a = branch(main, sp={"k": [1]})
     b = branch(main, sp={"k": [2]})
-    with pytest.raises(MergeConflict, match=r"^merge conflict on field 'scratchpad' key 'k': ") as info:
+    with pytest.raises(
+        MergeConflict, match=r"^merge conflict on field 'scratchpad' key 'k': "
+    ) as info:
         merge_branches(main, fork, [("a", a), ("b", b)], "error_on_conflict")
-    assert (info.value.field, info.value.key, info.value.branches) == ("scratchpad", "k", ("a", "b"))
+    assert (info.value.field, info.value.key, info.value.branches) == (
+        "scratchpad",
+        "k",
+        ("a", "b"),
+    )
     deleter = branch(main, sp_del=["drop"])
     setter = branch(main, sp={"drop": 3})
     with pytest.raises(
