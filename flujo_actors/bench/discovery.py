@@ -119,11 +119,16 @@ def _matches(pattern: str, name: str) -> bool:
 
 
 def default_scenarios_dir() -> Path:
-    """``./benchmarks`` if it exists, else the repository's ``benchmarks/`` beside the package."""
+    """``./benchmarks`` if it holds scenario modules, else the repository's ``benchmarks/``.
+
+    The repository's is the one beside the ``flujo_actors`` package (a source checkout
+    or an editable install); when neither exists, ``./benchmarks`` (reported missing).
+    """
     here = Path.cwd() / "benchmarks"
-    if here.is_dir():
+    beside_package = Path(__file__).resolve().parents[2] / "benchmarks"
+    if any(here.glob(MODULE_GLOB)) or not beside_package.is_dir():
         return here
-    return Path(__file__).resolve().parents[2] / "benchmarks"
+    return beside_package
 
 
 def load_module(path: Path) -> ModuleType:
