@@ -15,6 +15,8 @@ merges field by field (it never conflicts).
 from __future__ import annotations
 
 import reprlib
+from itertools import compress, repeat
+from operator import is_not
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -80,6 +82,7 @@ class Fork:
         fields: base values of the mergeable fields (``scratchpad`` excluded
             when it is a dict: it is compared key by key).
         scratchpad: a shallow copy of the base scratchpad, or None.
+        sp_keys: its keys, and ``sp_values`` their values, in order.
         names: the mergeable field names (identity fields and fields outside
             ``include`` are left out).
     """
@@ -87,6 +90,8 @@ class Fork:
     fields: dict[str, Any]
     scratchpad: dict[str, Any] | None
     names: tuple[str, ...]
+    sp_keys: tuple[str, ...] = ()
+    sp_values: tuple[Any, ...] = ()
 
     @classmethod
     def of(cls, ctx: Any, include: frozenset[str] | None = None) -> Fork:
@@ -104,7 +109,9 @@ class Fork:
             if type(log) is list:
                 # The merge appends to the live log: keep the base apart from it.
                 values[n] = list(log)
-        return cls(values, base_sp, names)
+        if base_sp is None:
+            return cls(values, None, names)
+        return cls(values, base_sp, names, tuple(base_sp), tuple(base_sp.values()))
 
 
 @attrs.frozen(slots=True)
@@ -155,17 +162,43 @@ def diff_branch(fork: Fork, branch_ctx: Any) -> BranchChanges:
             # The branch replaced the scratchpad with something else: a whole-field change.
             changed["scratchpad"] = sp
         else:
-            added = 0
-            for k, v in sp.items():
-                b = base_sp.get(k, _MISSING)
-                if b is _MISSING:
-                    added += 1
-                    sets[k] = v
-                elif _changed(v, b):
-                    sets[k] = v
-            if len(sp) - added < len(base_sp):
-                deleted = tuple(k for k in base_sp if k not in sp)
+            sets, deleted = _diff_scratchpad(fork, base_sp, sp)
     return BranchChanges(changed, sets, deleted, appended)
+
+
+def _diff_scratchpad(
+    fork: Fork, base_sp: dict[str, Any], sp: dict[str, Any]
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """(keys set, keys deleted) of a branch's scratchpad against the base.
+
+    A branch's copy shares the immutable values it did not touch with the
+    base, so the identity test below (run in C by ``map``/``compress``) clears
+    most unchanged keys; only the remaining candidates (mutable values, which
+    are copies, and real changes) are compared with ``!=`` in Python.
+    """
+    keys = fork.sp_keys
+    base_vals = fork.sp_values
+    vals = list(map(sp.get, keys, repeat(_MISSING)))
+    sets: dict[str, Any] = {}
+    deleted: list[str] = []
+    for i in compress(range(len(keys)), map(is_not, vals, base_vals)):
+        v = vals[i]
+        if v is _MISSING:
+            deleted.append(keys[i])
+        elif v != base_vals[i]:
+            sets[keys[i]] = v
+    new = len(sp) - (len(keys) - len(deleted))
+    if new:
+        # New keys were inserted after the copied ones: walk from the end until all are found.
+        found: list[str] = []
+        for k in reversed(sp):
+            if k not in base_sp:
+                found.append(k)
+                if len(found) == new:
+                    break
+        for k in reversed(found):
+            sets[k] = sp[k]
+    return sets, tuple(deleted)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -64,6 +64,21 @@ def test_diff_finds_changed_fields_set_keys_deleted_keys_and_log_appends() -> No
     assert diff_branch(fork, copy_context(main)) == BranchChanges({}, {}, (), {})
 
 
+def test_diff_handles_reinserted_keys_new_key_order_and_identical_values() -> None:
+    main = make()
+    main.scratchpad.update({"nan": float("nan"), "list": [1]})
+    fork = Fork.of(main)
+    b = copy_context(main)
+    del b.scratchpad["keep"]
+    b.scratchpad["keep"] = 1  # re-inserted at the end, same value: not a change
+    b.scratchpad["z"] = 1
+    b.scratchpad["a"] = 2
+    del b.scratchpad["drop"]
+    b.scratchpad["list"].append(2)
+    assert diff_branch(fork, b) == BranchChanges({}, {"list": [1, 2], "z": 1, "a": 2}, ("drop",))
+    assert list(diff_branch(fork, b).scratch_set) == ["list", "z", "a"]
+
+
 def test_context_update_applies_changed_fields_and_merges_the_scratchpad_by_key() -> None:
     main = make()
     fork = Fork.of(main)
