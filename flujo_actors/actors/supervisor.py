@@ -876,6 +876,8 @@ class Supervisor:
         if cell.closed:
             # It stopped normally (its ref was stopped): a permanent child
             # comes back with a fresh mailbox; what was queued is dead already.
+            # Wake whoever waits in ref.stop() before the stop event is replaced.
+            cell.mark_stopped()
             cell.reopen()
         cell.state = "restarting"
         cell.restarts += 1

@@ -83,8 +83,10 @@ class RestartIntensity:
             )
         window.append(restart)
         self.total += 1
-        cutoff = restart.time - self.max_seconds
-        while window and window[0].time <= cutoff:
+        now = restart.time
+        # The same comparison the docs state (``now - s < max_seconds``), not a
+        # precomputed cutoff, so float rounding cannot disagree with it.
+        while window and now - window[0].time >= self.max_seconds:
             window.popleft()
         return len(window) <= self.max_restarts
 

@@ -1,0 +1,301 @@
+"""Property and stateful tests: restart intensity, backoff, and message conservation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from flujo_actors.actors import (
+    Actor,
+    Backoff,
+    ChildSpec,
+    Restart,
+    RestartRecord,
+    Strategy,
+    Supervisor,
+)
+from flujo_actors.errors import ActorCrashed, ActorStopped, RestartIntensityExceeded
+from flujo_actors.policy.intensity import RestartIntensity, backoff_delay
+
+# -- restart intensity against a model -------------------------------------------------
+
+
+class IntensityMachine(RuleBasedStateMachine):
+    """``RestartIntensity`` must agree with "count every restart of the last max_seconds"."""
+
+    policy: RestartIntensity
+
+    @initialize(
+        max_restarts=st.integers(min_value=0, max_value=6),
+        max_seconds=st.sampled_from([0.5, 1.0, 5.0])
+        | st.floats(min_value=0.01, max_value=100.0, allow_nan=False),
+    )
+    def setup(self, max_restarts: int, max_seconds: float) -> None:
+        self.policy = RestartIntensity(max_restarts, max_seconds)
+        self.max_restarts = max_restarts
+        self.max_seconds = max_seconds
+        self.model: list[RestartRecord] = []
+        self.now = 0.0
+
+    @rule(
+        dt=st.sampled_from([0.0, 0.25, 0.5, 1.0])
+        | st.floats(min_value=0.0, max_value=20.0, allow_nan=False)
+    )
+    def advance(self, dt: float) -> None:
+        self.now += dt
+
+    @rule(child=st.sampled_from(["a", "b", "c"]), crashed=st.booleans())
+    def restart(self, child: str, crashed: bool) -> None:
+        record = RestartRecord(child=child, time=self.now, error="E: x" if crashed else None)
+        allowed = self.policy.record(record)
+        self.model.append(record)
+        in_window = [r for r in self.model if self.now - r.time < self.max_seconds]
+        assert allowed == (len(in_window) <= self.max_restarts)
+        assert self.policy.window == tuple(in_window[-(self.max_restarts + 1) :])
+
+    @precondition(lambda self: bool(self.model))
+    @rule(back=st.floats(min_value=0.001, max_value=10.0))
+    def clock_goes_backwards(self, back: float) -> None:
+        last = self.model[-1].time
+        earlier = last - back
+        with pytest.raises(ValueError, match=r"^Restart times must not go backwards: got "):
+            self.policy.record(RestartRecord(child="a", time=earlier))
+
+    @invariant()
+    def consistent(self) -> None:
+        self.policy.check_invariants()
+        assert self.policy.total == len(self.model)
+
+
+TestIntensity = IntensityMachine.TestCase
+
+
+def test_intensity_validation() -> None:
+    with pytest.raises(ValueError, match=r"^max_restarts must be an int >= 0, got True\.$"):
+        RestartIntensity(True, 1.0)
+    with pytest.raises(ValueError, match=r"^max_seconds must be a finite number > 0, got inf\.$"):
+        RestartIntensity(1, math.inf)
+
+
+# -- backoff ---------------------------------------------------------------------------
+
+durations = st.floats(min_value=0.0, max_value=1e6, allow_nan=False)
+
+
+@given(
+    attempt=st.integers(min_value=0, max_value=5000),
+    base=durations,
+    extra=durations,
+    factor=st.floats(min_value=1.0, max_value=100.0),
+    jitter=st.floats(min_value=0.0, max_value=0.99),
+    unit=st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
+)
+def test_backoff_delay_stays_within_its_bounds(
+    attempt: int, base: float, extra: float, factor: float, jitter: float, unit: float
+) -> None:
+    max_s = base + extra
+    delay = backoff_delay(
+        attempt, base_s=base, factor=factor, max_s=max_s, jitter=jitter, unit=unit
+    )
+    assert 0.0 <= delay <= max_s
+    plain = backoff_delay(attempt, base_s=base, factor=factor, max_s=max_s, jitter=0.0, unit=unit)
+    assert delay >= plain * (1.0 - jitter) * (1 - 1e-12)
+    assert delay <= plain * (1.0 + jitter) * (1 + 1e-12)
+
+
+@given(
+    base=st.floats(min_value=0.001, max_value=10.0),
+    factor=st.floats(min_value=1.0, max_value=4.0),
+    cap=st.floats(min_value=0.0, max_value=100.0),
+)
+def test_backoff_without_jitter_grows_to_its_cap(base: float, factor: float, cap: float) -> None:
+    backoff = Backoff(base_s=base, factor=factor, max_s=base + cap, jitter=0.0)
+    delays = [backoff.delay_s(n, 0.5) for n in range(40)]
+    assert delays[0] == base
+    assert delays == sorted(delays)
+    assert all(d == min(base + cap, base * factor**n) for n, d in enumerate(delays))
+
+
+def test_backoff_validation() -> None:
+    with pytest.raises(
+        ValueError, match=r"^Backoff: base_s must be a finite number >= 0, got -1\.0\.$"
+    ):
+        Backoff(base_s=-1.0)
+    with pytest.raises(
+        ValueError, match=r"^Backoff: factor must be a finite number >= 1, got 0\.5\.$"
+    ):
+        Backoff(factor=0.5)
+    with pytest.raises(ValueError, match=r"^Backoff: max_s \(1\.0\) must be >= base_s \(2\.0\)\.$"):
+        Backoff(base_s=2.0, max_s=1.0)
+    with pytest.raises(ValueError, match=r"^Backoff: jitter must be in \[0, 1\), got 1\.0\.$"):
+        Backoff(jitter=1.0)
+    seeded = Backoff(jitter=0.5, seed=3)
+    assert seeded.make_rng().random() == seeded.make_rng().random()
+
+
+# -- supervisors: no message is lost or handled twice -------------------------------------
+
+
+class Job:
+    """A told message: crashes its handler ``fails`` times, each try takes ``work_s``."""
+
+    def __init__(self, number: int, fails: int, work_s: float) -> None:
+        self.number = number
+        self.fails = fails
+        self.work_s = work_s
+        self.tries = 0
+
+    def __repr__(self) -> str:
+        return f"Job({self.number}, fails={self.fails})"
+
+
+class Worker(Actor):
+    def __init__(self, handled: list[Job], life: list[str]) -> None:
+        self.handled = handled
+        self.life = life
+
+    async def on_start(self) -> None:
+        self.life.append(f"start {self.name}")
+
+    async def on_stop(self) -> None:
+        self.life.append(f"stop {self.name}")
+
+    async def handle(self, message: Any) -> Any:
+        if message == "crash":
+            raise RuntimeError("asked to crash")
+        assert isinstance(message, Job)
+        message.tries += 1
+        if message.work_s:
+            await trio.sleep(message.work_s)
+        if message.tries <= message.fails:
+            raise RuntimeError(f"{message!r} failed")
+        self.handled.append(message)
+        return message.number
+
+
+names = st.sampled_from(["a", "b", "c"])
+operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("tell"),
+            names,
+            st.integers(min_value=0, max_value=4),
+            st.sampled_from([0.0, 0.5]),
+        ),
+        st.tuples(st.just("ask_crash"), names),
+        st.tuples(st.just("stop_ref"), names),
+        st.tuples(st.just("sleep"), st.sampled_from([0.0, 0.25, 1.0, 6.0])),
+        st.tuples(st.just("settle")),
+    ),
+    max_size=30,
+)
+
+
+def all_tasks() -> set[trio.lowlevel.Task]:
+    found: set[trio.lowlevel.Task] = set()
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if task is None or task in found:
+            continue
+        found.add(task)
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return found
+
+
+async def replay(script: list[tuple[Any, ...]], supervisor: Supervisor, told: list[Job]) -> bool:
+    """Run ``script`` against ``supervisor``; True if it gave up (intensity exceeded)."""
+    before = all_tasks()
+    gave_up = False
+    with trio.fail_after(100_000):  # a hang fails on the virtual clock instead of hanging
+        try:
+            async with trio.open_nursery() as nursery:
+                sup: Supervisor = await nursery.start(supervisor.run)
+                for number, op in enumerate(script):
+                    if op[0] == "tell":
+                        job = Job(number, fails=op[2], work_s=op[3])
+                        await sup.ref(op[1]).tell(job)
+                        told.append(job)  # after: a cancelled tell sent nothing
+                    elif op[0] == "ask_crash":
+                        # Every ask gets an answer: never a timeout.
+                        with pytest.raises((ActorCrashed, ActorStopped)):
+                            await sup.ref(op[1]).ask("crash", timeout_s=50_000)
+                    elif op[0] == "stop_ref":
+                        await sup.ref(op[1]).stop()
+                    elif op[0] == "sleep":
+                        await trio.sleep(op[1])
+                    else:
+                        await trio.testing.wait_all_tasks_blocked()
+                await trio.sleep(30.0)  # let backoffs and redeliveries play out
+                await sup.stop()
+        except* RestartIntensityExceeded:
+            gave_up = True
+    assert all_tasks() == before
+    return gave_up
+
+
+@given(
+    script=operations,
+    strategy=st.sampled_from(list(Strategy)),
+    restarts=st.tuples(*[st.sampled_from(list(Restart))] * 3),
+    max_restarts=st.integers(min_value=0, max_value=10),
+    backoff=st.booleans(),
+    poison_threshold=st.integers(min_value=1, max_value=4),
+)
+def test_every_told_message_is_handled_once_or_dead_lettered_once(
+    script: list[tuple[Any, ...]],
+    strategy: Strategy,
+    restarts: tuple[Restart, Restart, Restart],
+    max_restarts: int,
+    backoff: bool,
+    poison_threshold: int,
+) -> None:
+    handled: list[Job] = []
+    life: list[str] = []
+    told: list[Job] = []
+    supervisor = Supervisor(
+        [
+            ChildSpec(name, Worker, handled, life, restart=restart)
+            for name, restart in zip("abc", restarts, strict=True)
+        ],
+        strategy=strategy,
+        max_restarts=max_restarts,
+        max_seconds=5.0,
+        backoff=Backoff(base_s=0.5, max_s=2.0, jitter=0.2, seed=1) if backoff else None,
+        poison_threshold=poison_threshold,
+    )
+    gave_up = trio.run(
+        replay, script, supervisor, told, clock=trio.testing.MockClock(autojump_threshold=0)
+    )
+
+    stats = supervisor.statistics()
+    assert stats.state == ("failed" if gave_up else "stopped")
+    assert {child.state for child in stats.children} == {"stopped"}
+    dead = [letter for letter in supervisor.dead_letters() if isinstance(letter.message, Job)]
+    for job in told:
+        times_handled = sum(1 for h in handled if h is job)
+        letters = [letter for letter in dead if letter.message is job]
+        assert times_handled + len(letters) == 1, (job, times_handled, letters)
+        if letters:
+            assert letters[0].reason in {"stopped", "crashed", "poison"}
+            if letters[0].reason == "poison":
+                assert job.fails >= poison_threshold
+        else:
+            # Tries interrupted by a sibling's restart are tried again.
+            assert job.tries >= job.fails + 1
+    for name in "abc":
+        assert life.count(f"start {name}") == life.count(f"stop {name}"), life
