@@ -51,9 +51,13 @@ from .steps.dsl import StepConfig as StepConfig
 from .steps.dsl import step as step
 
 if TYPE_CHECKING:
+    from .backends.cache import CacheBackend as CacheBackend
     from .backends.cache import InMemoryLRUBackend as InMemoryLRUBackend
     from .backends.sqlite import SQLiteBackend as SQLiteBackend
     from .backends.state import InMemoryStateBackend as InMemoryStateBackend
+    from .backends.state import StateBackend as StateBackend
+    from .serialization import dump_typed as dump_typed
+    from .serialization import load_typed as load_typed
     from .serialization import register_custom_deserializer as register_custom_deserializer
     from .serialization import register_custom_serializer as register_custom_serializer
     from .serialization import safe_deserialize as safe_deserialize
@@ -61,6 +65,10 @@ if TYPE_CHECKING:
 
 # name -> module, imported on first access (PEP 562).
 _LAZY: dict[str, str] = {
+    "CacheBackend": ".backends.cache",
+    "StateBackend": ".backends.state",
+    "dump_typed": ".serialization",
+    "load_typed": ".serialization",
     "InMemoryLRUBackend": ".backends.cache",
     "InMemoryStateBackend": ".backends.state",
     "SQLiteBackend": ".backends.sqlite",
@@ -91,6 +99,7 @@ __all__ = [
     "ActorStopped",
     "AskTimeout",
     "BranchFailureStrategy",
+    "CacheBackend",
     "ConditionalStep",
     "DeadLetter",
     "DeadLetters",
@@ -117,6 +126,7 @@ __all__ = [
     "RunNotFoundError",
     "SQLiteBackend",
     "SerializationError",
+    "StateBackend",
     "StateBackendError",
     "Step",
     "StepConfig",
@@ -124,6 +134,8 @@ __all__ = [
     "StepResult",
     "UsageLimitExceededError",
     "UsageLimits",
+    "dump_typed",
+    "load_typed",
     "register_custom_deserializer",
     "register_custom_serializer",
     "safe_deserialize",
