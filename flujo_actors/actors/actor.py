@@ -169,6 +169,11 @@ class ActorCell:
         #: Set by a supervisor: a cancelled run then keeps the mailbox (the
         #: supervisor decides whether the actor restarts or stops for good).
         self.supervised = False
+        # True while run_actor runs an instance on this cell (on_stop included).
+        self._active = False
+        # A message put back at the head of the mailbox (see push_front).
+        self._front: Any = None
+        self._has_front = False
         self._stopped = trio.Event()
         self._cancel_scope: trio.CancelScope | None = None
         self.ref = ActorRef(self)
@@ -181,12 +186,37 @@ class ActorCell:
         """
         self.closed = True
         self.send.close()
+        message, had = self.take_front()
+        if had:
+            self._dead(message, reason)
         while True:
             try:
                 msg = self.receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
             self._dead(msg, reason)
+
+    def push_front(self, message: Any) -> None:
+        """Put ``message`` back at the head of the mailbox, for the next ``run_actor``.
+
+        A supervisor uses this to hand a restarted actor the message its
+        predecessor was handling. At most one message waits there; on a
+        closed mailbox it goes straight to dead letters (``"stopped"``).
+        """
+        if self.closed:
+            self._dead(message, "stopped")
+            return
+        self._front = message
+        self._has_front = True
+
+    def take_front(self) -> tuple[Any, bool]:
+        """Remove and return ``(message, True)`` from the head slot, or ``(None, False)``."""
+        if not self._has_front:
+            return None, False
+        message = self._front
+        self._front = None
+        self._has_front = False
+        return message, True
 
     def reopen(self) -> None:
         """Give a stopped cell a fresh, empty mailbox (same name, same refs).
@@ -323,7 +353,9 @@ class ActorRef:
         only stops the waiting: the actor still stops.
         """
         cell = self._cell
-        if cell.state in ("new", "stopped"):
+        if not cell._active:
+            # Nothing runs on the cell (never started, stopped, or a supervised
+            # actor waiting to be restarted): stopping it is immediate.
             cell.close_mailbox()
             cell.mark_stopped()
             return
@@ -365,6 +397,20 @@ async def run_actor(
     actor.name = cell.name
     cell.instance = actor
     cell.current = None
+    cell._active = True
+    try:
+        await _run_actor(actor, cell, task_status, first_message, has_first_message)
+    finally:
+        cell._active = False
+
+
+async def _run_actor(
+    actor: Actor,
+    cell: ActorCell,
+    task_status: trio.TaskStatus[ActorRef],
+    first_message: Any,
+    has_first_message: bool,
+) -> None:
     crashed: BaseException | None = None
     with trio.CancelScope() as scope:
         cell._cancel_scope = scope
@@ -411,9 +457,12 @@ async def run_actor(
             if type(current) is _Ask and not current.slot.done:
                 current.slot.fail(ActorStopped(f"Actor {cell.name!r} stopped before answering."))
             cell._cancel_scope = None
-            with trio.CancelScope(shield=True) as shield:
-                shield.deadline = trio.current_time() + STOP_GRACE_S
-                await actor.on_stop()
+            # A shielded scope costs more than the rest of a restart: skip it
+            # when on_stop is the base class's no-op.
+            if type(actor).on_stop is not _BASE_ON_STOP:
+                with trio.CancelScope(shield=True) as shield:
+                    shield.deadline = trio.current_time() + STOP_GRACE_S
+                    await actor.on_stop()
             if crashed is None and (cell.closed or not cell.supervised):
                 cell.current = None
                 if current is not None and type(current) is not _Ask:
@@ -422,6 +471,9 @@ async def run_actor(
                     cell.dead_letters.record(cell.name, current, "stopped")
                 cell.close_mailbox()
                 cell.mark_stopped()
+
+
+_BASE_ON_STOP: Final = Actor.on_stop
 
 
 def _crashed(name: str, exc: Exception) -> ActorCrashed:

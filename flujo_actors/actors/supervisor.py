@@ -194,10 +194,8 @@ class _Child:
         "cell",
         "done",
         "generation",
-        "has_redelivery",
         "nested",
         "pending_restart",
-        "redelivery",
         "redelivery_reason",
         "scope",
         "spec",
@@ -221,22 +219,13 @@ class _Child:
         self.stopped = False
         # (delay_s, error) of the restart under way; None for a first start.
         self.pending_restart: tuple[float, str | None] | None = None
-        self.redelivery: Any = None
-        self.has_redelivery = False
+        # Why the message kept at the head of its mailbox would be dead.
         self.redelivery_reason = "stopped"
         self.streak_message: Any = None
         self.streak = 0
         self.streak_handled = -1
         self.backoff_attempt = 0
         self.backoff_handled = 0
-
-    def take_redelivery(self) -> tuple[Any, bool]:
-        if not self.has_redelivery:
-            return None, False
-        message = self.redelivery
-        self.redelivery = None
-        self.has_redelivery = False
-        return message, True
 
 
 class _Started(trio.TaskStatus[object]):
@@ -576,9 +565,15 @@ class Supervisor:
             if not child.stopped:
                 self._finalize(child, "cancelled")
         for request in self._pending:
-            request.slot.fail(
-                RuntimeError(f"Supervisor {self.name!r} stopped before handling the request.")
-            )
+            if isinstance(request, _StopChild):
+                request.slot.set(None)  # done: every child is stopped now
+            else:
+                request.slot.fail(
+                    RuntimeError(
+                        f"Supervisor {self.name!r} stopped before starting child "
+                        f"{request.spec.name!r}."
+                    )
+                )
         self._pending.clear()
         self._dead_letters.remove_listener(self._on_dead_letter)
         self._state = "stopped" if failure is None else "failed"
@@ -705,7 +700,7 @@ class Supervisor:
                 child.scope = scope
                 while True:
                     error: Exception | None = None
-                    first, has_first = child.take_redelivery()
+                    first, has_first = cell.take_front()
                     try:
                         instance = spec.factory(*spec.args)
                         if isinstance(instance, Supervisor):
@@ -727,7 +722,7 @@ class Supervisor:
                     except Exception as exc:
                         if has_first and not status.called:
                             # Not handed over: keep it for the next attempt.
-                            child.redelivery, child.has_redelivery = first, True
+                            cell.push_front(first)
                         if status.real is not None and not status.called:
                             # A first start failed: nursery.start() reports it.
                             raise
@@ -743,6 +738,12 @@ class Supervisor:
                         return
                     if delay > 0:
                         await trio.sleep(delay)
+                        if cell.closed:
+                            # Its ref was stopped while it waited: that is a
+                            # normal exit now, decided afresh.
+                            cell.mark_stopped()
+                            if self._after_exit(child, None) is None:
+                                return
         finally:
             child.scope = None
             child.done.set()
@@ -765,6 +766,8 @@ class Supervisor:
             self._events.emit(ChildStarted(supervisor=self.name, child=child.spec.name, time=now))
             return
         child.pending_restart = None
+        child.cell.restarts += 1
+        self._restarts += 1
         self._events.emit(
             ChildRestarted(
                 supervisor=self.name,
@@ -776,13 +779,13 @@ class Supervisor:
             )
         )
 
-    def _child_crashed(self, child: _Child, error: str) -> None:
+    def _child_crashed(self, child: _Child, error: str, now: float | None = None) -> None:
         child.cell.state = "crashed"
         child.cell.last_error = error
+        if now is None:
+            now = trio.current_time()
         self._events.emit(
-            ChildCrashed(
-                supervisor=self.name, child=child.spec.name, time=trio.current_time(), error=error
-            )
+            ChildCrashed(supervisor=self.name, child=child.spec.name, time=now, error=error)
         )
         self._note_crash_message(child)
 
@@ -807,9 +810,8 @@ class Supervisor:
             self._dead_letters.record(child.spec.name, message, "poison")
         elif not is_ask:
             # at-least-once for tells: the restarted actor gets it first.
-            child.redelivery = message
-            child.has_redelivery = True
             child.redelivery_reason = "crashed"
+            cell.push_front(message)
 
     def _after_exit(self, child: _Child, error: Exception | None) -> float | None:
         """Decide, synchronously, what follows a child's exit.
@@ -818,27 +820,34 @@ class Supervisor:
         None when this task is done (the child stopped for good, or the loop
         takes over: group restart, giving up, shutting down).
         """
+        now = trio.current_time()
         error_text: str | None = None
         if error is not None:
             error_text = _error_text(error)
-            self._child_crashed(child, error_text)
+            self._child_crashed(child, error_text, now)
+        cell = child.cell
+        crashed = error is not None
+        if cell.closed and child.nested is None:
+            # Its ref was stopped (maybe while on_stop ran after a crash): a
+            # stop is a normal exit, and its waiter must not wait any longer.
+            cell.mark_stopped()
+            crashed = False
         if not self._accepting_restarts:
             return None  # shutting down or giving up: the loop stops it
         restart = child.spec.restart
-        if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and error is None):
-            self._finalize(child, "normal" if error is None else "crashed", error_text)
+        if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and not crashed):
+            self._finalize(child, "crashed" if crashed else "normal", error_text)
             return None
         if self.strategy is not Strategy.ONE_FOR_ONE:
             assert self._requests_send is not None
             self._requests_send.send_nowait(_Exited(child, child.generation, error_text))
             return None
-        now = trio.current_time()
         if not self._intensity.record(
             RestartRecord(child=child.spec.name, time=now, error=error_text)
         ):
             self._give_up()
             return None
-        delay = self._backoff_delay(child) if error is not None else 0.0
+        delay = self._backoff_delay(child) if crashed else 0.0
         self._prepare_restart(child, delay, error_text)
         return delay
 
@@ -874,14 +883,12 @@ class Supervisor:
     def _prepare_restart(self, child: _Child, delay: float, error: str | None) -> None:
         cell = child.cell
         if cell.closed:
-            # It stopped normally (its ref was stopped): a permanent child
-            # comes back with a fresh mailbox; what was queued is dead already.
+            # Its ref was stopped: a permanent child comes back with a fresh
+            # mailbox (what was queued, its head included, is dead already).
             # Wake whoever waits in ref.stop() before the stop event is replaced.
             cell.mark_stopped()
             cell.reopen()
         cell.state = "restarting"
-        cell.restarts += 1
-        self._restarts += 1
         child.pending_restart = (delay, error)
 
     def _finalize(self, child: _Child, reason: str, error: str | None = None) -> None:
@@ -890,7 +897,7 @@ class Supervisor:
             return
         child.stopped = True
         cell = child.cell
-        message, had = child.take_redelivery()
+        message, had = cell.take_front()
         if had:
             cell.dead_letters.record(cell.name, message, child.redelivery_reason)
         cell.close_mailbox()
@@ -925,10 +932,9 @@ class Supervisor:
             cell = child.cell
             current = cell.current
             cell.current = None
-            if current is not None and type(current) is not _Ask and not child.has_redelivery:
-                child.redelivery = current
-                child.has_redelivery = True
+            if current is not None and type(current) is not _Ask and not cell._has_front:
                 child.redelivery_reason = "stopped"
+                cell.push_front(current)
         if keep_mailbox:
             child.cell.state = "restarting"
         else:
@@ -974,6 +980,10 @@ class Supervisor:
             for member in members:
                 if member.spec.restart is Restart.TEMPORARY and member is not crashed:
                     self._finalize(member, "shutdown")
+                    continue
+                if member.cell.closed and member.spec.restart is Restart.TRANSIENT:
+                    # Its ref was stopped while it was down: a normal exit.
+                    self._finalize(member, "normal")
                     continue
                 if member is crashed:
                     self._prepare_restart(member, delay, error_text)

@@ -756,6 +756,47 @@ async def test_stop_during_backoff_is_prompt(autojump_clock: trio.abc.Clock) -> 
         assert sup.ref("a").statistics().state == "stopped"
 
 
+@pytest.mark.parametrize("restart", [Restart.PERMANENT, Restart.TRANSIENT])
+@pytest.mark.parametrize("strategy", list(Strategy))
+async def test_stopping_a_ref_while_its_child_waits_out_a_backoff(
+    autojump_clock: trio.abc.Clock, strategy: Strategy, restart: Restart
+) -> None:
+    journal: Journal = []
+    supervisor = Supervisor(
+        [spec("a", journal, restart=restart)],
+        strategy=strategy,
+        backoff=Backoff(base_s=10.0, max_s=10.0, jitter=0.0),
+    )
+    async with trio.open_nursery() as nursery:
+        sup = await start(nursery, supervisor)
+        ref = sup.ref("a")
+        flaky = Flaky(fails=1)
+        await ref.tell(flaky)  # crashes: kept for redelivery, 10 s backoff
+        await ref.tell("queued")
+        await trio.testing.wait_all_tasks_blocked()
+        await ref.stop()  # returns at once: the child is down already
+        assert trio.current_time() == 0.0
+        # The crashed message was back at the head of the mailbox: dead first.
+        assert [(d.message, d.reason) for d in sup.dead_letters()] == [
+            (flaky, "stopped"),
+            ("queued", "stopped"),
+        ]
+        await trio.sleep(10.0)
+        await trio.testing.wait_all_tasks_blocked()
+        if restart is Restart.PERMANENT:  # a normal exit: back with a fresh mailbox
+            assert (await ref.ask("again"))[1] == "again"
+            assert flaky.tries == 1
+        else:
+            assert ref.statistics().state == "stopped"
+            assert sup.events()[-1] == ChildStopped(
+                supervisor="supervisor",
+                child="a",
+                time=10.0,
+                reason="normal",
+            )
+        await sup.stop()
+
+
 # -- start_child, stop_child, introspection --------------------------------------------------
 
 
@@ -908,7 +949,7 @@ async def test_a_restart_whose_start_fails_counts_as_a_crash(
         async with trio.open_nursery() as nursery:
             sup = await start(nursery, supervisor)
             await crash(sup, "a")
-            assert sup.ref("a").statistics().restarts == 2
+            assert sup.ref("a").statistics().restarts == 1  # the failed attempt is not one
             assert [e.error for e in sup.events() if isinstance(e, ChildCrashed)] == [
                 "RuntimeError: crash in a",
                 "OSError: second start fails",

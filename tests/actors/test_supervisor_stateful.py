@@ -197,6 +197,7 @@ operations = st.lists(
         ),
         st.tuples(st.just("ask_crash"), names),
         st.tuples(st.just("stop_ref"), names),
+        st.tuples(st.just("stop_child"), names),
         st.tuples(st.just("sleep"), st.sampled_from([0.0, 0.25, 1.0, 6.0])),
         st.tuples(st.just("settle")),
     ),
@@ -236,6 +237,9 @@ async def replay(script: list[tuple[Any, ...]], supervisor: Supervisor, told: li
                             await sup.ref(op[1]).ask("crash", timeout_s=50_000)
                     elif op[0] == "stop_ref":
                         await sup.ref(op[1]).stop()
+                    elif op[0] == "stop_child":
+                        if sup.statistics().state == "running":
+                            await sup.stop_child(op[1])
                     elif op[0] == "sleep":
                         await trio.sleep(op[1])
                     else:
