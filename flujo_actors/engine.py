@@ -208,7 +208,12 @@ class StepActor(Actor):
             (*job.path, step.name),
             chain.nursery,
         )
-        result = await run_step(frame)
+        hooks = run.hooks
+        if hooks is None:
+            result = await run_step(frame)
+        else:
+            # Hooks, tracing or logging are on: events and spans around the step.
+            result = await hooks.observe_step(frame, self.index, run_step)
         job.history.append(result)
         if job.on_step is not None:
             await job.on_step(self.index, result, job)
@@ -276,12 +281,14 @@ class Chain:
 async def _run_step_actor(actor: StepActor, cell: ActorCell | None, first: _Deliver) -> None:
     # Step actors never override on_start/on_stop and are stopped by their
     # chain's nursery, so they skip the generic loop's cancel scopes.
-    await actor.handle(first)
     if cell is None:
+        await actor.handle(first)
         return
     cell.state = "running"
     handle = actor.handle
     try:
+        await handle(first)
+        cell.handled += 1  # counted like any other message (statistics)
         async for msg in cell.receive:
             await handle(msg)
             cell.handled += 1
@@ -336,12 +343,22 @@ async def _call(cb: Callback, *args: Any) -> Any:
 
 
 async def _collect_stream(frame: ExecutionFrame[Any], iterator: Any) -> Any:
+    """Drain a streaming agent, handing each chunk to ``on_chunk`` as it arrives.
+
+    Cancelled (or failing) mid-stream, the agent's generator is closed here,
+    before the error propagates, rather than whenever it is garbage collected.
+    """
     chunks: list[Any] = []
     on_chunk = frame.on_chunk if frame.stream else None
-    async for chunk in iterator:
-        chunks.append(chunk)
-        if on_chunk is not None:
-            await on_chunk(chunk)
+    try:
+        async for chunk in iterator:
+            chunks.append(chunk)
+            if on_chunk is not None:
+                await on_chunk(chunk)
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
     if chunks and all(type(c) is str for c in chunks):
         return "".join(chunks)
     if chunks and all(type(c) is bytes for c in chunks):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -13,6 +14,7 @@ from .context import PipelineContext, build_context, check_context_model
 from .engine import Chain, Job, RunState
 from .errors import PipelineDefinitionError, RunNotFoundError, UsageLimitExceededError
 from .governor import Governor
+from .hooks import RunObserver, compile_hooks
 from .limits import UsageLimits
 from .policy.ledger import UsageLedger
 from .results import PipelineResult, StepResult
@@ -29,6 +31,7 @@ from .steps.dsl import (
 
 if TYPE_CHECKING:
     from .backends.state import RunCheckpoint
+    from .introspection import RunSnapshot
     from .persistence import PersistenceActor, ResumePoint
 
 __all__ = ["Flujo"]
@@ -78,7 +81,11 @@ class Flujo:
         cache_backend: where ``cache=True`` steps keep outputs.
         executor: where agent calls run by default (``"inline"``, ``"process"``,
             ``"ray"`` or an executor object).
-        hooks: callables receiving run events.
+        hooks: callables receiving run events (sync or async; see
+            :mod:`flujo_actors.hooks`), and span listeners such as
+            :class:`~flujo_actors.telemetry.otel.OTelHook` (which turn tracing on).
+        trace: record a span tree of each run on ``PipelineResult.trace``
+            (off by default: an untraced run builds no span).
 
     Raises:
         PipelineDefinitionError: on an invalid pipeline or argument.
@@ -95,7 +102,8 @@ class Flujo:
         state_backend: Any = None,
         cache_backend: Any = None,
         executor: Any = None,
-        hooks: Sequence[Callable[..., Any]] = (),
+        hooks: Sequence[Any] = (),
+        trace: bool = False,
     ) -> None:
         if isinstance(pipeline_or_step, Step):
             pipeline = Pipeline(steps=[pipeline_or_step])
@@ -124,7 +132,10 @@ class Flujo:
         self.state_backend = state_backend
         self.cache_backend = cache_backend
         self.executor = executor
+        self._hook_set = compile_hooks(hooks)
         self.hooks = tuple(hooks)
+        self.trace = bool(trace)
+        self._live: dict[str, _LiveRun] = {}
 
     # -- public API ---------------------------------------------------------------
     def run(self, initial_input: Any) -> PipelineResult:
@@ -159,31 +170,106 @@ class Flujo:
         """
         return await self._execute(initial_input, run_id=run_id)
 
-    async def stream_async(self, initial_input: Any) -> AsyncIterator[Any]:
-        """Yield the final streaming step's chunks as produced, then the PipelineResult.
+    async def stream_async(
+        self, initial_input: Any, *, run_id: str | None = None
+    ) -> AsyncGenerator[Any, None]:
+        """Yield the final step's chunks as it produces them, then the PipelineResult.
 
-        A slow consumer slows the producer (bounded channel). Closing or
-        cancelling the consumer cancels the run.
+        Only a streaming agent in the pipeline's last position streams (an
+        async generator function, or an object with ``stream``); otherwise
+        the result is the only item. Chunks go through an unbuffered channel:
+        the agent cannot produce a chunk before the previous one was taken,
+        so a slow consumer slows the producer and nothing piles up. Chunks of
+        a failed attempt that is then retried are not taken back.
+
+        Closing the iterator early (``break`` inside ``async with
+        contextlib.aclosing(runner.stream_async(x)) as items``) or cancelling
+        the consumer cancels the run and waits for it to unwind: every task
+        of the run has ended and the agent's generator is closed when that
+        returns. Without ``aclosing`` that happens when the iterator is
+        garbage collected.
+
+        Raises:
+            UsageLimitExceededError: the run breached its limits (after the
+                chunks produced before the breach).
+            HookError: a hook raised.
         """
         send, receive = trio.open_memory_channel[Any](0)
+        scope = trio.CancelScope()
+        done = trio.Event()
 
         async def on_chunk(chunk: Any) -> None:
             await send.send(chunk)
 
         async def produce() -> None:
-            async with send:
-                result = await self._execute(initial_input, on_chunk=on_chunk)
-                await send.send(_Final(result))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(produce)
-            async with receive:
-                async for item in receive:
-                    if type(item) is _Final:
-                        yield item.result
+            try:
+                with scope, send:
+                    try:
+                        result = await self._execute(
+                            initial_input, run_id=run_id, on_chunk=on_chunk
+                        )
+                    except Exception as exc:
+                        await send.send(_Raised(exc))
                     else:
-                        yield item
-            nursery.cancel_scope.cancel()
+                        await send.send(_Final(result))
+            finally:
+                done.set()
+
+        # The run executes in a system task rather than a nursery held open
+        # across this generator's yields: a nursery there would put the
+        # consumer's own code (between items) inside the run's cancel scope,
+        # where a breach or a failing run would cancel it, and cancel scopes
+        # left open by an abandoned generator corrupt the consumer task's
+        # scope stack. The run stays bound to this generator: the finally
+        # below cancels it and waits for it to end.
+        trio.lowlevel.spawn_system_task(
+            produce, name=f"flujo stream {self.pipeline.name}", context=contextvars.copy_context()
+        )
+        try:
+            async for item in receive:
+                kind = type(item)
+                if kind is _Final:
+                    yield item.result
+                elif kind is _Raised:
+                    raise item.error
+                else:
+                    yield item
+        finally:
+            # Cancel before closing the channel: a closed channel would fail the
+            # producer's send() as an error of the agent's attempt (and retry it).
+            scope.cancel()
+            # Shielded: the run must have ended before the consumer moves on,
+            # even when the consumer is the one being cancelled.
+            with trio.CancelScope(shield=True):
+                await done.wait()
+            receive.close()
+
+    def snapshot(self) -> tuple[RunSnapshot, ...]:
+        """A live view of this runner's runs in progress (empty when none is running).
+
+        Each :class:`~flujo_actors.introspection.RunSnapshot` lists the run's
+        actors (the governor and the step actors, nested by pipeline path)
+        with their state, mailbox depth/capacity, messages handled, restarts
+        and last error, plus the usage applied so far. Call it from any task
+        of the trio run (for example a monitor task beside ``run_async``);
+        it does not block.
+        """
+        from .introspection import RunSnapshot, actor_tree
+
+        now = trio.current_time()
+        return tuple(
+            RunSnapshot(
+                run_id=run_id,
+                pipeline=self.pipeline.name,
+                time=now,
+                elapsed_s=now - live.started,
+                total_cost_usd=live.ledger.cost,
+                total_tokens=live.ledger.tokens,
+                dead_letters=len(live.run.dead_letters),
+                actors=actor_tree(live.nursery),
+            )
+            for run_id, live in self._live.items()
+        )
 
     def as_step(self, name: str) -> PipelineStep:
         """This runner's pipeline as one step of another pipeline.
@@ -271,6 +357,12 @@ class Flujo:
             executor=self.executor,
             context_model=self.context_model,
         )
+        observer = RunObserver.create(
+            self._hook_set, run_id=run_id, pipeline=self.pipeline.name, trace=self.trace
+        )
+        if observer is not None:
+            run.hooks = observer
+            await observer.run_started(initial_input)
         job = Job(context, (), None, on_chunk)
         start, data = 0, initial_input
         if resume is not None:
@@ -290,7 +382,20 @@ class Flujo:
             # An error escaping a run (a hook, a backend, an internal bug) is raised
             # as itself, not wrapped in the run nursery's group.
             raise _single(group) from None
-        return self._finish(run_id, ledger, job, governor)
+        finally:
+            self._live.pop(run_id, None)
+        if observer is None:
+            return self._finish(run_id, ledger, job, governor)
+        try:
+            result = self._finish(run_id, ledger, job, governor)
+        except UsageLimitExceededError as breach:
+            b = governor.breached
+            step = b.result.name if b is not None and b.result is not None else None
+            if breach.result is not None:
+                await observer.run_finished(breach.result, breach, step)
+            raise
+        await observer.run_finished(result)
+        return result
 
     async def _run_nursery(
         self,
@@ -310,6 +415,9 @@ class Flujo:
             run.governor = await start_actor(
                 nursery, governor, name="governor", dead_letters=run.dead_letters
             )
+            self._live[run_id] = _LiveRun(run, nursery, ledger, trio.current_time())
+            if run.hooks is not None:
+                run.hooks.bind(nursery.cancel_scope.cancel)
             if persistence is not None:
                 nursery.start_soon(persistence.run)
                 if resume is None:
@@ -419,3 +527,24 @@ class _Final:
 
     def __init__(self, result: PipelineResult) -> None:
         self.result = result
+
+
+class _Raised:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class _LiveRun:
+    """What :meth:`Flujo.snapshot` needs of a run in progress."""
+
+    __slots__ = ("ledger", "nursery", "run", "started")
+
+    def __init__(
+        self, run: RunState, nursery: trio.Nursery, ledger: UsageLedger, started: float
+    ) -> None:
+        self.run = run
+        self.nursery = nursery
+        self.ledger = ledger
+        self.started = started

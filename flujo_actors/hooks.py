@@ -1,0 +1,709 @@
+"""Run hooks: typed events delivered to user callables as a run goes on.
+
+``Flujo(..., hooks=[fn, ...])`` calls each hook (a plain or ``async``
+function, or any callable) with every event of every run, in order, from the
+task where the event happened: a step's events come from that step's own
+task, so a slow hook slows that step (and nothing else), and events of
+concurrent parallel branches interleave. Events are frozen attrs values
+named in the past tense; match on their type:
+
+.. code-block:: python
+
+    async def on_event(event: HookEvent) -> None:
+        match event:
+            case StepFailed(step=name, result=result):
+                print(name, "failed:", result.feedback)
+
+A hook that raises fails the run: the run is cancelled and
+:class:`HookError` (naming the hook and the event, the hook's exception
+chained as ``__cause__``) is raised from ``run_async``, with the partial
+result on ``.result``. A :class:`~flujo_actors.UsageLimitExceededError` is
+never masked: when the run also breached its limits, that is what is raised
+(the hook failure is added to it as a note).
+
+Runs without hooks, tracing or enabled logging build no event and pay one
+``is None`` test per step.
+
+Logging: the library logs through :mod:`logging` under the ``flujo_actors``
+logger (DEBUG: steps started/finished; INFO: runs, retries, fallbacks,
+failed steps, breaches). It installs no handler and, unless that logger is
+enabled for INFO at the start of a run, formats and calls nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+import attrs
+import trio
+
+from .errors import FlujoError, PipelineDefinitionError
+from .policy.retry import AttemptPolicy
+from .results import PipelineResult, StepResult
+from .tracing import ListenerError, SpanListener, Tracer, is_span_listener
+
+if TYPE_CHECKING:
+    from .frames import ExecutionFrame
+    from .tracing import Span, SpanRecord
+
+__all__ = [
+    "FallbackTriggered",
+    "Hook",
+    "HookError",
+    "HookEvent",
+    "HookSet",
+    "RunFinished",
+    "RunObserver",
+    "RunStarted",
+    "StepFailed",
+    "StepFinished",
+    "StepRetried",
+    "StepStarted",
+    "UsageLimitBreached",
+    "compile_hooks",
+    "logger",
+]
+
+#: The library's logger. Silent by default: no handler, INFO/DEBUG records only.
+logger: Final = logging.getLogger("flujo_actors")
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class RunStarted:
+    """A run started (before its first step).
+
+    Attributes:
+        run_id: the run's id.
+        pipeline: the pipeline's name.
+        initial_input: the run's input (None for a resumed run).
+        time: ``trio.current_time()``.
+    """
+
+    run_id: str
+    pipeline: str
+    initial_input: Any
+    time: float
+
+
+@attrs.frozen(kw_only=True)
+class StepStarted:
+    """A step started executing (at any depth: branches and loop bodies too).
+
+    Attributes:
+        run_id: the run's id.
+        step: the step's name.
+        path: where it sits, e.g. ``("fan", "a", "summarise")``.
+        kind: the step's kind (``"agent"``, ``"parallel"``, ``"loop"``, ...).
+        data: the step's input.
+        time: ``trio.current_time()``.
+    """
+
+    run_id: str
+    step: str
+    path: tuple[str, ...]
+    kind: str
+    data: Any
+    time: float
+
+
+@attrs.frozen(kw_only=True)
+class StepFinished:
+    """A step succeeded; ``result`` is its :class:`StepResult`."""
+
+    run_id: str
+    step: str
+    path: tuple[str, ...]
+    kind: str
+    result: StepResult
+    time: float
+
+
+@attrs.frozen(kw_only=True)
+class StepFailed:
+    """A step failed (after its attempts and fallback); ``result.feedback`` says why."""
+
+    run_id: str
+    step: str
+    path: tuple[str, ...]
+    kind: str
+    result: StepResult
+    time: float
+
+
+@attrs.frozen(kw_only=True)
+class StepRetried:
+    """An attempt of an agent step failed and the step will try again.
+
+    Attributes:
+        attempt: the attempt that failed (1 for the first).
+        feedback: why it failed.
+        delay_s: the backoff before the next attempt.
+    """
+
+    run_id: str
+    step: str
+    path: tuple[str, ...]
+    attempt: int = attrs.field(validator=attrs.validators.ge(1))
+    feedback: str | None
+    delay_s: float
+    time: float
+
+
+@attrs.frozen(kw_only=True)
+class FallbackTriggered:
+    """A step spent its attempts; its ``fallback`` step runs now.
+
+    Attributes:
+        fallback: the fallback step's name.
+        feedback: the primary's last failure.
+    """
+
+    run_id: str
+    step: str
+    path: tuple[str, ...]
+    fallback: str
+    feedback: str | None
+    time: float
+
+
+@attrs.frozen(kw_only=True)
+class UsageLimitBreached:
+    """The run breached its usage limits; it was cancelled and will raise.
+
+    Attributes:
+        message: the ``UsageLimitExceededError`` message.
+        step: the breaching step's name (None when a reservation was refused).
+        total_cost_usd: the run's total cost, breaching step included.
+        total_tokens: the run's total tokens.
+    """
+
+    run_id: str
+    message: str
+    step: str | None
+    total_cost_usd: Decimal
+    total_tokens: int
+    time: float
+
+
+@attrs.frozen(kw_only=True)
+class RunFinished:
+    """A run ended with a result (also a failed or breached one; not a cancelled one)."""
+
+    run_id: str
+    result: PipelineResult
+    success: bool
+    time: float
+
+
+HookEvent: TypeAlias = (
+    RunStarted
+    | StepStarted
+    | StepFinished
+    | StepFailed
+    | StepRetried
+    | FallbackTriggered
+    | UsageLimitBreached
+    | RunFinished
+)
+
+#: What ``Flujo(hooks=...)`` accepts: a callable taking one event (sync or async).
+Hook: TypeAlias = Callable[[HookEvent], Awaitable[None] | None]
+
+
+class HookError(FlujoError):
+    """A run hook (or span listener) raised; the run was cancelled.
+
+    Attributes:
+        hook: the hook that raised.
+        event: the event it was handling (a listener's: ``"span_started(...)"``).
+        result: the partial :class:`PipelineResult` (set once the run ended).
+
+    The hook's exception is ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, hook: object, event: object) -> None:
+        super().__init__(message)
+        self.hook = hook
+        self.event = event
+        self.result: PipelineResult | None = None
+
+
+# -- compiled hooks -------------------------------------------------------------------
+
+
+def _label(obj: object) -> str:
+    return getattr(obj, "__qualname__", None) or type(obj).__qualname__
+
+
+def _is_async(fn: object) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - async __call__ on instances
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+@attrs.frozen
+class HookSet:
+    """A runner's hooks, inspected once: ``(hook, is_async)`` pairs and span listeners."""
+
+    hooks: tuple[tuple[Any, bool], ...] = ()
+    listeners: tuple[SpanListener, ...] = ()
+
+
+def compile_hooks(hooks: Sequence[Any], *, owner: str = "Flujo") -> HookSet:
+    """Sort ``hooks`` into event hooks and span listeners, deciding sync/async once.
+
+    An object with ``span_started``/``span_ended`` methods is a span listener
+    (and enables tracing); if it is also callable it receives events too.
+
+    Raises:
+        PipelineDefinitionError: an item is neither callable nor a span listener,
+            or ``hooks`` is not a sequence.
+    """
+    if isinstance(hooks, (str, bytes)) or not isinstance(hooks, Sequence):
+        raise PipelineDefinitionError(
+            f"{owner}: hooks must be a list of callables, got {hooks!r}; pass hooks=[my_hook]."
+        )
+    compiled: list[tuple[Any, bool]] = []
+    listeners: list[SpanListener] = []
+    for i, hook in enumerate(hooks):
+        if inspect.iscoroutine(hook):
+            hook.close()
+            raise PipelineDefinitionError(
+                f"{owner}: hooks[{i}] is a coroutine object; pass the function itself "
+                "(hooks=[my_hook], not hooks=[my_hook(...)])."
+            )
+        listener = is_span_listener(hook)
+        if listener:
+            listeners.append(hook)
+        if callable(hook):
+            compiled.append((hook, _is_async(hook)))
+        elif not listener:
+            raise PipelineDefinitionError(
+                f"{owner}: hooks[{i}] must be a callable taking one event (or a span "
+                f"listener such as OTelHook()), got {hook!r}."
+            )
+    return HookSet(tuple(compiled), tuple(listeners))
+
+
+# -- logging ------------------------------------------------------------------------------
+
+
+def _log_event(event: HookEvent) -> None:
+    """The built-in logging hook (added to a run when the logger is enabled for INFO)."""
+    debug = logger.isEnabledFor(logging.DEBUG)
+    match event:
+        case StepStarted() if debug:
+            logger.debug("run %s: step %s started", event.run_id, "/".join(event.path))
+        case StepFinished() if debug:
+            logger.debug(
+                "run %s: step %s finished (attempts=%d)",
+                event.run_id,
+                "/".join(event.path),
+                event.result.attempts,
+            )
+        case StepFailed():
+            logger.info(
+                "run %s: step %s failed: %s",
+                event.run_id,
+                "/".join(event.path),
+                event.result.feedback,
+            )
+        case StepRetried():
+            logger.info(
+                "run %s: step %s attempt %d failed, retrying in %.3fs: %s",
+                event.run_id,
+                "/".join(event.path),
+                event.attempt,
+                event.delay_s,
+                event.feedback,
+            )
+        case FallbackTriggered():
+            logger.info(
+                "run %s: step %s falls back to %s: %s",
+                event.run_id,
+                "/".join(event.path),
+                event.fallback,
+                event.feedback,
+            )
+        case UsageLimitBreached():
+            logger.info("run %s: usage limit breached: %s", event.run_id, event.message)
+        case RunStarted():
+            logger.info("run %s: pipeline %s started", event.run_id, event.pipeline)
+        case RunFinished():
+            logger.info(
+                "run %s: finished, success=%s, cost=$%s, tokens=%d",
+                event.run_id,
+                event.success,
+                event.result.total_cost_usd,
+                event.result.total_tokens,
+            )
+        case _:
+            pass
+
+
+# -- the per-run observer -------------------------------------------------------------
+
+
+def _breaching_result(frame: ExecutionFrame[Any] | None) -> StepResult | None:
+    """The StepResult that breached the run, if the cancelled ``frame`` is its step.
+
+    The breaching step is cancelled while the governor checks its charge, so
+    its own task never sees its result; the governor kept it.
+    """
+    if frame is None or frame.step.kind != "agent":
+        return None
+    event = frame.breach_event
+    if event is None or not event.is_set():
+        return None
+    governor = frame.run.governor
+    # The governor itself, or an ActorRef to it (its cell holds the instance).
+    governor = getattr(getattr(governor, "cell", None), "instance", None) or governor
+    breached = getattr(governor, "breached", None)
+    result = getattr(breached, "result", None)
+    if isinstance(result, StepResult) and result.name == frame.step.name:
+        return result
+    return None
+
+
+class RunObserver:
+    """One run's hook dispatcher and tracer (``RunState.hooks``; internal).
+
+    Created by the runner only when something observes the run: hooks,
+    ``trace=True``, a span listener, or the ``flujo_actors`` logger enabled
+    for INFO. The engine calls :meth:`observe_step`, :meth:`retry` and
+    :meth:`fallback`; the runner calls the ``run_*`` methods.
+
+    A failing hook inside the run records a :class:`HookError`, cancels the
+    run's scope and raises ``trio.Cancelled`` in the task that called it;
+    the runner re-raises the error once the run's nursery has closed.
+    """
+
+    __slots__ = ("_cancel", "error", "hooks", "pipeline", "run_id", "tracer")
+
+    def __init__(
+        self,
+        run_id: str,
+        pipeline: str,
+        hooks: tuple[tuple[Any, bool], ...],
+        tracer: Tracer | None,
+    ) -> None:
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.hooks = hooks
+        self.tracer = tracer
+        self.error: HookError | None = None
+        self._cancel: Callable[[], None] | None = None
+
+    @classmethod
+    def create(
+        cls, hook_set: HookSet, *, run_id: str, pipeline: str, trace: bool
+    ) -> RunObserver | None:
+        """The observer for one run, or None when nothing observes it.
+
+        Must be called inside trio (the tracer reads the clock).
+
+        Raises:
+            HookError: a span listener raised on the root span.
+        """
+        hooks = hook_set.hooks
+        if logger.isEnabledFor(logging.INFO):
+            hooks = ((_log_event, False), *hooks)
+        tracing = trace or bool(hook_set.listeners)
+        if not hooks and not tracing:
+            return None
+        observer = cls(run_id, pipeline, hooks, None)
+        if tracing:
+            try:
+                observer.tracer = Tracer(pipeline, run_id, hook_set.listeners)
+            except ListenerError as exc:
+                raise observer._listener_error(exc) from exc.cause
+        return observer
+
+    def bind(self, cancel: Callable[[], None]) -> None:
+        """Give the observer the run scope's ``cancel`` (once the run nursery is open)."""
+        self._cancel = cancel
+
+    # -- failure handling ---------------------------------------------------------------
+    def _hook_error(self, hook: object, event: HookEvent, exc: Exception) -> HookError:
+        where = f" (step {'/'.join(event.path)!r})" if hasattr(event, "path") else ""
+        err = HookError(
+            f"Hook {_label(hook)} raised {type(exc).__name__}: {exc} while handling "
+            f"{type(event).__name__}{where} in run {self.run_id!r}; the run was cancelled. "
+            "Fix the hook or remove it from Flujo(hooks=...).",
+            hook=hook,
+            event=event,
+        )
+        err.__cause__ = exc
+        return err
+
+    def _listener_error(self, exc: ListenerError) -> HookError:
+        err = HookError(
+            f"Span listener {_label(exc.listener)} raised {type(exc.cause).__name__}: "
+            f"{exc.cause} in {exc.what} in run {self.run_id!r}; the run was cancelled. "
+            "Fix the listener or remove it from Flujo(hooks=...).",
+            hook=exc.listener,
+            event=exc.what,
+        )
+        err.__cause__ = exc.cause
+        return err
+
+    async def _fail(self, err: HookError) -> None:
+        """Record ``err``, cancel the run and stop the calling task."""
+        if self.error is None:
+            self.error = err
+        cancel = self._cancel
+        if cancel is None:
+            raise err
+        cancel()
+        # The caller is inside the run's scope: this checkpoint raises Cancelled.
+        await trio.lowlevel.checkpoint()
+        raise err  # pragma: no cover - only if called outside the run's scope
+
+    async def _emit(self, event: HookEvent) -> None:
+        for hook, is_async in self.hooks:
+            try:
+                if is_async:
+                    await hook(event)
+                else:
+                    value = hook(event)
+                    if inspect.isawaitable(value):
+                        await value
+            except Exception as exc:
+                await self._fail(self._hook_error(hook, event, exc))
+
+    # -- engine notifications -------------------------------------------------------------
+    async def observe_step(
+        self,
+        frame: ExecutionFrame[Any],
+        index: int,
+        run_step: Callable[[ExecutionFrame[Any]], Awaitable[StepResult]],
+    ) -> StepResult:
+        """Run ``run_step(frame)`` between StepStarted and StepFinished/StepFailed.
+
+        Cancellation (a failing sibling, a breach, the caller) closes the
+        step's span as ``"cancelled"`` and propagates; no event is emitted
+        for a cancelled step.
+        """
+        step = frame.step
+        path = frame.path
+        tracer = self.tracer
+        rec: SpanRecord | None = None
+        if tracer is not None:
+            try:
+                rec = tracer.step_started(path, index, step)
+            except ListenerError as exc:
+                await self._fail(self._listener_error(exc))
+        if self.hooks:
+            await self._emit(
+                StepStarted(
+                    run_id=self.run_id,
+                    step=step.name,
+                    path=path,
+                    kind=step.kind,
+                    data=frame.data,
+                    time=trio.current_time(),
+                )
+            )
+        if rec is None:
+            result = await run_step(frame)
+        else:
+            assert tracer is not None
+            try:
+                result = await run_step(frame)
+            except trio.Cancelled:
+                self._close_quietly(tracer, rec, "cancelled", frame)
+                raise
+            except Exception:
+                self._close_quietly(tracer, rec, "error")
+                raise
+            try:
+                tracer.step_ended(rec, result)
+            except ListenerError as exc:
+                await self._fail(self._listener_error(exc))
+        if self.hooks:
+            event_type = StepFinished if result.success else StepFailed
+            await self._emit(
+                event_type(
+                    run_id=self.run_id,
+                    step=step.name,
+                    path=path,
+                    kind=step.kind,
+                    result=result,
+                    time=trio.current_time(),
+                )
+            )
+        return result
+
+    def _close_quietly(
+        self,
+        tracer: Tracer,
+        rec: SpanRecord,
+        outcome: str,
+        frame: ExecutionFrame[Any] | None = None,
+    ) -> None:
+        # Already unwinding: a listener failing now is recorded, not raised
+        # (raising here would replace the Cancelled being propagated).
+        try:
+            breaching = _breaching_result(frame)
+            if breaching is not None:
+                tracer.step_breached(rec, breaching)
+            else:
+                tracer.step_cancelled(rec, outcome)
+        except ListenerError as exc:
+            if self.error is None:
+                self.error = self._listener_error(exc)
+            if self._cancel is not None:
+                self._cancel()
+
+    async def retry(self, frame: ExecutionFrame[Any], attempts: int, feedback: str | None) -> None:
+        """Attempt ``attempts`` of the frame's step failed with ``feedback``; it will retry."""
+        step = frame.step
+        cfg = step.config
+        delay = AttemptPolicy(
+            cfg.max_retries + 1, cfg.backoff_s, cfg.backoff_factor
+        ).delay_before_retry(attempts)
+        if self.tracer is not None:
+            self.tracer.retried(frame.path, delay, feedback)
+        if self.hooks:
+            await self._emit(
+                StepRetried(
+                    run_id=self.run_id,
+                    step=step.name,
+                    path=frame.path,
+                    attempt=attempts,
+                    feedback=feedback,
+                    delay_s=delay,
+                    time=trio.current_time(),
+                )
+            )
+
+    async def fallback(self, frame: ExecutionFrame[Any], primary: StepResult) -> None:
+        """The frame's step failed (``primary``); its fallback step runs next."""
+        fb = frame.step.fallback
+        if fb is None:
+            return
+        if self.tracer is not None:
+            try:
+                self.tracer.fallback(frame.path, fb)
+            except ListenerError as exc:
+                await self._fail(self._listener_error(exc))
+        if self.hooks:
+            await self._emit(
+                FallbackTriggered(
+                    run_id=self.run_id,
+                    step=frame.step.name,
+                    path=frame.path,
+                    fallback=fb.name,
+                    feedback=primary.feedback,
+                    time=trio.current_time(),
+                )
+            )
+
+    # -- runner notifications ----------------------------------------------------------
+    async def run_started(self, initial_input: Any) -> None:
+        """Emit RunStarted (before the run's nursery opens).
+
+        Raises:
+            HookError: a hook raised (nothing of the run has started).
+        """
+        if self.hooks:
+            await self._emit(
+                RunStarted(
+                    run_id=self.run_id,
+                    pipeline=self.pipeline,
+                    initial_input=initial_input,
+                    time=trio.current_time(),
+                )
+            )
+
+    async def run_finished(
+        self,
+        result: PipelineResult,
+        breach: FlujoError | None = None,
+        breaching_step: str | None = None,
+    ) -> None:
+        """The run's nursery closed with ``result``: finish the trace and emit the last events.
+
+        With ``breach`` (the ``UsageLimitExceededError`` about to be raised;
+        ``breaching_step`` names the step whose usage breached, None for a
+        refused reservation) this emits UsageLimitBreached then RunFinished
+        and never raises: a
+        hook failure (now or earlier in the run) becomes a note on
+        ``breach``. Otherwise a hook failure of the run, or of RunFinished,
+        is raised with the partial result on ``.result``.
+
+        Raises:
+            HookError: a hook or listener raised and there was no breach.
+        """
+        self._bind_outside()
+        failed_mid_run = self.error is not None
+        tracer = self.tracer
+        if tracer is not None:
+            outcome = (
+                "error"
+                if self.error is not None
+                else "breached"
+                if breach is not None
+                else "success"
+                if result.success
+                else "failure"
+            )
+            feedback = str(breach) if breach is not None else None
+            if feedback is None and not result.success and result.step_history:
+                feedback = result.step_history[-1].feedback
+            try:
+                result.trace = tracer.finish(
+                    outcome, result.total_cost_usd, result.total_tokens, feedback
+                )
+            except ListenerError as exc:
+                if self.error is None:
+                    self.error = self._listener_error(exc)
+                result.trace = tracer.root.freeze()
+        if self.error is None and self.hooks:
+            now = trio.current_time()
+            try:
+                if breach is not None:
+                    await self._emit(
+                        UsageLimitBreached(
+                            run_id=self.run_id,
+                            message=str(breach),
+                            step=breaching_step,
+                            total_cost_usd=result.total_cost_usd,
+                            total_tokens=result.total_tokens,
+                            time=now,
+                        )
+                    )
+                await self._emit(
+                    RunFinished(run_id=self.run_id, result=result, success=result.success, time=now)
+                )
+            except HookError:
+                pass  # recorded in self.error by _fail
+        err = self.error
+        if err is None:
+            return
+        if failed_mid_run:
+            # The failing hook cancelled the run: it did not complete.
+            result.success = False
+            result.output = None
+        err.result = result
+        if breach is not None:
+            breach.add_note(f"A hook also failed: {err}")
+            return
+        raise err
+
+    def _bind_outside(self) -> None:
+        # After the run's nursery closed there is no scope to cancel: a
+        # failing hook is raised directly.
+        self._cancel = None
+
+    def trace(self) -> Span | None:
+        """The trace so far, frozen (for a run that ended without ``run_finished``)."""
+        return None if self.tracer is None else self.tracer.root.freeze()

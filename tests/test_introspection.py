@@ -1,0 +1,186 @@
+"""Live introspection: actor statistics and snapshots of running runs."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from flujo_actors import Actor, Flujo, Step, start_actor
+from flujo_actors.actors import ActorStatistics, ChildSpec, Supervisor
+from flujo_actors.introspection import ActorSnapshot, RunSnapshot, actor_tree
+from flujo_actors.testing.agents import UsageOutput
+
+
+def _gate() -> tuple[trio.Event, Any]:
+    release = trio.Event()
+
+    async def wait(data: Any) -> Any:
+        await release.wait()
+        return data
+
+    return release, wait
+
+
+async def test_no_snapshot_without_a_run() -> None:
+    runner = Flujo(Step.from_callable(lambda d: d, name="id"))
+    assert runner.snapshot() == ()
+    await runner.run_async(1)
+    assert runner.snapshot() == ()
+
+
+async def test_a_snapshot_shows_the_governor_and_the_running_branches() -> None:
+    release, wait = _gate()
+
+    async def paid(data: Any) -> UsageOutput:
+        return UsageOutput(data, cost_usd=0.5, token_counts=3)
+
+    fan = Step.parallel(
+        "fan",
+        {name: Step.from_callable(wait, name=f"{name}1") for name in ("a", "b", "c")},
+    )
+    runner = Flujo(Step.from_callable(paid, name="paid") >> fan)
+    snaps: list[tuple[RunSnapshot, ...]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runner.run_async, 0)
+        await trio.testing.wait_all_tasks_blocked()
+        snaps.append(runner.snapshot())
+        release.set()
+    assert runner.snapshot() == ()
+    (snap,) = snaps[0]
+    assert snap.pipeline == "pipeline"
+    assert (snap.total_cost_usd, snap.total_tokens, snap.dead_letters) == (Decimal("0.5"), 3, 0)
+    kinds = [(a.kind, a.name) for a in snap.actors]
+    assert ("governor", "governor") in kinds
+    governor = next(a for a in snap.actors if a.kind == "governor")
+    assert governor.statistics.state == "running"
+    assert governor.statistics.mailbox_depth == 0
+    assert governor.statistics.handled == 1  # the charge of "paid"
+    steps = [a for a in snap.actors if a.kind == "step"]
+    assert [s.path for s in steps] == [("fan",)]
+    fan_node = steps[0]
+    assert fan_node.statistics.state == "running"
+    assert sorted(
+        (c.path, c.statistics.state, c.statistics.mailbox_capacity) for c in fan_node.children
+    ) == [
+        (("fan", "a", "a1"), "running", 0),
+        (("fan", "b", "b1"), "running", 0),
+        (("fan", "c", "c1"), "running", 0),
+    ]
+    assert [a.name for a in snap.walk()].count("b1") == 1
+
+
+async def test_loop_body_actors_keep_a_mailbox_and_count_messages() -> None:
+    gates: list[trio.Event] = [trio.Event() for _ in range(3)]
+    calls = [0]
+
+    async def body(data: int) -> int:
+        calls[0] += 1
+        await gates[calls[0] - 1].wait()
+        return data + 1
+
+    loop = Step.loop_until(
+        "loop", Step.from_callable(body, name="body"), lambda out, ctx: out >= 3, max_loops=3
+    )
+    runner = Flujo(loop)
+    seen: list[ActorSnapshot] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runner.run_async, 0)
+        for gate in gates:
+            await trio.testing.wait_all_tasks_blocked()
+            (snap,) = runner.snapshot()
+            loop_node = next(a for a in snap.actors if a.kind == "step")
+            (body_node,) = loop_node.children
+            seen.append(body_node)
+            gate.set()
+    assert [n.path for n in seen] == [("loop", "body")] * 3
+    assert [n.statistics.handled for n in seen] == [0, 1, 2]
+    assert {(n.statistics.state, n.statistics.mailbox_capacity) for n in seen} == {("running", 16)}
+
+
+async def test_actor_tree_reports_mailboxes_restarts_and_errors() -> None:
+    class Slow(Actor):
+        def __init__(self) -> None:
+            self.release = trio.Event()
+
+        async def handle(self, message: Any) -> Any:
+            await self.release.wait()
+            return message
+
+    crashes = [0]
+
+    class Crashy(Actor):
+        async def handle(self, message: Any) -> Any:
+            if not crashes[0]:
+                crashes[0] += 1
+                raise ValueError(f"bad message {message!r}")
+            return message
+
+    slow = Slow()
+    async with trio.open_nursery() as nursery:
+        ref = await start_actor(nursery, slow, name="slow", mailbox_size=8)
+        for i in range(4):
+            ref.tell_nowait(i)
+        sup = Supervisor([ChildSpec("crashy", Crashy)], max_restarts=5, name="sup")
+        sup_ref = await nursery.start(sup.run)
+        await sup_ref.ref("crashy").tell("x")
+        await trio.testing.wait_all_tasks_blocked()
+        tree = actor_tree(nursery)
+        by_name = {a.name: a for root in tree for a in root.walk()}
+        assert by_name["slow"].statistics == ActorStatistics(
+            name="slow",
+            state="running",
+            mailbox_depth=3,
+            mailbox_capacity=8,
+            handled=0,
+            restarts=0,
+            last_error=None,
+        )
+        crashy = by_name["crashy"].statistics
+        assert (crashy.restarts, crashy.last_error) == (1, "ValueError: bad message 'x'")
+        assert by_name["crashy"].kind == "actor"
+        slow.release.set()
+        await sup.stop()
+        nursery.cancel_scope.cancel()
+
+
+def test_statistics_and_snapshots_are_frozen() -> None:
+    stats = ActorStatistics(
+        name="a",
+        state="running",
+        mailbox_depth=0,
+        mailbox_capacity=1,
+        handled=0,
+        restarts=0,
+        last_error=None,
+    )
+    node = ActorSnapshot(name="a", kind="actor", path=(), statistics=stats)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        stats.handled = 1  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        node.name = "b"  # type: ignore[misc]
+
+
+async def test_a_snapshot_formats_as_text() -> None:
+    release, wait = _gate()
+    runner = Flujo(Step.from_callable(wait, name="wait"))
+    text: list[str] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            runner.run_async,
+            0,
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        (snap,) = runner.snapshot()
+        text.append(snap.format())
+        release.set()
+    lines = text[0].splitlines()
+    assert lines[0] == f"run {snap.run_id} (pipeline) t+0.000s cost=$0 tokens=0 dead_letters=0"
+    assert len(lines) == 3
+    assert "  step wait [running] mailbox=- handled=0 restarts=0" in lines
+    (governor,) = [line for line in lines if line.startswith("  governor governor [running]")]
+    assert governor.endswith(" handled=0 restarts=0")
