@@ -12,6 +12,8 @@ bounds every branch and nothing outlives the step that started it.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
@@ -31,7 +33,7 @@ from .context import (
 )
 from .errors import FlujoInternalError, PipelineDefinitionError
 from .frames import ExecutionFrame
-from .governor import Charge, Reserve
+from .governor import Charge, Governor, Release, Reserve
 from .limits import UsageLimits
 from .policy.ledger import Reservation
 from .policy.merge import IDENTITY_FIELDS, Fork, MergeConflict, merge_branches
@@ -49,6 +51,7 @@ from .steps.dsl import (
     PipelineStep,
     PluginOutcome,
     Step,
+    check_fallback_chain,
 )
 
 if TYPE_CHECKING:
@@ -73,7 +76,7 @@ class RunState:
     run_id: str
     resources: Any = None
     limits: UsageLimits | None = None
-    governor: Any = None  # ActorRef of the Governor
+    governor: Governor | None = None
     limited: bool = False
     breach_event: trio.Event = attrs.Factory(trio.Event)
     dead_letters: DeadLetters = attrs.Factory(DeadLetters)
@@ -86,30 +89,58 @@ class RunState:
     async def charge(
         self, result: StepResult, cost: Decimal, tokens: int, reservation: int | None = None
     ) -> None:
-        """Send usage to the governor (ask with limits, tell without)."""
+        """Report a step's usage to the run's governor.
+
+        Without limits, or when the governor's mailbox can prove the usage
+        cannot breach a limit, the message is told and this returns at once
+        (no schedule point). Otherwise it asks and waits for the check, so
+        nothing after the step starts before it. If the run has been
+        breached (by this charge or another one) it raises
+        ``trio.Cancelled``: the governor has cancelled the run's scope. The
+        usage is recorded even if the caller is cancelled while waiting.
+        """
         gov = self.governor
         if gov is None:
             return
         msg = Charge(result, cost, tokens, reservation)
-        if self.limited:
-            # With limits the next step must not start before the check.
-            await gov.ask(msg)
-        else:
+        if gov.offer(msg):
+            # Queued; the governor's mailbox proved it cannot breach a limit.
             self.told += 1
-            await gov.tell(msg)
+        else:
+            # It might breach: wait for the check before anything after this step starts.
+            await gov.ask(msg)
+        if self.limited and self.breach_event.is_set():
+            await _breached()
 
     async def reserve(self, step: Step) -> int | None:
-        """Reserve a step's expected usage; None if there is nothing to reserve."""
+        """Reserve a step's expected usage before it starts; the reservation id or None.
+
+        Returns None without limits (nothing to protect). A refused
+        reservation is a breach: the governor cancels the run and this
+        raises ``trio.Cancelled``, so the step never starts.
+        """
         if not self.limited or self.governor is None:
             return None
         cost = step.expected_cost_usd or ZERO
         tokens = step.expected_tokens or 0
         answer = await self.governor.ask(Reserve(step.name, cost, tokens))
-        if type(answer) is Reservation:
+        if type(answer) is Reservation and not self.breach_event.is_set():
             return answer.id
-        # Refused: the governor has cancelled the run; this checkpoint raises Cancelled.
-        await trio.lowlevel.checkpoint()
-        raise FlujoInternalError("reservation refused but the run was not cancelled")
+        if type(answer) is Reservation:
+            self.release(answer.id)
+        await _breached()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def release(self, reservation: int) -> None:
+        """Drop a reservation whose step will not report usage (never blocks)."""
+        if self.governor is not None:
+            self.governor.tell_nowait(Release(reservation))
+
+
+async def _breached() -> None:
+    """Raise ``trio.Cancelled``: the governor cancelled the run's scope on a breach."""
+    await trio.lowlevel.checkpoint()
+    raise FlujoInternalError("the run's usage limits were breached but its scope was not cancelled")
 
 
 class Job:
@@ -326,13 +357,21 @@ async def run_step(frame: ExecutionFrame[Any], *, charge: bool = True) -> StepRe
 # -- agent steps: the supervisor's attempt loop --------------------------------
 
 
+_VALIDATION: Final = "Validation failed after max retries: "
+_PLUGIN: Final = "Plugin execution failed after max retries: "
+
+
 class _Rejected(Exception):
-    """An attempt's output was rejected by a validator or plugin."""
+    """An attempt's output was rejected by a validator (``_VALIDATION``) or a plugin."""
 
     def __init__(self, prefix: str, message: str) -> None:
         super().__init__(message)
         self.prefix = prefix
         self.message = message
+
+
+class _Unfixable(Exception):
+    """An attempt failed in a way another attempt cannot fix (no retry)."""
 
 
 async def _call(cb: Callback, *args: Any) -> Any:
@@ -402,16 +441,23 @@ def _executor_for(step: Step, run: RunState) -> Any:
 
 
 async def _check(step: Step, output: Any, ctx: Any) -> Any:
-    """Run validators then plugins on ``output``; returns the (maybe replaced) output."""
+    """Run the validators, then the plugins, on one attempt's output.
+
+    Returns the output (a plugin's ``new_solution`` replaces it). Raises
+    :class:`_Rejected` when a validator rejects (raises ``ValueError`` or
+    returns ``False``) or a plugin fails (``success=False``, a non-outcome,
+    or any exception); other exceptions from a validator propagate and fail
+    the attempt like an agent error.
+    """
     for v in step.compiled_validators:
         try:
             ok = await _call(v, output, ctx)
         except ValueError as exc:
-            raise _Rejected("Validation failed after max retries: ", str(exc)) from exc
-        if ok is False:
             raise _Rejected(
-                "Validation failed after max retries: ", f"validator {v.label} returned False"
-            )
+                _VALIDATION, str(exc) or f"validator {v.label} raised ValueError"
+            ) from exc
+        if ok is False:
+            raise _Rejected(_VALIDATION, f"validator {v.label} returned False")
     for p in step.compiled_plugins:
         try:
             outcome = p.call(output, ctx)
@@ -419,47 +465,68 @@ async def _check(step: Step, output: Any, ctx: Any) -> Any:
                 outcome = await outcome
         except Exception as exc:
             raise _Rejected(
-                "Plugin execution failed after max retries: ", f"{type(exc).__name__}: {exc}"
+                _PLUGIN, str(exc) or f"plugin {p.label} raised {type(exc).__name__}"
             ) from exc
         if not isinstance(outcome, PluginOutcome):
             raise _Rejected(
-                "Plugin execution failed after max retries: ",
-                f"plugin {p.label} returned {outcome!r}, expected a PluginOutcome",
+                _PLUGIN, f"plugin {p.label} returned {outcome!r}, expected a PluginOutcome"
             )
         if not outcome.success:
-            raise _Rejected(
-                "Plugin execution failed after max retries: ",
-                outcome.feedback or f"plugin {p.label} rejected the output",
-            )
+            raise _Rejected(_PLUGIN, outcome.feedback or f"plugin {p.label} rejected the output")
         if outcome.new_solution is not None:
             output = outcome.new_solution
     return output
 
 
-def _usage(output: Any) -> tuple[Decimal, int]:
-    if type(output) in _NO_USAGE:
-        return ZERO, 0
+def _usage(step: Step, output: Any) -> tuple[Decimal, int]:
+    """The usage an output reports (``cost_usd``, ``token_counts``), exactly.
+
+    Raises:
+        ValueError: the output reports a cost that is not a finite number
+            >= 0 (it would poison the run's totals), or negative tokens.
+    """
     cost = getattr(output, "cost_usd", None)
     tokens = getattr(output, "token_counts", None)
-    return (
-        ZERO if cost is None else to_decimal(cost),
-        0 if tokens is None or isinstance(tokens, bool) or not isinstance(tokens, int) else tokens,
-    )
+    if cost is None:
+        c = ZERO
+    else:
+        try:
+            c = to_decimal(cost)
+            bad = not c.is_finite() or c < 0
+        except (TypeError, ArithmeticError):
+            bad = True
+        if bad:
+            raise ValueError(
+                f"Step {step.name!r}: its output reports cost_usd={cost!r}; usage must be "
+                "a finite number >= 0 (int, float, Decimal or numeric str)."
+            )
+    if type(tokens) is not int:
+        return c, 0  # absent or not an int count (bools included): no tokens
+    if tokens < 0:
+        raise ValueError(
+            f"Step {step.name!r}: its output reports token_counts={tokens!r}; "
+            "token counts must be >= 0."
+        )
+    return c, tokens
 
 
 def _apply_context_update(step: Step, output: Any, ctx: Any) -> str | None:
-    """Write a mapping/attrs output onto the context; an error message on bad output."""
+    """Write a mapping/attrs output onto the context's fields.
+
+    Nothing is written unless every key is a field, so a refused update
+    leaves the context untouched. Returns an error message on bad output.
+    """
     if isinstance(output, dict):
         values = output
     elif attrs.has(type(output)):
-        values = {f.name: getattr(output, f.name) for f in attrs.fields(type(output))}
+        values = {name: getattr(output, name) for name in context_field_names(type(output))}
     else:
         return (
             f"Step {step.name!r} has updates_context=True but returned "
             f"{type(output).__name__} {output!r}; return a dict or an attrs instance "
             "whose keys are context fields."
         )
-    names = {f.name for f in attrs.fields(type(ctx))}
+    names = context_field_names(type(ctx))
     unknown = sorted(str(k) for k in values if k not in names)
     if unknown:
         return (
@@ -473,114 +540,178 @@ def _apply_context_update(step: Step, output: Any, ctx: Any) -> str | None:
     return None
 
 
-async def run_agent_step(frame: ExecutionFrame[Any], *, charge: bool = True) -> StepResult:
+# Frozen attrs classes / frozen dataclasses -> their field names; None: mutable.
+_FROZEN_FIELDS: dict[type, tuple[str, ...] | None] = {}
+
+
+def _frozen_fields(t: type) -> tuple[str, ...] | None:
+    try:
+        return _FROZEN_FIELDS[t]
+    except KeyError:
+        pass
+    names: tuple[str, ...] | None = None
+    if attrs.has(t):
+        # attrs has no public "is frozen" flag; its frozen classes install this setter.
+        if getattr(t.__setattr__, "__name__", "") == "_frozen_setattrs":
+            names = tuple(f.name for f in attrs.fields(t))
+    elif dataclasses.is_dataclass(t) and t.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        names = tuple(f.name for f in dataclasses.fields(t))
+    _FROZEN_FIELDS[t] = names
+    return names
+
+
+def _immutable(value: Any, depth: int = 0) -> bool:
+    """Whether no attempt can mutate ``value`` (so attempts may share it)."""
+    t = type(value)
+    if t in _IMMUTABLE_INPUT:
+        return True
+    if depth > 4:
+        return False
+    if t is tuple or t is frozenset:
+        return all(_immutable(v, depth + 1) for v in value)
+    if isinstance(value, enum.Enum):
+        return True
+    names = _frozen_fields(t)
+    return names is not None and all(_immutable(getattr(value, n), depth + 1) for n in names)
+
+
+async def run_agent_step(
+    frame: ExecutionFrame[Any], *, charge: bool = True, _held: list[int | None] | None = None
+) -> StepResult:
     """The step supervisor: attempts, timeouts, validators, plugins, backoff, fallback.
 
     Decisions come from :class:`AttemptPolicy`; this function only executes
-    them. ``trio.Cancelled`` is never caught: a cancelled attempt is not
-    retried and not turned into a failure.
+    them. An attempt fails when the agent raises, exceeds ``timeout_s``, or
+    its output is rejected by a validator or plugin; each attempt gets its
+    own copy of the input, and a failed attempt's context changes are rolled
+    back. With usage limits, usage of a failed attempt is reported before
+    the next one starts, so a breach stops the retries; a step with
+    ``expected_cost_usd``/``expected_tokens`` reserves that budget first.
+
+    Cancellation: ``trio.Cancelled`` is never caught, retried or turned into
+    a failure; a cancelled step leaves no reservation behind.
     """
     t0 = _perf()
     step = frame.step
-    spec = step.spec
-    assert spec is not None
     run: RunState = frame.run
+    if run.limited:
+        if run.breach_event.is_set():
+            await _breached()  # the run is over: start nothing new
+        if _held is None and (
+            step.expected_cost_usd is not None or step.expected_tokens is not None
+        ):
+            return await _run_reserved(frame, charge)
     cfg = step.config
     ctx = frame.context
     data = frame.data
 
-    reservation = None
-    if step.expected_cost_usd is not None or step.expected_tokens is not None:
-        reservation = await run.reserve(step)
-
     if step.cache and run.cache_backend is not None:
         hit = await _cache_get(run, step, data)
         if hit is not None:
-            if reservation is not None:
-                await run.charge(hit, ZERO, 0, reservation)
+            if _held is not None:
+                rid, _held[0] = _held[0], None
+                await run.charge(hit, ZERO, 0, rid)
             hit.latency_s = _perf() - t0
             return hit
 
+    spec = step.spec
+    assert spec is not None
     max_attempts = cfg.max_retries + 1
     fallback = step.fallback
-    copy_input = (max_attempts > 1 or fallback is not None) and type(data) not in _IMMUTABLE_INPUT
-    touches_ctx = ctx is not None and (
-        spec.accepts_context or bool(step.compiled_validators) or bool(step.compiled_plugins)
+    copy_input = (
+        (max_attempts > 1 or fallback is not None)
+        and type(data) not in _IMMUTABLE_INPUT
+        and not _immutable(data)
     )
+    checks = bool(step.compiled_validators or step.compiled_plugins)
+    # One snapshot per step, not per attempt: restore_context copies out of it.
+    snap = snapshot_context(ctx) if ctx is not None and (spec.accepts_context or checks) else None
     timeout = cfg.timeout_s
+    limited = charge and run.limited
     attempts = 0
-    cost = ZERO
+    cost = ZERO  # usage of every attempt so far
     tokens = 0
+    sent_cost = ZERO  # the part of it already reported to the governor
+    sent_tokens = 0
     feedback: str | None = None
     error_type: str | None = None
     output: Any = None
     policy: AttemptPolicy | None = None
     while True:
         attempts += 1
-        snap = snapshot_context(ctx) if touches_ctx else None
-        attempt_data = copy_value(data) if copy_input else data
+        attempt_data = data
+        if copy_input:
+            try:
+                attempt_data = copy_value(data)
+            except Exception:
+                # Not copyable (a lock, a socket, ...): attempts share it, since
+                # refusing to run the step would be worse than weaker isolation.
+                copy_input = False
         try:
             if timeout is None:
                 output = await _invoke(frame, step, attempt_data, attempts)
             else:
-                with trio.move_on_after(timeout) as scope:
+                with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
                     output = await _invoke(frame, step, attempt_data, attempts)
                 if scope.cancelled_caught:
                     raise TimeoutError(f"step {step.name!r} timed out after {timeout} s")
             if type(output) not in _NO_USAGE:
-                c, t = _usage(output)
+                c, t = _usage(step, output)
                 cost += c
                 tokens += t
-            if step.compiled_validators or step.compiled_plugins:
+            if checks:
                 output = await _check(step, output, ctx)
             if step.updates_context:
                 problem = _apply_context_update(step, output, ctx)
                 if problem is not None:
-                    # A definition problem of the output: retrying will not help.
-                    feedback, error_type = problem, "ContextUpdateError"
-                    if snap is not None:
-                        restore_context(ctx, snap)
-                    break
-            feedback = None
+                    raise _Unfixable(problem)
+            feedback = error_type = None
             break
         except _Rejected as rej:
             feedback = rej.prefix + rej.message
-            error_type = "ValidationError" if rej.prefix.startswith("Valid") else "PluginError"
+            error_type = "ValidationError" if rej.prefix is _VALIDATION else "PluginError"
+            retryable = True
+        except _Unfixable as exc:
+            # A definition problem of the output: another attempt will not fix it.
+            feedback, error_type, retryable = str(exc), "ContextUpdateError", False
         except Exception as exc:
             feedback = f"{type(exc).__name__}: {exc}"
             error_type = type(exc).__name__
+            retryable = True
         if snap is not None:
             restore_context(ctx, snap)
         if policy is None:
             policy = AttemptPolicy(
                 max_attempts, cfg.backoff_s, cfg.backoff_factor, fallback is not None
             )
-        decision = policy.after_failure(attempts)
-        if decision.action is Action.RETRY:
-            if run.hooks is not None:
-                await run.hooks.retry(frame, attempts, feedback)
-            if decision.delay_s > 0:
-                await trio.sleep(decision.delay_s)
-            continue
-        break
+        decision = policy.after_failure(attempts, retryable=retryable)
+        if decision.action is not Action.RETRY:
+            break
+        if limited and (cost != sent_cost or tokens != sent_tokens):
+            # Report this attempt's usage now: a breach must stop the retries.
+            partial = _step_result(step, None, attempts, cost, tokens, feedback, error_type)
+            partial.latency_s = _perf() - t0
+            await run.charge(partial, cost - sent_cost, tokens - sent_tokens)
+            sent_cost, sent_tokens = cost, tokens
+        if run.hooks is not None:
+            await run.hooks.retry(frame, attempts, feedback)
+        if decision.delay_s > 0:
+            await trio.sleep(decision.delay_s)
+        else:
+            # No attempt may start in a cancelled scope (a sync agent would
+            # otherwise run to completion before anything noticed).
+            await trio.lowlevel.checkpoint_if_cancelled()
 
     success = feedback is None
-    result = StepResult(
-        step.name,
-        output if success else None,
-        success,
-        attempts,
-        0.0,
-        cost,
-        tokens,
-        feedback,
-    )
-    if error_type is not None and not success:
-        result.metadata["error_type"] = error_type
-        if step.compiled_validators and error_type == "ValidationError":
-            result.output = output
-    if charge and (cost or tokens or reservation is not None):
-        await run.charge(result, cost, tokens, reservation)
+    result = _step_result(step, output, attempts, cost, tokens, feedback, error_type)
+    if error_type == "ValidationError":
+        result.output = output  # the rejected output, for inspection
+    rid = None
+    if _held is not None:
+        rid, _held[0] = _held[0], None
+    if charge and (cost != sent_cost or tokens != sent_tokens or rid is not None):
+        result.latency_s = _perf() - t0
+        await run.charge(result, cost - sent_cost, tokens - sent_tokens, rid)
     if not success and fallback is not None:
         result = await _run_fallback(frame, result, fallback)
     elif success and step.cache and run.cache_backend is not None:
@@ -589,14 +720,66 @@ async def run_agent_step(frame: ExecutionFrame[Any], *, charge: bool = True) -> 
     return result
 
 
+async def _run_reserved(frame: ExecutionFrame[Any], charge: bool) -> StepResult:
+    """Run an agent step that reserves its expected usage before it starts.
+
+    The reservation is reconciled with the step's actual usage, or released
+    if the step ends without reporting (cancelled, or an internal error).
+    """
+    run: RunState = frame.run
+    rid = await run.reserve(frame.step)
+    held: list[int | None] = [rid]
+    try:
+        return await run_agent_step(frame, charge=charge, _held=held)
+    finally:
+        if held[0] is not None:
+            run.release(held[0])
+
+
+def _step_result(
+    step: Step,
+    output: Any,
+    attempts: int,
+    cost: Decimal,
+    tokens: int,
+    feedback: str | None,
+    error_type: str | None,
+) -> StepResult:
+    success = feedback is None
+    result = StepResult(
+        step.name, output if success else None, success, attempts, 0.0, cost, tokens, feedback
+    )
+    if error_type is not None:
+        result.metadata["error_type"] = error_type
+    return result
+
+
 async def _run_fallback(
     frame: ExecutionFrame[Any], primary: StepResult, fallback: Step
 ) -> StepResult:
+    """Run ``fallback`` after the primary's attempts are spent; combine both results.
+
+    The fallback gets the step's original input and the live context. The
+    result takes the fallback's output and success, keeps the primary's
+    ``attempts``, sums both usages, and records ``fallback_triggered`` and
+    ``original_error`` in its metadata.
+
+    Raises:
+        InfiniteFallbackError: the fallback chain was changed after the
+            pipeline was built and now revisits a step.
+    """
     run: RunState = frame.run
+    check_fallback_chain(frame.step)  # cheap, and only on this path
     if run.hooks is not None:
         await run.hooks.fallback(frame, primary)
     fb_frame = attrs.evolve(frame, step=fallback, path=(*frame.path, fallback.name))
     fb = await run_step(fb_frame)
+    feedback = fb.feedback
+    if not fb.success:
+        feedback = (
+            f"Fallback step {fallback.name!r} failed: {fb.feedback} "
+            f"(original error: {primary.feedback})"
+        )
     result = StepResult(
         primary.name,
         fb.output,
@@ -605,11 +788,13 @@ async def _run_fallback(
         0.0,
         primary.cost_usd + fb.cost_usd,
         primary.token_counts + fb.token_counts,
-        fb.feedback,
+        feedback,
         step_history=[fb],
     )
     result.metadata["fallback_triggered"] = True
     result.metadata["original_error"] = primary.feedback
+    if "error_type" in primary.metadata:
+        result.metadata["original_error_type"] = primary.metadata["error_type"]
     return result
 
 

@@ -1,88 +1,345 @@
-"""The governor: one actor per run that owns the usage ledger.
+"""The governor: one actor per run, the only owner of the run's usage ledger.
 
 Every usage update of a run, from every step and branch at any depth, is a
-message to this actor, so concurrent branches cannot race on the totals.
-With limits set, steps ``ask`` (they must know about a breach before
-anything after them starts); without limits they ``tell`` and never wait.
-On a breach the governor records the breaching step, sets the run's
-``breach_event`` and cancels the run's scope, which cancels every in-flight
-branch beneath it at once.
+message to this actor, so concurrent branches never race on the totals.
+With limits set, a step *asks* (the step after it must not start before the
+check); without limits it *tells* and never waits. On a breach the governor
+records the breaching step, sets the run's ``breach_event`` and cancels the
+run's scope, which cancels every in-flight branch beneath it at once.
+
+The governor has its own mailbox rather than the generic actor kernel's
+bounded channel: a flood of updates from thousands of concurrent branches
+must not cost a scheduler round trip per message. Senders append to a deque
+(no checkpoint; a ``tell`` never blocks) and wake the governor if it is
+parked; the governor then applies *every* queued message in one turn and
+wakes each asker directly. The mailbox is unbounded, but its depth is bounded
+by the steps that finished since the governor's last turn: an asker has at
+most one message in flight, and a teller sends one per finished step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from decimal import Decimal
-from typing import Any
+import collections
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from .actors.actor import Actor
-from .policy.ledger import Breach, UsageLedger
-from .results import StepResult
+from .actors.deadletters import DeadLetters
+from .errors import ActorStopped
+from .policy.ledger import Breach, Reservation, UsageLedger
+from .results import ZERO, StepResult
 
-__all__ = ["Charge", "Flush", "Governor", "GovernorBreach", "Reserve"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from decimal import Decimal
 
-
-@attrs.frozen(slots=True)
-class Flush:
-    """Answered once every message queued before it has been applied."""
-
-
-@attrs.frozen(slots=True)
-class Charge:
-    """Usage a step incurred (``reservation_id`` reconciles a reservation)."""
-
-    result: StepResult
-    cost: Decimal
-    tokens: int
-    reservation_id: int | None = None
+__all__ = ["Charge", "Flush", "Governor", "GovernorBreach", "Release", "Reserve"]
 
 
-@attrs.frozen(slots=True)
-class Reserve:
-    """Hold budget for a step before it starts."""
+class _Message:
+    """Base of governor messages: an asker's task waits in ``waiter`` for ``answer``."""
 
-    step_name: str
-    cost: Decimal
-    tokens: int
+    __slots__ = ("answer", "error", "waiter")
+
+    def __init__(self) -> None:
+        self.waiter: trio.lowlevel.Task | None = None
+        self.answer: Any = None
+        self.error: BaseException | None = None
+
+
+class Charge(_Message):
+    """Usage a step incurred (``reservation_id`` reconciles that reservation).
+
+    Answered with ``None``, or with the :class:`Breach` it caused.
+    """
+
+    __slots__ = ("cost", "reservation_id", "result", "tokens")
+
+    def __init__(
+        self, result: StepResult, cost: Decimal, tokens: int, reservation_id: int | None = None
+    ) -> None:
+        self.waiter = None
+        self.error = None
+        self.result = result
+        self.cost = cost
+        self.tokens = tokens
+        self.reservation_id = reservation_id
+
+    def __repr__(self) -> str:
+        return (
+            f"Charge(step={self.result.name!r}, cost={self.cost!r}, tokens={self.tokens!r}, "
+            f"reservation_id={self.reservation_id!r})"
+        )
+
+
+class Reserve(_Message):
+    """Hold budget for a step before it starts.
+
+    Answered with a :class:`Reservation`, or with the :class:`Breach` it
+    would cause (the run is then cancelled: the step must not start).
+    """
+
+    __slots__ = ("cost", "step_name", "tokens")
+
+    def __init__(self, step_name: str, cost: Decimal, tokens: int) -> None:
+        self.waiter = None
+        self.error = None
+        self.step_name = step_name
+        self.cost = cost
+        self.tokens = tokens
+
+    def __repr__(self) -> str:
+        return f"Reserve(step={self.step_name!r}, cost={self.cost!r}, tokens={self.tokens!r})"
+
+
+class Release(_Message):
+    """Drop a reservation whose step will never report (it was cancelled)."""
+
+    __slots__ = ("reservation_id",)
+
+    def __init__(self, reservation_id: int) -> None:
+        self.waiter = None
+        self.error = None
+        self.reservation_id = reservation_id
+
+    def __repr__(self) -> str:
+        return f"Release(reservation_id={self.reservation_id!r})"
+
+
+class Flush(_Message):
+    """Answered (with None) once every message queued before it has been applied."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self.waiter = None
+        self.error = None
+
+    def __repr__(self) -> str:
+        return "Flush()"
 
 
 @attrs.frozen(slots=True)
 class GovernorBreach:
-    """What ended a run: the breach, its message, and the breaching step's result."""
+    """What ended a run: the breach, the user-facing message, the breaching step's result.
+
+    ``result`` is None when a reservation was refused (that step never ran).
+    """
 
     breach: Breach
     message: str
     result: StepResult | None
 
 
+def _fix(breach: Breach, reservation: bool) -> str:
+    if reservation:
+        expected = "expected_cost_usd" if breach.kind == "cost" else "expected_tokens"
+        return f"Raise UsageLimits({breach.limit_name}=...) or lower the step's {expected}."
+    return f"Raise UsageLimits({breach.limit_name}=...) or lower the steps' usage."
+
+
 class Governor(Actor):
-    """Owns one run's :class:`UsageLedger`; the only code that mutates totals.
+    """Owns one run's :class:`UsageLedger`; the only code that mutates its totals.
+
+    Start it with ``await nursery.start(governor.serve)``; talk to it with
+    :meth:`tell_nowait` and :meth:`ask`; stop it gracefully with
+    :meth:`close` (it applies what is queued, then returns) or by cancelling
+    its nursery.
 
     Args:
-        ledger: the ledger (with the run's limits).
+        ledger: the run's ledger (with the run's limits).
         breach_event: set on the first breach.
-        on_breach: called once on the first breach (the runner passes the
-            run scope's ``cancel``).
+        on_breach: called once, synchronously, on the first breach (the
+            runner passes the run scope's ``cancel``).
+        dead_letters: where messages sent after the governor stopped go.
     """
+
+    name = "governor"
 
     def __init__(
         self,
         ledger: UsageLedger,
         breach_event: trio.Event,
         on_breach: Callable[[], Any],
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         self.ledger = ledger
         self.breach_event = breach_event
         self.on_breach = on_breach
+        self.dead_letters = dead_letters if dead_letters is not None else DeadLetters()
         self.breached: GovernorBreach | None = None
+        #: messages applied so far (charges, reservations, releases, flushes).
+        self.handled = 0
+        #: the longest batch applied in one turn (a throughput diagnostic).
+        self.max_batch = 0
+        self._inbox: collections.deque[_Message] = collections.deque()
+        # Usage queued but not yet applied (see ``offer``).
+        self._queued_cost = ZERO
+        self._queued_tokens = 0
+        self._parked: trio.lowlevel.Task | None = None
+        self._state = "new"
+        self._closing = False
 
-    async def handle(self, message: Any) -> Any:
-        """Apply one usage message; returns None, a Reservation or a Breach."""
+    # -- the mailbox ----------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """``"new"``, ``"running"`` or ``"stopped"``."""
+        return self._state
+
+    def _wake(self) -> None:
+        task = self._parked
+        if task is not None:
+            self._parked = None
+            trio.lowlevel.reschedule(task)
+
+    def offer(self, charge: Charge) -> bool:
+        """Queue ``charge`` if it provably cannot breach a limit; False (nothing queued) if it might.
+
+        The mailbox keeps the running sum of the usage queued but not yet
+        applied. Messages are applied in arrival order, so the ledger's
+        totals right after this charge is applied will be exactly
+        ``applied + queued + this``; when that is within every limit, the
+        check's answer is already known ("no breach") and the step need
+        not wait for it. Near a limit this returns False and the caller
+        asks. Never blocks; not a checkpoint.
+        """
         ledger = self.ledger
+        cost = self._queued_cost + charge.cost
+        tokens = self._queued_tokens + charge.tokens
+        limit = ledger.cost_limit
+        if limit is not None and ledger.cost + cost > limit:
+            return False
+        limit_t = ledger.token_limit
+        if limit_t is not None and ledger.tokens + tokens > limit_t:
+            return False
+        if self._state == "stopped":
+            self.dead_letters.record(self.name, charge, "stopped")
+            return True
+        self._queued_cost = cost
+        self._queued_tokens = tokens
+        self._inbox.append(charge)
+        self._wake()
+        return True
+
+    def tell_nowait(self, message: _Message) -> None:
+        """Queue a message without waiting (never blocks, not a checkpoint).
+
+        A message for a stopped governor goes to dead letters (a ``Release``
+        is dropped: the ledger it refers to is gone).
+        """
+        if self._state == "stopped":
+            if type(message) is not Release:
+                self.dead_letters.record(self.name, message, "stopped")
+            return
         if type(message) is Charge:
+            self._queued_cost += message.cost
+            self._queued_tokens += message.tokens
+        self._inbox.append(message)
+        self._wake()
+
+    async def ask(self, message: _Message) -> Any:
+        """Queue a message and wait for the governor's answer.
+
+        Always a schedule point. If the caller is cancelled while waiting,
+        the message is still applied (usage that happened is recorded); only
+        the answer is dropped.
+
+        Raises:
+            ActorStopped: the governor stopped before answering.
+        """
+        if self._state == "stopped":
+            raise ActorStopped(
+                f"The run's governor has stopped; {message!r} was not applied."
+            )
+        if type(message) is Charge:
+            self._queued_cost += message.cost
+            self._queued_tokens += message.tokens
+        message.waiter = trio.lowlevel.current_task()
+        self._inbox.append(message)
+        self._wake()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            message.waiter = None  # still applied by the governor, just not answered
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        if message.error is not None:
+            raise message.error
+        return message.answer
+
+    def close(self) -> None:
+        """Stop gracefully: the governor applies every queued message, then returns."""
+        self._closing = True
+        self._wake()
+
+    async def serve(self, *, task_status: trio.TaskStatus[Governor] = trio.TASK_STATUS_IGNORED) -> None:
+        """Apply messages until :meth:`close` (then drain) or cancellation.
+
+        Each turn applies every queued message without a checkpoint in
+        between, so a burst of N updates costs one wake-up of the governor,
+        not N. On cancellation, askers still waiting get ``ActorStopped``
+        and queued tells go to dead letters.
+        """
+        self._state = "running"
+        task_status.started(self)
+        inbox = self._inbox
+        apply = self._apply
+        reschedule = trio.lowlevel.reschedule
+
+        def unpark(_: Any) -> trio.lowlevel.Abort:
+            self._parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        try:
+            while True:
+                batch = len(inbox)
+                if batch > self.max_batch:
+                    self.max_batch = batch
+                while inbox:
+                    msg = inbox.popleft()
+                    try:
+                        msg.answer = apply(msg)
+                    except Exception as exc:  # answer the asker; a teller's bug is ours
+                        if msg.waiter is None:
+                            raise
+                        msg.error = exc
+                    waiter = msg.waiter
+                    if waiter is not None:
+                        msg.waiter = None
+                        reschedule(waiter)
+                if self._closing:
+                    return
+                self._parked = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(unpark)
+        finally:
+            self._state = "stopped"
+            self._parked = None
+            while inbox:
+                msg = inbox.popleft()
+                waiter = msg.waiter
+                if waiter is not None:
+                    msg.waiter = None
+                    msg.error = ActorStopped(
+                        f"The run's governor stopped before answering {msg!r}."
+                    )
+                    reschedule(waiter)
+                elif type(msg) is not Release:
+                    self.dead_letters.record(self.name, msg, "stopped")
+
+    # -- the Actor interface ----------------------------------------------------
+    async def handle(self, message: Any) -> Any:
+        """Apply one message; returns None, a Reservation or a Breach."""
+        return self._apply(message)
+
+    def _apply(self, message: Any) -> Any:
+        self.handled += 1
+        ledger = self.ledger
+        t = type(message)
+        if t is Charge:
+            self._queued_cost -= message.cost
+            self._queued_tokens -= message.tokens
             if message.reservation_id is not None:
                 breach = ledger.reconcile(message.reservation_id, message.cost, message.tokens)
             else:
@@ -90,32 +347,31 @@ class Governor(Actor):
             if breach is not None:
                 self._breach(
                     breach,
-                    f"{breach.describe()} (after step {message.result.name!r}).",
+                    f"Usage limit exceeded after step {message.result.name!r}: "
+                    f"{breach.describe()}. {_fix(breach, False)}",
                     message.result,
                 )
             return breach
-        if type(message) is Reserve:
-            answer = ledger.reserve(message.cost, message.tokens)
-            if isinstance(answer, Breach):
+        if t is Reserve:
+            answer: Reservation | Breach = ledger.reserve(message.cost, message.tokens)
+            if type(answer) is Breach:
                 self._breach(
                     answer,
-                    f"{answer.describe()}: step {message.step_name!r} was not started "
-                    f"because its reservation (expected cost ${message.cost}, expected "
-                    f"tokens {message.tokens}) does not fit the remaining budget.",
+                    f"Usage limit would be exceeded: step {message.step_name!r} was not "
+                    f"started because {answer.describe()}. {_fix(answer, True)}",
                     None,
                 )
             return answer
-        if type(message) is Flush:
+        if t is Release:
+            ledger.release(message.reservation_id)
             return None
-        raise TypeError(f"Governor got an unknown message {message!r}")
+        if t is Flush:
+            return None
+        raise TypeError(f"Governor got an unknown message {message!r}.")
 
     def _breach(self, breach: Breach, message: str, result: StepResult | None) -> None:
         if self.breached is not None:
-            return
-        self.breached = GovernorBreach(
-            breach,
-            message + " Raise UsageLimits or lower the usage of the steps.",
-            result,
-        )
+            return  # the first breach ends the run; later ones change nothing
+        self.breached = GovernorBreach(breach, message, result)
         self.breach_event.set()
         self.on_breach()

@@ -1,4 +1,4 @@
-"""Usage limits for a run."""
+"""Usage limits of a run (checked by the run's governor; see :mod:`flujo_actors.governor`)."""
 
 from __future__ import annotations
 
@@ -12,33 +12,47 @@ from .results import to_decimal
 __all__ = ["UsageLimits"]
 
 
-def _cost(value: object) -> Decimal | None:
+def _cost_limit(value: object) -> Decimal | None:
     if value is None:
         return None
     try:
         d = to_decimal(value)
-    except TypeError as exc:
-        raise PipelineDefinitionError(f"UsageLimits: total_cost_usd_limit {exc}") from None
-    if d < 0:
+        ok = d.is_finite() and d >= 0
+    except (TypeError, ArithmeticError):
+        ok = False
+    if not ok:
         raise PipelineDefinitionError(
-            f"UsageLimits: total_cost_usd_limit must be >= 0, got {value!r}."
+            "UsageLimits: total_cost_usd_limit must be a finite number >= 0 (int, float, "
+            f"Decimal or numeric str) or None for no limit, got {value!r}; "
+            "for example UsageLimits(total_cost_usd_limit=1.50)."
         )
     return d
 
 
-def _tokens(_inst: object, _attr: object, value: object) -> None:
+def _token_limit(value: object) -> int | None:
+    # bool is an int subclass, but True tokens is a bug, not a limit.
     if value is not None and (type(value) is not int or value < 0):
         raise PipelineDefinitionError(
-            f"UsageLimits: total_tokens_limit must be an int >= 0 or None, got {value!r}."
+            "UsageLimits: total_tokens_limit must be an int >= 0 or None for no limit, "
+            f"got {value!r}; for example UsageLimits(total_tokens_limit=10_000)."
         )
+    return value
 
 
 @attrs.frozen
 class UsageLimits:
-    """Limits on a run's total usage; a breach is ``total > limit``.
+    """Limits on a run's total usage; a run breaches when ``total > limit``.
 
-    A float limit ``x`` is taken as ``Decimal(repr(x))``, so ``1.0`` is exact.
+    Reaching a limit exactly is allowed. A float limit ``x`` is taken as
+    ``Decimal(repr(x))``, so ``1.0`` is exactly one dollar.
+
+    Attributes:
+        total_cost_usd_limit: the most the run may spend, in dollars (None: unlimited).
+        total_tokens_limit: the most tokens the run may use (None: unlimited).
+
+    Raises:
+        PipelineDefinitionError: a limit is negative, not finite, or of the wrong type.
     """
 
-    total_cost_usd_limit: Decimal | None = attrs.field(default=None, converter=_cost)
-    total_tokens_limit: int | None = attrs.field(default=None, validator=_tokens)  # type: ignore[assignment]
+    total_cost_usd_limit: Decimal | None = attrs.field(default=None, converter=_cost_limit)
+    total_tokens_limit: int | None = attrs.field(default=None, converter=_token_limit)

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .actors.actor import start_actor
 from .context import PipelineContext, build_context, check_context_model
 from .engine import Chain, Job, RunState
 from .errors import PipelineDefinitionError, RunNotFoundError, UsageLimitExceededError
@@ -411,10 +410,10 @@ class Flujo:
     ) -> Governor:
         run_id = run.run_id
         async with trio.open_nursery() as nursery:
-            governor = Governor(ledger, run.breach_event, nursery.cancel_scope.cancel)
-            run.governor = await start_actor(
-                nursery, governor, name="governor", dead_letters=run.dead_letters
+            governor = Governor(
+                ledger, run.breach_event, nursery.cancel_scope.cancel, run.dead_letters
             )
+            run.governor = await nursery.start(governor.serve)
             self._live[run_id] = _LiveRun(run, nursery, ledger, trio.current_time())
             if run.hooks is not None:
                 run.hooks.bind(nursery.cancel_scope.cancel)
@@ -429,7 +428,7 @@ class Flujo:
                 await job.done.wait()
             # Graceful stop: the governor drains the usage messages still queued
             # (told, not asked), then exits; the nursery waits for it.
-            run.governor.cell.send.close()
+            governor.close()
             if persistence is not None:
                 persistence.close()
         return governor

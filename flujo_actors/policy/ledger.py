@@ -1,9 +1,14 @@
-"""The exact usage ledger (pure arithmetic; the governor actor is its only owner).
+"""The exact usage ledger of one run (pure arithmetic; the governor actor is its only owner).
 
-Totals are Decimal and ints; a breach is ``total > limit``. Reservations
-hold budget for a step before it starts so concurrent steps cannot jointly
-overspend; :meth:`UsageLedger.reconcile` swaps a reservation for the actual
-usage.
+Totals are ``Decimal`` dollars and ``int`` tokens, never floats, so ten
+charges of ``Decimal("0.1")`` add up to exactly ``Decimal("1.0")``. A
+breach is ``total > limit`` (reaching the limit exactly is allowed).
+
+Reservations hold budget for a step before it starts, so concurrent steps
+cannot jointly overspend: a reservation is granted only if what is spent,
+plus what other running steps hold, plus the request still fits the limit.
+:meth:`UsageLedger.reconcile` swaps a reservation for the step's actual
+usage; :meth:`UsageLedger.release` drops one whose step never reported.
 """
 
 from __future__ import annotations
@@ -16,24 +21,50 @@ from ..results import ZERO
 
 __all__ = ["Breach", "Reservation", "UsageLedger"]
 
+_LIMIT_NAMES = {"cost": "total_cost_usd_limit", "tokens": "total_tokens_limit"}
+
+
+def _amount(kind: str, value: Decimal | int) -> str:
+    return f"${value}" if kind == "cost" else f"{value}"
+
 
 @attrs.frozen(slots=True)
 class Breach:
-    """Which limit was exceeded (``kind`` is ``"cost"`` or ``"tokens"``), and by how much."""
+    """A limit that was (or would have been) exceeded.
+
+    Attributes:
+        kind: ``"cost"`` or ``"tokens"``.
+        limit: the limit.
+        total: what was spent when the breach was detected (for a charge,
+            the new total, which is ``> limit``).
+        requested: for a refused reservation, the amount asked for (None for
+            a charge that went over the limit).
+        reserved: for a refused reservation, what running steps held then.
+    """
 
     kind: str
     limit: Decimal | int
     total: Decimal | int
+    requested: Decimal | int | None = None
+    reserved: Decimal | int = 0
+
+    @property
+    def limit_name(self) -> str:
+        """The ``UsageLimits`` field that was exceeded."""
+        return _LIMIT_NAMES[self.kind]
 
     def describe(self) -> str:
-        if self.kind == "cost":
-            return (
-                f"Cost limit of ${self.limit} exceeded: total cost ${self.total} "
-                f"> total_cost_usd_limit {self.limit}"
-            )
+        """One sentence naming the limit, its value and the total (no step name)."""
+        name = self.limit_name
+        limit = _amount(self.kind, self.limit)
+        total = _amount(self.kind, self.total)
+        what = "total cost" if self.kind == "cost" else "total tokens"
+        if self.requested is None:
+            return f"{what} {total} > {name} {limit}"
         return (
-            f"Token limit of {self.limit} exceeded: total tokens {self.total} "
-            f"> total_tokens_limit {self.limit}"
+            f"reserving {_amount(self.kind, self.requested)} on top of {total} spent and "
+            f"{_amount(self.kind, self.reserved)} reserved by running steps would exceed "
+            f"{name} {limit}"
         )
 
 
@@ -48,7 +79,17 @@ class Reservation:
 
 @attrs.define
 class UsageLedger:
-    """Spent and reserved usage of one run, checked against optional limits."""
+    """Spent and reserved usage of one run, checked against optional limits.
+
+    Attributes:
+        cost_limit: ``total_cost_usd_limit`` (None: no cost limit).
+        token_limit: ``total_tokens_limit`` (None: no token limit).
+        cost: exact dollars spent.
+        tokens: tokens spent.
+        reserved_cost: dollars held by open reservations.
+        reserved_tokens: tokens held by open reservations.
+        charges: how many usage updates were applied (charges and reconciliations).
+    """
 
     cost_limit: Decimal | None = None
     token_limit: int | None = None
@@ -62,7 +103,13 @@ class UsageLedger:
 
     @property
     def limited(self) -> bool:
+        """Whether any limit is set."""
         return self.cost_limit is not None or self.token_limit is not None
+
+    @property
+    def open_reservations(self) -> int:
+        """How many reservations are held."""
+        return len(self._open)
 
     def check(self) -> Breach | None:
         """The breach of the current totals, if any (cost is checked first)."""
@@ -73,22 +120,22 @@ class UsageLedger:
         return None
 
     def charge(self, cost: Decimal, tokens: int) -> Breach | None:
-        """Add usage and report a breach if a limit is now exceeded."""
+        """Add usage; return the breach if a limit is now exceeded."""
         self.cost += cost
         self.tokens += tokens
         self.charges += 1
         return self.check()
 
     def reserve(self, cost: Decimal, tokens: int) -> Reservation | Breach:
-        """Hold budget, or return the breach the reservation would cause."""
-        if self.cost_limit is not None:
-            want = self.cost + self.reserved_cost + cost
-            if want > self.cost_limit:
-                return Breach("cost", self.cost_limit, want)
-        if self.token_limit is not None:
-            want_t = self.tokens + self.reserved_tokens + tokens
-            if want_t > self.token_limit:
-                return Breach("tokens", self.token_limit, want_t)
+        """Hold budget, or return the breach the reservation would cause (nothing held then)."""
+        if self.cost_limit is not None and (
+            self.cost + self.reserved_cost + cost > self.cost_limit
+        ):
+            return Breach("cost", self.cost_limit, self.cost, cost, self.reserved_cost)
+        if self.token_limit is not None and (
+            self.tokens + self.reserved_tokens + tokens > self.token_limit
+        ):
+            return Breach("tokens", self.token_limit, self.tokens, tokens, self.reserved_tokens)
         res = Reservation(self._next_id, cost, tokens)
         self._next_id += 1
         self._open[res.id] = res
@@ -109,7 +156,8 @@ class UsageLedger:
         return self.charge(cost, tokens)
 
     def check_invariants(self) -> None:
-        """Reserved totals equal the sum of open reservations; nothing negative."""
+        """Reserved totals equal the sum of open reservations and are never negative."""
         assert self.reserved_cost == sum((r.cost for r in self._open.values()), ZERO)
         assert self.reserved_tokens == sum(r.tokens for r in self._open.values())
-        assert self.reserved_cost >= 0 and self.reserved_tokens >= 0
+        assert self.reserved_cost >= 0
+        assert self.reserved_tokens >= 0
