@@ -473,8 +473,10 @@ class RunObserver:
                 if is_async:
                     await hook(event)
                 else:
+                    # A sync callable may still hand back an awaitable (a partial of
+                    # an async function): honour it, cheaply for the common None.
                     value = hook(event)
-                    if inspect.isawaitable(value):
+                    if value is not None and inspect.isawaitable(value):
                         await value
             except Exception as exc:
                 await self._fail(self._hook_error(hook, event, exc))
