@@ -24,7 +24,7 @@ from .report import (
     scaling_table,
     utc_now,
 )
-from .sysinfo import machine_info
+from .sysinfo import load_average, machine_info
 from .worker import WORKER_COMMAND, run_isolated, worker_main
 
 if TYPE_CHECKING:
@@ -337,6 +337,7 @@ def _run(discovery: Discovery, args: argparse.Namespace, out: TextIO) -> int:
         f" {options.budget_s:g} s budget per workload; {'each case in a fresh process' if isolated else 'in-process'})",
         style="bold",
     )
+    load_before = load_average()
     results: list[CaseResult] = []
     interrupted = _measure_all(
         cases, failed_modules, options, isolated, args.timeout, display, results
@@ -352,7 +353,7 @@ def _run(discovery: Discovery, args: argparse.Namespace, out: TextIO) -> int:
             patterns=tuple(args.scenarios),
             scenarios_dir=str(discovery.directory),
         ),
-        machine=machine_info(),
+        machine=machine_info(load_before=load_before),
         results=tuple(results),
         scaling=scaling_rows(results),
     )
@@ -415,6 +416,12 @@ def _show(report: Report, display: Display, *, interrupted: bool) -> bool:
     """Print the machine, results, problems and scaling; True if anything failed."""
     display.text("")
     display.text(report.machine.describe())
+    if report.machine.busy:
+        display.text(
+            f"Warning: the machine was busy when the run started (load {report.machine.load_before:.2f} "
+            f"on {report.machine.cpu_count} CPUs): figures are noisy; compare with care.",
+            style="bold yellow",
+        )
     display.table(
         results_table(
             report.results, title="Results (figure: median of repeats; ratio = figure / raw trio)"

@@ -14,7 +14,8 @@ JSON schema (``schema_version`` 1), one object::
       "machine": {"cpu_count": int|null, "cpu_model": str, "python": str,
                   "implementation": str, "platform": str, "trio": str|null,
                   "attrs": str|null, "cattrs": str|null, "flujo_actors": str|null,
-                  "git_commit": str|null, "git_dirty": bool|null},
+                  "git_commit": str|null, "git_dirty": bool|null,
+                  "load_before": float|null, "load_after": float|null},  # 1-min load average
       "results": [                                     # one per (scenario, size)
         {"scenario": str, "size": int|null,            # null: a module that failed to load
          "status": "ok" | "error" | "unavailable",
@@ -192,18 +193,35 @@ class MachineInfo:
     flujo_actors: str | None
     git_commit: str | None
     git_dirty: bool | None
+    load_before: float | None = None
+    load_after: float | None = None
+
+    @property
+    def busy(self) -> bool:
+        """True when other work was competing for the CPUs as the run started.
+
+        The harness runs one case at a time (one busy core); a 1-minute load average
+        above ``cpu_count - 0.5`` before it started means it shared a core.
+        """
+        if self.load_before is None or not self.cpu_count:
+            return False
+        return self.load_before > self.cpu_count - 0.5
 
     def describe(self) -> str:
         """One paragraph for the top of a report."""
         commit = "no git"
         if self.git_commit:
             commit = self.git_commit[:10] + (" (uncommitted changes)" if self.git_dirty else "")
-        return (
+        text = (
             f"{self.cpu_count or '?'} CPU(s), {self.cpu_model}; {self.implementation} "
             f"{self.python} on {self.platform}\n"
             f"trio {self.trio or '-'}, attrs {self.attrs or '-'}, cattrs {self.cattrs or '-'}; "
             f"flujo_actors {self.flujo_actors or '-'} @ {commit}"
         )
+        if self.load_before is not None:
+            after = "" if self.load_after is None else f", {self.load_after:.2f} after"
+            text += f"\nload average (1 min): {self.load_before:.2f} before the run{after}"
+        return text
 
 
 @attrs.frozen(kw_only=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .report import MachineInfo
 
-__all__ = ["cpu_model", "git_state", "machine_info", "package_version"]
+__all__ = ["cpu_model", "git_state", "load_average", "machine_info", "package_version"]
 
 
 def package_version(name: str) -> str | None:
@@ -60,11 +60,20 @@ def git_state(directory: Path) -> tuple[str | None, bool | None]:
     return commit or None, bool(dirty)
 
 
-def machine_info() -> MachineInfo:
+def load_average() -> float | None:
+    """The 1-minute load average, or None where the platform has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_info(*, load_before: float | None = None) -> MachineInfo:
     """Describe this machine, the interpreter, the key libraries and the git commit.
 
     The commit is that of the repository holding the flujo_actors package (falling
-    back to the current directory's).
+    back to the current directory's). ``load_before`` is the load average taken
+    before the run; the load now is recorded as ``load_after``.
     """
     package_dir = Path(__file__).resolve().parents[2]
     commit, dirty = git_state(package_dir)
@@ -82,4 +91,6 @@ def machine_info() -> MachineInfo:
         flujo_actors=package_version("flujo-actors") or package_version("flujo_actors"),
         git_commit=commit,
         git_dirty=dirty,
+        load_before=load_before,
+        load_after=load_average(),
     )

@@ -332,6 +332,15 @@ def test_results_table_and_summary_show_real_content() -> None:
     assert summarize(missing) == "cache.*: UNAVAILABLE: ImportError: no InMemoryLRUBackend"
 
 
+def test_machine_busy_and_load() -> None:
+    assert not MACHINE.busy
+    assert "load average" not in MACHINE.describe()
+    quiet = attrs.evolve(MACHINE, load_before=0.4, load_after=1.1)
+    assert not quiet.busy
+    assert quiet.describe().endswith("load average (1 min): 0.40 before the run, 1.10 after")
+    assert attrs.evolve(MACHINE, load_before=1.6).busy
+
+
 def test_machine_description() -> None:
     text = MACHINE.describe()
     assert "2 CPU(s), Test CPU; CPython 3.11.7 on Linux" in text
