@@ -921,6 +921,8 @@ class Supervisor:
         interrupted ``tell`` are kept for the next instance. Otherwise it is
         finalized with ``reason``.
         """
+        if child.stopped:
+            return  # it exited for good on its own meanwhile
         if not child.done.is_set():
             child.terminating = True
             nested = child.nested
@@ -978,6 +980,8 @@ class Supervisor:
                     return None
             failed: tuple[_Child, Exception] | None = None
             for member in members:
+                if member.stopped:
+                    continue  # it exited for good on its own while the group went down
                 if member.spec.restart is Restart.TEMPORARY and member is not crashed:
                     self._finalize(member, "shutdown")
                     continue
