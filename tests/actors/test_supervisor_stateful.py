@@ -186,7 +186,7 @@ class Worker(Actor):
         return message.number
 
 
-names = st.sampled_from(["a", "b", "c"])
+names = st.sampled_from(["a", "b", "c", "w"])  # w lives in the nested supervisor n
 operations = st.lists(
     st.one_of(
         st.tuples(
@@ -218,6 +218,10 @@ def all_tasks() -> set[trio.lowlevel.Task]:
     return found
 
 
+def target(sup: Supervisor, name: str) -> Any:
+    return sup.supervisor("n").ref("w") if name == "w" else sup.ref(name)
+
+
 async def replay(script: list[tuple[Any, ...]], supervisor: Supervisor, told: list[Job]) -> bool:
     """Run ``script`` against ``supervisor``; True if it gave up (intensity exceeded)."""
     before = all_tasks()
@@ -229,17 +233,17 @@ async def replay(script: list[tuple[Any, ...]], supervisor: Supervisor, told: li
                 for number, op in enumerate(script):
                     if op[0] == "tell":
                         job = Job(number, fails=op[2], work_s=op[3])
-                        await sup.ref(op[1]).tell(job)
+                        await target(sup, op[1]).tell(job)
                         told.append(job)  # after: a cancelled tell sent nothing
                     elif op[0] == "ask_crash":
                         # Every ask gets an answer: never a timeout.
                         with pytest.raises((ActorCrashed, ActorStopped)):
-                            await sup.ref(op[1]).ask("crash", timeout_s=50_000)
+                            await target(sup, op[1]).ask("crash", timeout_s=50_000)
                     elif op[0] == "stop_ref":
-                        await sup.ref(op[1]).stop()
+                        await target(sup, op[1]).stop()
                     elif op[0] == "stop_child":
                         if sup.statistics().state == "running":
-                            await sup.stop_child(op[1])
+                            await sup.stop_child("n" if op[1] == "w" else op[1])
                     elif op[0] == "sleep":
                         await trio.sleep(op[1])
                     else:
@@ -271,10 +275,17 @@ def test_every_told_message_is_handled_once_or_dead_lettered_once(
     handled: list[Job] = []
     life: list[str] = []
     told: list[Job] = []
+
+    def nested() -> Supervisor:
+        return Supervisor([ChildSpec("w", Worker, handled, life)], max_restarts=1, name="n")
+
     supervisor = Supervisor(
         [
-            ChildSpec(name, Worker, handled, life, restart=restart)
-            for name, restart in zip("abc", restarts, strict=True)
+            *(
+                ChildSpec(name, Worker, handled, life, restart=restart)
+                for name, restart in zip("abc", restarts, strict=True)
+            ),
+            ChildSpec("n", nested),
         ],
         strategy=strategy,
         max_restarts=max_restarts,
@@ -289,6 +300,7 @@ def test_every_told_message_is_handled_once_or_dead_lettered_once(
     stats = supervisor.statistics()
     assert stats.state == ("failed" if gave_up else "stopped")
     assert {child.state for child in stats.children} == {"stopped"}
+    assert supervisor.supervisor("n").statistics().state in {"stopped", "failed"}
     dead = [letter for letter in supervisor.dead_letters() if isinstance(letter.message, Job)]
     for job in told:
         times_handled = sum(1 for h in handled if h is job)
@@ -301,5 +313,5 @@ def test_every_told_message_is_handled_once_or_dead_lettered_once(
         else:
             # Tries interrupted by a sibling's restart are tried again.
             assert job.tries >= job.fails + 1
-    for name in "abc":
+    for name in "abcw":
         assert life.count(f"start {name}") == life.count(f"stop {name}"), life
