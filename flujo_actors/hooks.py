@@ -257,6 +257,9 @@ class HookSet:
     listeners: tuple[SpanListener, ...] = ()
 
 
+_NO_HOOKS: Final = HookSet()
+
+
 def compile_hooks(hooks: Sequence[Any], *, owner: str = "Flujo") -> HookSet:
     """Sort ``hooks`` into event hooks and span listeners, deciding sync/async once.
 
@@ -404,7 +407,7 @@ class RunObserver:
 
     @classmethod
     def create(
-        cls, hook_set: HookSet, *, run_id: str, pipeline: str, trace: bool
+        cls, hook_set: HookSet | None, *, run_id: str, pipeline: str, trace: bool
     ) -> RunObserver | None:
         """The observer for one run, or None when nothing observes it.
 
@@ -413,6 +416,8 @@ class RunObserver:
         Raises:
             HookError: a span listener raised on the root span.
         """
+        if hook_set is None:
+            hook_set = _NO_HOOKS
         hooks = hook_set.hooks
         if logger.isEnabledFor(logging.INFO):
             hooks = ((_log_event, False), *hooks)

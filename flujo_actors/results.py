@@ -7,6 +7,8 @@ from typing import Any, Final
 
 import attrs
 
+from .tracing import Span
+
 __all__ = ["ZERO", "PipelineResult", "StepResult", "to_decimal"]
 
 ZERO: Final = Decimal(0)
@@ -69,7 +71,9 @@ class PipelineResult:
 
     ``success`` is False when a step failed; the failed step is then the
     last entry of ``step_history``. Totals are exact and come from the run's
-    governor (every usage update of every step, at every depth).
+    governor (every usage update of every step, at every depth). ``trace`` is
+    the run's :class:`~flujo_actors.tracing.Span` tree when tracing was on
+    (``Flujo(..., trace=True)`` or a span listener hook), else None.
     """
 
     step_history: list[StepResult] = attrs.Factory(list)
@@ -79,4 +83,4 @@ class PipelineResult:
     success: bool = True
     output: Any = None
     run_id: str = ""
-    trace: Any = None
+    trace: Span | None = None

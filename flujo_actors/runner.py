@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import sys
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,6 @@ from .context import PipelineContext, build_context, check_context_model
 from .engine import Chain, Job, RunState
 from .errors import PipelineDefinitionError, RunNotFoundError, UsageLimitExceededError
 from .governor import Governor
-from .hooks import RunObserver, compile_hooks
 from .limits import UsageLimits
 from .policy.ledger import UsageLedger
 from .results import PipelineResult, StepResult
@@ -30,6 +30,7 @@ from .steps.dsl import (
 
 if TYPE_CHECKING:
     from .backends.state import RunCheckpoint
+    from .hooks import HookSet
     from .introspection import RunSnapshot
     from .persistence import PersistenceActor, ResumePoint
 
@@ -131,7 +132,12 @@ class Flujo:
         self.state_backend = state_backend
         self.cache_backend = cache_backend
         self.executor = executor
-        self._hook_set = compile_hooks(hooks)
+        self._hook_set: HookSet | None = None
+        if hooks:
+            # Hooks, tracing and their event types load only when used.
+            from .hooks import compile_hooks
+
+            self._hook_set = compile_hooks(hooks)
         self.hooks = tuple(hooks)
         self.trace = bool(trace)
         self._live: dict[str, _LiveRun] = {}
@@ -356,9 +362,13 @@ class Flujo:
             executor=self.executor,
             context_model=self.context_model,
         )
-        observer = RunObserver.create(
-            self._hook_set, run_id=run_id, pipeline=self.pipeline.name, trace=self.trace
-        )
+        observer = None
+        if self._hook_set is not None or self.trace or _logging_enabled():
+            from .hooks import RunObserver
+
+            observer = RunObserver.create(
+                self._hook_set, run_id=run_id, pipeline=self.pipeline.name, trace=self.trace
+            )
         if observer is not None:
             run.hooks = observer
             await observer.run_started(initial_input)
@@ -504,6 +514,13 @@ class Flujo:
             )
 
         return on_step
+
+
+def _logging_enabled() -> bool:
+    """Whether the ``flujo_actors`` logger would emit INFO records (checked once per run)."""
+    logging = sys.modules.get("logging")
+    # Never imported: nobody configured logging, so it cannot be enabled.
+    return logging is not None and logging.getLogger("flujo_actors").isEnabledFor(logging.INFO)
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
