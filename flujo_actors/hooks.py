@@ -14,10 +14,18 @@ named in the past tense; match on their type:
             case StepFailed(step=name, result=result):
                 print(name, "failed:", result.feedback)
 
+Every StepStarted is followed by exactly one StepFinished or StepFailed,
+unless the step is cancelled (a failing sibling branch, a usage breach, the
+caller): a cancelled step emits nothing more, and the step whose usage
+breached the limits is named by UsageLimitBreached instead. A fallback runs
+inside its step (FallbackTriggered, then the step's own StepFinished).
+
 A hook that raises fails the run: the run is cancelled and
 :class:`HookError` (naming the hook and the event, the hook's exception
 chained as ``__cause__``) is raised from ``run_async``, with the partial
-result on ``.result``. A :class:`~flujo_actors.UsageLimitExceededError` is
+result on ``.result`` (a step whose StepFinished hook raised is not in its
+history: the run stopped before recording it). A
+:class:`~flujo_actors.UsageLimitExceededError` is
 never masked: when the run also breached its limits, that is what is raised
 (the hook failure is added to it as a note).
 
