@@ -56,7 +56,7 @@ from .tracing import ListenerError, SpanListener, Tracer, is_span_listener
 
 if TYPE_CHECKING:
     from .frames import ExecutionFrame
-    from .tracing import Span, SpanRecord
+    from .tracing import SpanRecord
 
 __all__ = [
     "FallbackTriggered",
@@ -718,7 +718,3 @@ class RunObserver:
         # After the run's nursery closed there is no scope to cancel: a
         # failing hook is raised directly.
         self._cancel = None
-
-    def trace(self) -> Span | None:
-        """The trace so far, frozen (for a run that ended without ``run_finished``)."""
-        return None if self.tracer is None else self.tracer.root.freeze()
