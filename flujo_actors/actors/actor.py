@@ -412,6 +412,9 @@ async def _run_actor(
     has_first_message: bool,
 ) -> None:
     crashed: BaseException | None = None
+    # The first message is ours only once it is in the handler's hands; if
+    # on_start fails or is cancelled first, it goes back to the mailbox's head.
+    first_pending = has_first_message
     with trio.CancelScope() as scope:
         cell._cancel_scope = scope
         cell.state = "starting"
@@ -427,6 +430,7 @@ async def _run_actor(
                     msg = await receive.receive()
                 except trio.EndOfChannel:
                     return
+            first_pending = False
             while True:
                 cell.current = msg
                 if type(msg) is _Ask:
@@ -453,6 +457,8 @@ async def _run_actor(
             cell.state = "crashed"
             raise
         finally:
+            if first_pending:
+                cell.push_front(first_message)
             current = cell.current
             if type(current) is _Ask and not current.slot.done:
                 current.slot.fail(ActorStopped(f"Actor {cell.name!r} stopped before answering."))

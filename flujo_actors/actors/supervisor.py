@@ -440,10 +440,15 @@ class Supervisor:
         """The running nested supervisor ``name`` (its current incarnation).
 
         Raises:
-            LookupError: no child has that name, or it is an actor (use :meth:`ref`).
+            LookupError: no child has that name, it is an actor (use :meth:`ref`)
+                or it has not been started.
         """
         child = self._child(name)
         if child.nested is None:
+            if child.generation == 0:
+                raise LookupError(
+                    f"Child {name!r} of supervisor {self.name!r} has not been started."
+                )
             raise LookupError(
                 f"Child {name!r} of supervisor {self.name!r} is an actor, not a supervisor; "
                 f"use sup.ref({name!r})."
@@ -700,13 +705,14 @@ class Supervisor:
                 child.scope = scope
                 while True:
                     error: Exception | None = None
-                    first, has_first = cell.take_front()
                     try:
                         instance = spec.factory(*spec.args)
                         if isinstance(instance, Supervisor):
                             await self._run_nested(child, instance, status)
                         elif isinstance(instance, Actor):
                             child.nested = None
+                            # run_actor puts it back if on_start fails first.
+                            first, has_first = cell.take_front()
                             await run_actor(
                                 instance,
                                 cell,
@@ -720,9 +726,6 @@ class Supervisor:
                                 "it must return an Actor or a Supervisor."
                             )
                     except Exception as exc:
-                        if has_first and not status.called:
-                            # Not handed over: keep it for the next attempt.
-                            cell.push_front(first)
                         if status.real is not None and not status.called:
                             # A first start failed: nursery.start() reports it.
                             raise
@@ -900,6 +903,11 @@ class Supervisor:
         message, had = cell.take_front()
         if had:
             cell.dead_letters.record(cell.name, message, child.redelivery_reason)
+        current = cell.current
+        cell.current = None
+        if current is not None and type(current) is not _Ask:
+            # A tell whose handler was cancelled from outside: not handled.
+            cell.dead_letters.record(cell.name, current, "stopped")
         cell.close_mailbox()
         cell.mark_stopped()
         if child.generation == 0:

@@ -400,6 +400,34 @@ async def test_run_actor_handles_the_first_message_before_the_mailbox() -> None:
     assert cell.statistics().mailbox_capacity == math.inf
 
 
+async def test_a_first_message_is_put_back_if_on_start_fails_or_is_cancelled() -> None:
+    class FailingStart(Actor):
+        async def on_start(self) -> None:
+            raise OSError("no socket")
+
+    class SlowStart(Actor):
+        async def on_start(self) -> None:
+            await trio.sleep_forever()
+
+    cell = ActorCell("x")
+    with pytest.raises(OSError, match=r"^no socket$"):
+        await run_actor(FailingStart(), cell, first_message="first", has_first_message=True)
+    assert cell.take_front() == ("first", True)  # a supervisor hands it to the next instance
+    assert cell.take_front() == (None, False)
+
+    with trio.move_on_after(0) as scope:
+        await run_actor(SlowStart(), cell, first_message="again", has_first_message=True)
+    assert scope.cancelled_caught
+    assert cell.closed  # unsupervised and cancelled: closed, the first message is dead
+    assert cell.dead_letters.snapshot() == [
+        DeadLetter(recipient="x", message="again", reason="stopped")
+    ]
+    cell.push_front("late")  # a closed mailbox takes nothing back
+    assert cell.dead_letters.snapshot()[-1] == DeadLetter(
+        recipient="x", message="late", reason="stopped"
+    )
+
+
 async def test_a_supervised_cell_keeps_its_mailbox_when_its_actor_is_cancelled() -> None:
     cell = ActorCell("rec")
     cell.supervised = True

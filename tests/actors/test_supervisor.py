@@ -986,14 +986,18 @@ async def test_cancellation_from_outside_at_any_point_leaves_nothing_behind(
     journal: Journal = []
     supervisor = tree(journal, strategy)
     before = all_tasks()
+    sent: list[object] = []
 
     async def scenario(nursery: trio.Nursery) -> None:
         sup = await start(nursery, supervisor)  # t=3
         with pytest.raises(ActorCrashed):
             await sup.ref("b").ask("crash")  # backoff 1 s, restart(s) with slow starts
         await sup.ref("b").ask("ok")
-        await sup.ref("a").tell(trio.Event())  # a blocks in a handler forever
+        blocker = trio.Event()
+        await sup.ref("a").tell(blocker)  # a blocks in a handler forever
+        sent.append(blocker)
         await sup.ref("a").tell("queued")
+        sent.append("queued")
         inner = sup.supervisor("inner")
         with pytest.raises(ActorCrashed):
             await inner.ref("x").ask("crash")
@@ -1012,6 +1016,9 @@ async def test_cancellation_from_outside_at_any_point_leaves_nothing_behind(
     state = supervisor.statistics()
     assert state.state == "stopped"
     assert {s.state for s in state.children} <= {"stopped"}
+    # Nothing sent to a is ever handled (it blocks first): all of it is dead.
+    dead = [d.message for d in supervisor.dead_letters() if d.recipient == "a"]
+    assert dead == sent
     if state.children:
         await supervisor.ref("a").tell("after")
         assert supervisor.dead_letters()[-1] == DeadLetter(
