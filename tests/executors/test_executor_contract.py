@@ -39,7 +39,7 @@ from flujo_actors.executors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
 # -- agents and types (module level: workers import them by reference) ---------------
 
@@ -121,6 +121,15 @@ def returns_lock(x: int) -> Any:
 
 def echo(x: Any) -> Any:
     return x
+
+
+async def spell(word: str) -> AsyncIterator[str]:
+    for ch in word:
+        yield ch.upper()
+
+
+def with_resources(x: int, *, resources: dict[str, int]) -> int:
+    return x + resources["offset"]
 
 
 def my_pid(x: Any) -> int:
@@ -283,6 +292,17 @@ async def test_a_step_placed_inline_overrides_the_run_executor(
     placed, here = (r.output for r in result.step_history)
     assert here == os.getpid()
     assert (placed == os.getpid()) is (kind == "inline")
+
+
+async def test_a_streaming_agent_returns_its_chunks_joined(executor: Executor) -> None:
+    result = await Flujo(Step.from_callable(spell, placement=executor)).run_async("abc")
+    assert result.output == "ABC"
+
+
+async def test_resources_reach_an_agent_that_declares_them(executor: Executor) -> None:
+    step = Step.from_callable(with_resources, placement=executor)
+    result = await Flujo(step, resources={"offset": 100}).run_async(1)
+    assert result.output == 101
 
 
 # -- errors as data ------------------------------------------------------------------
