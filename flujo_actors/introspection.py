@@ -65,8 +65,8 @@ class RunSnapshot:
         pipeline: the pipeline's name.
         time: ``trio.current_time()`` when the snapshot was taken.
         elapsed_s: time since the run started, on trio's clock.
-        total_cost_usd: usage the governor has applied so far.
-        total_tokens: tokens the governor has applied so far.
+        total_cost_usd: cost reported to the governor so far (applied or queued).
+        total_tokens: tokens reported to the governor so far (applied or queued).
         dead_letters: messages of the run that went to dead letters so far.
         actors: the governor and the top-level step actors, each with its subtree.
     """

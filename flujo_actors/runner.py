@@ -261,6 +261,8 @@ class Flujo:
         """
         from .introspection import RunSnapshot, actor_tree
 
+        # Totals include the charges queued in the governor's mailbox but not
+        # yet applied (it applies told charges in batches): usage reported so far.
         now = trio.current_time()
         return tuple(
             RunSnapshot(
@@ -268,8 +270,8 @@ class Flujo:
                 pipeline=self.pipeline.name,
                 time=now,
                 elapsed_s=now - live.started,
-                total_cost_usd=live.ledger.cost,
-                total_tokens=live.ledger.tokens,
+                total_cost_usd=live.ledger.cost + getattr(live.run.governor, "_queued_cost", 0),
+                total_tokens=live.ledger.tokens + getattr(live.run.governor, "_queued_tokens", 0),
                 dead_letters=len(live.run.dead_letters),
                 actors=actor_tree(live.nursery),
             )
