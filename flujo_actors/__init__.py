@@ -23,6 +23,7 @@ from .errors import AskTimeout as AskTimeout
 from .errors import ExecutorLost as ExecutorLost
 from .errors import FlujoError as FlujoError
 from .errors import FlujoInternalError as FlujoInternalError
+from .errors import HookError as HookError
 from .errors import InfiniteFallbackError as InfiniteFallbackError
 from .errors import MailboxFull as MailboxFull
 from .errors import PipelineDefinitionError as PipelineDefinitionError
@@ -49,6 +50,7 @@ from .steps.dsl import PluginOutcome as PluginOutcome
 from .steps.dsl import Step as Step
 from .steps.dsl import StepConfig as StepConfig
 from .steps.dsl import step as step
+from .tracing import Span as Span
 
 if TYPE_CHECKING:
     from .backends.cache import CacheBackend as CacheBackend
@@ -56,6 +58,8 @@ if TYPE_CHECKING:
     from .backends.sqlite import SQLiteBackend as SQLiteBackend
     from .backends.state import InMemoryStateBackend as InMemoryStateBackend
     from .backends.state import StateBackend as StateBackend
+    from .introspection import ActorSnapshot as ActorSnapshot
+    from .introspection import RuntimeSnapshot as RuntimeSnapshot
     from .serialization import dump_typed as dump_typed
     from .serialization import load_typed as load_typed
     from .serialization import register_custom_deserializer as register_custom_deserializer
@@ -65,6 +69,8 @@ if TYPE_CHECKING:
 
 # name -> module, imported on first access (PEP 562).
 _LAZY: dict[str, str] = {
+    "ActorSnapshot": ".introspection",
+    "RuntimeSnapshot": ".introspection",
     "CacheBackend": ".backends.cache",
     "StateBackend": ".backends.state",
     "dump_typed": ".serialization",
@@ -96,6 +102,7 @@ __all__ = [
     "Actor",
     "ActorCrashed",
     "ActorRef",
+    "ActorSnapshot",
     "ActorStopped",
     "AskTimeout",
     "BranchFailureStrategy",
@@ -109,6 +116,7 @@ __all__ = [
     "Flujo",
     "FlujoError",
     "FlujoInternalError",
+    "HookError",
     "InMemoryLRUBackend",
     "InMemoryStateBackend",
     "InfiniteFallbackError",
@@ -124,8 +132,10 @@ __all__ = [
     "PluginOutcome",
     "RestartIntensityExceeded",
     "RunNotFoundError",
+    "RuntimeSnapshot",
     "SQLiteBackend",
     "SerializationError",
+    "Span",
     "StateBackend",
     "StateBackendError",
     "Step",

@@ -18,6 +18,7 @@ __all__ = [
     "ExecutorLost",
     "FlujoError",
     "FlujoInternalError",
+    "HookError",
     "InfiniteFallbackError",
     "MailboxFull",
     "PipelineDefinitionError",
@@ -71,6 +72,24 @@ class RunNotFoundError(FlujoError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class HookError(FlujoError):
+    """A run hook (or span listener) raised; the run was cancelled.
+
+    Attributes:
+        hook: the hook that raised.
+        event: the event it was handling (a listener's: ``"span_started(...)"``).
+        result: the partial :class:`PipelineResult` (set once the run ended).
+
+    The hook's exception is ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, hook: object, event: object) -> None:
+        super().__init__(message)
+        self.hook = hook
+        self.event = event
+        self.result: PipelineResult | None = None
 
 
 class FlujoInternalError(FlujoError):

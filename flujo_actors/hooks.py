@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 import attrs
 import trio
 
-from .errors import FlujoError, PipelineDefinitionError
+from .errors import FlujoError, HookError, PipelineDefinitionError
 from .policy.retry import AttemptPolicy
 from .results import PipelineResult, StepResult
 from .tracing import ListenerError, SpanListener, Tracer, is_span_listener
@@ -223,24 +223,6 @@ HookEvent: TypeAlias = (
 
 #: What ``Flujo(hooks=...)`` accepts: a callable taking one event (sync or async).
 Hook: TypeAlias = Callable[[HookEvent], Awaitable[None] | None]
-
-
-class HookError(FlujoError):
-    """A run hook (or span listener) raised; the run was cancelled.
-
-    Attributes:
-        hook: the hook that raised.
-        event: the event it was handling (a listener's: ``"span_started(...)"``).
-        result: the partial :class:`PipelineResult` (set once the run ended).
-
-    The hook's exception is ``__cause__``.
-    """
-
-    def __init__(self, message: str, *, hook: object, event: object) -> None:
-        super().__init__(message)
-        self.hook = hook
-        self.event = event
-        self.result: PipelineResult | None = None
 
 
 # -- compiled hooks -------------------------------------------------------------------

@@ -28,7 +28,7 @@ from .actors.actor import Actor, ActorCell, ActorStatistics
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["ActorSnapshot", "RunSnapshot", "actor_tree"]
+__all__ = ["ActorSnapshot", "RuntimeSnapshot", "actor_tree"]
 
 
 @attrs.frozen(kw_only=True)
@@ -57,7 +57,7 @@ class ActorSnapshot:
 
 
 @attrs.frozen(kw_only=True)
-class RunSnapshot:
+class RuntimeSnapshot:
     """A running run at one instant (see :meth:`Flujo.snapshot <flujo_actors.Flujo.snapshot>`).
 
     Attributes:

@@ -31,7 +31,7 @@ from .steps.dsl import (
 if TYPE_CHECKING:
     from .backends.state import RunCheckpoint
     from .hooks import HookSet
-    from .introspection import RunSnapshot
+    from .introspection import RuntimeSnapshot
     from .persistence import PersistenceActor, ResumePoint
 
 __all__ = ["Flujo"]
@@ -249,23 +249,23 @@ class Flujo:
                 await done.wait()
             receive.close()
 
-    def snapshot(self) -> tuple[RunSnapshot, ...]:
+    def snapshot(self) -> tuple[RuntimeSnapshot, ...]:
         """A live view of this runner's runs in progress (empty when none is running).
 
-        Each :class:`~flujo_actors.introspection.RunSnapshot` lists the run's
+        Each :class:`~flujo_actors.introspection.RuntimeSnapshot` lists the run's
         actors (the governor and the step actors, nested by pipeline path)
         with their state, mailbox depth/capacity, messages handled, restarts
         and last error, plus the usage applied so far. Call it from any task
         of the trio run (for example a monitor task beside ``run_async``);
         it does not block.
         """
-        from .introspection import RunSnapshot, actor_tree
+        from .introspection import RuntimeSnapshot, actor_tree
 
         # Totals include the charges queued in the governor's mailbox but not
         # yet applied (it applies told charges in batches): usage reported so far.
         now = trio.current_time()
         return tuple(
-            RunSnapshot(
+            RuntimeSnapshot(
                 run_id=run_id,
                 pipeline=self.pipeline.name,
                 time=now,

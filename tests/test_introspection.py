@@ -12,7 +12,7 @@ import trio.testing
 
 from flujo_actors import Actor, Flujo, Step, start_actor
 from flujo_actors.actors import ActorStatistics, ChildSpec, Supervisor
-from flujo_actors.introspection import ActorSnapshot, RunSnapshot, actor_tree
+from flujo_actors.introspection import ActorSnapshot, RuntimeSnapshot, actor_tree
 from flujo_actors.testing.agents import UsageOutput
 
 
@@ -44,7 +44,7 @@ async def test_a_snapshot_shows_the_governor_and_the_running_branches() -> None:
         {name: Step.from_callable(wait, name=f"{name}1") for name in ("a", "b", "c")},
     )
     runner = Flujo(Step.from_callable(paid, name="paid") >> fan)
-    snaps: list[tuple[RunSnapshot, ...]] = []
+    snaps: list[tuple[RuntimeSnapshot, ...]] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(runner.run_async, 0)
         await trio.testing.wait_all_tasks_blocked()
