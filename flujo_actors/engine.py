@@ -568,11 +568,18 @@ def _immutable(value: Any, depth: int = 0) -> bool:
     if depth > 4:
         return False
     if t is tuple or t is frozenset:
-        return all(_immutable(v, depth + 1) for v in value)
-    if isinstance(value, enum.Enum):
+        items: Any = value
+    elif isinstance(value, enum.Enum):
         return True
-    names = _frozen_fields(t)
-    return names is not None and all(_immutable(getattr(value, n), depth + 1) for n in names)
+    else:
+        names = _frozen_fields(t)
+        if names is None:
+            return False
+        items = [getattr(value, n) for n in names]
+    for v in items:
+        if type(v) not in _IMMUTABLE_INPUT and not _immutable(v, depth + 1):
+            return False
+    return True
 
 
 async def run_agent_step(

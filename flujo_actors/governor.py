@@ -1,31 +1,41 @@
 """The governor: one actor per run, the only owner of the run's usage ledger.
 
 Every usage update of a run, from every step and branch at any depth, is a
-message to this actor, so concurrent branches never race on the totals.
-With limits set, a step *asks* (the step after it must not start before the
-check); without limits it *tells* and never waits. On a breach the governor
-records the breaching step, sets the run's ``breach_event`` and cancels the
-run's scope, which cancels every in-flight branch beneath it at once.
+message to this actor, so concurrent branches never race on the totals. On
+a breach the governor records the breaching step, sets the run's
+``breach_event`` and cancels the run's scope, which cancels every in-flight
+branch beneath it at once.
 
 The governor has its own mailbox rather than the generic actor kernel's
-bounded channel: a flood of updates from thousands of concurrent branches
-must not cost a scheduler round trip per message. Senders append to a deque
-(no checkpoint; a ``tell`` never blocks) and wake the governor if it is
-parked; the governor then applies *every* queued message in one turn and
-wakes each asker directly. The mailbox is unbounded, but its depth is bounded
-by the steps that finished since the governor's last turn: an asker has at
-most one message in flight, and a teller sends one per finished step.
+bounded channel, because a flood of updates from thousands of concurrent
+branches must not cost a scheduler round trip per message:
+
+* Senders append to a deque: no checkpoint, a tell never blocks.
+* *Admission* (:meth:`Governor.offer`): the mailbox keeps the running sum of
+  the usage queued but not yet applied. Messages are applied in order, so
+  when ``applied + queued + this`` is within every limit the check's answer
+  is already known (no breach) and the update is told. Only an update that
+  might breach is asked, and its step waits for the verdict before anything
+  after it starts. Without limits every update is told.
+* *Batching*: told updates wake the governor once per :data:`TELL_BATCH`;
+  an ask, a flush or :meth:`Governor.close` wakes it at once. Each turn
+  applies *every* queued message without a checkpoint in between and wakes
+  each asker directly.
+
+The mailbox is unbounded, but its depth is bounded: an asker has at most one
+message in flight, and tells wake the governor every ``TELL_BATCH`` messages.
 """
 
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING, Any
+import math
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
 
-from .actors.actor import Actor
+from .actors.actor import Actor, ActorStatistics
 from .actors.deadletters import DeadLetters
 from .errors import ActorStopped
 from .policy.ledger import Breach, Reservation, UsageLedger
@@ -35,7 +45,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from decimal import Decimal
 
-__all__ = ["Charge", "Flush", "Governor", "GovernorBreach", "Release", "Reserve"]
+__all__ = ["TELL_BATCH", "Charge", "Flush", "Governor", "GovernorBreach", "Release", "Reserve"]
+
+#: Told messages (no answer awaited) wake the governor only once this many are
+#: queued; an ask, a flush or ``close`` wakes it at once. Waking it for every
+#: update would cost a task switch per step, and nothing waits on a told one:
+#: with limits, only updates that provably cannot breach are told.
+TELL_BATCH: Final = 256
 
 
 class _Message:
@@ -188,6 +204,18 @@ class Governor(Actor):
         """``"new"``, ``"running"`` or ``"stopped"``."""
         return self._state
 
+    def statistics(self) -> ActorStatistics:
+        """State, mailbox depth (unbounded mailbox), messages applied (same shape as actors')."""
+        return ActorStatistics(
+            name=self.name,
+            state=self._state,
+            mailbox_depth=len(self._inbox),
+            mailbox_capacity=math.inf,
+            handled=self.handled,
+            restarts=0,
+            last_error=None,
+        )
+
     def _wake(self) -> None:
         task = self._parked
         if task is not None:
@@ -219,8 +247,10 @@ class Governor(Actor):
             return True
         self._queued_cost = cost
         self._queued_tokens = tokens
-        self._inbox.append(charge)
-        self._wake()
+        inbox = self._inbox
+        inbox.append(charge)
+        if len(inbox) >= TELL_BATCH:
+            self._wake()
         return True
 
     def tell_nowait(self, message: _Message) -> None:
@@ -236,8 +266,10 @@ class Governor(Actor):
         if type(message) is Charge:
             self._queued_cost += message.cost
             self._queued_tokens += message.tokens
-        self._inbox.append(message)
-        self._wake()
+        inbox = self._inbox
+        inbox.append(message)
+        if len(inbox) >= TELL_BATCH:
+            self._wake()
 
     async def ask(self, message: _Message) -> Any:
         """Queue a message and wait for the governor's answer.
@@ -250,9 +282,7 @@ class Governor(Actor):
             ActorStopped: the governor stopped before answering.
         """
         if self._state == "stopped":
-            raise ActorStopped(
-                f"The run's governor has stopped; {message!r} was not applied."
-            )
+            raise ActorStopped(f"The run's governor has stopped; {message!r} was not applied.")
         if type(message) is Charge:
             self._queued_cost += message.cost
             self._queued_tokens += message.tokens
@@ -274,7 +304,9 @@ class Governor(Actor):
         self._closing = True
         self._wake()
 
-    async def serve(self, *, task_status: trio.TaskStatus[Governor] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Governor] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Apply messages until :meth:`close` (then drain) or cancellation.
 
         Each turn applies every queued message without a checkpoint in

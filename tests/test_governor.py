@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flujo_actors import ActorStopped
-from flujo_actors.governor import Charge, Flush, Governor, Release, Reserve
+from flujo_actors.governor import TELL_BATCH, Charge, Flush, Governor, Release, Reserve
 from flujo_actors.policy.ledger import Breach, Reservation, UsageLedger
 from flujo_actors.results import StepResult
 
@@ -59,6 +60,31 @@ async def test_a_burst_is_applied_in_one_turn() -> None:
         gov.close()
     assert h.ledger.cost == Decimal("1.000")
     assert gov.max_batch == 1001  # every update plus the flush, in a single turn
+
+
+async def test_told_updates_wake_the_governor_once_per_batch() -> None:
+    h = Harness()
+    async with trio.open_nursery() as nursery:
+        gov = await nursery.start(h.governor.serve)
+        for _ in range(TELL_BATCH - 1):
+            gov.tell_nowait(charge("s", "0.01"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.ledger.charges == 0  # nobody waits for told updates: no wake-up yet
+        stats = gov.statistics()
+        assert (stats.name, stats.state, stats.mailbox_depth) == (
+            "governor",
+            "running",
+            TELL_BATCH - 1,
+        )
+        assert stats.mailbox_capacity == math.inf
+        gov.tell_nowait(charge("s", "0.01"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.ledger.charges == TELL_BATCH  # the batch is full: applied in one turn
+        assert gov.statistics().mailbox_depth == 0
+        assert gov.statistics().handled == TELL_BATCH
+        gov.close()
+    assert h.ledger.cost == Decimal("0.01") * TELL_BATCH
+    assert gov.statistics().state == "stopped"
 
 
 async def test_offer_admits_what_cannot_breach_and_refuses_what_might() -> None:

@@ -771,6 +771,21 @@ async def test_an_outer_cancel_during_a_timed_attempt_is_not_a_timeout(
     assert len(agent.calls) == 1
 
 
+async def test_a_sync_agent_is_not_retried_after_its_scope_was_cancelled() -> None:
+    calls = [0]
+    outer = trio.CancelScope()
+
+    def cancels_then_fails(data: str) -> str:
+        calls[0] += 1
+        outer.cancel()  # e.g. the user cancelled while this attempt ran
+        raise RuntimeError("failed while being cancelled")
+
+    with outer:
+        await run(Step.from_callable(cancels_then_fails, max_retries=5))
+    assert outer.cancelled_caught
+    assert calls[0] == 1  # no attempt starts in a cancelled scope, even without a backoff
+
+
 async def test_a_cancel_scope_inside_an_agent_is_not_a_failure() -> None:
     calls = [0]
 
