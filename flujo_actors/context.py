@@ -58,11 +58,15 @@ def copy_value(value: Any) -> Any:
     t = type(value)
     if t in _IMMUTABLE or isinstance(value, Enum):
         return value
+    # Immutable members are shared without a call: contexts are mostly scalars.
+    imm = _IMMUTABLE
     if t is dict:
-        return {k: copy_value(v) for k, v in value.items()}
+        return {k: v if type(v) in imm else copy_value(v) for k, v in value.items()}
     if t is list:
-        return [copy_value(v) for v in value]
+        return [v if type(v) in imm else copy_value(v) for v in value]
     if t is tuple:
+        if all(type(v) in imm for v in value):
+            return value
         return tuple(copy_value(v) for v in value)
     if t is set:
         return set(value)
