@@ -39,6 +39,7 @@ __all__ = [
     "RemoteAgentError",
     "WorkItem",
     "WorkResult",
+    "arun_pickled",
     "arun_work_item",
     "build_work_item",
     "decode_result",
@@ -419,14 +420,11 @@ def _encode_result(result: WorkResult, item_name: str, where: str) -> bytes:
         return bytes(cp.dumps(WorkResult(error=info, worker=result.worker)))
 
 
-def run_pickled(payload: bytes, where: str) -> bytes:
-    """Worker entry point: unpickle a :class:`WorkItem`, run it, pickle the result.
-
-    Never raises for an agent's failure: errors travel back as data.
-    """
+def _load_item(payload: bytes, where: str) -> WorkItem | bytes:
+    """The unpickled item, or the pickled error result saying why it cannot be loaded."""
     cp = _cloudpickle()
     try:
-        item = cp.loads(payload)
+        item: WorkItem = cp.loads(payload)
     except Exception as exc:
         problem = SerializationError(
             f"the {where} worker ({_worker_name()}) cannot unpickle a work item: "
@@ -436,7 +434,43 @@ def run_pickled(payload: bytes, where: str) -> bytes:
         )
         info = attrs.evolve(ErrorInfo.from_exception(problem), exception=None)
         return bytes(cp.dumps(WorkResult(error=info, worker=_worker_name())))
+    return item
+
+
+def run_pickled(payload: bytes, where: str) -> bytes:
+    """Worker entry point: unpickle a :class:`WorkItem`, run it, pickle the result.
+
+    Never raises for an agent's failure: errors travel back as data.
+    """
+    item = _load_item(payload, where)
+    if isinstance(item, bytes):
+        return item
     return _encode_result(run_work_item(item), item.step_name, where)
+
+
+async def arun_pickled(payload: bytes, where: str) -> bytes:
+    """:func:`run_pickled` for a worker that is already inside trio (a Ray actor's guest run).
+
+    Async agents run as tasks of that run, bounded by the item's deadline;
+    sync agents run in a thread (abandoned, not stopped, if cancelled).
+    Cancellation propagates as ``trio.Cancelled``.
+    """
+    item = _load_item(payload, where)
+    if isinstance(item, bytes):
+        return item
+    if item.agent.kind == SYNC:
+        result = await trio.to_thread.run_sync(run_work_item, item, abandon_on_cancel=True)
+    elif item.deadline is None:
+        result = await arun_work_item(item)
+    else:
+        with trio.move_on_at(trio.current_time() + (item.deadline - time.time())) as scope:
+            result = await arun_work_item(item)
+        if scope.cancelled_caught:
+            exc = TimeoutError(
+                f"step {item.step_name!r} attempt {item.attempt} reached its deadline in the worker"
+            )
+            result = WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
+    return _encode_result(result, item.step_name, where)
 
 
 def decode_result(raw: bytes, step_name: str, where: str) -> WorkResult:

@@ -32,6 +32,7 @@ _FORBIDDEN_OPTIONS: Final = frozenset({"max_retries", "retry_exceptions", "max_t
 _log = logging.getLogger("flujo_actors.executors")
 
 _REMOTE: Any = None  # ray.remote(run_pickled), made once per process
+_HOST: Any = None  # ray.remote(AgentHost), made once per process
 
 
 @attrs.frozen
@@ -42,6 +43,8 @@ class _Connection:
     task_error: type[BaseException]
     cancelled_error: type[BaseException]
     ray_error: type[BaseException]
+    hosts: list[Any]  # AgentHost actor handles (actor mode), else empty
+    load: list[int]  # calls in flight per host
 
 
 class RayExecutor:
@@ -74,8 +77,20 @@ class RayExecutor:
             ``resources``, ``runtime_env``, ...); retry options are refused.
         force_cancel: kill the worker on cancellation (True) or raise
             ``KeyboardInterrupt`` in it (False: the agent can clean up, but
-            blocking calls finish first).
+            blocking calls finish first). Tasks only; see ``actors``.
         cancel_timeout_s: how long a cancelled call waits for Ray to confirm.
+        actors: 0 (default) runs each call as a Ray task. N > 0 runs calls on
+            N Ray *async actors* instead, each hosting up to
+            ``actor_concurrency`` calls at once as tasks of a trio run inside
+            the actor: the mode for I/O-bound async agents (LLM and HTTP
+            calls), where a task per call would hold a CPU slot and a worker
+            process each. Calls go to the least busy actor. Cancellation
+            cancels the call's trio task inside the actor (the actor lives
+            on); a sync agent runs in a thread of the actor and cannot be
+            stopped. A dead actor raises ``ExecutorLost`` for its calls in
+            flight and is restarted by Ray; the actors are killed on close.
+            ``task_options`` then apply to the actors (``num_cpus``, ...).
+        actor_concurrency: most calls one actor runs at once.
 
     Raises:
         ImportError: the ``ray`` extra is not installed.
@@ -90,6 +105,8 @@ class RayExecutor:
         task_options: Mapping[str, Any] | None = None,
         force_cancel: bool = True,
         cancel_timeout_s: float = 10.0,
+        actors: int = 0,
+        actor_concurrency: int = 1000,
     ) -> None:
         require_extra("RayExecutor", "ray")
         task_options = dict(task_options or {})
@@ -104,6 +121,14 @@ class RayExecutor:
             raise ValueError(
                 f"RayExecutor: cancel_timeout_s must be >= 0, got {cancel_timeout_s!r}."
             )
+        for name, value in (("actors", actors), ("actor_concurrency", actor_concurrency)):
+            if type(value) is not int or value < (0 if name == "actors" else 1):
+                raise ValueError(
+                    f"RayExecutor: {name} must be an int >= {0 if name == 'actors' else 1}, "
+                    f"got {value!r}."
+                )
+        self.actors = actors
+        self.actor_concurrency = actor_concurrency
         self.address = address
         self.init_options = dict(init_options or {})
         self.task_options = task_options
@@ -115,10 +140,13 @@ class RayExecutor:
         self._counters = _Counters()
 
     def __repr__(self) -> str:
-        return f"RayExecutor(address={self.address!r}, force_cancel={self.force_cancel})"
+        return (
+            f"RayExecutor(address={self.address!r}, force_cancel={self.force_cancel}, "
+            f"actors={self.actors})"
+        )
 
     async def _open(self) -> _Connection:
-        global _REMOTE
+        global _REMOTE, _HOST
         import ray
         import ray.exceptions
 
@@ -131,6 +159,19 @@ class RayExecutor:
             owned = True
         if _REMOTE is None:
             _REMOTE = ray.remote(max_retries=0, retry_exceptions=False)(run_pickled)
+        hosts: list[Any] = []
+        if self.actors:
+            if _HOST is None:
+                from ._ray_host import AgentHost
+
+                _HOST = ray.remote(AgentHost)
+            options = {
+                "max_restarts": -1,  # a dead host comes back for later calls...
+                "max_task_retries": 0,  # ...but the calls it was running are not re-run
+                "max_concurrency": self.actor_concurrency,
+                **self.task_options,
+            }
+            hosts = [_HOST.options(**options).remote() for _ in range(self.actors)]
         return _Connection(
             ray,
             _REMOTE,
@@ -138,10 +179,15 @@ class RayExecutor:
             ray.exceptions.RayTaskError,
             ray.exceptions.TaskCancelledError,
             ray.exceptions.RayError,
+            hosts,
+            [0] * len(hosts),
         )
 
     @staticmethod
     async def _close(conn: _Connection) -> None:
+        for host in conn.hosts:
+            with contextlib.suppress(Exception):  # already gone: nothing to stop
+                conn.ray.kill(host)
         if conn.owned:
             await trio.to_thread.run_sync(conn.ray.shutdown)
 
@@ -160,9 +206,29 @@ class RayExecutor:
         """
         conn = await self._conn.get()
         payload = encode_item(item, _WHERE)
-        ref = conn.remote.options(
-            name=f"flujo:{item.step_name}#{item.attempt}", **self.task_options
-        ).remote(payload, _WHERE)
+        host = -1
+        if conn.hosts:
+            load = conn.load
+            host = load.index(min(load))
+            load[host] += 1
+            ref = (
+                conn.hosts[host]
+                .run.options(name=f"flujo:{item.step_name}#{item.attempt}")
+                .remote(payload, _WHERE)
+            )
+        else:
+            ref = conn.remote.options(
+                name=f"flujo:{item.step_name}#{item.attempt}", **self.task_options
+            ).remote(payload, _WHERE)
+        try:
+            return await self._await(conn, ref, item, actor=host >= 0)
+        finally:
+            if host >= 0:
+                conn.load[host] -= 1
+
+    async def _await(
+        self, conn: _Connection, ref: Any, item: WorkItem, *, actor: bool
+    ) -> WorkResult:
         c = self._counters
         c.submitted += 1
         future = ref.future()
@@ -180,7 +246,8 @@ class RayExecutor:
         finally:
             if not done.is_set():
                 c.cancelled += 1
-                self._cancel(conn, ref)
+                # Ray refuses force for actor tasks; the host cancels the call's trio task.
+                self._cancel(conn, ref, force=self.force_cancel and not actor)
                 # Shielded: when Cancelled leaves this call, the task has stopped.
                 with trio.CancelScope(
                     deadline=trio.current_time() + self.cancel_timeout_s, shield=True
@@ -205,12 +272,20 @@ class RayExecutor:
                 f"was lost ({type(exc).__name__}). Worker loss is retryable: the step's "
                 "max_retries decides whether it runs again."
             ) from exc
+        if raw is None:  # the host answered a call it had to drop (cancelled in the actor)
+            c.lost += 1
+            raise ExecutorLost(
+                f"Step {item.step_name!r} attempt {item.attempt}: its Ray actor dropped the "
+                "call. Worker loss is retryable: the step's max_retries decides whether it "
+                "runs again."
+            )
         c.completed += 1
         return decode_result(raw, item.step_name, _WHERE)
 
-    def _cancel(self, conn: _Connection, ref: Any) -> None:
+    @staticmethod
+    def _cancel(conn: _Connection, ref: Any, *, force: bool) -> None:
         try:
-            conn.ray.cancel(ref, force=self.force_cancel, recursive=True)
+            conn.ray.cancel(ref, force=force, recursive=True)
         except Exception:
             # Already finished or unknown to Ray: nothing left to stop.
             _log.debug("ray.cancel failed", exc_info=True)
