@@ -582,6 +582,40 @@ def _immutable(value: Any, depth: int = 0) -> bool:
     return True
 
 
+def _snapshot(ctx: Any) -> tuple[dict[str, Any], frozenset[str]]:
+    """The context's field values before a step, and the fields that could not be copied.
+
+    A field holding something uncopyable (a lock, a client) is kept by
+    reference: rolling back rebinds the field, but cannot undo changes made
+    inside that object.
+    """
+    try:
+        return snapshot_context(ctx), frozenset()
+    except Exception:
+        pass
+    values: dict[str, Any] = {}
+    shared: set[str] = set()
+    for name in context_field_names(type(ctx)):
+        value = getattr(ctx, name)
+        try:
+            values[name] = copy_value(value)
+        except Exception:
+            values[name] = value
+            shared.add(name)
+    return values, frozenset(shared)
+
+
+def _restore(ctx: Any, snap: tuple[dict[str, Any], frozenset[str]]) -> None:
+    """Roll the context back to ``snap`` (the snapshot stays intact for later attempts)."""
+    values, shared = snap
+    if not shared:
+        restore_context(ctx, values)
+        return
+    setter = object.__setattr__
+    for name, value in values.items():
+        setter(ctx, name, value if name in shared else copy_value(value))
+
+
 async def run_agent_step(
     frame: ExecutionFrame[Any], *, charge: bool = True, _held: list[int | None] | None = None
 ) -> StepResult:
@@ -631,8 +665,8 @@ async def run_agent_step(
         and not _immutable(data)
     )
     checks = bool(step.compiled_validators or step.compiled_plugins)
-    # One snapshot per step, not per attempt: restore_context copies out of it.
-    snap = snapshot_context(ctx) if ctx is not None and (spec.accepts_context or checks) else None
+    # One snapshot per step, not per attempt: restoring copies out of it.
+    snap = _snapshot(ctx) if ctx is not None and (spec.accepts_context or checks) else None
     timeout = cfg.timeout_s
     limited = charge and run.limited
     attempts = 0
@@ -686,7 +720,7 @@ async def run_agent_step(
             error_type = type(exc).__name__
             retryable = True
         if snap is not None:
-            restore_context(ctx, snap)
+            _restore(ctx, snap)
         if policy is None:
             policy = AttemptPolicy(
                 max_attempts, cfg.backoff_s, cfg.backoff_factor, fallback is not None
@@ -777,6 +811,9 @@ async def _run_fallback(
     """
     run: RunState = frame.run
     check_fallback_chain(frame.step)  # cheap, and only on this path
+    # A primary that failed because its scope was cancelled (a timeout racing
+    # an outer cancel) must not hand over: a sync fallback would run to the end.
+    await trio.lowlevel.checkpoint_if_cancelled()
     if run.hooks is not None:
         await run.hooks.fallback(frame, primary)
     fb_frame = attrs.evolve(frame, step=fallback, path=(*frame.path, fallback.name))

@@ -523,6 +523,33 @@ async def test_a_step_that_fails_for_good_leaves_the_context_as_it_found_it() ->
     assert (ctx.notes, ctx.scratchpad, ctx.count) == (["setup"], {"kept": {"deep": [1]}}, 0)
 
 
+@attrs.define
+class ClientContext(PipelineContext):
+    lock: Any = attrs.Factory(threading.Lock)  # cannot be copied
+    count: int = 0
+
+
+async def test_rollback_works_when_a_context_field_cannot_be_copied() -> None:
+    calls = [0]
+    seen_locks: list[Any] = []
+
+    async def agent(data: str, context: ClientContext) -> str:
+        calls[0] += 1
+        seen_locks.append(context.lock)
+        context.count += 1
+        context.scratchpad["attempt"] = calls[0]
+        context.lock = None  # rebinding is rolled back too
+        if calls[0] == 1:
+            raise RuntimeError("first")
+        return "ok"
+
+    result = await run(Step.from_callable(agent, max_retries=1), context_model=ClientContext)
+    ctx = result.final_pipeline_context
+    assert result.output == "ok"
+    assert (ctx.count, ctx.scratchpad, ctx.lock) == (1, {"attempt": 2}, None)
+    assert seen_locks[0] is seen_locks[1]  # the same lock, put back after attempt 1
+
+
 async def test_context_changes_of_a_rejected_attempt_are_rolled_back() -> None:
     calls = [0]
 
@@ -784,6 +811,24 @@ async def test_a_sync_agent_is_not_retried_after_its_scope_was_cancelled() -> No
         await run(Step.from_callable(cancels_then_fails, max_retries=5))
     assert outer.cancelled_caught
     assert calls[0] == 1  # no attempt starts in a cancelled scope, even without a backoff
+
+
+async def test_no_fallback_runs_in_a_cancelled_scope() -> None:
+    outer = trio.CancelScope()
+    ran: list[str] = []
+
+    def primary(data: str) -> str:
+        outer.cancel()
+        raise RuntimeError("failed while being cancelled")
+
+    def backup(data: str) -> str:  # sync: it would run to the end if called
+        ran.append("backup")
+        return "backup"
+
+    with outer:
+        await run(Step.from_callable(primary, max_retries=0, fallback=Step.from_callable(backup)))
+    assert outer.cancelled_caught
+    assert ran == []
 
 
 async def test_a_cancel_scope_inside_an_agent_is_not_a_failure() -> None:
