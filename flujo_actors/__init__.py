@@ -13,8 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from .actors import Actor as Actor
 from .actors import ActorRef as ActorRef
+from .actors import ActorStatistics as ActorStatistics
+from .actors import Backoff as Backoff
+from .actors import ChildSpec as ChildSpec
 from .actors import DeadLetter as DeadLetter
 from .actors import DeadLetters as DeadLetters
+from .actors import Restart as Restart
+from .actors import Strategy as Strategy
+from .actors import Supervisor as Supervisor
 from .actors import start_actor as start_actor
 from .context import PipelineContext as PipelineContext
 from .errors import ActorCrashed as ActorCrashed
@@ -85,13 +91,15 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flujo_actors' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # type checkers see the explicit imports above instead
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'flujo_actors' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:
@@ -103,10 +111,13 @@ __all__ = [
     "ActorCrashed",
     "ActorRef",
     "ActorSnapshot",
+    "ActorStatistics",
     "ActorStopped",
     "AskTimeout",
+    "Backoff",
     "BranchFailureStrategy",
     "CacheBackend",
+    "ChildSpec",
     "ConditionalStep",
     "DeadLetter",
     "DeadLetters",
@@ -130,6 +141,7 @@ __all__ = [
     "PipelineResult",
     "PipelineStep",
     "PluginOutcome",
+    "Restart",
     "RestartIntensityExceeded",
     "RunNotFoundError",
     "RuntimeSnapshot",
@@ -142,6 +154,8 @@ __all__ = [
     "StepConfig",
     "StepFailed",
     "StepResult",
+    "Strategy",
+    "Supervisor",
     "UsageLimitExceededError",
     "UsageLimits",
     "dump_typed",
