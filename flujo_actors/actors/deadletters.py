@@ -30,7 +30,11 @@ class DeadLetter:
     Attributes:
         recipient: name of the actor it was meant for (or that produced the reply).
         message: the message (or the late reply value).
-        reason: why it is here: ``"stopped"``, ``"late-reply"``, ``"poison"``, ...
+        reason: why it is here: ``"stopped"`` (sent to, queued in, or being
+            handled by an actor that stopped), ``"late-reply"`` (a reply whose
+            asker gave up), ``"poison"`` (it crashed its actor
+            ``poison_threshold`` times in a row), ``"crashed"`` (it crashed an
+            actor that is not restarted).
     """
 
     recipient: str

@@ -10,23 +10,28 @@ when they restart too often. It runs inside a nursery its caller owns::
         sup = await nursery.start(Supervisor([ChildSpec("worker", Worker)]).run)
         await sup.ref("worker").tell("job")
 
-Delivery rules (what happens to messages when children crash):
+Delivery rules (what happens to messages when children crash or stop):
 
 * A restarted actor keeps its mailbox (the same :class:`ActorCell`): queued
   messages survive, and refs handed out earlier stay valid.
-* A ``tell`` message whose handler crashed is handed to the restarted actor
-  first (at-least-once). If the same message object crashes the actor
-  ``poison_threshold`` times in a row it is moved to dead letters with
-  reason ``"poison"`` instead (the actor is still restarted).
+* A ``tell`` whose handler crashed goes back to the head of the mailbox and
+  is handed to the restarted actor first (at-least-once). If the same
+  message object crashes the actor ``poison_threshold`` times in a row it is
+  moved to dead letters with reason ``"poison"`` instead (the actor is still
+  restarted).
 * An ``ask`` whose handler crashed is answered with
   :class:`~flujo_actors.errors.ActorCrashed` and never handled again (the
-  asker decides whether to retry). An ask being handled by an actor that
-  the supervisor stops or restarts (because a sibling crashed) is answered
-  with :class:`~flujo_actors.errors.ActorStopped`; an interrupted ``tell``
-  is handed to the restarted actor first.
-* A message the supervisor will never deliver (the child stopped for good)
-  goes to dead letters: ``"stopped"`` for queued messages, ``"crashed"`` for
-  the message that crashed a child that is not restarted.
+  asker decides whether to retry).
+* When the supervisor restarts an actor because a sibling crashed, the
+  ``tell`` it was handling is handed to the new instance first; an ``ask``
+  it was handling is answered with :class:`~flujo_actors.errors.ActorStopped`.
+* A message the supervisor will never deliver (the child stopped for good,
+  or everything was cancelled) goes to dead letters: ``"stopped"`` for
+  queued or interrupted messages, ``"crashed"`` for the message that
+  crashed a child that is not restarted.
+* ``ref.stop()`` on a supervised child is a normal exit: the queued messages
+  go to dead letters, and a ``PERMANENT`` child comes back with a fresh,
+  empty mailbox (use :meth:`Supervisor.stop_child` to stop it for good).
 
 Nested supervisors: a :class:`ChildSpec` whose factory returns a
 :class:`Supervisor` makes a subtree. A nested supervisor is not an actor and
