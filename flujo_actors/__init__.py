@@ -15,12 +15,20 @@ from .actors import Actor as Actor
 from .actors import ActorRef as ActorRef
 from .actors import ActorStatistics as ActorStatistics
 from .actors import Backoff as Backoff
+from .actors import ChildCrashed as ChildCrashed
+from .actors import ChildRestarted as ChildRestarted
 from .actors import ChildSpec as ChildSpec
+from .actors import ChildStarted as ChildStarted
+from .actors import ChildStopped as ChildStopped
 from .actors import DeadLetter as DeadLetter
+from .actors import DeadLettered as DeadLettered
 from .actors import DeadLetters as DeadLetters
 from .actors import Restart as Restart
+from .actors import RestartRecord as RestartRecord
 from .actors import Strategy as Strategy
 from .actors import Supervisor as Supervisor
+from .actors import SupervisorEvent as SupervisorEvent
+from .actors import SupervisorStatistics as SupervisorStatistics
 from .actors import start_actor as start_actor
 from .context import PipelineContext as PipelineContext
 from .errors import ActorCrashed as ActorCrashed
@@ -117,9 +125,14 @@ __all__ = [
     "Backoff",
     "BranchFailureStrategy",
     "CacheBackend",
+    "ChildCrashed",
+    "ChildRestarted",
     "ChildSpec",
+    "ChildStarted",
+    "ChildStopped",
     "ConditionalStep",
     "DeadLetter",
+    "DeadLettered",
     "DeadLetters",
     "DynamicParallelRouterStep",
     "ExecutionFrame",
@@ -143,6 +156,7 @@ __all__ = [
     "PluginOutcome",
     "Restart",
     "RestartIntensityExceeded",
+    "RestartRecord",
     "RunNotFoundError",
     "RuntimeSnapshot",
     "SQLiteBackend",
@@ -156,6 +170,8 @@ __all__ = [
     "StepResult",
     "Strategy",
     "Supervisor",
+    "SupervisorEvent",
+    "SupervisorStatistics",
     "UsageLimitExceededError",
     "UsageLimits",
     "dump_typed",
