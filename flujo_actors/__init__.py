@@ -14,21 +14,8 @@ from typing import TYPE_CHECKING, Any
 from .actors import Actor as Actor
 from .actors import ActorRef as ActorRef
 from .actors import ActorStatistics as ActorStatistics
-from .actors import Backoff as Backoff
-from .actors import ChildCrashed as ChildCrashed
-from .actors import ChildRestarted as ChildRestarted
-from .actors import ChildSpec as ChildSpec
-from .actors import ChildStarted as ChildStarted
-from .actors import ChildStopped as ChildStopped
 from .actors import DeadLetter as DeadLetter
-from .actors import DeadLettered as DeadLettered
 from .actors import DeadLetters as DeadLetters
-from .actors import Restart as Restart
-from .actors import RestartRecord as RestartRecord
-from .actors import Strategy as Strategy
-from .actors import Supervisor as Supervisor
-from .actors import SupervisorEvent as SupervisorEvent
-from .actors import SupervisorStatistics as SupervisorStatistics
 from .actors import start_actor as start_actor
 from .context import PipelineContext as PipelineContext
 from .errors import ActorCrashed as ActorCrashed
@@ -67,6 +54,19 @@ from .steps.dsl import step as step
 from .tracing import Span as Span
 
 if TYPE_CHECKING:
+    from .actors import Backoff as Backoff
+    from .actors import ChildCrashed as ChildCrashed
+    from .actors import ChildRestarted as ChildRestarted
+    from .actors import ChildSpec as ChildSpec
+    from .actors import ChildStarted as ChildStarted
+    from .actors import ChildStopped as ChildStopped
+    from .actors import DeadLettered as DeadLettered
+    from .actors import Restart as Restart
+    from .actors import RestartRecord as RestartRecord
+    from .actors import Strategy as Strategy
+    from .actors import Supervisor as Supervisor
+    from .actors import SupervisorEvent as SupervisorEvent
+    from .actors import SupervisorStatistics as SupervisorStatistics
     from .backends.cache import CacheBackend as CacheBackend
     from .backends.cache import InMemoryLRUBackend as InMemoryLRUBackend
     from .backends.sqlite import SQLiteBackend as SQLiteBackend
@@ -83,6 +83,19 @@ if TYPE_CHECKING:
 
 # name -> module, imported on first access (PEP 562).
 _LAZY: dict[str, str] = {
+    "Backoff": ".actors",
+    "ChildCrashed": ".actors",
+    "ChildRestarted": ".actors",
+    "ChildSpec": ".actors",
+    "ChildStarted": ".actors",
+    "ChildStopped": ".actors",
+    "DeadLettered": ".actors",
+    "Restart": ".actors",
+    "RestartRecord": ".actors",
+    "Strategy": ".actors",
+    "Supervisor": ".actors",
+    "SupervisorEvent": ".actors",
+    "SupervisorStatistics": ".actors",
     "ActorSnapshot": ".introspection",
     "RuntimeSnapshot": ".introspection",
     "CacheBackend": ".backends.cache",

@@ -1,7 +1,8 @@
 """The actor kernel and supervision trees (public, for embedding in trio apps)."""
 
-from ..policy.intensity import Backoff as Backoff
-from ..policy.intensity import RestartRecord as RestartRecord
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .actor import Actor as Actor
 from .actor import ActorCell as ActorCell
 from .actor import ActorRef as ActorRef
@@ -11,17 +12,50 @@ from .actor import run_actor as run_actor
 from .actor import start_actor as start_actor
 from .deadletters import DeadLetter as DeadLetter
 from .deadletters import DeadLetters as DeadLetters
-from .events import ChildCrashed as ChildCrashed
-from .events import ChildRestarted as ChildRestarted
-from .events import ChildStarted as ChildStarted
-from .events import ChildStopped as ChildStopped
-from .events import DeadLettered as DeadLettered
-from .events import SupervisorEvent as SupervisorEvent
-from .supervisor import ChildSpec as ChildSpec
-from .supervisor import Restart as Restart
-from .supervisor import Strategy as Strategy
-from .supervisor import Supervisor as Supervisor
-from .supervisor import SupervisorStatistics as SupervisorStatistics
+
+if TYPE_CHECKING:
+    from ..policy.intensity import Backoff as Backoff
+    from ..policy.intensity import RestartRecord as RestartRecord
+    from .events import ChildCrashed as ChildCrashed
+    from .events import ChildRestarted as ChildRestarted
+    from .events import ChildStarted as ChildStarted
+    from .events import ChildStopped as ChildStopped
+    from .events import DeadLettered as DeadLettered
+    from .events import SupervisorEvent as SupervisorEvent
+    from .supervisor import ChildSpec as ChildSpec
+    from .supervisor import Restart as Restart
+    from .supervisor import Strategy as Strategy
+    from .supervisor import Supervisor as Supervisor
+    from .supervisor import SupervisorStatistics as SupervisorStatistics
+
+_LAZY: dict[str, str] = {
+    "Backoff": "..policy.intensity",
+    "ChildCrashed": ".events",
+    "ChildRestarted": ".events",
+    "ChildSpec": ".supervisor",
+    "ChildStarted": ".events",
+    "ChildStopped": ".events",
+    "DeadLettered": ".events",
+    "Restart": ".supervisor",
+    "RestartRecord": "..policy.intensity",
+    "Strategy": ".supervisor",
+    "Supervisor": ".supervisor",
+    "SupervisorEvent": ".events",
+    "SupervisorStatistics": ".supervisor",
+}
+
+
+if not TYPE_CHECKING:  # type checkers see the explicit imports above instead
+
+    def __getattr__(name: str) -> Any:
+        # Supervision loads on first use: the pipeline runtime needs only the kernel.
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'flujo_actors.actors' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+
 
 __all__ = [
     "Actor",
