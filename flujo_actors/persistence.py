@@ -19,6 +19,7 @@ import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from .actors.actor import ActorCell, ReplySlot
@@ -99,6 +100,13 @@ def checkpoint_for(
         status, next_index = "completed", index + 1
     else:
         status, next_index = "running", index + 1
+    output = dump_typed(result.output, path=f"step {result.name!r} output")
+    # The output is serialized once: the row carries the same JSON.
+    row = dump_typed(attrs.evolve(result, output=None), path=f"step {result.name!r} result")
+    if isinstance(row, dict) and isinstance(row.get("value"), dict):
+        row["value"]["output"] = output
+    else:  # a registered serializer for StepResult: keep its own format
+        row = dump_typed(result, path=f"step {result.name!r} result")
     return RunCheckpoint(
         run_id=run_id,
         pipeline_name=pipeline_name,
@@ -106,8 +114,8 @@ def checkpoint_for(
         next_step_index=next_index,
         context=dump_typed(context, path="context"),
         initial_input=initial_input_json,
-        output=dump_typed(result.output, path=f"step {result.name!r} output"),
-        new_steps=(dump_typed(result, path=f"step {result.name!r} result"),),
+        output=output,
+        new_steps=(row,),
         total_cost_usd=str(cost),
         total_tokens=tokens,
         updated_at=time.time(),
