@@ -103,8 +103,9 @@ def checkpoint_for(
     output = dump_typed(result.output, path=f"step {result.name!r} output")
     # The output is serialized once: the row carries the same JSON.
     row = dump_typed(attrs.evolve(result, output=None), path=f"step {result.name!r} result")
-    if isinstance(row, dict) and isinstance(row.get("value"), dict):
-        row["value"]["output"] = output
+    fields = row.get("value") if isinstance(row, dict) else None
+    if isinstance(fields, dict):
+        fields["output"] = output
     else:  # a registered serializer for StepResult: keep its own format
         row = dump_typed(result, path=f"step {result.name!r} result")
     return RunCheckpoint(
