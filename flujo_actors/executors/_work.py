@@ -19,6 +19,7 @@ import pickle
 import socket
 import time
 import traceback
+import weakref
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
@@ -366,6 +367,14 @@ def _part_that_fails(cp: Any, parts: Mapping[str, Any]) -> tuple[str, Any, Excep
     return None
 
 
+# The agent's compiled call is the costly part of a work item to pickle (its
+# lambdas travel by value): pickle it once per step, and unpickle it once per
+# worker. The wire format is private to encode_item / _load_item.
+_SPEC_BYTES: weakref.WeakKeyDictionary[AgentSpec, bytes] = weakref.WeakKeyDictionary()
+_SPECS_SEEN: dict[bytes, AgentSpec] = {}
+_SPECS_SEEN_MAX: Final = 256
+
+
 def encode_item(item: WorkItem, where: str) -> bytes:
     """Pickle ``item`` (cloudpickle, so closures and lambdas travel).
 
@@ -375,7 +384,22 @@ def encode_item(item: WorkItem, where: str) -> bytes:
     """
     cp = _cloudpickle()
     try:
-        return bytes(cp.dumps(item))
+        spec = _SPEC_BYTES.get(item.agent)
+        if spec is None:
+            spec = _SPEC_BYTES[item.agent] = bytes(cp.dumps(item.agent))
+        return bytes(
+            cp.dumps(
+                (
+                    spec,
+                    item.step_name,
+                    item.data,
+                    item.context,
+                    item.resources,
+                    item.attempt,
+                    item.deadline,
+                )
+            )
+        )
     except Exception as exc:
         found = _part_that_fails(
             cp,
@@ -392,6 +416,25 @@ def encode_item(item: WorkItem, where: str) -> bytes:
             f"sent to the {where}: {type(cause).__name__}: {cause}. Make it picklable, or run "
             "this step inline (placement='inline')."
         ) from exc
+
+
+def _decode_item(cp: Any, payload: bytes) -> WorkItem:
+    spec_bytes, step_name, data, context, resources, attempt, deadline = cp.loads(payload)
+    spec = _SPECS_SEEN.get(spec_bytes)
+    if spec is None:
+        spec = cp.loads(spec_bytes)
+        if len(_SPECS_SEEN) >= _SPECS_SEEN_MAX:
+            _SPECS_SEEN.clear()
+        _SPECS_SEEN[spec_bytes] = spec
+    return WorkItem(
+        step_name=step_name,
+        agent=spec,
+        data=data,
+        context=context,
+        resources=resources,
+        attempt=attempt,
+        deadline=deadline,
+    )
 
 
 def _encode_result(result: WorkResult, item_name: str, where: str) -> bytes:
@@ -424,7 +467,7 @@ def _load_item(payload: bytes, where: str) -> WorkItem | bytes:
     """The unpickled item, or the pickled error result saying why it cannot be loaded."""
     cp = _cloudpickle()
     try:
-        item: WorkItem = cp.loads(payload)
+        item = _decode_item(cp, payload)
     except Exception as exc:
         problem = SerializationError(
             f"the {where} worker ({_worker_name()}) cannot unpickle a work item: "
