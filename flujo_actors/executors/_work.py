@@ -12,11 +12,11 @@ worker and in a Ray worker.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import os
 import pickle
-import socket
 import time
 import traceback
 import weakref
@@ -239,8 +239,15 @@ def _differs(old: Any, new: Any) -> bool:
         return True
 
 
+@functools.cache
+def _host() -> str:
+    import socket  # only workers need it: keep `import flujo_actors` lean
+
+    return socket.gethostname()
+
+
 def _worker_name() -> str:
-    return f"pid {os.getpid()} on {socket.gethostname()}"
+    return f"pid {os.getpid()} on {_host()}"
 
 
 def _expired(item: WorkItem) -> WorkResult | None:
