@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import marshal
+import pickle
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
@@ -582,38 +584,91 @@ def _immutable(value: Any, depth: int = 0) -> bool:
     return True
 
 
-def _snapshot(ctx: Any) -> tuple[dict[str, Any], frozenset[str]]:
-    """The context's field values before a step, and the fields that could not be copied.
+class _Pristine:
+    """A value kept pristine: :meth:`thaw` returns a fresh, isolated copy each time.
 
-    A field holding something uncopyable (a lock, a client) is kept by
-    reference: rolling back rebinds the field, but cannot undo changes made
-    inside that object.
+    The value is serialized once, in C: ``marshal`` for plain data (dicts,
+    lists, str, numbers, ...; it refuses subclasses and other types), else
+    ``pickle`` (in-process only, never stored), else a structural copy. A
+    snapshot of a large context then costs one C-speed dump per step, not a
+    Python-level deep copy, and nothing more unless an attempt fails.
+
+    Raises:
+        Exception: the value can be neither serialized nor copied.
     """
-    try:
-        return snapshot_context(ctx), frozenset()
-    except Exception:
-        pass
-    values: dict[str, Any] = {}
-    shared: set[str] = set()
-    for name in context_field_names(type(ctx)):
-        value = getattr(ctx, name)
+
+    __slots__ = ("blob", "how")
+
+    def __init__(self, value: Any) -> None:
         try:
-            values[name] = copy_value(value)
+            self.blob: Any = marshal.dumps(value)
+            self.how = 0
+            return
+        except Exception:  # unmarshallable (a class instance, a subclass, ...)
+            pass
+        try:
+            self.blob = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+            self.how = 1
+            return
+        except Exception:  # unpicklable (a lambda, a local class, a lock, ...)
+            pass
+        self.blob = copy_value(value)
+        self.how = 2
+
+    def thaw(self) -> Any:
+        how = self.how
+        if how == 0:
+            return marshal.loads(self.blob)
+        if how == 1:
+            return pickle.loads(self.blob)  # our own bytes, from this process
+        return copy_value(self.blob)
+
+
+class _ContextSnapshot:
+    """A context's field values before a step, to roll a failed attempt back.
+
+    Immutable field values are kept by reference; the others are kept
+    pristine together (one dump). A field whose value can be neither
+    serialized nor copied (a lock, a client) is kept by reference: rolling
+    back rebinds the field but cannot undo changes made inside that object.
+    """
+
+    __slots__ = ("fields", "fixed", "names", "pristine")
+
+    def __init__(self, ctx: Any) -> None:
+        fixed: list[tuple[str, Any]] = []
+        names: list[str] = []
+        values: list[Any] = []
+        for name in context_field_names(type(ctx)):
+            value = getattr(ctx, name)
+            if type(value) in _IMMUTABLE_INPUT:
+                fixed.append((name, value))
+            else:
+                names.append(name)
+                values.append(value)
+        self.fixed = fixed
+        self.names = names
+        self.fields: list[tuple[str, _Pristine]] = []
+        try:
+            self.pristine: _Pristine | None = _Pristine(tuple(values))
         except Exception:
-            values[name] = value
-            shared.add(name)
-    return values, frozenset(shared)
+            self.pristine = None
+            for name, value in zip(names, values, strict=True):
+                try:
+                    self.fields.append((name, _Pristine(value)))
+                except Exception:
+                    fixed.append((name, value))
 
-
-def _restore(ctx: Any, snap: tuple[dict[str, Any], frozenset[str]]) -> None:
-    """Roll the context back to ``snap`` (the snapshot stays intact for later attempts)."""
-    values, shared = snap
-    if not shared:
-        restore_context(ctx, values)
-        return
-    setter = object.__setattr__
-    for name, value in values.items():
-        setter(ctx, name, value if name in shared else copy_value(value))
+    def restore(self, ctx: Any) -> None:
+        """Put the snapshot's values back (it stays intact for later attempts)."""
+        setter = object.__setattr__
+        for name, value in self.fixed:
+            setter(ctx, name, value)
+        if self.pristine is not None:
+            for name, value in zip(self.names, self.pristine.thaw(), strict=True):
+                setter(ctx, name, value)
+        for name, kept in self.fields:
+            setter(ctx, name, kept.thaw())
 
 
 async def run_agent_step(
@@ -659,14 +714,21 @@ async def run_agent_step(
     assert spec is not None
     max_attempts = cfg.max_retries + 1
     fallback = step.fallback
-    copy_input = (
+    pristine: _Pristine | None = None
+    if (
         (max_attempts > 1 or fallback is not None)
         and type(data) not in _IMMUTABLE_INPUT
         and not _immutable(data)
-    )
+    ):
+        try:
+            pristine = _Pristine(data)
+        except Exception:
+            # Not copyable (a lock, a socket, ...): attempts share it, since
+            # refusing to run the step would be worse than weaker isolation.
+            pristine = None
     checks = bool(step.compiled_validators or step.compiled_plugins)
-    # One snapshot per step, not per attempt: restoring copies out of it.
-    snap = _snapshot(ctx) if ctx is not None and (spec.accepts_context or checks) else None
+    # One snapshot per step, not per attempt: each rollback thaws a fresh copy.
+    snap = _ContextSnapshot(ctx) if ctx is not None and (spec.accepts_context or checks) else None
     timeout = cfg.timeout_s
     limited = charge and run.limited
     attempts = 0
@@ -681,13 +743,8 @@ async def run_agent_step(
     while True:
         attempts += 1
         attempt_data = data
-        if copy_input:
-            try:
-                attempt_data = copy_value(data)
-            except Exception:
-                # Not copyable (a lock, a socket, ...): attempts share it, since
-                # refusing to run the step would be worse than weaker isolation.
-                copy_input = False
+        if pristine is not None:
+            attempt_data = pristine.thaw()
         try:
             if timeout is None:
                 output = await _invoke(frame, step, attempt_data, attempts)
@@ -720,7 +777,7 @@ async def run_agent_step(
             error_type = type(exc).__name__
             retryable = True
         if snap is not None:
-            _restore(ctx, snap)
+            snap.restore(ctx)
         if policy is None:
             policy = AttemptPolicy(
                 max_attempts, cfg.backoff_s, cfg.backoff_factor, fallback is not None

@@ -434,6 +434,45 @@ async def test_each_attempt_gets_its_own_copy_of_the_input() -> None:
     assert result.step_history[0].output == {"items": [1, 2], "meta": {"n": 2}}
 
 
+@attrs.define
+class Basket:
+    items: list[int]
+
+
+def _inputs() -> list[Any]:
+    class LocalBasket:  # a local class: not picklable, copied structurally
+        def __init__(self) -> None:
+            self.items = [1, 2]
+
+    return [
+        {"items": [1, 2]},  # plain data: kept with marshal
+        Basket([1, 2]),  # a module-level class: kept with pickle
+        LocalBasket(),  # neither: a structural/deep copy
+        {"items": [1, 2], "key": lambda x: x},  # a lambda inside: copied
+    ]
+
+
+@pytest.mark.parametrize("value", _inputs(), ids=["data", "attrs", "local-class", "lambda"])
+async def test_every_kind_of_input_is_pristine_for_each_attempt(value: Any) -> None:
+    seen: list[list[int]] = []
+
+    def items(v: Any) -> list[int]:
+        got: list[int] = v["items"] if isinstance(v, dict) else v.items
+        return got
+
+    async def mutating(data: Any) -> int:
+        seen.append(list(items(data)))
+        items(data).append(len(seen))
+        if len(seen) < 3:
+            raise RuntimeError("again")
+        return len(items(data))
+
+    result = await run(Step.from_callable(mutating, max_retries=2), value)
+    assert seen == [[1, 2], [1, 2], [1, 2]]
+    assert result.output == 3
+    assert items(value) == [1, 2]  # the caller's object was never handed to an attempt
+
+
 async def test_the_fallback_gets_the_original_input() -> None:
     async def mutating(data: list[int]) -> int:
         data.clear()
@@ -548,6 +587,33 @@ async def test_rollback_works_when_a_context_field_cannot_be_copied() -> None:
     assert result.output == "ok"
     assert (ctx.count, ctx.scratchpad, ctx.lock) == (1, {"attempt": 2}, None)
     assert seen_locks[0] is seen_locks[1]  # the same lock, put back after attempt 1
+
+
+@attrs.define
+class RichContext(PipelineContext):
+    basket: Basket = attrs.Factory(lambda: Basket([1]))
+    callback: Any = None  # a lambda: neither marshal nor pickle can keep it
+
+
+async def test_rollback_of_objects_in_the_context() -> None:
+    calls = [0]
+
+    async def agent(data: str, context: RichContext) -> str:
+        calls[0] += 1
+        context.basket.items.append(calls[0] * 10)
+        context.callback = lambda: calls[0]
+        if calls[0] == 1:
+            raise RuntimeError("first")
+        return "ok"
+
+    result = await run(
+        Step.from_callable(agent, max_retries=1),
+        context_model=RichContext,
+        initial_context_data={"callback": lambda: -1},  # the snapshot cannot pickle it
+    )
+    ctx = result.final_pipeline_context
+    assert ctx.basket == Basket([1, 20])
+    assert ctx.callback() == 2
 
 
 async def test_context_changes_of_a_rejected_attempt_are_rolled_back() -> None:
