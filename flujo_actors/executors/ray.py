@@ -192,7 +192,7 @@ class RayExecutor:
             await trio.to_thread.run_sync(conn.ray.shutdown)
 
     async def submit(self, item: WorkItem) -> WorkResult:
-        """Run ``item`` as a Ray task and return its result.
+        """Run ``item`` as a Ray task (or on the least busy actor) and return its result.
 
         Cancellation cancels the Ray task (see the class docstring) before
         ``trio.Cancelled`` propagates.
@@ -291,10 +291,11 @@ class RayExecutor:
             _log.debug("ray.cancel failed", exc_info=True)
 
     async def aclose(self) -> None:
-        """Disconnect now if this executor connected (idempotent; the next call reconnects).
+        """Release what this executor made now (idempotent; the next call reopens).
 
-        Shuts down a cluster that ``ray.init`` started for it; a connection
-        you made with ``ray.init`` is left alone. Cannot be cancelled.
+        Kills its actors (``actors=N``) and shuts down the connection, and any
+        cluster, that its own ``ray.init`` started; a connection you made with
+        ``ray.init`` is left alone. Cannot be cancelled.
         """
         await self._conn.aclose()
 
