@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from flujo_actors import ActorStopped
@@ -280,7 +280,6 @@ def _script() -> Any:
     )
 
 
-@settings(max_examples=60, deadline=None)
 @given(
     script=_script(),
     cost_limit=st.decimals(0, 10, places=1),

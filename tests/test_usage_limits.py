@@ -10,7 +10,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from flujo_actors import (
@@ -437,7 +437,6 @@ cost_values = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None)
 @given(
     usages=st.lists(st.tuples(cost_values, st.integers(0, 40)), min_size=1, max_size=12),
     cost_limit=st.one_of(st.none(), st.decimals(min_value=0, max_value=6, places=1)),
@@ -484,7 +483,6 @@ def test_sequential_runs_are_exact_and_breach_iff_a_prefix_exceeds(
         assert f"after step 's{breach_at}'" in str(outcome)
 
 
-@settings(max_examples=40, deadline=None)
 @given(
     branches=st.lists(
         st.tuples(st.decimals(0, 1, places=2), st.decimals(0, 1, places=2), st.integers(0, 3)),

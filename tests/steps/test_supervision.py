@@ -13,7 +13,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from flujo_actors import (
@@ -222,7 +222,6 @@ def _engine_replay(outcomes: list[bool], policy: AttemptPolicy) -> tuple[int, fl
     return result
 
 
-@settings(max_examples=40, deadline=None)
 @given(
     outcomes=st.lists(st.booleans(), max_size=8),
     max_attempts=st.integers(1, 5),
