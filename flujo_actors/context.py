@@ -12,7 +12,7 @@ import copy
 import uuid
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Final, TypeVar, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 

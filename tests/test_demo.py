@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import TYPE_CHECKING
 
 from flujo_actors import demo
+
+if TYPE_CHECKING:
+    import pytest
 
 
 async def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:

@@ -331,6 +331,7 @@ def test_hooks_are_checked_when_the_runner_is_built() -> None:
         "Flujo: hooks[0] must be a callable taking one event (or a span listener such as "
         "OTelHook()), got 42."
     )
+
     def single(e: HookEvent) -> None:
         pass
 

@@ -289,7 +289,7 @@ async def test_spans_are_frozen_and_format_as_text(autojump_clock: trio.abc.Cloc
     trace = result.trace
     assert trace is not None
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        trace.name = "x"
+        trace.name = "x"  # type: ignore[misc]
     assert trace.duration_s == 3.0
     assert trace.attributes["run_id"] == result.run_id
     assert trace.format() == (
