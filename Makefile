@@ -3,14 +3,21 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 
-.PHONY: install demo test test-fast lint typecheck bench clean
+.PHONY: install demo test test-fast test-ray lint typecheck bench clean
 
+# The process extra is tiny (trio-parallel + cloudpickle): install it so the process
+# pool's contract tests run everywhere. Ray is large: only test-ray installs it.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,process]'
 	touch $(STAMP)
+
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,process,ray]'
+	touch $(RAY_STAMP)
 
 install: $(STAMP)
 
@@ -27,8 +34,13 @@ typecheck: $(STAMP)
 test-fast: $(STAMP)
 	FLUJO_PROFILE=$${FLUJO_PROFILE:-dev} $(BIN)/pytest -q -m "not slow and not ray"
 
+# The Ray executor's tests: one local cluster (2 CPUs, no dashboard) for the session.
+test-ray: $(RAY_STAMP)
+	RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled $(BIN)/pytest -q -m ray tests/executors
+
 test: lint typecheck
 	FLUJO_PROFILE=$${FLUJO_PROFILE:-ci} $(BIN)/pytest -q -m "not ray"
+	$(MAKE) test-ray
 
 bench: $(STAMP)
 	$(BIN)/python -m flujo_actors.bench run --quick --json benchmarks/results/latest.json

@@ -72,6 +72,12 @@ if TYPE_CHECKING:
     from .backends.sqlite import SQLiteBackend as SQLiteBackend
     from .backends.state import InMemoryStateBackend as InMemoryStateBackend
     from .backends.state import StateBackend as StateBackend
+    from .executors import Executor as Executor
+    from .executors import InlineExecutor as InlineExecutor
+    from .executors import ProcessExecutor as ProcessExecutor
+    from .executors import RayExecutor as RayExecutor
+    from .executors import WorkItem as WorkItem
+    from .executors import WorkResult as WorkResult
     from .introspection import ActorSnapshot as ActorSnapshot
     from .introspection import RuntimeSnapshot as RuntimeSnapshot
     from .serialization import dump_typed as dump_typed
@@ -83,6 +89,12 @@ if TYPE_CHECKING:
 
 # name -> module, imported on first access (PEP 562).
 _LAZY: dict[str, str] = {
+    "Executor": ".executors",
+    "InlineExecutor": ".executors",
+    "ProcessExecutor": ".executors",
+    "RayExecutor": ".executors",
+    "WorkItem": ".executors",
+    "WorkResult": ".executors",
     "Backoff": ".actors",
     "ChildCrashed": ".actors",
     "ChildRestarted": ".actors",
@@ -149,6 +161,7 @@ __all__ = [
     "DeadLetters",
     "DynamicParallelRouterStep",
     "ExecutionFrame",
+    "Executor",
     "ExecutorLost",
     "Flujo",
     "FlujoError",
@@ -157,6 +170,7 @@ __all__ = [
     "InMemoryLRUBackend",
     "InMemoryStateBackend",
     "InfiniteFallbackError",
+    "InlineExecutor",
     "LoopStep",
     "MailboxFull",
     "MergeStrategy",
@@ -167,6 +181,8 @@ __all__ = [
     "PipelineResult",
     "PipelineStep",
     "PluginOutcome",
+    "ProcessExecutor",
+    "RayExecutor",
     "Restart",
     "RestartIntensityExceeded",
     "RestartRecord",
@@ -187,6 +203,8 @@ __all__ = [
     "SupervisorStatistics",
     "UsageLimitExceededError",
     "UsageLimits",
+    "WorkItem",
+    "WorkResult",
     "dump_typed",
     "load_typed",
     "register_custom_deserializer",

@@ -120,6 +120,10 @@ class Flujo:
                 f"Flujo: initial_context_data must be a mapping of field -> value, "
                 f"got {initial_context_data!r}."
             )
+        if executor is not None:
+            from .executors import check_placement
+
+            check_placement("Flujo(executor=...)", executor)
         if usage_limits is not None and not isinstance(usage_limits, UsageLimits):
             raise PipelineDefinitionError(
                 f"Flujo: usage_limits must be a UsageLimits, got {usage_limits!r}."

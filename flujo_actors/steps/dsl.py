@@ -35,7 +35,6 @@ __all__ = [
     "step",
 ]
 
-PLACEMENTS = ("inline", "process", "ray")
 
 
 class MergeStrategy(enum.Enum):
@@ -208,11 +207,11 @@ class Step:
             raise PipelineDefinitionError(
                 f"Step {name!r}: expected_tokens must be an int >= 0, got {et!r}."
             )
-        p = self.placement
-        if p is not None and isinstance(p, str) and p not in PLACEMENTS:
-            raise PipelineDefinitionError(
-                f"Step {name!r}: placement must be one of {PLACEMENTS!r} or an executor, got {p!r}."
-            )
+        if self.placement is not None:
+            # Imported only for placed steps: executors are an optional boundary.
+            from ..executors import check_placement
+
+            check_placement(name, self.placement)
         self._compile()
 
     def _compile(self) -> None:

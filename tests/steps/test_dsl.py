@@ -232,3 +232,13 @@ def test_signature_inspection_decides_keywords_once() -> None:
     assert specs["sync_fn"] is not None and specs["sync_fn"].kind == "sync"
     obj_spec = Step(name="o", agent=Obj()).spec
     assert obj_spec is not None and obj_spec.accepts_resources and not obj_spec.accepts_context
+
+
+def test_bad_runner_executor_is_refused_at_build() -> None:
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"^Step 'Flujo\(executor=\.\.\.\)': placement must be one of \('inline', 'process', 'ray'\) or an executor \(an object with async submit\(item\) and aclose\(\)\), got 42\.$",
+    ):
+        Flujo(Step.from_callable(summarise), executor=42)
+    with pytest.raises(PipelineDefinitionError, match=r"placement must be one of"):
+        Flujo(Step.from_callable(summarise), executor="gpu")
