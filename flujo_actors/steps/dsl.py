@@ -36,7 +36,6 @@ __all__ = [
 ]
 
 
-
 class MergeStrategy(enum.Enum):
     """How a parallel step folds its branches' contexts back into the main one."""
 
