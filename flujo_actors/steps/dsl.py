@@ -486,12 +486,17 @@ class ParallelStep(Step):
     context_include_keys: frozenset[str] | None = attrs.field(default=None, kw_only=True)
 
     def _compile(self) -> None:
-        self.branches = _branch_map(self.branches, self.name)
-        _check_branch_names(self.name, self.branches)
-        self.merge_strategy, self.on_branch_failure = _check_merge(
-            self.name, self.merge_strategy, self.on_branch_failure
-        )
-        self.context_include_keys = _include_keys(self.name, self.context_include_keys)
+        _compile_fan_out(self)
+
+
+def _compile_fan_out(step: ParallelStep | DynamicParallelRouterStep) -> None:
+    """Validate and normalise what parallel and router steps share."""
+    step.branches = _branch_map(step.branches, step.name)
+    _check_branch_names(step.name, step.branches)
+    step.merge_strategy, step.on_branch_failure = _check_merge(
+        step.name, step.merge_strategy, step.on_branch_failure
+    )
+    step.context_include_keys = _include_keys(step.name, step.context_include_keys)
 
 
 @attrs.define(eq=False, repr=False)
@@ -590,12 +595,7 @@ class DynamicParallelRouterStep(Step):
                 "agent returning the name (or list of names) of the branches to run."
             )
         super()._compile()  # the router agent
-        self.branches = _branch_map(self.branches, self.name)
-        _check_branch_names(self.name, self.branches)
-        self.merge_strategy, self.on_branch_failure = _check_merge(
-            self.name, self.merge_strategy, self.on_branch_failure
-        )
-        self.context_include_keys = _include_keys(self.name, self.context_include_keys)
+        _compile_fan_out(self)
 
 
 @attrs.define(eq=False, repr=False)
