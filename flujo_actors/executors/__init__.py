@@ -41,6 +41,7 @@ from ._work import (
 
 if TYPE_CHECKING:
     from types import TracebackType
+    from typing import Self
 
     from ..steps.dsl import Step
 
@@ -139,7 +140,31 @@ class _Counters:
         )
 
 
-class InlineExecutor:
+class _ExecutorBase:
+    """What every executor shares: counters, ``statistics()`` and ``async with``."""
+
+    _counters: _Counters
+
+    async def aclose(self) -> None:
+        """Release what the executor holds (overridden where there is something)."""
+
+    def statistics(self) -> ExecutorStatistics:
+        """Counters since creation."""
+        return self._counters.snapshot()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class InlineExecutor(_ExecutorBase):
     """Runs the agent in the calling task, through the same contract as remote executors.
 
     The agent works on a copy of the context; the fields it changed come back
@@ -170,21 +195,6 @@ class InlineExecutor:
 
     async def aclose(self) -> None:
         """Nothing to release."""
-
-    def statistics(self) -> ExecutorStatistics:
-        """Counters since creation."""
-        return self._counters.snapshot()
-
-    async def __aenter__(self) -> InlineExecutor:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def __getattr__(name: str) -> Any:

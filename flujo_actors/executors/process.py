@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import attrs
 import trio
 
 from ..errors import ExecutorLost
-from . import ExecutorStatistics, _Counters, require_extra
+from . import _Counters, _ExecutorBase, require_extra
 from ._lifetime import RunBound
 from ._work import WorkItem, WorkResult, decode_result, encode_item, run_pickled
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 __all__ = ["ProcessExecutor"]
 
@@ -37,7 +34,7 @@ class _Pool:
     broken: type[BaseException]  # trio_parallel.BrokenWorkerError
 
 
-class ProcessExecutor:
+class ProcessExecutor(_ExecutorBase):
     """Runs agent calls in worker processes, at most ``max_workers`` at a time.
 
     The pool opens on the first call (workers start on demand and are
@@ -158,21 +155,6 @@ class ProcessExecutor:
         the close itself cannot be cancelled.
         """
         await self._pool.aclose()
-
-    def statistics(self) -> ExecutorStatistics:
-        """Counters since creation."""
-        return self._counters.snapshot()
-
-    async def __aenter__(self) -> ProcessExecutor:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def _exit_detail(exc: BaseException) -> str:

@@ -16,13 +16,12 @@ import attrs
 import trio
 
 from ..errors import ExecutorLost
-from . import ExecutorStatistics, _Counters, require_extra
+from . import _Counters, _ExecutorBase, require_extra
 from ._lifetime import RunBound
 from ._work import RemoteAgentError, WorkItem, WorkResult, decode_result, encode_item, run_pickled
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from types import TracebackType
 
 __all__ = ["RayExecutor"]
 
@@ -47,7 +46,7 @@ class _Connection:
     load: list[int]  # calls in flight per host
 
 
-class RayExecutor:
+class RayExecutor(_ExecutorBase):
     """Runs agent calls as Ray tasks (``max_retries=0``: Ray never retries them).
 
     The connection opens on the first call: if this process is already
@@ -298,18 +297,3 @@ class RayExecutor:
         ``ray.init`` is left alone. Cannot be cancelled.
         """
         await self._conn.aclose()
-
-    def statistics(self) -> ExecutorStatistics:
-        """Counters since creation."""
-        return self._counters.snapshot()
-
-    async def __aenter__(self) -> RayExecutor:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
