@@ -85,8 +85,6 @@ class RunState:
     cache_backend: Any = None
     hooks: Any = None  # a HookDispatcher or None
     executor: Any = None
-    context_model: Any = None
-    told: int = 0
 
     async def charge(
         self, result: StepResult, cost: Decimal, tokens: int, reservation: int | None = None
@@ -105,11 +103,9 @@ class RunState:
         if gov is None:
             return
         msg = Charge(result, cost, tokens, reservation)
-        if gov.offer(msg):
-            # Queued; the governor's mailbox proved it cannot breach a limit.
-            self.told += 1
-        else:
-            # It might breach: wait for the check before anything after this step starts.
+        # offer() queues the update when the governor can prove it cannot breach a
+        # limit; otherwise wait for the check before anything after this step starts.
+        if not gov.offer(msg):
             await gov.ask(msg)
         if self.limited and self.breach_event.is_set():
             await _breached()
@@ -266,7 +262,7 @@ class Chain:
     they get no mailbox and end once they have handed their output on.
     """
 
-    __slots__ = ("cells", "nursery", "reusable", "run", "steps")
+    __slots__ = ("cells", "nursery", "run", "steps")
 
     def __init__(
         self, steps: list[Step], nursery: trio.Nursery, run: RunState, *, reusable: bool = False
@@ -274,7 +270,6 @@ class Chain:
         self.steps = steps
         self.nursery = nursery
         self.run = run
-        self.reusable = reusable
         self.cells: list[ActorCell | None] | None = [None] * len(steps) if reusable else None
 
     async def deliver(self, index: int, data: Any, job: Job) -> None:

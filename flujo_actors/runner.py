@@ -366,7 +366,6 @@ class Flujo:
             limited=ledger.limited,
             cache_backend=self.cache_backend,
             executor=self.executor,
-            context_model=self.context_model,
         )
         observer = None
         if self._hook_set is not None or self.trace or _logging_enabled():
