@@ -29,6 +29,7 @@ from .errors import InfiniteFallbackError as InfiniteFallbackError
 from .errors import MailboxFull as MailboxFull
 from .errors import PipelineDefinitionError as PipelineDefinitionError
 from .errors import RestartIntensityExceeded as RestartIntensityExceeded
+from .errors import RunExistsError as RunExistsError
 from .errors import RunNotFoundError as RunNotFoundError
 from .errors import SerializationError as SerializationError
 from .errors import StateBackendError as StateBackendError
@@ -186,6 +187,7 @@ __all__ = [
     "Restart",
     "RestartIntensityExceeded",
     "RestartRecord",
+    "RunExistsError",
     "RunNotFoundError",
     "RuntimeSnapshot",
     "SQLiteBackend",

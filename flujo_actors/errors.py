@@ -23,6 +23,7 @@ __all__ = [
     "MailboxFull",
     "PipelineDefinitionError",
     "RestartIntensityExceeded",
+    "RunExistsError",
     "RunNotFoundError",
     "SerializationError",
     "StateBackendError",
@@ -72,6 +73,19 @@ class RunNotFoundError(FlujoError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class RunExistsError(FlujoError):
+    """A run was started with a ``run_id`` that already names a run.
+
+    Raised by ``run_async``/``stream_async`` (and by a state backend's
+    ``create_run``) before anything runs; ``run_id`` is the id. Use a new id,
+    continue the stored run with ``resume_async``, or delete it first.
+    """
+
+    def __init__(self, message: str, run_id: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class HookError(FlujoError):

@@ -36,7 +36,16 @@ __all__ = ["PersistenceActor", "ResumePoint", "checkpoint_for", "result_from_sna
 class ResumePoint:
     """Where a resumed run continues: step index, its input, context, prior history."""
 
-    __slots__ = ("context", "cost", "data", "history", "index", "initial_input", "tokens")
+    __slots__ = (
+        "context",
+        "cost",
+        "data",
+        "history",
+        "index",
+        "initial_input",
+        "new_fingerprint",
+        "tokens",
+    )
 
     def __init__(self, snap: RunSnapshot) -> None:
         self.index = snap.next_step_index
@@ -53,6 +62,9 @@ class ResumePoint:
         )
         self.cost = Decimal(snap.total_cost_usd)
         self.tokens = snap.total_tokens
+        # Set by resume_async when a changed pipeline was allowed: recorded at
+        # the resumed run's next checkpoint.
+        self.new_fingerprint: str | None = None
 
 
 def _as_step_result(value: object) -> StepResult:

@@ -8,11 +8,17 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from .context import PipelineContext, build_context, check_context_model
 from .engine import Chain, Job, RunState
-from .errors import PipelineDefinitionError, RunNotFoundError, UsageLimitExceededError
+from .errors import (
+    PipelineDefinitionError,
+    RunExistsError,
+    RunNotFoundError,
+    UsageLimitExceededError,
+)
 from .governor import Governor
 from .limits import UsageLimits
 from .policy.ledger import UsageLedger
@@ -145,6 +151,10 @@ class Flujo:
         self.hooks = tuple(hooks)
         self.trace = bool(trace)
         self._live: dict[str, _LiveRun] = {}
+        # Run ids of this runner's runs in progress, claimed before the first
+        # await of a run: two runs with one id never run side by side.
+        self._claimed: set[str] = set()
+        self._fingerprint: str | None = None
 
     # -- public API ---------------------------------------------------------------
     def run(self, initial_input: Any) -> PipelineResult:
@@ -296,19 +306,34 @@ class Flujo:
             initial_context_data=self.initial_context_data,
         )
 
-    async def resume_async(self, run_id: str) -> PipelineResult:
+    async def resume_async(
+        self, run_id: str, *, allow_changed_pipeline: bool = False
+    ) -> PipelineResult:
         """Continue a run from its last persisted step (needs a ``state_backend``).
 
         Completed steps are not re-run: the run continues after the last
         persisted step, with the persisted context and totals. A finished run
         (completed or failed) returns its stored result.
 
+        Every run stores the structural fingerprint of its pipeline (see
+        :mod:`flujo_actors.policy.fingerprint`); a run stored by a different
+        pipeline, or by an older flujo_actors without a fingerprint, is
+        refused unless ``allow_changed_pipeline=True``. With it, the run
+        continues on this runner's pipeline and records its fingerprint at
+        the next checkpoint.
+
         Raises:
             PipelineDefinitionError: no state backend, or the stored run belongs
-                to a different pipeline.
+                to a different pipeline (the message names the first difference).
             RunNotFoundError: the backend does not know ``run_id``.
+            RunExistsError: the run is already running in this runner.
             UsageLimitExceededError: the resumed part breached the limits.
         """
+        if not isinstance(allow_changed_pipeline, bool):
+            raise PipelineDefinitionError(
+                "Flujo.resume_async: allow_changed_pipeline must be True or False, "
+                f"got {allow_changed_pipeline!r}."
+            )
         backend = self.state_backend
         if backend is None:
             raise PipelineDefinitionError(
@@ -321,8 +346,12 @@ class Flujo:
                 f"Run {run_id!r} is not in the state backend {type(backend).__name__}; "
                 "check the run id (backend.list_runs() lists the known runs)."
             )
+        fingerprint = self._pipeline_fingerprint()
+        changed = snap.pipeline_fingerprint != fingerprint
+        if changed and not allow_changed_pipeline:
+            raise PipelineDefinitionError(self._changed_message(run_id, snap))
         n = len(self.pipeline.steps)
-        if snap.pipeline_name != self.pipeline.name or snap.next_step_index > n:
+        if snap.next_step_index > n:
             raise PipelineDefinitionError(
                 f"Run {run_id!r} was saved by pipeline {snap.pipeline_name!r} at step "
                 f"{snap.next_step_index}, which does not fit this runner's pipeline "
@@ -333,7 +362,36 @@ class Flujo:
 
         if snap.status in ("completed", "failed"):
             return result_from_snapshot(snap)
-        return await self._execute(None, run_id=run_id, resume=ResumePoint(snap))
+        point = ResumePoint(snap)
+        point.new_fingerprint = fingerprint if changed else None
+        return await self._execute(None, run_id=run_id, resume=point)
+
+    def _pipeline_fingerprint(self) -> str:
+        """The pipeline's fingerprint, computed once per runner (on first use)."""
+        fingerprint = self._fingerprint
+        if fingerprint is None:
+            from .policy.fingerprint import pipeline_fingerprint
+
+            fingerprint = self._fingerprint = pipeline_fingerprint(self.pipeline)
+        return fingerprint
+
+    def _changed_message(self, run_id: str, snap: Any) -> str:
+        if snap.pipeline_fingerprint is None:
+            return (
+                f"Run {run_id!r} was stored without a pipeline fingerprint (by a flujo_actors "
+                "version before fingerprints), so this runner cannot check that its pipeline "
+                f"{self.pipeline.name!r} is the pipeline {snap.pipeline_name!r} that started the "
+                "run. If it is, resume with allow_changed_pipeline=True."
+            )
+        from .policy.fingerprint import first_difference
+
+        diff = first_difference(snap.pipeline_fingerprint, self._pipeline_fingerprint())
+        return (
+            f"Run {run_id!r} was stored by pipeline {snap.pipeline_name!r}, which differs from "
+            f"this runner's pipeline {self.pipeline.name!r} at {diff}. Resume it with the "
+            "runner that started it, or pass allow_changed_pipeline=True if the change is "
+            "compatible."
+        )
 
     # -- the run ------------------------------------------------------------------
     async def _execute(
@@ -345,6 +403,24 @@ class Flujo:
         resume: ResumePoint | None = None,
     ) -> PipelineResult:
         run_id = run_id or uuid.uuid4().hex
+        # Claimed before the first await: of concurrent runs with one id in this
+        # runner exactly one runs (the state backend's create_run covers the rest).
+        if run_id in self._claimed:
+            raise RunExistsError(
+                f"Run id {run_id!r} is already running in this runner; a run id names one "
+                "run. Pass a new run_id (or none, for a generated one), or wait for that "
+                "run to finish.",
+                run_id,
+            )
+        self._claimed.add(run_id)
+        try:
+            return await self._execute_claimed(initial_input, run_id, on_chunk, resume)
+        finally:
+            self._claimed.discard(run_id)
+
+    async def _execute_claimed(
+        self, initial_input: Any, run_id: str, on_chunk: Any, resume: ResumePoint | None
+    ) -> PipelineResult:
         if resume is not None:
             initial_input = resume.initial_input
             context = resume.context
@@ -352,6 +428,13 @@ class Flujo:
             context = build_context(
                 self.context_model, self.initial_context_data, initial_input, run_id
             )
+            if self.state_backend is not None:
+                # Durable before anything starts (so a crash in step 0 resumes too),
+                # and atomic: a run id the backend knows is refused here, before
+                # any hook or step runs.
+                await self.state_backend.create_run(
+                    self._first_checkpoint(run_id, initial_input, context)
+                )
         limits = self.usage_limits
         ledger = UsageLedger(
             limits.total_cost_usd_limit if limits else None,
@@ -387,7 +470,13 @@ class Flujo:
             from .persistence import PersistenceActor
 
             persistence = PersistenceActor(self.state_backend, run.dead_letters)
-            job.on_step = self._checkpointer(run_id, persistence, initial_input, ledger)
+            job.on_step = self._checkpointer(
+                run_id,
+                persistence,
+                initial_input,
+                ledger,
+                resume.new_fingerprint if resume is not None else None,
+            )
         try:
             governor = await self._run_nursery(
                 run, ledger, job, start, data, persistence, resume, context, initial_input
@@ -434,9 +523,6 @@ class Flujo:
                 run.hooks.bind(nursery.cancel_scope.cancel)
             if persistence is not None:
                 nursery.start_soon(persistence.run)
-                if resume is None:
-                    # Durable before the first step starts, so a crash in step 0 resumes too.
-                    await persistence.save(self._first_checkpoint(run_id, initial_input, context))
             chain = Chain(self.pipeline.steps, nursery, run)
             if start < len(self.pipeline.steps):
                 await chain.deliver(start, data, job)
@@ -480,6 +566,7 @@ class Flujo:
             next_step_index=0,
             context=dump_typed(context, path="context"),
             initial_input=dump_typed(initial_input, path="initial_input"),
+            pipeline_fingerprint=self._pipeline_fingerprint(),
         )
 
     def _checkpointer(
@@ -488,6 +575,7 @@ class Flujo:
         persistence: PersistenceActor,
         initial_input: Any,
         ledger: UsageLedger,
+        new_fingerprint: str | None = None,
     ) -> Callable[[int, StepResult, Job], Awaitable[None]]:
         """The top-level job's ``on_step``: persist each finished step before the next."""
         from .persistence import checkpoint_for
@@ -501,22 +589,26 @@ class Flujo:
         cost, tokens = ledger.cost, ledger.tokens
 
         async def on_step(index: int, result: StepResult, job: Job) -> None:
-            nonlocal cost, tokens
+            nonlocal cost, tokens, new_fingerprint
             cost += result.cost_usd
             tokens += result.token_counts
-            await persistence.save(
-                checkpoint_for(
-                    run_id=run_id,
-                    pipeline_name=name,
-                    index=index,
-                    n_steps=n_steps,
-                    result=result,
-                    context=job.context,
-                    initial_input_json=input_json,
-                    cost=cost,
-                    tokens=tokens,
-                )
+            checkpoint = checkpoint_for(
+                run_id=run_id,
+                pipeline_name=name,
+                index=index,
+                n_steps=n_steps,
+                result=result,
+                context=job.context,
+                initial_input_json=input_json,
+                cost=cost,
+                tokens=tokens,
             )
+            if new_fingerprint is not None:
+                # A resume with a changed pipeline (allowed): the run now belongs
+                # to this pipeline, recorded once, with its first new step.
+                checkpoint = attrs.evolve(checkpoint, pipeline_fingerprint=new_fingerprint)
+                new_fingerprint = None
+            await persistence.save(checkpoint)
 
         return on_step
 

@@ -37,6 +37,11 @@ class RecordingBackend(InMemoryStateBackend):
         self.events = events
         self.checkpoints: list[RunCheckpoint] = []
 
+    async def create_run(self, checkpoint: RunCheckpoint) -> None:
+        await super().create_run(checkpoint)
+        self.checkpoints.append(checkpoint)
+        self.events.append(f"saved:{checkpoint.next_step_index}")
+
     async def save_state(self, run_id: str, checkpoint: RunCheckpoint) -> None:
         await super().save_state(run_id, checkpoint)
         self.checkpoints.append(checkpoint)
@@ -155,7 +160,12 @@ async def test_resume_errors_are_clear() -> None:
         await runner.resume_async("ghost")
     await runner.run_async(1, run_id="mine")
     other = Flujo(Pipeline(steps=[Step.from_callable(ok)], name="other"), state_backend=backend)
-    with pytest.raises(PipelineDefinitionError, match=r"was saved by pipeline 'pipeline'"):
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"^Run 'mine' was stored by pipeline 'pipeline', which differs from this runner's "
+        r"pipeline 'other' at name: 'pipeline' vs 'other'\. Resume it with the runner that "
+        r"started it, or pass allow_changed_pipeline=True if the change is compatible\.$",
+    ):
         await other.resume_async("mine")
 
 

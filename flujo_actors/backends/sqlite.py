@@ -1,13 +1,20 @@
 """A durable :class:`~flujo_actors.backends.state.StateBackend` on stdlib ``sqlite3``.
 
-File layout (schema version 1)::
+File layout (schema version 2)::
 
     PRAGMA application_id = 0x464A4143      -- "FJAC": recognises our files
-    meta  (key TEXT PRIMARY KEY, value TEXT)  -- app = flujo_actors, schema_version = 1
+    meta  (key TEXT PRIMARY KEY, value TEXT)  -- app = flujo_actors, schema_version = 2
     runs  (run_id TEXT PRIMARY KEY, pipeline_name, status, next_step_index,
            context, initial_input, output,   -- JSON text
            total_cost_usd, total_tokens, updated_at, step_count)
     steps (run_id, idx, json, PRIMARY KEY (run_id, idx))  -- one row per step
+    fingerprints (run_id TEXT PRIMARY KEY, fingerprint)   -- the pipeline's (v2)
+
+The pipeline fingerprint has a table of its own: it is written when a run is
+created (not with every step), and keeping it out of the run row keeps the
+row, rewritten at every step, small. A file of schema version 1 (before
+fingerprints) is migrated when it is opened: the table is added in one
+transaction and its runs have no fingerprint.
 
 A checkpoint inserts its new step rows and upserts the run row: the work per
 step does not grow with the history. Values are JSON text; nothing is pickled.
@@ -41,6 +48,7 @@ from .state import (
     _check_run_id,
     _check_status,
     _EncodedCheckpoint,
+    run_exists_error,
 )
 
 if TYPE_CHECKING:
@@ -55,12 +63,15 @@ R = TypeVar("R")
 APPLICATION_ID: Final = 0x464A4143
 """``PRAGMA application_id`` of flujo_actors state files ("FJAC")."""
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The schema version this module reads and writes."""
 
 _APP_NAME: Final = "flujo_actors"
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
+_CREATE_FINGERPRINTS: Final = (
+    "CREATE TABLE fingerprints (run_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)"
+)
 _SCHEMA: Final = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     # runs keeps its rowid: list_runs orders by it (first-save order), and an
@@ -74,8 +85,9 @@ _SCHEMA: Final = (
     "CREATE TABLE steps ("
     " run_id TEXT NOT NULL, idx INTEGER NOT NULL, json TEXT NOT NULL,"
     " PRIMARY KEY (run_id, idx)) WITHOUT ROWID",
+    _CREATE_FINGERPRINTS,
 )
-_TABLES: Final = frozenset({"meta", "runs", "steps"})
+_TABLES: Final = frozenset({"meta", "runs", "steps", "fingerprints"})
 
 _UPSERT_RUN: Final = (
     "INSERT INTO runs (run_id, pipeline_name, status, next_step_index, context,"
@@ -305,7 +317,26 @@ class SQLiteBackend:
                 [("app", _APP_NAME), ("schema_version", str(SCHEMA_VERSION))],
             )
 
+    def _migrate_from_1(self, conn: sqlite3.Connection) -> None:
+        """Upgrade a version-1 file in place (one transaction: all or nothing)."""
+        conn.execute("BEGIN IMMEDIATE")
+        with conn:
+            # Re-check under the write lock: another process may have migrated it.
+            found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if found is not None and found[0] == "1":
+                conn.execute(_CREATE_FINGERPRINTS)
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                    (str(SCHEMA_VERSION),),
+                )
+
     def _verify(self, conn: sqlite3.Connection) -> None:
+        tables = self._tables(conn)
+        if "meta" in tables and "fingerprints" not in tables:
+            # A version-1 file lacks only the fingerprints table: migrate first.
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("app") == _APP_NAME and meta.get("schema_version") == "1":
+                self._migrate_from_1(conn)
         missing = _TABLES - self._tables(conn)
         if missing:
             raise StateBackendError(
@@ -328,6 +359,21 @@ class SQLiteBackend:
             )
 
     # -- the protocol ----------------------------------------------------------------
+
+    async def create_run(self, checkpoint: RunCheckpoint) -> None:
+        """Insert a new run from its first checkpoint, in one transaction.
+
+        Atomic across every backend and process sharing the file: the
+        existence check and the insert happen under SQLite's write lock, and
+        the run id is the table's primary key.
+
+        Raises:
+            RunExistsError: The run id is stored already (nothing is written).
+            SerializationError: A value is not JSON data (nothing is written).
+            StateBackendError: As :meth:`save_state`.
+        """
+        encoded = _EncodedCheckpoint.encode(checkpoint)
+        await self._call("create_run", lambda conn: _create(conn, encoded, self), write=True)
 
     async def save_state(self, run_id: str, checkpoint: RunCheckpoint) -> None:
         """Append ``checkpoint.new_steps`` to the run and upsert its run row, in one transaction.
@@ -364,7 +410,7 @@ class SQLiteBackend:
         found = await self._call("load_state", lambda conn: _read(conn, run_id), write=False)
         if found is None:
             return None
-        row, steps = found
+        row, steps, fingerprint = found
         try:
             return RunSnapshot(
                 run_id=run_id,
@@ -378,6 +424,7 @@ class SQLiteBackend:
                 total_cost_usd=row[6],
                 total_tokens=row[7],
                 updated_at=row[8],
+                pipeline_fingerprint=fingerprint,
             )
         except ValueError as exc:
             raise StateBackendError(
@@ -429,38 +476,55 @@ class SQLiteBackend:
 # Worker-thread operations (called under the backend's lock).
 
 
+def _create(conn: sqlite3.Connection, item: _EncodedCheckpoint, backend: object) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    with conn:  # commits, or rolls back if anything fails
+        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (item.run_id,)).fetchone():
+            raise run_exists_error(item.run_id, backend)
+        _apply(conn, item)
+
+
 def _write(conn: sqlite3.Connection, batch: Sequence[_EncodedCheckpoint]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     with conn:  # commits, or rolls back if anything fails
         for item in batch:
-            found = conn.execute(
-                "SELECT step_count FROM runs WHERE run_id = ?", (item.run_id,)
-            ).fetchone()
-            base: int = found[0] if found is not None else 0
-            if item.new_steps:
-                conn.executemany(
-                    "INSERT INTO steps (run_id, idx, json) VALUES (?, ?, ?)",
-                    [(item.run_id, base + i, text) for i, text in enumerate(item.new_steps)],
-                )
-            conn.execute(
-                _UPSERT_RUN,
-                (
-                    item.run_id,
-                    item.pipeline_name,
-                    item.status,
-                    item.next_step_index,
-                    item.context,
-                    item.initial_input,
-                    item.output,
-                    item.total_cost_usd,
-                    item.total_tokens,
-                    item.updated_at,
-                    base + len(item.new_steps),
-                ),
-            )
+            _apply(conn, item)
 
 
-def _read(conn: sqlite3.Connection, run_id: str) -> tuple[_RunRow, list[str]] | None:
+def _apply(conn: sqlite3.Connection, item: _EncodedCheckpoint) -> None:
+    """Apply one checkpoint inside the caller's transaction."""
+    found = conn.execute("SELECT step_count FROM runs WHERE run_id = ?", (item.run_id,)).fetchone()
+    base: int = found[0] if found is not None else 0
+    if item.new_steps:
+        conn.executemany(
+            "INSERT INTO steps (run_id, idx, json) VALUES (?, ?, ?)",
+            [(item.run_id, base + i, text) for i, text in enumerate(item.new_steps)],
+        )
+    conn.execute(
+        _UPSERT_RUN,
+        (
+            item.run_id,
+            item.pipeline_name,
+            item.status,
+            item.next_step_index,
+            item.context,
+            item.initial_input,
+            item.output,
+            item.total_cost_usd,
+            item.total_tokens,
+            item.updated_at,
+            base + len(item.new_steps),
+        ),
+    )
+    if item.pipeline_fingerprint is not None:
+        conn.execute(
+            "INSERT INTO fingerprints (run_id, fingerprint) VALUES (?, ?)"
+            " ON CONFLICT (run_id) DO UPDATE SET fingerprint = excluded.fingerprint",
+            (item.run_id, item.pipeline_fingerprint),
+        )
+
+
+def _read(conn: sqlite3.Connection, run_id: str) -> tuple[_RunRow, list[str], str | None] | None:
     conn.execute("BEGIN")  # one snapshot for both queries
     with conn:
         row: _RunRow | None = conn.execute(_SELECT_RUN, (run_id,)).fetchone()
@@ -469,13 +533,17 @@ def _read(conn: sqlite3.Connection, run_id: str) -> tuple[_RunRow, list[str]] | 
         steps = conn.execute(
             "SELECT json FROM steps WHERE run_id = ? ORDER BY idx", (run_id,)
         ).fetchall()
-    return row, [step[0] for step in steps]
+        found = conn.execute(
+            "SELECT fingerprint FROM fingerprints WHERE run_id = ?", (run_id,)
+        ).fetchone()
+    return row, [step[0] for step in steps], found[0] if found is not None else None
 
 
 def _delete(conn: sqlite3.Connection, run_id: str) -> None:
     conn.execute("BEGIN IMMEDIATE")
     with conn:
         conn.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
+        conn.execute("DELETE FROM fingerprints WHERE run_id = ?", (run_id,))
         conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
 

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Self
 
+    from ..errors import RunExistsError
+
 
 __all__ = [
     "RUN_STATUSES",
@@ -95,6 +97,11 @@ class RunCheckpoint:
         total_cost_usd: The run's exact total cost, as a ``Decimal`` string.
         total_tokens: The run's total tokens.
         updated_at: When the checkpoint was taken (seconds, caller's clock).
+        pipeline_fingerprint: The structural fingerprint of the pipeline
+            running the run (text, see :mod:`flujo_actors.policy.fingerprint`),
+            or ``None`` to keep the stored one: the runner sends it when it
+            creates the run (and when a resume with a changed pipeline was
+            allowed), not with every step.
     """
 
     run_id: str = attrs.field(validator=[attrs.validators.instance_of(str), _non_empty])
@@ -110,6 +117,9 @@ class RunCheckpoint:
     )
     total_tokens: int = attrs.field(default=0, validator=_count)
     updated_at: float = attrs.field(default=0.0, converter=float)
+    pipeline_fingerprint: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -119,6 +129,8 @@ class RunSnapshot:
     The fields mean what they mean on :class:`RunCheckpoint`; ``step_history``
     holds every step row saved for the run, oldest first. All values are new
     JSON data (mutating them never changes what the backend stores).
+    ``pipeline_fingerprint`` is the last fingerprint saved for the run, or
+    ``None`` for a run stored without one (by an older flujo_actors).
     """
 
     run_id: str
@@ -132,6 +144,7 @@ class RunSnapshot:
     total_cost_usd: str
     total_tokens: int
     updated_at: float
+    pipeline_fingerprint: str | None = None
 
 
 @runtime_checkable
@@ -140,9 +153,14 @@ class StateBackend(Protocol):
 
     Contract (checked by :func:`flujo_actors.testing.backends.check_state_backend`):
 
+    * :meth:`create_run` creates a run from its first checkpoint, atomically:
+      if the run id is already stored it raises
+      :class:`~flujo_actors.errors.RunExistsError` and changes nothing, so of
+      concurrent creates with one id exactly one succeeds.
     * :meth:`save_state` appends the checkpoint's ``new_steps`` to the run's
-      history and replaces the run's other fields; it never rewrites the
-      history. A run that does not exist yet is created.
+      history and replaces the run's other fields (the pipeline fingerprint
+      only when the checkpoint carries one); it never rewrites the history. A
+      run that does not exist yet is created.
     * :meth:`save_states` applies many checkpoints, in order, atomically.
     * :meth:`load_state` returns a :class:`RunSnapshot` with the full history,
       or ``None`` for an unknown run.
@@ -154,6 +172,10 @@ class StateBackend(Protocol):
     Every method is a trio checkpoint. A cancelled write either happened
     completely or not at all; implementations document which, and when.
     """
+
+    async def create_run(self, checkpoint: RunCheckpoint) -> None:
+        """Store a new run from its first checkpoint; RunExistsError if the id is taken."""
+        ...
 
     async def save_state(self, run_id: str, checkpoint: RunCheckpoint) -> None:
         """Append ``checkpoint.new_steps`` to ``run_id`` and update its run row."""
@@ -189,6 +211,19 @@ def _check_run_id(run_id: object, checkpoint: RunCheckpoint) -> None:
         )
 
 
+def run_exists_error(run_id: str, backend: object) -> RunExistsError:
+    """The error every backend raises when :meth:`StateBackend.create_run` finds ``run_id``."""
+    from ..errors import RunExistsError
+
+    return RunExistsError(
+        f"Run id {run_id!r} already names a run in the state backend {type(backend).__name__}; "
+        "a run id names one run. Pass a new run_id (or none, for a generated one), continue "
+        f"the stored run with `await runner.resume_async({run_id!r})`, or delete it first "
+        f"with `await backend.delete_state({run_id!r})`.",
+        run_id,
+    )
+
+
 def _check_status(status: str | None) -> None:
     """Reject a ``list_runs`` status filter that no run can have."""
     if status is not None and status not in RUN_STATUSES:
@@ -212,6 +247,7 @@ class _EncodedCheckpoint:
     total_cost_usd: str
     total_tokens: int
     updated_at: float
+    pipeline_fingerprint: str | None
 
     @classmethod
     def encode(cls, checkpoint: RunCheckpoint) -> _EncodedCheckpoint:
@@ -232,6 +268,7 @@ class _EncodedCheckpoint:
             checkpoint.total_cost_usd,
             checkpoint.total_tokens,
             checkpoint.updated_at,
+            checkpoint.pipeline_fingerprint,
         )
 
 
@@ -239,6 +276,7 @@ class _EncodedCheckpoint:
 class _StoredRun:
     row: _EncodedCheckpoint
     steps: list[str]
+    fingerprint: str | None
 
 
 class InMemoryStateBackend:
@@ -258,6 +296,20 @@ class InMemoryStateBackend:
         """Create an empty backend."""
         self._runs: dict[str, _StoredRun] = {}
         self._lock = threading.Lock()
+
+    async def create_run(self, checkpoint: RunCheckpoint) -> None:
+        """Store a new run from its first checkpoint (atomic under the backend's lock).
+
+        Raises:
+            RunExistsError: A run with ``checkpoint.run_id`` is stored (nothing changes).
+            SerializationError: A value is not JSON data (nothing is saved).
+        """
+        await trio.lowlevel.checkpoint()
+        encoded = _EncodedCheckpoint.encode(checkpoint)
+        with self._lock:
+            if encoded.run_id in self._runs:
+                raise run_exists_error(encoded.run_id, self)
+            self._apply(encoded)
 
     async def save_state(self, run_id: str, checkpoint: RunCheckpoint) -> None:
         """Append ``checkpoint.new_steps`` to the run's history and update the run.
@@ -287,10 +339,14 @@ class InMemoryStateBackend:
     def _apply(self, encoded: _EncodedCheckpoint) -> None:
         stored = self._runs.get(encoded.run_id)
         if stored is None:
-            self._runs[encoded.run_id] = _StoredRun(encoded, list(encoded.new_steps))
+            self._runs[encoded.run_id] = _StoredRun(
+                encoded, list(encoded.new_steps), encoded.pipeline_fingerprint
+            )
         else:
             stored.row = encoded
             stored.steps.extend(encoded.new_steps)
+            if encoded.pipeline_fingerprint is not None:
+                stored.fingerprint = encoded.pipeline_fingerprint
 
     async def load_state(self, run_id: str) -> RunSnapshot | None:
         """Return the run with its full history, or ``None`` if unknown."""
@@ -299,7 +355,7 @@ class InMemoryStateBackend:
             stored = self._runs.get(run_id)
             if stored is None:
                 return None
-            row, steps = stored.row, tuple(stored.steps)
+            row, steps, fingerprint = stored.row, tuple(stored.steps), stored.fingerprint
         return RunSnapshot(
             run_id=row.run_id,
             pipeline_name=row.pipeline_name,
@@ -312,6 +368,7 @@ class InMemoryStateBackend:
             total_cost_usd=row.total_cost_usd,
             total_tokens=row.total_tokens,
             updated_at=row.updated_at,
+            pipeline_fingerprint=fingerprint,
         )
 
     async def delete_state(self, run_id: str) -> None:

@@ -16,7 +16,10 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+import trio
+
 from ..backends.state import RunCheckpoint, RunSnapshot, StateBackend
+from ..errors import RunExistsError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -251,6 +254,120 @@ async def _check_no_aliasing(backend: StateBackend) -> None:
     )
 
 
+async def _check_create_run(backend: StateBackend) -> None:
+    check = "create_run"
+    first = _checkpoint("nightly", context={"who": "first"}, pipeline_fingerprint="fp-first")
+    await backend.create_run(first)
+    await backend.save_state(
+        "nightly", _checkpoint("nightly", next_step_index=1, new_steps=({"step": "a"},))
+    )
+    try:
+        await backend.create_run(
+            _checkpoint("nightly", context={"who": "second"}, pipeline_fingerprint="fp-second")
+        )
+    except RunExistsError as exc:
+        _expect(check, exc.run_id == "nightly", f"RunExistsError.run_id is {exc.run_id!r}")
+        _expect(
+            check,
+            "nightly" in str(exc) and "resume_async" in str(exc),
+            f"the RunExistsError message does not name the run id and the fixes: {exc}",
+        )
+    else:
+        _expect(check, False, "create_run of a stored run id did not raise RunExistsError")
+    snapshot = await _load(check, backend, "nightly")
+    _expect(
+        check,
+        snapshot.step_history == ({"step": "a"},)
+        and snapshot.next_step_index == 1
+        and snapshot.pipeline_fingerprint == "fp-first",
+        f"a refused create_run changed the stored run: {snapshot!r}",
+    )
+    await backend.delete_state("nightly")
+    await backend.create_run(_checkpoint("nightly", context={"who": "again"}))
+    again = await _load(check, backend, "nightly")
+    _expect(
+        check,
+        again.context == {"who": "again"} and again.step_history == (),
+        f"create_run after delete_state did not start a new run: {again!r}",
+    )
+
+
+async def _check_concurrent_create(backend: StateBackend) -> None:
+    check = "concurrent_create"
+    winners: list[int] = []
+    refused: list[int] = []
+
+    async def start(i: int) -> None:
+        try:
+            await backend.create_run(
+                _checkpoint("shared", context={"who": i}, new_steps=({"by": i},))
+            )
+        except RunExistsError:
+            refused.append(i)
+        else:
+            winners.append(i)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(5):
+            nursery.start_soon(start, i)
+    _expect(
+        check,
+        len(winners) == 1 and len(refused) == 4,
+        f"of 5 concurrent create_run calls with one id, {sorted(winners)!r} succeeded and "
+        f"{sorted(refused)!r} were refused; exactly one must succeed",
+    )
+    snapshot = await _load(check, backend, "shared")
+    expected = ({"by": winners[0]},)
+    _expect(
+        check,
+        snapshot.context == {"who": winners[0]} and snapshot.step_history == expected,
+        f"the stored run is not the winner's ({winners[0]}): {snapshot!r}",
+    )
+
+
+async def _check_fingerprint(backend: StateBackend) -> None:
+    check = "fingerprint"
+    fingerprint = '{"pipeline":{"name":"p \u00fc","steps":[]}}'
+    await backend.create_run(_checkpoint("fp", pipeline_fingerprint=fingerprint))
+    snapshot = await _load(check, backend, "fp")
+    _expect(
+        check,
+        snapshot.pipeline_fingerprint == fingerprint,
+        f"create_run stored the fingerprint {snapshot.pipeline_fingerprint!r}, "
+        f"expected {fingerprint!r}",
+    )
+    await backend.save_state("fp", _checkpoint("fp", next_step_index=1))
+    kept = await _load(check, backend, "fp")
+    _expect(
+        check,
+        kept.pipeline_fingerprint == fingerprint,
+        f"a checkpoint without a fingerprint changed the stored one to "
+        f"{kept.pipeline_fingerprint!r}; None must keep it",
+    )
+    await backend.save_states([_checkpoint("fp", next_step_index=2, pipeline_fingerprint="fp-2")])
+    replaced = await _load(check, backend, "fp")
+    _expect(
+        check,
+        replaced.pipeline_fingerprint == "fp-2",
+        f"a checkpoint with a new fingerprint left {replaced.pipeline_fingerprint!r}",
+    )
+    await backend.save_state("legacy", _checkpoint("legacy"))
+    legacy = await _load(check, backend, "legacy")
+    _expect(
+        check,
+        legacy.pipeline_fingerprint is None,
+        f"a run saved without a fingerprint loads with {legacy.pipeline_fingerprint!r}",
+    )
+    await backend.delete_state("fp")
+    await backend.create_run(_checkpoint("fp"))
+    fresh = await _load(check, backend, "fp")
+    _expect(
+        check,
+        fresh.pipeline_fingerprint is None,
+        f"delete_state kept the old fingerprint {fresh.pipeline_fingerprint!r}",
+    )
+
+
 _CHECKS: tuple[Callable[[StateBackend], Awaitable[None]], ...] = (
     _check_empty,
     _check_round_trip,
@@ -260,6 +377,9 @@ _CHECKS: tuple[Callable[[StateBackend], Awaitable[None]], ...] = (
     _check_delete,
     _check_isolation,
     _check_no_aliasing,
+    _check_create_run,
+    _check_concurrent_create,
+    _check_fingerprint,
 )
 
 
@@ -272,7 +392,12 @@ async def check_state_backend(factory: StateBackendFactory) -> None:
     ``save_states`` batch applies in order; ``list_runs`` with and without a
     status filter; ``delete_state`` drops the run and its history; runs are
     isolated from each other; stored data is aliased neither to the caller's
-    objects nor to loaded snapshots; ``aclose`` is idempotent.
+    objects nor to loaded snapshots; ``create_run`` refuses a stored run id
+    with :class:`~flujo_actors.errors.RunExistsError` and changes nothing; of
+    five concurrent ``create_run`` calls with one id exactly one succeeds; the
+    pipeline fingerprint round-trips (kept by checkpoints without one,
+    replaced by one with one, dropped by ``delete_state``); ``aclose`` is
+    idempotent.
 
     Args:
         factory: Returns a new, empty backend each call (or an awaitable of
