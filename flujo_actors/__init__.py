@@ -21,6 +21,7 @@ from .context import PipelineContext as PipelineContext
 from .errors import ActorCrashed as ActorCrashed
 from .errors import ActorStopped as ActorStopped
 from .errors import AskTimeout as AskTimeout
+from .errors import AsyncioInTrioError as AsyncioInTrioError
 from .errors import ExecutorLost as ExecutorLost
 from .errors import FlujoError as FlujoError
 from .errors import FlujoInternalError as FlujoInternalError
@@ -148,6 +149,7 @@ __all__ = [
     "ActorStatistics",
     "ActorStopped",
     "AskTimeout",
+    "AsyncioInTrioError",
     "Backoff",
     "BranchFailureStrategy",
     "CacheBackend",

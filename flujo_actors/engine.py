@@ -33,7 +33,7 @@ from .context import (
     restore_context,
     snapshot_context,
 )
-from .errors import FlujoInternalError, PipelineDefinitionError
+from .errors import AsyncioInTrioError, FlujoInternalError, PipelineDefinitionError
 from .frames import ExecutionFrame
 from .governor import Charge, Governor, Release, Reserve
 from .limits import UsageLimits
@@ -41,7 +41,7 @@ from .policy.ledger import Reservation
 from .policy.merge import IDENTITY_FIELDS, Fork, MergeConflict, merge_branches
 from .policy.retry import Action, AttemptPolicy
 from .results import ZERO, StepResult, to_decimal
-from .steps.callables import STREAM, SYNC, Callback
+from .steps.callables import STREAM, SYNC, AgentSpec, Callback
 from .steps.dsl import (
     BranchFailureStrategy,
     ConditionalStep,
@@ -55,6 +55,7 @@ from .steps.dsl import (
     Step,
     check_fallback_chain,
 )
+from .steps.event_loop import asyncio_in_trio
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -395,6 +396,11 @@ async def _collect_stream(frame: ExecutionFrame[Any], iterator: Any) -> Any:
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()
+    return _joined(chunks)
+
+
+def _joined(chunks: list[Any]) -> Any:
+    """A stream's output: its str or bytes chunks joined, else the list of chunks."""
     if chunks and all(type(c) is str for c in chunks):
         return "".join(chunks)
     if chunks and all(type(c) is bytes for c in chunks):
@@ -412,14 +418,39 @@ async def _invoke(frame: ExecutionFrame[Any], step: Step, data: Any, attempt: in
             from .executors import submit_step
 
             return await submit_step(executor, step, data, frame.context, frame.resources, attempt)
-    if frame.stream and spec.stream_call is not None:
-        return await _collect_stream(frame, spec.stream_call(data, frame.context, frame.resources))
-    value = spec.call(data, frame.context, frame.resources)
-    if spec.kind == SYNC:
-        return value
-    if spec.kind == STREAM:
-        return await _collect_stream(frame, value)
-    return await value
+    if step.on_asyncio:
+        return await _invoke_on_asyncio(frame, spec, data)
+    try:
+        if frame.stream and spec.stream_call is not None:
+            return await _collect_stream(
+                frame, spec.stream_call(data, frame.context, frame.resources)
+            )
+        value = spec.call(data, frame.context, frame.resources)
+        if spec.kind == SYNC:
+            return value
+        if spec.kind == STREAM:
+            return await _collect_stream(frame, value)
+        return await value
+    except (RuntimeError, TypeError) as exc:
+        # Only on failure: asyncio code in a trio step gets an error that says so.
+        wrong = asyncio_in_trio(step.name, exc)
+        if wrong is None:
+            raise
+        raise wrong from exc
+
+
+async def _invoke_on_asyncio(frame: ExecutionFrame[Any], spec: AgentSpec, data: Any) -> Any:
+    """Run one attempt of an ``event_loop="asyncio"`` agent on the run's asyncio loop."""
+    from .bridge.steps import call_on_asyncio, stream_on_asyncio
+
+    ctx, res = frame.context, frame.resources
+    make = spec.stream_call if frame.stream else None
+    if make is None and spec.kind == STREAM:
+        make = spec.call
+    if make is None:
+        return await call_on_asyncio(spec, data, ctx, res)
+    on_chunk = frame.on_chunk if frame.stream else None
+    return _joined(await stream_on_asyncio(lambda: make(data, ctx, res), on_chunk))
 
 
 def _executor_for(step: Step, run: RunState) -> Any:
@@ -767,6 +798,10 @@ async def run_agent_step(
         except _Unfixable as exc:
             # A definition problem of the output: another attempt will not fix it.
             feedback, error_type, retryable = str(exc), "ContextUpdateError", False
+        except AsyncioInTrioError as exc:
+            # The step is on the wrong event loop: another attempt fails the same way.
+            feedback = f"AsyncioInTrioError: {exc}"
+            error_type, retryable = "AsyncioInTrioError", False
         except Exception as exc:
             feedback = f"{type(exc).__name__}: {exc}"
             error_type = type(exc).__name__

@@ -15,6 +15,7 @@ __all__ = [
     "ActorCrashed",
     "ActorStopped",
     "AskTimeout",
+    "AsyncioInTrioError",
     "ExecutorLost",
     "FlujoError",
     "FlujoInternalError",
@@ -54,6 +55,14 @@ class UsageLimitExceededError(FlujoError):
     def __init__(self, message: str, result: PipelineResult | None = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class AsyncioInTrioError(FlujoError, RuntimeError):
+    """A step running on trio used asyncio; mark it ``event_loop="asyncio"``.
+
+    The attempt is not retried (another attempt on trio fails the same way).
+    The asyncio error is ``__cause__``.
+    """
 
 
 class StepFailed(FlujoError):

@@ -33,6 +33,7 @@ from .steps.dsl import (
     Step,
     check_fallback_chain,
 )
+from .steps.event_loop import pipeline_uses_asyncio
 
 if TYPE_CHECKING:
     from .backends.state import RunCheckpoint
@@ -155,6 +156,8 @@ class Flujo:
         # await of a run: two runs with one id never run side by side.
         self._claimed: set[str] = set()
         self._fingerprint: str | None = None
+        # Decided once: only pipelines with an asyncio step open an asyncio loop per run.
+        self._uses_asyncio = pipeline_uses_asyncio(pipeline)
 
     # -- public API ---------------------------------------------------------------
     def run(self, initial_input: Any) -> PipelineResult:
@@ -477,8 +480,9 @@ class Flujo:
                 ledger,
                 resume.new_fingerprint if resume is not None else None,
             )
+        run_nursery = self._run_nursery_on_asyncio if self._uses_asyncio else self._run_nursery
         try:
-            governor = await self._run_nursery(
+            governor = await run_nursery(
                 run, ledger, job, start, data, persistence, resume, context, initial_input
             )
         except BaseExceptionGroup as group:
@@ -499,6 +503,13 @@ class Flujo:
             raise
         await observer.run_finished(result)
         return result
+
+    async def _run_nursery_on_asyncio(self, *args: Any) -> Governor:
+        """:meth:`_run_nursery` inside the run's asyncio loop (for asyncio steps)."""
+        from .bridge.steps import open_run_loop
+
+        async with open_run_loop():
+            return await self._run_nursery(*args)
 
     async def _run_nursery(
         self,

@@ -19,6 +19,7 @@ import attrs
 from ..errors import InfiniteFallbackError, PipelineDefinitionError
 from ..results import to_decimal
 from .callables import AgentSpec, Callback, compile_agent, compile_callback
+from .event_loop import ASYNCIO, compile_pydantic_ai, is_pydantic_ai_agent, resolve_event_loop
 
 __all__ = [
     "BranchFailureStrategy",
@@ -164,8 +165,11 @@ class Step:
     expected_cost_usd: Decimal | None = attrs.field(default=None, kw_only=True)
     expected_tokens: int | None = attrs.field(default=None, kw_only=True)
     placement: Any = attrs.field(default=None, kw_only=True)
+    #: "trio", "asyncio", or None (asyncio for pydantic-ai agents, else trio); resolved at build
+    event_loop: Any = attrs.field(default=None, kw_only=True)
     # compiled at build time (never per call)
     spec: AgentSpec | None = attrs.field(init=False, default=None)
+    on_asyncio: bool = attrs.field(init=False, default=False)
     compiled_validators: tuple[Callback, ...] = attrs.field(init=False, default=())
     compiled_plugins: tuple[Plugin, ...] = attrs.field(init=False, default=())
 
@@ -219,7 +223,12 @@ class Step:
                 f"Step {self.name!r}: agent is required; pass agent=<async function or "
                 "object with async run(data)>."
             )
-        self.spec = compile_agent(self.name, self.agent)
+        self.event_loop = resolve_event_loop(self.name, self.agent, self.event_loop, self.placement)
+        self.on_asyncio = self.event_loop == ASYNCIO
+        if is_pydantic_ai_agent(self.agent):
+            self.spec = compile_pydantic_ai(self.agent)
+        else:
+            self.spec = compile_agent(self.name, self.agent)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -247,10 +256,13 @@ class Step:
         placement: Any = None,
         backoff_s: float = 0.0,
         backoff_factor: float = 2.0,
+        event_loop: str | None = None,
     ) -> Step:
         """Make an agent step from a function or an object with ``run``.
 
-        The name defaults to the function's ``__name__``.
+        The name defaults to the function's ``__name__``. ``event_loop="asyncio"``
+        runs the agent on the run's asyncio loop (extra ``flujo-actors[asyncio]``);
+        ``None`` (the default) means trio, or asyncio for a pydantic-ai ``Agent``.
         """
         step_name = name if name is not None else _default_name(fn)
         return Step(
@@ -270,6 +282,7 @@ class Step:
             expected_cost_usd=expected_cost_usd,
             expected_tokens=expected_tokens,
             placement=placement,
+            event_loop=event_loop,
         )
 
     @staticmethod

@@ -1,0 +1,129 @@
+"""Agents on asyncio inside a trio run, through trio-asyncio.
+
+A run whose pipeline has an asyncio step (decided when the runner is built)
+opens one asyncio loop for the whole run (:func:`open_run_loop`); each
+attempt of such a step runs its agent as an asyncio task on that loop and the
+step actor waits for it without blocking trio. Cancelling the attempt (a
+timeout, a usage breach, a failing sibling, the caller) cancels the asyncio
+task and waits until it has finished: no asyncio work outlives the attempt.
+Streaming agents (async generators, ``stream()`` objects) are iterated on
+asyncio, one chunk per hop, so chunks arrive live.
+
+This module imports trio-asyncio (and asyncio): it is loaded only by runs
+that need it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from typing import TYPE_CHECKING, Any
+
+import trio_asyncio
+
+from ..steps.callables import SYNC
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from ..steps.callables import AgentSpec
+
+__all__ = ["call_on_asyncio", "open_run_loop", "stream_on_asyncio"]
+
+
+def _adopt_patched_loop_lookup() -> None:
+    """Point modules that imported asyncio's C ``get_running_loop`` at trio-asyncio's.
+
+    trio-asyncio finds its loop by patching ``asyncio.get_running_loop`` when
+    it is imported. A module imported before it that did ``from asyncio import
+    get_running_loop`` (anyio's asyncio backend, which pydantic-ai and httpx
+    use) keeps the C function, which sees no loop inside a trio-asyncio task
+    ("no running event loop"). The patched function falls back to the original
+    outside trio, so asyncio programs see no difference.
+    """
+    import _asyncio
+
+    originals = {
+        "get_running_loop": (_asyncio.get_running_loop, asyncio.get_running_loop),
+        "_get_running_loop": (_asyncio._get_running_loop, asyncio._get_running_loop),
+    }
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if namespace is None or module is asyncio or module is _asyncio:
+            continue
+        for name, (original, patched) in originals.items():
+            if namespace.get(name) is original and original is not patched:
+                namespace[name] = patched
+
+
+_adopt_patched_loop_lookup()
+
+
+@contextlib.asynccontextmanager
+async def open_run_loop() -> AsyncIterator[None]:
+    """Open an asyncio loop for the run, unless this task already runs inside one.
+
+    A run nested in another run's step (or in the user's own
+    ``trio_asyncio.open_loop()``) shares that loop. Cancellation: leaving
+    the block closes the loop after the run's tasks have ended.
+    """
+    if trio_asyncio.current_loop.get() is not None:
+        yield
+        return
+    async with trio_asyncio.open_loop():
+        yield
+
+
+async def _call(spec: AgentSpec, data: Any, context: Any, resources: Any) -> Any:
+    # Runs as an asyncio task: the agent is called (not only awaited) on
+    # asyncio, so code that looks for the running loop before its first
+    # await (SDK clients, asyncio.get_running_loop()) finds it.
+    value = spec.call(data, context, resources)
+    if spec.kind == SYNC:
+        return value
+    return await value
+
+
+async def call_on_asyncio(spec: AgentSpec, data: Any, context: Any, resources: Any) -> Any:
+    """Call a non-streaming agent on the run's asyncio loop and return its output.
+
+    Cancellation: cancelling the caller cancels the asyncio task and waits
+    until it has finished, then raises ``trio.Cancelled``.
+    """
+    return await trio_asyncio.aio_as_trio(_call)(spec, data, context, resources)
+
+
+async def _pump(
+    make: Callable[[], Any], on_chunk: Callable[[Any], Awaitable[None]] | None
+) -> list[Any]:
+    # One asyncio task drives the whole iteration: an agent's generator that
+    # enters context managers (pydantic-ai's run_stream sets context variables)
+    # must be resumed and closed in the same asyncio context.
+    chunks: list[Any] = []
+    iterator = make()
+    forward = trio_asyncio.trio_as_aio(on_chunk) if on_chunk is not None else None
+    try:
+        async for chunk in iterator:
+            chunks.append(chunk)
+            if forward is not None:
+                # Wait until the trio side took it: never more than one chunk ahead.
+                await forward(chunk)
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return chunks
+
+
+async def stream_on_asyncio(
+    make: Callable[[], Any], on_chunk: Callable[[Any], Awaitable[None]] | None
+) -> list[Any]:
+    """Iterate a streaming agent on asyncio, forwarding each chunk to ``on_chunk`` live.
+
+    ``make()`` is called on asyncio (it may need the running loop). Returns
+    the chunks. Cancellation: cancels the asyncio task, which closes the
+    agent's iterator, and waits for it before raising ``trio.Cancelled``.
+    """
+    chunks: list[Any] = await trio_asyncio.aio_as_trio(_pump)(make, on_chunk)
+    return chunks
