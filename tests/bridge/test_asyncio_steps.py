@@ -554,3 +554,19 @@ async def test_function_model_tool_calls_run_on_asyncio() -> None:
     result = await Flujo(Step.from_callable(agent, name="w")).run_async("weather?")
     assert result.output.output == "weather: sunny"
     assert calls == ["Lima"]
+
+
+def test_pure_trio_runs_import_neither_asyncio_nor_pydantic() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, flujo_actors\n"
+        "from flujo_actors import Flujo, Step\n"
+        "async def f(x): return x\n"
+        "assert Flujo(Step.from_callable(f)).run(1).output == 1\n"
+        "print([m for m in ('asyncio', 'trio_asyncio', 'pydantic', 'pydantic_ai', "
+        "'flujo_actors.bridge.steps') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
