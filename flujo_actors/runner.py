@@ -215,6 +215,9 @@ class Flujo:
             UsageLimitExceededError: the run breached its limits (after the
                 chunks produced before the breach).
             HookError: a hook raised.
+            BaseException: whatever else the run raised (an agent's
+                ``KeyboardInterrupt`` or other ``BaseException``), as
+                :meth:`run_async` raises it.
         """
         send, receive = trio.open_memory_channel[Any](0)
         scope = trio.CancelScope()
@@ -230,7 +233,12 @@ class Flujo:
                         result = await self._execute(
                             initial_input, run_id=run_id, on_chunk=on_chunk
                         )
-                    except Exception as exc:
+                    except trio.Cancelled:
+                        raise  # this generator closed (our scope) or trio is shutting down
+                    except BaseException as exc:
+                        # Every exception, KeyboardInterrupt and other BaseExceptions
+                        # included, goes to the consumer: one escaping this system
+                        # task would crash trio itself (TrioInternalError).
                         await send.send(_Raised(exc))
                     else:
                         await send.send(_Final(result))
@@ -656,7 +664,7 @@ class _Final:
 class _Raised:
     __slots__ = ("error",)
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: BaseException) -> None:
         self.error = error
 
 
