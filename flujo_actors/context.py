@@ -4,6 +4,12 @@ Copies are structural: immutable field values are shared, containers
 (dict/list/set) are rebuilt recursively, and only other mutable objects are
 deep-copied. That is what a branch or an attempt needs to be isolated, at a
 fraction of ``copy.deepcopy`` of the world.
+
+A value that cannot be copied (``copy.deepcopy`` refuses it: a lock, a
+socket, an SDK client holding either) is *shared by reference* instead:
+every branch and attempt sees the same object, which is what a client or a
+lock is for. Such an object is never isolated, so changes made inside it
+are seen everywhere and are not rolled back.
 """
 
 from __future__ import annotations
@@ -54,7 +60,11 @@ _IMMUTABLE: Final[frozenset[type]] = frozenset(
 
 
 def copy_value(value: Any) -> Any:
-    """An isolated copy of ``value``, sharing what cannot be mutated."""
+    """An isolated copy of ``value``, sharing what cannot be mutated or copied.
+
+    Objects that ``copy.deepcopy`` refuses (locks, sockets, clients) are
+    returned as they are: shared by reference, never an error.
+    """
     t = type(value)
     if t in _IMMUTABLE or isinstance(value, Enum):
         return value
@@ -70,7 +80,12 @@ def copy_value(value: Any) -> Any:
         return tuple(copy_value(v) for v in value)
     if t is set:
         return set(value)
-    return copy.deepcopy(value)
+    try:
+        return copy.deepcopy(value)
+    except (TypeError, copy.Error):
+        # Not copyable ("cannot pickle '_thread.lock' object"): a lock or a
+        # client is meant to be shared, so every copy refers to this one.
+        return value
 
 
 _FIELDS_CACHE: dict[type, tuple[str, ...]] = {}
