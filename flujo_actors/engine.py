@@ -1028,7 +1028,8 @@ async def _run_branches(
     the caller cancels every branch at any depth.
 
     Returns:
-        (output mapping, branch results in ``branches`` order, failure
+        (output mapping: each branch's output, or its StepResult if it failed
+        or was cancelled; branch results in ``branches`` order; failure
         feedback or None). With no results, no branch was started.
     """
     ctx = frame.context
@@ -1101,6 +1102,7 @@ async def _run_branches(
                 step_history=job.history,
             )
             r.metadata["cancelled"] = True
+            output[bname] = r
         results.append(r)
     if first_failure is not None:
         return (
@@ -1149,6 +1151,10 @@ def _merge(ctx: Any, fork: Fork, ok: list[tuple[str, Any]], merge: Any, owner: s
 async def run_parallel_step(frame: ExecutionFrame[Any]) -> StepResult:
     """Run every branch on the same input; output ``{branch: output}``.
 
+    A failed or cancelled branch maps to its StepResult; the mapping is the
+    output of a failed step too (``PROPAGATE``, every branch failing under
+    ``IGNORE``, a merge conflict).
+
     Cancellation: cancelling the step cancels every branch beneath it.
     """
     t0 = _perf()
@@ -1165,7 +1171,8 @@ async def run_parallel_step(frame: ExecutionFrame[Any]) -> StepResult:
     cost, tokens = _sum_usage(results)
     return StepResult(
         step.name,
-        output if failure is None else None,
+        # Failed too, the output maps every branch that ran to its output or StepResult.
+        output if results else None,
         failure is None,
         1,
         _perf() - t0,
@@ -1234,7 +1241,7 @@ async def run_router_step(frame: ExecutionFrame[Any]) -> StepResult:
     cost, tokens = _sum_usage(history)
     result = StepResult(
         step.name,
-        output if failure is None else None,
+        output if failure is None or len(history) > 1 else None,
         failure is None,
         routed.attempts,
         _perf() - t0,

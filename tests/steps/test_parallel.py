@@ -227,7 +227,7 @@ async def test_error_on_conflict_fails_naming_the_field_and_both_branches() -> N
         "different values (1 and 2) (merge_strategy=ERROR_ON_CONFLICT). Choose another "
         "MergeStrategy or let only one branch write it."
     )
-    assert par.output is None
+    assert par.output == {"a": "a:1", "b": "b:1", "c": "c:1"}  # the work is kept
     assert [r.success for r in par.step_history] == [True, True, True]
     # Nothing was merged.
     assert result.final_pipeline_context.scratchpad == {}
@@ -391,8 +391,10 @@ async def test_propagate_fails_the_step_and_cancels_the_siblings_still_running(
     assert [r.name for r in result.step_history] == ["fan"]
     par = result.step_history[0]
     assert par.feedback == "Branch 'bad' of step 'fan' failed at step 'bad': RuntimeError: boom"
-    assert par.output is None
     done, bad, slow = par.step_history
+    # The failed step's output maps each branch to its output or its StepResult.
+    assert par.output == {"done": 2, "bad": bad, "slow": slow}
+    assert par.output["bad"] is bad and par.output["slow"] is slow
     assert (done.success, done.output) == (True, 2)
     assert (bad.success, bad.feedback) == (False, "RuntimeError: boom")
     assert (slow.success, slow.output, slow.step_history) == (False, None, [])
@@ -438,6 +440,9 @@ async def test_ignore_with_every_branch_failing_fails_the_step() -> None:
         "RuntimeError: x broke",
         "RuntimeError: y broke",
     ]
+    x, y = par.step_history
+    assert par.output == {"x": x, "y": y}  # each failed branch as its StepResult
+    assert result.output is None  # the run failed: it has no output
 
 
 # -- context_include_keys -----------------------------------------------------------------

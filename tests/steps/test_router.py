@@ -134,7 +134,15 @@ async def test_golden_router_with_a_failing_branch_propagating(
     assert trio.current_time() == 1.0  # 'sales' (5 s) was cancelled when 'broken' failed
     assert transcript(result) == {
         "success": False,
-        "output": None,
+        "output": {
+            "billing": "billing:x",
+            "broken": ("FAILED", "RuntimeError: broken is down"),
+            "sales": (
+                "FAILED",
+                "Cancelled: sibling branch 'broken' of step 'route' failed first "
+                "(on_branch_failure=PROPAGATE).",
+            ),
+        },
         "feedback": "Branch 'broken' of step 'route' failed at step 'broken': "
         "RuntimeError: broken is down",
         "history": [("route", True), ("billing", True), ("broken", False), ("sales", False)],
@@ -164,6 +172,30 @@ async def test_golden_router_with_a_failing_branch_ignored() -> None:
         "scratchpad": {"billing": "x"},  # only the successful branch merged
     }
     assert result.final_pipeline_context.handled == ["billing"]
+
+
+async def test_router_with_every_chosen_branch_failing_ignored_maps_them_to_results() -> None:
+    branches = {"one": handler("one", fails=True), "two": handler("two", fails=True)}
+    step = Step.dynamic_parallel_branch(
+        "route", router(["one", "two"]), branches, on_branch_failure=BranchFailureStrategy.IGNORE
+    )
+    result = await run(step, "x")
+    assert not result.success
+    routed, one, two = result.step_history[-1].step_history
+    assert result.step_history[-1].output == {"one": one, "two": two}
+    assert (one.feedback, two.feedback) == ("RuntimeError: one is down", "RuntimeError: two is down")
+
+
+async def test_a_failed_router_agent_has_no_output() -> None:
+    async def broken(data: Any) -> list[str]:
+        raise RuntimeError("router down")
+
+    step = Step.dynamic_parallel_branch("route", broken, BRANCHES)
+    result = await run(step, "x")
+    assert result.step_history[-1].output is None  # no branch ran
+    assert result.step_history[-1].feedback == (
+        "Router of step 'route' failed: RuntimeError: router down"
+    )
 
 
 # -- the router's choice --------------------------------------------------------------------
