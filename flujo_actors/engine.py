@@ -703,7 +703,10 @@ async def run_agent_step(
     """The step supervisor: attempts, timeouts, validators, plugins, backoff, fallback.
 
     Decisions come from :class:`AttemptPolicy`; this function only executes
-    them. An attempt fails when the agent raises, exceeds ``timeout_s``, or
+    them. An attempt fails when the agent raises, exceeds ``timeout_s`` (an
+    attempt that blocks the event loop, a sync agent or ``time.sleep``,
+    cannot be interrupted: if it returns after its deadline it has timed out
+    all the same, its output is discarded and its usage counted), or
     its output is rejected by a validator or plugin; each attempt gets its
     own copy of the input, and a failed attempt's context changes are rolled
     back. With usage limits, usage of a failed attempt is reported before
@@ -772,17 +775,26 @@ async def run_agent_step(
         if pristine is not None:
             attempt_data = pristine.thaw()
         try:
+            late = 0.0
             if timeout is None:
                 output = await _invoke(frame, step, attempt_data, attempts)
             else:
-                with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+                started = trio.current_time()
+                with trio.CancelScope(deadline=started + timeout) as scope:
                     output = await _invoke(frame, step, attempt_data, attempts)
                 if scope.cancelled_caught:
                     raise TimeoutError(f"step {step.name!r} timed out after {timeout} s")
+                # Blocking code (a sync agent, time.sleep) cannot be interrupted: an
+                # attempt that returns after its deadline has still timed out.
+                late = trio.current_time() - started
+                if late <= timeout:
+                    late = 0.0
             if type(output) not in _NO_USAGE:
                 c, t = _usage(step, output)
                 cost += c
                 tokens += t
+            if late:
+                raise TimeoutError(_blocked_message(step.name, timeout, late))
             if checks:
                 output = await _check(step, output, ctx)
             if step.updates_context:
@@ -846,6 +858,14 @@ async def run_agent_step(
         await _cache_put(run, step, data, output)
     result.latency_s = _perf() - t0
     return result
+
+
+def _blocked_message(name: str, timeout: float | None, took: float) -> str:
+    return (
+        f"step {name!r} timed out after {timeout} s: the attempt blocked the event loop "
+        f"and returned after {took:.3g} s. Blocking code cannot be interrupted; use "
+        "placement='process', or trio.to_thread.run_sync inside an async agent."
+    )
 
 
 async def _run_reserved(frame: ExecutionFrame[Any], charge: bool) -> StepResult:

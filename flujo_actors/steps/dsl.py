@@ -72,7 +72,10 @@ class StepConfig:
 
     Attributes:
         max_retries: retries after the first attempt (``N`` -> at most ``N + 1`` attempts).
-        timeout_s: per-attempt timeout in seconds (None: no timeout).
+        timeout_s: per-attempt timeout in seconds (None: no timeout). Blocking code
+            (a sync agent, ``time.sleep``) cannot be interrupted: an attempt that
+            returns after its deadline has timed out all the same. Use
+            ``placement="process"`` or ``trio.to_thread`` for blocking work.
         backoff_s: delay before the first retry; later ones grow by ``backoff_factor``.
         backoff_factor: growth of the delay between retries.
     """

@@ -183,7 +183,10 @@ async def test_router_with_every_chosen_branch_failing_ignored_maps_them_to_resu
     assert not result.success
     routed, one, two = result.step_history[-1].step_history
     assert result.step_history[-1].output == {"one": one, "two": two}
-    assert (one.feedback, two.feedback) == ("RuntimeError: one is down", "RuntimeError: two is down")
+    assert (one.feedback, two.feedback) == (
+        "RuntimeError: one is down",
+        "RuntimeError: two is down",
+    )
 
 
 async def test_a_failed_router_agent_has_no_output() -> None:
