@@ -33,16 +33,23 @@ async def test_stream_async_raises_an_agents_base_exception_like_run_async(
     with pytest.raises(type(error), match=r"^" + str(error) + r"$"):
         await _talker(error).run_async("x")
     seen: list[Any] = []
-    with pytest.raises(type(error), match=r"^" + str(error) + r"$"):
+
+    async def consume() -> None:
         async for item in _talker(error).stream_async("x"):
             seen.append(item)
+
+    with pytest.raises(type(error), match=r"^" + str(error) + r"$"):
+        await consume()
     assert seen == ["hello "]  # the chunk before the error still arrived
 
 
 async def test_the_host_loop_survives_a_base_exception_of_a_stream() -> None:
+    async def drain() -> None:
+        async for _item in _talker(Abort("abort")).stream_async("x"):
+            pass
+
     for _ in range(2):  # the same trio run keeps working afterwards
         with pytest.raises(Abort, match=r"^abort$"):
-            async for _item in _talker(Abort("abort")).stream_async("x"):
-                pass
+            await drain()
     result = await Flujo(Step.from_callable(lambda x: x, name="echo")).run_async("ok")
     assert result.output == "ok"

@@ -8,13 +8,13 @@ trio's real clock.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
-
-import trio
-import trio.testing
+from typing import TYPE_CHECKING, Any
 
 from flujo_actors import Flujo, Step
 from flujo_actors.testing import UsageOutput
+
+if TYPE_CHECKING:
+    import trio.testing
 
 
 def _message(took: str) -> str:

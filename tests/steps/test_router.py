@@ -181,7 +181,7 @@ async def test_router_with_every_chosen_branch_failing_ignored_maps_them_to_resu
     )
     result = await run(step, "x")
     assert not result.success
-    routed, one, two = result.step_history[-1].step_history
+    _routed, one, two = result.step_history[-1].step_history
     assert result.step_history[-1].output == {"one": one, "two": two}
     assert (one.feedback, two.feedback) == (
         "RuntimeError: one is down",
