@@ -38,7 +38,16 @@ from .frames import ExecutionFrame
 from .governor import Charge, Governor, Release, Reserve
 from .limits import UsageLimits
 from .policy.ledger import Reservation
-from .policy.merge import IDENTITY_FIELDS, Fork, MergeConflict, merge_branches
+from .policy.merge import (
+    IDENTITY_FIELDS,
+    IDENTITY_ORDER,
+    IDENTITY_RULE,
+    Fork,
+    MergeConflict,
+    identity_change,
+    identity_of,
+    merge_branches,
+)
 from .policy.retry import Action, AttemptPolicy
 from .results import ZERO, StepResult, to_decimal
 from .steps.callables import STREAM, SYNC, AgentSpec, Callback
@@ -555,6 +564,17 @@ def _apply_context_update(step: Step, output: Any, ctx: Any) -> str | None:
             "whose keys are context fields."
         )
     names = context_field_names(type(ctx))
+    # Writing a field's current value is harmless (an attrs output of the context's
+    # own model carries run_id); changing the run's identity is not.
+    hijacked = [
+        n for n in IDENTITY_ORDER if n in values and n in names and values[n] != getattr(ctx, n)
+    ]
+    if hijacked:
+        return (
+            f"Step {step.name!r} has updates_context=True but its output sets "
+            f"{hijacked[0]}={values[hijacked[0]]!r} (the run's is "
+            f"{getattr(ctx, hijacked[0])!r}): {IDENTITY_RULE}"
+        )
     unknown = sorted(str(k) for k in values if k not in names)
     if unknown:
         return (
@@ -758,6 +778,7 @@ async def run_agent_step(
     checks = bool(step.compiled_validators or step.compiled_plugins)
     # One snapshot per step, not per attempt: each rollback thaws a fresh copy.
     snap = _ContextSnapshot(ctx) if ctx is not None and (spec.accepts_context or checks) else None
+    identity = identity_of(ctx) if snap is not None else None
     timeout = cfg.timeout_s
     limited = charge and run.limited
     attempts = 0
@@ -797,6 +818,10 @@ async def run_agent_step(
                 raise TimeoutError(_blocked_message(step.name, timeout, late))
             if checks:
                 output = await _check(step, output, ctx)
+            if identity is not None:
+                changed = identity_change(ctx, identity)
+                if changed is not None:
+                    raise _Unfixable(f"Step {step.name!r} changed {changed}: {IDENTITY_RULE}")
             if step.updates_context:
                 problem = _apply_context_update(step, output, ctx)
                 if problem is not None:
@@ -1156,14 +1181,22 @@ def _merge(ctx: Any, fork: Fork, ok: list[tuple[str, Any]], merge: Any, owner: s
         return None
     # A user callable: a failing merge must not leave the context half merged.
     snap = snapshot_context(ctx)
+    identity = identity_of(ctx)
+    label = getattr(merge, "__qualname__", None) or type(merge).__qualname__
     try:
         merge_branches(ctx, fork, ok, merge)
     except Exception as exc:
         restore_context(ctx, snap)
-        label = getattr(merge, "__qualname__", None) or type(merge).__qualname__
         return (
             f"Step {owner!r}: merge_strategy {label} raised {type(exc).__name__}: {exc}; "
             "the context was left as it was before the branches ran."
+        )
+    changed = identity_change(ctx, identity)
+    if changed is not None:
+        restore_context(ctx, snap)
+        return (
+            f"Step {owner!r}: merge_strategy {label} changed {changed}: {IDENTITY_RULE} "
+            "The context was left as it was before the branches ran."
         )
     return None
 

@@ -106,3 +106,130 @@ async def test_a_loop_and_retries_over_a_context_with_a_lock() -> None:
     result = await runner.run_async(0)
     assert result.success and result.output == 2
     assert result.final_pipeline_context.lock is lock
+
+
+# -- identity fields (#21) -------------------------------------------------------------------
+
+_RULE = (
+    "run_id and initial_prompt identify the run and cannot be written by steps; "
+    "keep the value in another field (or the scratchpad)."
+)
+
+
+async def _run(step: Step | Any, **kwargs: Any) -> Any:
+    return await Flujo(step, context_model=Ctx, **kwargs).run_async("prompt", run_id="real")
+
+
+@pytest.mark.parametrize(
+    ("update", "shown"),
+    [
+        ({"run_id": "hijacked"}, "run_id='hijacked' (the run's is 'real')"),
+        (
+            {"initial_prompt": "other", "notes": ["x"]},
+            "initial_prompt='other' (the run's is 'prompt')",
+        ),
+    ],
+)
+async def test_updates_context_cannot_change_an_identity_field(
+    update: dict[str, Any], shown: str
+) -> None:
+    step = Step.from_callable(lambda data: update, name="hijack", updates_context=True)
+    result = await _run(step)
+    assert not result.success
+    failed = result.step_history[-1]
+    assert failed.feedback == (
+        f"Step 'hijack' has updates_context=True but its output sets {shown}: {_RULE}"
+    )
+    assert failed.metadata["error_type"] == "ContextUpdateError"
+    ctx = result.final_pipeline_context
+    assert (result.run_id, ctx.run_id, ctx.initial_prompt, ctx.notes) == (
+        "real",
+        "real",
+        "prompt",
+        [],  # nothing of the refused update was written
+    )
+
+
+async def test_updates_context_may_repeat_the_identity_it_already_has() -> None:
+    async def whole(data: str, *, context: Ctx) -> Ctx:
+        return attrs.evolve(context, notes=["kept"])  # carries the same run_id
+
+    result = await _run(Step.from_callable(whole, updates_context=True))
+    assert result.success
+    assert result.final_pipeline_context.notes == ["kept"]
+    assert result.final_pipeline_context.run_id == "real"
+
+
+async def test_an_agent_or_validator_writing_run_id_fails_and_is_rolled_back() -> None:
+    async def agent(data: str, *, context: Ctx) -> str:
+        context.run_id = "hijacked"
+        context.notes.append("rolled back")
+        return data
+
+    result = await _run(Step.from_callable(agent, name="rogue", max_retries=2))
+    failed = result.step_history[-1]
+    assert (
+        failed.feedback == f"Step 'rogue' changed context.run_id from 'real' to 'hijacked': {_RULE}"
+    )
+    assert failed.attempts == 1  # another attempt would do the same: no retry
+    assert result.final_pipeline_context.run_id == "real"
+    assert result.final_pipeline_context.notes == []
+
+    def validator(output: str, context: Ctx) -> bool:
+        context.initial_prompt = "rewritten"
+        return True
+
+    checked = Step.from_callable(lambda data: data, name="checked", validators=[validator])
+    result = await _run(checked)
+    assert result.step_history[-1].feedback == (
+        f"Step 'checked' changed context.initial_prompt from 'prompt' to 'rewritten': {_RULE}"
+    )
+    assert result.final_pipeline_context.initial_prompt == "prompt"
+
+
+@pytest.mark.parametrize(
+    "merge", [MergeStrategy.CONTEXT_UPDATE, MergeStrategy.OVERWRITE, MergeStrategy.KEEP_FIRST]
+)
+async def test_a_branch_writing_run_id_fails_and_nothing_reaches_the_main_context(
+    merge: MergeStrategy,
+) -> None:
+    hijack = Step.from_callable(
+        lambda d: {"run_id": "hijacked"}, name="hijack", updates_context=True
+    )
+    fan = Step.parallel(
+        "fan",
+        {
+            "ok": Step.from_callable(lambda d: {"notes": ["ok"]}, name="ok", updates_context=True),
+            "bad": hijack,
+        },
+        merge_strategy=merge,
+        on_branch_failure=BranchFailureStrategy.IGNORE,
+    )
+    result = await _run(fan)
+    assert result.success  # IGNORE: 'ok' succeeded and merged; 'bad' failed
+    bad = result.step_history[-1].output["bad"]
+    assert bad.feedback == (
+        "Step 'hijack' has updates_context=True but its output sets run_id='hijacked' "
+        f"(the run's is 'real'): {_RULE}"
+    )
+    ctx = result.final_pipeline_context
+    assert (ctx.run_id, ctx.notes) == ("real", ["ok"])
+
+
+async def test_a_merge_callable_writing_run_id_fails_the_step_and_changes_nothing() -> None:
+    def merge(main: Ctx, branch: Ctx) -> None:
+        main.notes.append("merged")
+        main.run_id = "hijacked"
+
+    fan = Step.parallel(
+        "fan", {"a": Step.from_callable(lambda d: d, name="a")}, merge_strategy=merge
+    )
+    result = await _run(fan)
+    assert not result.success
+    label = merge.__qualname__
+    assert result.step_history[-1].feedback == (
+        f"Step 'fan': merge_strategy {label} changed context.run_id from 'real' to "
+        f"'hijacked': {_RULE} The context was left as it was before the branches ran."
+    )
+    ctx = result.final_pipeline_context
+    assert (ctx.run_id, ctx.notes) == ("real", [])

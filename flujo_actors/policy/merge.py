@@ -27,10 +27,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 __all__ = [
+    "IDENTITY_FIELDS",
     "BranchChanges",
     "Fork",
     "MergeConflict",
     "diff_branch",
+    "identity_change",
+    "identity_of",
     "merge_branches",
 ]
 
@@ -39,12 +42,35 @@ _MISSING: Final = object()
 _DELETED: Final = object()
 #: Fields that identify the run rather than describe its progress: never merged.
 IDENTITY_FIELDS: Final = frozenset({"run_id", "initial_prompt"})
+#: The identity fields in the order messages name them.
+IDENTITY_ORDER: Final = ("run_id", "initial_prompt")
 #: Append-only logs: every branch's appends are kept.
 LOG_FIELDS: Final = frozenset({"executed_branches"})
 
 _repr = reprlib.Repr()
 _repr.maxstring = 60
 _repr.maxother = 60
+
+
+def identity_of(ctx: Any) -> tuple[Any, ...]:
+    """The values of ``ctx``'s identity fields (``run_id``, ``initial_prompt``)."""
+    return tuple(getattr(ctx, n, None) for n in IDENTITY_ORDER)
+
+
+def identity_change(ctx: Any, before: tuple[Any, ...]) -> str | None:
+    """``"context.run_id from 'a' to 'b'"`` if an identity field changed since ``before``."""
+    for name, old in zip(IDENTITY_ORDER, before, strict=True):
+        new = getattr(ctx, name, None)
+        if new is not old and new != old:
+            return f"context.{name} from {_repr.repr(old)} to {_repr.repr(new)}"
+    return None
+
+
+#: The rule and the fix, for every message refusing a write of an identity field.
+IDENTITY_RULE: Final = (
+    "run_id and initial_prompt identify the run and cannot be written by steps; "
+    "keep the value in another field (or the scratchpad)."
+)
 
 
 def _show(value: Any) -> str:
