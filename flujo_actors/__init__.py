@@ -22,6 +22,7 @@ from .errors import ActorCrashed as ActorCrashed
 from .errors import ActorStopped as ActorStopped
 from .errors import AskTimeout as AskTimeout
 from .errors import AsyncioInTrioError as AsyncioInTrioError
+from .errors import CacheSkippedWarning as CacheSkippedWarning
 from .errors import ExecutorLost as ExecutorLost
 from .errors import FlujoError as FlujoError
 from .errors import FlujoInternalError as FlujoInternalError
@@ -153,6 +154,7 @@ __all__ = [
     "Backoff",
     "BranchFailureStrategy",
     "CacheBackend",
+    "CacheSkippedWarning",
     "ChildCrashed",
     "ChildRestarted",
     "ChildSpec",

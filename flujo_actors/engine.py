@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
+from . import step_cache
 from .actors.actor import Actor, ActorCell
 from .actors.deadletters import DeadLetters
 from .context import (
@@ -750,14 +751,16 @@ async def run_agent_step(
     ctx = frame.context
     data = frame.data
 
+    miss: step_cache.CacheMiss | None = None
     if step.cache and run.cache_backend is not None:
-        hit = await _cache_get(run, step, data)
-        if hit is not None:
+        hit = await step_cache.lookup(run.cache_backend, step, _step_identity(step), data, ctx)
+        if isinstance(hit, StepResult):
             if _held is not None:
                 rid, _held[0] = _held[0], None
                 await run.charge(hit, ZERO, 0, rid)
             hit.latency_s = _perf() - t0
             return hit
+        miss = hit
 
     spec = step.spec
     assert spec is not None
@@ -879,8 +882,9 @@ async def run_agent_step(
         await run.charge(result, cost - sent_cost, tokens - sent_tokens, rid)
     if not success and fallback is not None:
         result = await _run_fallback(frame, result, fallback)
-    elif success and step.cache and run.cache_backend is not None:
-        await _cache_put(run, step, data, output)
+    if miss is not None and result.success:
+        # Through the fallback too: the cache answers for the step's output.
+        await step_cache.store(run.cache_backend, step, miss, result, ctx)
     result.latency_s = _perf() - t0
     return result
 
@@ -972,26 +976,6 @@ async def _run_fallback(
     if "error_type" in primary.metadata:
         result.metadata["original_error_type"] = primary.metadata["error_type"]
     return result
-
-
-async def _cache_get(run: RunState, step: Step, data: Any) -> StepResult | None:
-    from .policy.cache_key import cache_key
-    from .serialization import load_typed
-
-    key = cache_key(_step_identity(step), data)
-    found, value = await run.cache_backend.get(key)
-    if not found:
-        return None
-    result = StepResult(step.name, load_typed(value), True, 0)
-    result.metadata["cache_hit"] = True
-    return result
-
-
-async def _cache_put(run: RunState, step: Step, data: Any, output: Any) -> None:
-    from .policy.cache_key import cache_key
-    from .serialization import dump_typed
-
-    await run.cache_backend.put(cache_key(_step_identity(step), data), dump_typed(output))
 
 
 def _step_identity(step: Step) -> str:

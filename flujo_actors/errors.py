@@ -16,6 +16,7 @@ __all__ = [
     "ActorStopped",
     "AskTimeout",
     "AsyncioInTrioError",
+    "CacheSkippedWarning",
     "ExecutorLost",
     "FlujoError",
     "FlujoInternalError",
@@ -71,6 +72,16 @@ class StepFailed(FlujoError):
 
 class SerializationError(FlujoError, TypeError):
     """A value cannot be serialized or rebuilt; the message names the type and the fix."""
+
+
+class CacheSkippedWarning(UserWarning):
+    """A ``cache=True`` step ran (or kept its result) without the cache.
+
+    Warned when the step's input, output or context changes cannot be
+    serialized, or a stored entry cannot be rebuilt: the step's result
+    stands and nothing is lost, only the cache is skipped. The message
+    names the step, the value and the fix.
+    """
 
 
 class StateBackendError(FlujoError):

@@ -31,6 +31,7 @@ __all__ = [
     "BranchChanges",
     "Fork",
     "MergeConflict",
+    "apply_changes",
     "diff_branch",
     "identity_change",
     "identity_of",
@@ -190,6 +191,24 @@ def diff_branch(fork: Fork, branch_ctx: Any) -> BranchChanges:
         else:
             sets, deleted = _diff_scratchpad(fork, base_sp, sp)
     return BranchChanges(changed, sets, deleted, appended)
+
+
+def apply_changes(ctx: Any, changes: BranchChanges) -> None:
+    """Apply recorded changes to ``ctx`` (what a cache hit replays of its miss).
+
+    Whole fields are set, scratchpad keys set or removed, and log entries
+    appended, all with the values given (the caller passes fresh ones).
+    """
+    setter = object.__setattr__
+    for field, value in changes.fields.items():
+        setter(ctx, field, value)
+    if changes.scratch_set or changes.scratch_deleted:
+        sp = ctx.scratchpad
+        for key in changes.scratch_deleted:
+            sp.pop(key, None)
+        sp.update(changes.scratch_set)
+    for field, tail in changes.appended.items():
+        setter(ctx, field, [*getattr(ctx, field), *tail])
 
 
 def _diff_scratchpad(
