@@ -979,10 +979,14 @@ async def _run_fallback(
 
 
 def _step_identity(step: Step) -> str:
-    spec = step.spec
-    agent = spec.label if spec is not None else type(step).__name__
-    module = getattr(step.agent, "__module__", None) or type(step.agent).__module__
-    return f"{step.name}|{module}.{agent}"
+    # Decided when the step was built: name, agent identity and agent state
+    # (or its cache_key); see policy/cache_key.py.
+    identity = step.cache_identity
+    if identity is None:
+        from .policy.cache_key import step_cache_identity
+
+        identity = step_cache_identity(step.name, step.agent, cache_key=step.cache_key)
+    return identity
 
 
 # -- control flow ------------------------------------------------------------------

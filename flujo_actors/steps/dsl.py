@@ -165,6 +165,7 @@ class Step:
     fallback: Step | None = attrs.field(default=None, kw_only=True)
     updates_context: bool = attrs.field(default=False, kw_only=True)
     cache: bool = attrs.field(default=False, kw_only=True)
+    cache_key: str | None = attrs.field(default=None, kw_only=True)
     expected_cost_usd: Decimal | None = attrs.field(default=None, kw_only=True)
     expected_tokens: int | None = attrs.field(default=None, kw_only=True)
     placement: Any = attrs.field(default=None, kw_only=True)
@@ -175,6 +176,8 @@ class Step:
     on_asyncio: bool = attrs.field(init=False, default=False)
     compiled_validators: tuple[Callback, ...] = attrs.field(init=False, default=())
     compiled_plugins: tuple[Plugin, ...] = attrs.field(init=False, default=())
+    # cache=True: the identity part of the cache key (agent + state, or cache_key)
+    cache_identity: str | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         name = self.name
@@ -219,6 +222,22 @@ class Step:
 
             check_placement(name, self.placement)
         self._compile()
+        if self.cache or self.cache_key is not None:
+            self._compile_cache()
+
+    def _compile_cache(self) -> None:
+        if not self.cache:
+            raise PipelineDefinitionError(
+                f"Step {self.name!r}: cache_key={self.cache_key!r} has no effect without "
+                "cache=True; pass cache=True as well (or drop cache_key)."
+            )
+        # Imported for cached steps only; the fingerprint is taken once, here.
+        from ..policy.cache_key import step_cache_identity
+
+        if self.agent is not None:
+            self.cache_identity = step_cache_identity(
+                self.name, self.agent, cache_key=self.cache_key
+            )
 
     def _compile(self) -> None:
         if self.agent is None:
@@ -254,6 +273,7 @@ class Step:
         fallback: Step | None = None,
         updates_context: bool = False,
         cache: bool = False,
+        cache_key: str | None = None,
         expected_cost_usd: Any = None,
         expected_tokens: int | None = None,
         placement: Any = None,
@@ -266,6 +286,10 @@ class Step:
         The name defaults to the function's ``__name__``. ``event_loop="asyncio"``
         runs the agent on the run's asyncio loop (extra ``flujo-actors[asyncio]``);
         ``None`` (the default) means trio, or asyncio for a pydantic-ai ``Agent``.
+        With ``cache=True`` the cache key covers the step name, the agent's
+        identity and a fingerprint of its state (taken now); ``cache_key=``
+        replaces that fingerprint with a name for the configuration that you
+        vouch for (required when the state cannot be fingerprinted).
         """
         step_name = name if name is not None else _default_name(fn)
         return Step(
@@ -282,6 +306,7 @@ class Step:
             fallback=fallback,
             updates_context=updates_context,
             cache=cache,
+            cache_key=cache_key,
             expected_cost_usd=expected_cost_usd,
             expected_tokens=expected_tokens,
             placement=placement,
