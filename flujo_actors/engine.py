@@ -34,10 +34,18 @@ from .context import (
     restore_context,
     snapshot_context,
 )
-from .errors import AsyncioInTrioError, FlujoInternalError, PipelineDefinitionError
+from .errors import (
+    AsyncioInTrioError,
+    ExecutorLost,
+    FlujoInternalError,
+    PipelineDefinitionError,
+    PricingNotConfiguredError,
+    UsageReportError,
+)
 from .frames import ExecutionFrame
 from .governor import Charge, Governor, Release, Reserve
 from .limits import UsageLimits
+from .policy.failure import failure_metadata
 from .policy.ledger import Reservation
 from .policy.merge import (
     IDENTITY_FIELDS,
@@ -49,8 +57,10 @@ from .policy.merge import (
     identity_of,
     merge_branches,
 )
-from .policy.retry import Action, AttemptPolicy
-from .results import ZERO, StepResult, to_decimal
+from .policy.retry import Action, AttemptPolicy, is_retried
+from .policy.stream import ChunkCollector
+from .policy.usage import charge_of, usage_of
+from .results import ZERO, StepResult, StreamRetried, add_usd, sub_usd
 from .steps.callables import STREAM, SYNC, AgentSpec, Callback
 from .steps.dsl import (
     BranchFailureStrategy,
@@ -389,36 +399,36 @@ async def _call(cb: Callback, *args: Any) -> Any:
     return value
 
 
-async def _collect_stream(frame: ExecutionFrame[Any], iterator: Any) -> Any:
+async def _collect_stream(frame: ExecutionFrame[Any], iterator: Any) -> tuple[Any, Any]:
     """Drain a streaming agent, handing each chunk to ``on_chunk`` as it arrives.
 
-    Cancelled (or failing) mid-stream, the agent's generator is closed here,
-    before the error propagates, rather than whenever it is garbage collected.
+    Returns the output and the stream's usage reports (a ``Usage`` the agent
+    yields is usage, not a chunk; see :class:`ChunkCollector`). Cancelled (or
+    failing) mid-stream, the agent's generator is closed here, before the
+    error propagates, rather than whenever it is garbage collected.
     """
-    chunks: list[Any] = []
+    collector = ChunkCollector()
+    add = collector.add
     on_chunk = frame.on_chunk if frame.stream else None
     try:
         async for chunk in iterator:
-            chunks.append(chunk)
-            if on_chunk is not None:
+            if add(chunk) and on_chunk is not None:
                 await on_chunk(chunk)
     finally:
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()
-    return _joined(chunks)
+    return collector.output(), collector.readings()
 
 
-def _joined(chunks: list[Any]) -> Any:
-    """A stream's output: its str or bytes chunks joined, else the list of chunks."""
-    if chunks and all(type(c) is str for c in chunks):
-        return "".join(chunks)
-    if chunks and all(type(c) is bytes for c in chunks):
-        return b"".join(chunks)
-    return chunks
+# _invoke's "read the usage from the output" marker (the inline, non-streaming path).
+_FROM_OUTPUT: Final = object()
 
 
-async def _invoke(frame: ExecutionFrame[Any], step: Step, data: Any, attempt: int = 1) -> Any:
+async def _invoke(
+    frame: ExecutionFrame[Any], step: Step, data: Any, attempt: int = 1
+) -> tuple[Any, Any]:
+    """One agent call: its output, and its usage reading (or ``_FROM_OUTPUT``)."""
     spec = step.spec
     assert spec is not None
     if step.placement is not None or frame.run.executor is not None:
@@ -437,10 +447,10 @@ async def _invoke(frame: ExecutionFrame[Any], step: Step, data: Any, attempt: in
             )
         value = spec.call(data, frame.context, frame.resources)
         if spec.kind == SYNC:
-            return value
+            return value, _FROM_OUTPUT
         if spec.kind == STREAM:
             return await _collect_stream(frame, value)
-        return await value
+        return await value, _FROM_OUTPUT
     except (RuntimeError, TypeError) as exc:
         # Only on failure: asyncio code in a trio step gets an error that says so.
         wrong = asyncio_in_trio(step.name, exc)
@@ -449,7 +459,9 @@ async def _invoke(frame: ExecutionFrame[Any], step: Step, data: Any, attempt: in
         raise wrong from exc
 
 
-async def _invoke_on_asyncio(frame: ExecutionFrame[Any], spec: AgentSpec, data: Any) -> Any:
+async def _invoke_on_asyncio(
+    frame: ExecutionFrame[Any], spec: AgentSpec, data: Any
+) -> tuple[Any, Any]:
     """Run one attempt of an ``event_loop="asyncio"`` agent on the run's asyncio loop."""
     from .bridge.steps import call_on_asyncio, stream_on_asyncio
 
@@ -458,9 +470,34 @@ async def _invoke_on_asyncio(frame: ExecutionFrame[Any], spec: AgentSpec, data: 
     if make is None and spec.kind == STREAM:
         make = spec.call
     if make is None:
-        return await call_on_asyncio(spec, data, ctx, res)
+        return await call_on_asyncio(spec, data, ctx, res), _FROM_OUTPUT
     on_chunk = frame.on_chunk if frame.stream else None
-    return _joined(await stream_on_asyncio(lambda: make(data, ctx, res), on_chunk))
+    # The same chunk rule as a trio stream: a yielded Usage is usage, not output.
+    collector = ChunkCollector()
+    if on_chunk is None:
+        for chunk in await stream_on_asyncio(lambda: make(data, ctx, res), None):
+            collector.add(chunk)
+    else:
+        forward_to = on_chunk
+
+        async def forward(chunk: Any) -> None:
+            if collector.add(chunk):
+                await forward_to(chunk)
+
+        await stream_on_asyncio(lambda: make(data, ctx, res), forward)
+    return collector.output(), collector.readings()
+
+
+def _streams_inline(frame: ExecutionFrame[Any], step: Step) -> bool:
+    """Whether ``step`` streams its chunks to the frame's consumer (not placed elsewhere)."""
+    spec = step.spec
+    if frame.on_chunk is None or spec is None:
+        return False
+    if spec.kind != STREAM and spec.stream_call is None:
+        return False
+    if step.placement is None and frame.run.executor is None:
+        return True
+    return _executor_for(step, frame.run) is None
 
 
 def _executor_for(step: Step, run: RunState) -> Any:
@@ -514,38 +551,6 @@ async def _check(step: Step, output: Any, ctx: Any) -> Any:
         if outcome.new_solution is not None:
             output = outcome.new_solution
     return output
-
-
-def _usage(step: Step, output: Any) -> tuple[Decimal, int]:
-    """The usage an output reports (``cost_usd``, ``token_counts``), exactly.
-
-    Raises:
-        ValueError: the output reports a cost that is not a finite number
-            >= 0 (it would poison the run's totals), or negative tokens.
-    """
-    cost = getattr(output, "cost_usd", None)
-    tokens = getattr(output, "token_counts", None)
-    if cost is None:
-        c = ZERO
-    else:
-        try:
-            c = to_decimal(cost)
-            bad = not c.is_finite() or c < 0
-        except (TypeError, ArithmeticError):
-            bad = True
-        if bad:
-            raise ValueError(
-                f"Step {step.name!r}: its output reports cost_usd={cost!r}; usage must be "
-                "a finite number >= 0 (int, float, Decimal or numeric str)."
-            )
-    if type(tokens) is not int:
-        return c, 0  # absent or not an int count (bools included): no tokens
-    if tokens < 0:
-        raise ValueError(
-            f"Step {step.name!r}: its output reports token_counts={tokens!r}; "
-            "token counts must be >= 0."
-        )
-    return c, tokens
 
 
 def _apply_context_update(step: Step, output: Any, ctx: Any) -> str | None:
@@ -791,6 +796,7 @@ async def run_agent_step(
     sent_tokens = 0
     feedback: str | None = None
     error_type: str | None = None
+    failure: BaseException | None = None  # the last attempt's exception, for its traceback
     output: Any = None
     policy: AttemptPolicy | None = None
     while True:
@@ -798,26 +804,33 @@ async def run_agent_step(
         attempt_data = data
         if pristine is not None:
             attempt_data = pristine.thaw()
+        timed_out = False
         try:
             late = 0.0
             if timeout is None:
-                output = await _invoke(frame, step, attempt_data, attempts)
+                output, reading = await _invoke(frame, step, attempt_data, attempts)
             else:
                 started = trio.current_time()
                 with trio.CancelScope(deadline=started + timeout) as scope:
-                    output = await _invoke(frame, step, attempt_data, attempts)
+                    output, reading = await _invoke(frame, step, attempt_data, attempts)
                 if scope.cancelled_caught:
+                    timed_out = True
                     raise TimeoutError(f"step {step.name!r} timed out after {timeout} s")
                 # Blocking code (a sync agent, time.sleep) cannot be interrupted: an
                 # attempt that returns after its deadline has still timed out.
                 late = trio.current_time() - started
                 if late <= timeout:
                     late = 0.0
-            if type(output) not in _NO_USAGE:
-                c, t = _usage(step, output)
-                cost += c
+            if reading is _FROM_OUTPUT:
+                reading = (
+                    None if type(output) in _NO_USAGE else usage_of(output, step_name=step.name)
+                )
+            if reading is not None:
+                c, t = charge_of(reading, step_name=step.name, limits=run.limits)
+                cost = add_usd(cost, c)
                 tokens += t
             if late:
+                timed_out = True
                 raise TimeoutError(_blocked_message(step.name, timeout, late))
             if checks:
                 output = await _check(step, output, ctx)
@@ -829,23 +842,31 @@ async def run_agent_step(
                 problem = _apply_context_update(step, output, ctx)
                 if problem is not None:
                     raise _Unfixable(problem)
-            feedback = error_type = None
+            feedback = error_type = failure = None
             break
         except _Rejected as rej:
             feedback = rej.prefix + rej.message
             error_type = "ValidationError" if rej.prefix is _VALIDATION else "PluginError"
             retryable = True
+            failure = rej.__cause__  # a validator's or plugin's own exception, if it raised
         except _Unfixable as exc:
             # A definition problem of the output: another attempt will not fix it.
             feedback, error_type, retryable = str(exc), "ContextUpdateError", False
+            failure = None
         except AsyncioInTrioError as exc:
             # The step is on the wrong event loop: another attempt fails the same way.
             feedback = f"AsyncioInTrioError: {exc}"
-            error_type, retryable = "AsyncioInTrioError", False
+            error_type, retryable, failure = "AsyncioInTrioError", False, exc
+        except (UsageReportError, PricingNotConfiguredError) as exc:
+            # The output's usage is wrong or cannot be priced: the same next time.
+            feedback = f"{type(exc).__name__}: {exc}"
+            error_type, retryable, failure = type(exc).__name__, False, exc
         except Exception as exc:
             feedback = f"{type(exc).__name__}: {exc}"
             error_type = type(exc).__name__
-            retryable = True
+            # retry_on selects the agent's errors; our own (timeouts, lost workers) always retry.
+            retryable = timed_out or type(exc) is ExecutorLost or is_retried(exc, cfg.retry_on)
+            failure = exc
         if snap is not None:
             snap.restore(ctx)
         if policy is None:
@@ -859,10 +880,15 @@ async def run_agent_step(
             # Report this attempt's usage now: a breach must stop the retries.
             partial = _step_result(step, None, attempts, cost, tokens, feedback, error_type)
             partial.latency_s = _perf() - t0
-            await run.charge(partial, cost - sent_cost, tokens - sent_tokens)
+            await run.charge(partial, sub_usd(cost, sent_cost), tokens - sent_tokens)
             sent_cost, sent_tokens = cost, tokens
         if run.hooks is not None:
             await run.hooks.retry(frame, attempts, feedback)
+        if frame.stream and _streams_inline(frame, step):
+            # Tell the stream's consumer that the chunks so far belong to a failed attempt.
+            assert frame.on_chunk is not None
+            assert feedback is not None
+            await frame.on_chunk(StreamRetried(step.name, attempts, feedback))
         if decision.delay_s > 0:
             await trio.sleep(decision.delay_s)
         else:
@@ -872,6 +898,8 @@ async def run_agent_step(
 
     success = feedback is None
     result = _step_result(step, output, attempts, cost, tokens, feedback, error_type)
+    if failure is not None:
+        result.metadata.update(failure_metadata(failure))
     if error_type == "ValidationError":
         result.output = output  # the rejected output, for inspection
     rid = None
@@ -879,7 +907,7 @@ async def run_agent_step(
         rid, _held[0] = _held[0], None
     if charge and (cost != sent_cost or tokens != sent_tokens or rid is not None):
         result.latency_s = _perf() - t0
-        await run.charge(result, cost - sent_cost, tokens - sent_tokens, rid)
+        await run.charge(result, sub_usd(cost, sent_cost), tokens - sent_tokens, rid)
     if not success and fallback is not None:
         result = await _run_fallback(frame, result, fallback)
     if miss is not None and result.success:
@@ -966,7 +994,7 @@ async def _run_fallback(
         fb.success,
         primary.attempts,
         0.0,
-        primary.cost_usd + fb.cost_usd,
+        add_usd(primary.cost_usd, fb.cost_usd),
         primary.token_counts + fb.token_counts,
         feedback,
         step_history=[fb],
@@ -1001,7 +1029,7 @@ def _sum_usage(history: list[StepResult]) -> tuple[Decimal, int]:
     cost = ZERO
     tokens = 0
     for r in history:
-        cost += r.cost_usd
+        cost = add_usd(cost, r.cost_usd)
         tokens += r.token_counts
     return cost, tokens
 

@@ -24,6 +24,7 @@ __all__ = [
     "InfiniteFallbackError",
     "MailboxFull",
     "PipelineDefinitionError",
+    "PricingNotConfiguredError",
     "RestartIntensityExceeded",
     "RunExistsError",
     "RunNotFoundError",
@@ -31,6 +32,7 @@ __all__ = [
     "StateBackendError",
     "StepFailed",
     "UsageLimitExceededError",
+    "UsageReportError",
 ]
 
 
@@ -64,6 +66,29 @@ class AsyncioInTrioError(FlujoError, RuntimeError):
     The attempt is not retried (another attempt on trio fails the same way).
     The asyncio error is ``__cause__``.
     """
+
+
+class UsageReportError(FlujoError, ValueError):
+    """An output's usage is invalid (a negative or non-numeric cost or count) or, under a
+    usage limit, cannot be read (register an extractor). The step fails; it is not retried.
+    """
+
+
+class PricingNotConfiguredError(FlujoError):
+    """Under a cost limit, a step reported tokens but no cost, and no price is known.
+
+    Attributes:
+        step: the step's name.
+        model: the model the step reported (None: it named none).
+
+    Install the ``prices`` extra, report ``cost_usd`` from the agent, or register
+    a usage extractor that returns a cost. The step fails; it is not retried.
+    """
+
+    def __init__(self, message: str, *, step: str = "", model: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.model = model
 
 
 class StepFailed(FlujoError):

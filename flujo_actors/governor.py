@@ -39,7 +39,7 @@ from .actors.actor import Actor, ActorStatistics
 from .actors.deadletters import DeadLetters
 from .errors import ActorStopped
 from .policy.ledger import Breach, Reservation, UsageLedger
-from .results import ZERO, StepResult
+from .results import ZERO, StepResult, add_usd, sub_usd
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -234,10 +234,10 @@ class Governor(Actor):
         asks. Never blocks; not a checkpoint.
         """
         ledger = self.ledger
-        cost = self._queued_cost + charge.cost
+        cost = add_usd(self._queued_cost, charge.cost)
         tokens = self._queued_tokens + charge.tokens
         limit = ledger.cost_limit
-        if limit is not None and ledger.cost + cost > limit:
+        if limit is not None and add_usd(ledger.cost, cost) > limit:
             return False
         limit_t = ledger.token_limit
         if limit_t is not None and ledger.tokens + tokens > limit_t:
@@ -264,7 +264,7 @@ class Governor(Actor):
                 self.dead_letters.record(self.name, message, "stopped")
             return
         if type(message) is Charge:
-            self._queued_cost += message.cost
+            self._queued_cost = add_usd(self._queued_cost, message.cost)
             self._queued_tokens += message.tokens
         inbox = self._inbox
         inbox.append(message)
@@ -284,7 +284,7 @@ class Governor(Actor):
         if self._state == "stopped":
             raise ActorStopped(f"The run's governor has stopped; {message!r} was not applied.")
         if type(message) is Charge:
-            self._queued_cost += message.cost
+            self._queued_cost = add_usd(self._queued_cost, message.cost)
             self._queued_tokens += message.tokens
         message.waiter = trio.lowlevel.current_task()
         self._inbox.append(message)
@@ -370,7 +370,7 @@ class Governor(Actor):
         ledger = self.ledger
         t = type(message)
         if t is Charge:
-            self._queued_cost -= message.cost
+            self._queued_cost = sub_usd(self._queued_cost, message.cost)
             self._queued_tokens -= message.tokens
             if message.reservation_id is not None:
                 breach = ledger.reconcile(message.reservation_id, message.cost, message.tokens)

@@ -2,16 +2,66 @@
 
 from __future__ import annotations
 
+import decimal
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from .tracing import Span
 
-__all__ = ["ZERO", "PipelineResult", "StepResult", "to_decimal"]
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = [
+    "EXACT",
+    "ZERO",
+    "PipelineResult",
+    "StepResult",
+    "StreamRetried",
+    "Usage",
+    "add_usd",
+    "sub_usd",
+    "sum_usd",
+    "to_decimal",
+    "usd_amount",
+    "whole_count",
+]
 
 ZERO: Final = Decimal(0)
+
+#: The decimal context of every usage total. The application's ambient context
+#: (``decimal.getcontext()``, whose precision may be 2 or the default 28 digits)
+#: must not round a ledger: with the largest precision the implementation allows,
+#: sums of costs are exact (addition never needs more digits than its operands).
+#: Signals are not trapped: a finite cost never raises here.
+EXACT: Final = decimal.Context(
+    prec=decimal.MAX_PREC,
+    Emax=decimal.MAX_EMAX,
+    Emin=decimal.MIN_EMIN,
+    rounding=decimal.ROUND_HALF_EVEN,
+    traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow],
+)
+_add = EXACT.add
+_sub = EXACT.subtract
+
+
+def add_usd(a: Decimal, b: Decimal) -> Decimal:
+    """``a + b`` exactly, whatever the ambient ``decimal`` context says."""
+    return _add(a, b)
+
+
+def sub_usd(a: Decimal, b: Decimal) -> Decimal:
+    """``a - b`` exactly, whatever the ambient ``decimal`` context says."""
+    return _sub(a, b)
+
+
+def sum_usd(values: Iterable[Decimal]) -> Decimal:
+    """The exact sum of ``values`` (``ZERO`` for none), independent of the ambient context."""
+    total = ZERO
+    for v in values:
+        total = _add(total, v)
+    return total
 
 
 def to_decimal(value: object) -> Decimal:
@@ -32,6 +82,128 @@ def to_decimal(value: object) -> Decimal:
     if isinstance(value, float):
         return Decimal(repr(value))
     return Decimal(value)
+
+
+def whole_count(value: object) -> int | None:
+    """``value`` as an ``int`` if it is a whole number >= 0, else None.
+
+    Accepted: ``int`` and its subclasses (an ``IntEnum``) but not ``bool``,
+    integral finite floats and Decimals (``5000.0``), and numeric strings of
+    a whole number (``"5000"``). Refused (None): ``True``, ``2.5``, ``-1``,
+    ``nan``, ``"abc"``, lists, ...
+    """
+    t = type(value)
+    if t is int:
+        return value if value >= 0 else None  # type: ignore[operator,return-value]
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        n = int(value)
+    elif isinstance(value, (float, Decimal, str)):
+        try:
+            d = Decimal(repr(value)) if isinstance(value, float) else to_decimal(value)
+        except (TypeError, ArithmeticError):
+            return None
+        if not d.is_finite() or d != d.to_integral_value():
+            return None
+        n = int(d)
+    else:
+        return None
+    return n if n >= 0 else None
+
+
+def usd_amount(value: object) -> Decimal | None:
+    """``value`` as exact dollars if it is a finite number >= 0, else None."""
+    try:
+        d = to_decimal(value)
+    except (TypeError, ArithmeticError):
+        return None
+    return d if d.is_finite() and d >= 0 else None
+
+
+_COUNTS: Final = "a whole number >= 0 (int, integral float or Decimal, or numeric str)"
+_COSTS: Final = "a finite number >= 0 (int, float, Decimal or numeric str)"
+
+
+def _count_of(field: str, value: object) -> int:
+    n = whole_count(value)
+    if n is None:
+        raise ValueError(f"Usage: {field} must be {_COUNTS}, got {value!r}.")
+    return n
+
+
+def _tokens(value: object) -> int:
+    return _count_of("tokens", value)
+
+
+def _input_tokens(value: object) -> int | None:
+    return None if value is None else _count_of("input_tokens", value)
+
+
+def _output_tokens(value: object) -> int | None:
+    return None if value is None else _count_of("output_tokens", value)
+
+
+def _usage_cost(value: object) -> Decimal | None:
+    if value is None:
+        return None
+    d = usd_amount(value)
+    if d is None:
+        raise ValueError(f"Usage: cost_usd must be {_COSTS} or None, got {value!r}.")
+    return d
+
+
+@attrs.frozen(kw_only=True)
+class Usage:
+    """What one agent call used, as a step reports it (or an extractor reads it).
+
+    Return one from an extractor registered with
+    :func:`~flujo_actors.register_usage_extractor`, or ``yield`` one from a
+    streaming agent (it counts as usage and is not part of the output).
+
+    Attributes:
+        cost_usd: exact dollars, or None when the call does not know its
+            cost (it is then priced from ``model`` and the tokens, when a
+            price table is installed).
+        tokens: all tokens the call used. Left at 0 while ``input_tokens``
+            or ``output_tokens`` is given, it is their sum.
+        input_tokens: prompt/input tokens, if known.
+        output_tokens: completion/output tokens, if known.
+        model: the model that answered (``"gpt-4o"``), for pricing.
+
+    Raises:
+        ValueError: a count that is not a whole number >= 0, or a cost that
+            is not a finite number >= 0.
+    """
+
+    cost_usd: Decimal | None = attrs.field(default=None, converter=_usage_cost)
+    tokens: int = attrs.field(default=0, converter=_tokens)
+    input_tokens: int | None = attrs.field(default=None, converter=_input_tokens)
+    output_tokens: int | None = attrs.field(default=None, converter=_output_tokens)
+    model: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.tokens == 0 and (self.input_tokens or self.output_tokens):
+            object.__setattr__(self, "tokens", (self.input_tokens or 0) + (self.output_tokens or 0))
+
+
+@attrs.frozen
+class StreamRetried:
+    """A stream item: the streaming step's attempt failed and it is being retried.
+
+    ``stream_async`` yields it after the failed attempt's chunks and before
+    the next attempt's, so a consumer can drop (or mark) what it showed of
+    the failed attempt. It is never part of the step's output.
+
+    Attributes:
+        step: the step's name.
+        attempt: the attempt that failed (1 for the first).
+        error: why it failed (``"ValueError: boom"``, the step's feedback).
+    """
+
+    step: str
+    attempt: int
+    error: str
 
 
 @attrs.define(eq=True, repr=True)

@@ -22,7 +22,7 @@ from .errors import (
 from .governor import Governor
 from .limits import UsageLimits
 from .policy.ledger import UsageLedger
-from .results import PipelineResult, StepResult
+from .results import ZERO, PipelineResult, StepResult, add_usd
 from .steps.dsl import (
     ConditionalStep,
     DynamicParallelRouterStep,
@@ -295,7 +295,9 @@ class Flujo:
                 pipeline=self.pipeline.name,
                 time=now,
                 elapsed_s=now - live.started,
-                total_cost_usd=live.ledger.cost + getattr(live.run.governor, "_queued_cost", 0),
+                total_cost_usd=add_usd(
+                    live.ledger.cost, getattr(live.run.governor, "_queued_cost", ZERO)
+                ),
                 total_tokens=live.ledger.tokens + getattr(live.run.governor, "_queued_tokens", 0),
                 dead_letters=len(live.run.dead_letters),
                 actors=actor_tree(live.nursery),
@@ -609,7 +611,7 @@ class Flujo:
 
         async def on_step(index: int, result: StepResult, job: Job) -> None:
             nonlocal cost, tokens, new_fingerprint
-            cost += result.cost_usd
+            cost = add_usd(cost, result.cost_usd)
             tokens += result.token_counts
             checkpoint = checkpoint_for(
                 run_id=run_id,

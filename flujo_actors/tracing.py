@@ -27,6 +27,7 @@ of deterministic tests are exact.
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 _ZERO: Final = Decimal(0)
+# Span totals are sums of costs: exact, whatever the ambient decimal context (like the ledger).
+_add = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN).add
 
 #: Every value ``Span.outcome`` can take.
 OUTCOMES: Final = frozenset({"success", "failure", "cancelled", "breached", "error", "running"})
@@ -318,7 +321,7 @@ class Tracer:
         tokens = 0
         outcome = "success"
         for child in kids:
-            cost += child.cost_usd
+            cost = _add(cost, child.cost_usd)
             tokens += child.tokens
             if child.outcome != "success":
                 outcome = child.outcome
@@ -492,7 +495,7 @@ class Tracer:
             cost = _ZERO
             tokens = 0
             for child in rec.children:
-                cost += child.cost_usd
+                cost = _add(cost, child.cost_usd)
                 tokens += child.tokens
             rec.cost_usd, rec.tokens = cost, tokens
         if self._open.get(rec.path) is rec:

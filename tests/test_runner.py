@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 from decimal import Decimal
 from typing import Any
 
@@ -286,11 +287,13 @@ def test_usage_sum_is_exact(costs: list[Any], tokens: int) -> None:
         return await Flujo(Pipeline(steps=steps)).run_async(0)
 
     result = trio.run(main)
-    expected = sum(
-        (Decimal(repr(c)) if isinstance(c, float) else Decimal(c) for c in costs), Decimal(0)
-    )
+    # The expected sums in exact arithmetic (the ambient 28 digits would round them).
+    with decimal.localcontext(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN):
+        expected = sum(
+            (Decimal(repr(c)) if isinstance(c, float) else Decimal(c) for c in costs), Decimal(0)
+        )
+        assert sum((r.cost_usd for r in result.step_history), Decimal(0)) == expected
     assert result.total_cost_usd == expected
-    assert sum((r.cost_usd for r in result.step_history), Decimal(0)) == expected
     assert result.total_tokens == tokens * len(costs)
 
 

@@ -30,6 +30,7 @@ import attrs
 import trio
 
 from ..errors import PipelineDefinitionError
+from ..policy.usage import usage_of
 from ._work import (
     ErrorInfo,
     RemoteAgentError,
@@ -289,11 +290,14 @@ def resolve_executor(placement: Any) -> Executor:
 
 async def submit_step(
     executor: Executor, step: Step, data: Any, context: Any, resources: Any, attempt: int
-) -> Any:
+) -> tuple[Any, Any]:
     """Run one attempt of ``step`` on ``executor``; the step actor's side of the boundary.
 
     Builds the :class:`WorkItem`, awaits the result, writes the changed
-    context fields onto ``context`` and returns the output.
+    context fields onto ``context`` and returns the output and its usage
+    reading: the worker's (the same :func:`~flujo_actors.policy.usage.usage_of`
+    rule), or, when the worker found none, this process's reading of the
+    output (so extractors registered only here apply to placed steps too).
 
     Raises:
         Exception: the agent's error, rebuilt with its own type when importable
@@ -313,7 +317,11 @@ async def submit_step(
         setter = object.__setattr__
         for name, value in updates.items():
             setter(context, name, value)
-    return result.output
+    output = result.output
+    reading = result.usage
+    if reading is None:
+        reading = usage_of(output, step_name=step.name)
+    return output, reading
 
 
 # Keep the names visible to type checkers without importing the extras' modules.

@@ -29,7 +29,9 @@ import trio
 
 from ..context import copy_context, snapshot_context
 from ..errors import FlujoError, SerializationError
-from ..results import ZERO, to_decimal
+from ..policy.stream import ChunkCollector
+from ..policy.usage import UsageUnreadable, usage_of
+from ..results import ZERO, Usage, add_usd
 from ..steps.callables import STREAM, SYNC, AgentSpec
 
 if TYPE_CHECKING:
@@ -48,11 +50,6 @@ __all__ = [
     "run_pickled",
     "run_work_item",
 ]
-
-# Outputs of these types cannot carry usage attributes (same rule as the engine).
-_NO_USAGE: Final[frozenset[type]] = frozenset(
-    {int, str, float, bool, type(None), bytes, dict, list, tuple, set, Decimal}
-)
 
 
 class RemoteAgentError(FlujoError):
@@ -176,8 +173,12 @@ class WorkResult:
 
     Attributes:
         output: the agent's output (None on error).
-        cost_usd: the output's reported cost (exact Decimal).
+        cost_usd: the output's reported cost (exact Decimal; 0 when unknown:
+            pricing happens in the step actor).
         token_counts: the output's reported tokens.
+        usage: the usage read in the worker by
+            :func:`~flujo_actors.policy.usage.usage_of` (a streaming agent's:
+            its usage chunks), or None when the output reports none.
         context_updates: the context fields the agent changed, by name (only
             on success); the step actor writes them onto the live context.
         error: the agent's exception as data, or None.
@@ -187,6 +188,7 @@ class WorkResult:
     output: Any = None
     cost_usd: Decimal = ZERO
     token_counts: int = 0
+    usage: Usage | UsageUnreadable | list[Usage] | None = None
     context_updates: Mapping[str, Any] = attrs.field(factory=dict)
     error: ErrorInfo | None = None
     worker: str = ""
@@ -216,17 +218,6 @@ def build_work_item(step: Step, data: Any, context: Any, resources: Any, attempt
         resources=resources if spec.accepts_resources else None,
         attempt=attempt,
         deadline=_wall_deadline(),
-    )
-
-
-def _usage(output: Any) -> tuple[Decimal, int]:
-    if type(output) in _NO_USAGE:
-        return ZERO, 0
-    cost = getattr(output, "cost_usd", None)
-    tokens = getattr(output, "token_counts", None)
-    return (
-        ZERO if cost is None else to_decimal(cost),
-        tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else 0,
     )
 
 
@@ -260,8 +251,23 @@ def _expired(item: WorkItem) -> WorkResult | None:
     return None
 
 
-def _finish(item: WorkItem, output: Any, before: dict[str, Any] | None) -> WorkResult:
-    cost, tokens = _usage(output)
+def _totals(reading: Usage | UsageUnreadable | list[Usage] | None) -> tuple[Decimal, int]:
+    """What the output reports, unpriced (the step actor prices and checks limits)."""
+    reports = reading if isinstance(reading, list) else [reading]
+    cost, tokens = ZERO, 0
+    for u in reports:
+        if isinstance(u, Usage):
+            cost, tokens = add_usd(cost, u.cost_usd or ZERO), tokens + u.tokens
+    return cost, tokens
+
+
+def _finish(item: WorkItem, raw: Any, before: dict[str, Any] | None) -> WorkResult:
+    output, streamed = (raw.output, raw.usage) if type(raw) is _Streamed else (raw, None)
+    try:
+        reading = streamed if streamed is not None else usage_of(output, step_name=item.step_name)
+    except Exception as exc:  # a bad report fails the attempt, as data (same message as inline)
+        return WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
+    cost, tokens = _totals(reading)
     updates: dict[str, Any] = {}
     if before is not None:
         ctx = item.context
@@ -273,18 +279,28 @@ def _finish(item: WorkItem, output: Any, before: dict[str, Any] | None) -> WorkR
         output=output,
         cost_usd=cost,
         token_counts=tokens,
+        usage=reading,
         context_updates=updates,
         worker=_worker_name(),
     )
 
 
-async def _collect(iterator: Any) -> Any:
-    chunks = [chunk async for chunk in iterator]
-    if chunks and all(type(c) is str for c in chunks):
-        return "".join(chunks)
-    if chunks and all(type(c) is bytes for c in chunks):
-        return b"".join(chunks)
-    return chunks
+class _Streamed:
+    """A drained stream in a worker: its output and its usage reports."""
+
+    __slots__ = ("output", "usage")
+
+    def __init__(self, output: Any, usage: list[Usage] | None) -> None:
+        self.output = output
+        self.usage = usage
+
+
+async def _collect(iterator: Any) -> _Streamed:
+    # The same rule as the engine's collector (Usage chunks are usage, not output).
+    collector = ChunkCollector()
+    async for chunk in iterator:
+        collector.add(chunk)
+    return _Streamed(collector.output(), collector.readings())
 
 
 async def _call_async(item: WorkItem) -> Any:

@@ -1,7 +1,9 @@
 """The exact usage ledger of one run (pure arithmetic; the governor actor is its only owner).
 
 Totals are ``Decimal`` dollars and ``int`` tokens, never floats, so ten
-charges of ``Decimal("0.1")`` add up to exactly ``Decimal("1.0")``. A
+charges of ``Decimal("0.1")`` add up to exactly ``Decimal("1.0")``. The sums
+are computed in :data:`~flujo_actors.results.EXACT`, never in the ambient
+``decimal`` context: an application's ``getcontext().prec`` cannot round them. A
 breach is ``total > limit`` (reaching the limit exactly is allowed).
 
 Reservations hold budget for a step before it starts, so concurrent steps
@@ -17,7 +19,7 @@ from decimal import Decimal
 
 import attrs
 
-from ..results import ZERO
+from ..results import ZERO, add_usd, sub_usd, sum_usd
 
 __all__ = ["Breach", "Reservation", "UsageLedger"]
 
@@ -121,7 +123,7 @@ class UsageLedger:
 
     def charge(self, cost: Decimal, tokens: int) -> Breach | None:
         """Add usage; return the breach if a limit is now exceeded."""
-        self.cost += cost
+        self.cost = add_usd(self.cost, cost)
         self.tokens += tokens
         self.charges += 1
         return self.check()
@@ -129,7 +131,7 @@ class UsageLedger:
     def reserve(self, cost: Decimal, tokens: int) -> Reservation | Breach:
         """Hold budget, or return the breach the reservation would cause (nothing held then)."""
         if self.cost_limit is not None and (
-            self.cost + self.reserved_cost + cost > self.cost_limit
+            add_usd(add_usd(self.cost, self.reserved_cost), cost) > self.cost_limit
         ):
             return Breach("cost", self.cost_limit, self.cost, cost, self.reserved_cost)
         if self.token_limit is not None and (
@@ -139,7 +141,7 @@ class UsageLedger:
         res = Reservation(self._next_id, cost, tokens)
         self._next_id += 1
         self._open[res.id] = res
-        self.reserved_cost += cost
+        self.reserved_cost = add_usd(self.reserved_cost, cost)
         self.reserved_tokens += tokens
         return res
 
@@ -147,7 +149,7 @@ class UsageLedger:
         """Drop a reservation (unknown ids are ignored: release is idempotent)."""
         res = self._open.pop(reservation_id, None)
         if res is not None:
-            self.reserved_cost -= res.cost
+            self.reserved_cost = sub_usd(self.reserved_cost, res.cost)
             self.reserved_tokens -= res.tokens
 
     def reconcile(self, reservation_id: int, cost: Decimal, tokens: int) -> Breach | None:
@@ -157,7 +159,7 @@ class UsageLedger:
 
     def check_invariants(self) -> None:
         """Reserved totals equal the sum of open reservations and are never negative."""
-        assert self.reserved_cost == sum((r.cost for r in self._open.values()), ZERO)
+        assert self.reserved_cost == sum_usd(r.cost for r in self._open.values())
         assert self.reserved_tokens == sum(r.tokens for r in self._open.values())
         assert self.reserved_cost >= 0
         assert self.reserved_tokens >= 0

@@ -26,7 +26,16 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["Action", "AttemptPolicy", "Decision", "Replay", "replay"]
+__all__ = [
+    "RETRY_ALL",
+    "Action",
+    "AttemptPolicy",
+    "Decision",
+    "Replay",
+    "is_retried",
+    "replay",
+    "retry_on_types",
+]
 
 
 class Action(enum.Enum):
@@ -144,3 +153,29 @@ def replay(policy: AttemptPolicy, outcomes: Iterable[bool]) -> Replay:
             continue
         outcome = "fallback" if decision.action is Action.FALLBACK else "fail"
         return Replay(attempts, tuple(delays), outcome)
+
+
+#: What is retried when a step does not say (``StepConfig(retry_on=...)``): every Exception.
+RETRY_ALL: tuple[type[Exception], ...] = (Exception,)
+
+
+def retry_on_types(value: object) -> tuple[type[Exception], ...] | None:
+    """``retry_on`` as a tuple of exception types, or None if it is not a valid value.
+
+    Valid: an exception class (a subclass of ``Exception``; ``trio.Cancelled``
+    and other ``BaseException``\\ s are never retried) or a tuple/list of them
+    (empty: no exception is retried).
+    """
+    items = (value,) if isinstance(value, type) else value
+    if not isinstance(items, (tuple, list)):
+        return None
+    out = tuple(items)
+    for t in out:
+        if not (isinstance(t, type) and issubclass(t, Exception)):
+            return None
+    return out
+
+
+def is_retried(exc: BaseException, retry_on: tuple[type[Exception], ...]) -> bool:
+    """Whether an agent's exception ``exc`` is one ``retry_on`` allows another attempt for."""
+    return retry_on is RETRY_ALL or isinstance(exc, retry_on)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeAlias, overload
 import attrs
 
 from ..errors import InfiniteFallbackError, PipelineDefinitionError
+from ..policy.retry import RETRY_ALL, retry_on_types
 from ..results import to_decimal
 from .callables import AgentSpec, Callback, compile_agent, compile_callback
 from .event_loop import ASYNCIO, compile_pydantic_ai, is_pydantic_ai_agent, resolve_event_loop
@@ -78,12 +79,18 @@ class StepConfig:
             ``placement="process"`` or ``trio.to_thread`` for blocking work.
         backoff_s: delay before the first retry; later ones grow by ``backoff_factor``.
         backoff_factor: growth of the delay between retries.
+        retry_on: the agent exceptions that are retried: an exception type or
+            a tuple of them (default: every ``Exception``). Others fail the
+            step (or hand over to its fallback) at once. Timeouts
+            (``timeout_s``), lost workers and validator/plugin rejections are
+            always retried.
     """
 
     max_retries: int = 1
     timeout_s: float | None = None
     backoff_s: float = 0.0
     backoff_factor: float = 2.0
+    retry_on: Any = RETRY_ALL
 
 
 def _check_config(name: str, cfg: Any) -> None:
@@ -106,6 +113,15 @@ def _check_config(name: str, cfg: Any) -> None:
         v = getattr(cfg, arg)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
             raise PipelineDefinitionError(f"Step {name!r}: {arg} must be a number >= 0, got {v!r}.")
+    retry_on = retry_on_types(cfg.retry_on)
+    if retry_on is None:
+        raise PipelineDefinitionError(
+            f"Step {name!r}: retry_on must be an exception type (a subclass of Exception) or a "
+            f"tuple of them, got {cfg.retry_on!r}; for example retry_on=(ConnectionError, "
+            "TimeoutError)."
+        )
+    if cfg.retry_on is not RETRY_ALL:
+        object.__setattr__(cfg, "retry_on", retry_on)  # one shape for the engine: a tuple
 
 
 @attrs.frozen(slots=True)
@@ -280,6 +296,7 @@ class Step:
         backoff_s: float = 0.0,
         backoff_factor: float = 2.0,
         event_loop: str | None = None,
+        retry_on: Any = RETRY_ALL,
     ) -> Step:
         """Make an agent step from a function or an object with ``run``.
 
@@ -290,6 +307,7 @@ class Step:
         identity and a fingerprint of its state (taken now); ``cache_key=``
         replaces that fingerprint with a name for the configuration that you
         vouch for (required when the state cannot be fingerprinted).
+        ``retry_on``: see :class:`StepConfig`.
         """
         step_name = name if name is not None else _default_name(fn)
         return Step(
@@ -300,6 +318,7 @@ class Step:
                 timeout_s=timeout_s,
                 backoff_s=backoff_s,
                 backoff_factor=backoff_factor,
+                retry_on=retry_on,
             ),
             validators=validators,  # type: ignore[arg-type]
             plugins=plugins,  # type: ignore[arg-type]

@@ -792,7 +792,8 @@ async def test_an_invalid_reported_cost_fails_the_attempt(cost: Any, shown: str)
     )
     assert r.success is False
     assert r.feedback == (
-        f"ValueError: Step 'bad': its output reports cost_usd={shown}; usage must be a finite "
+        f"UsageReportError: Step 'bad': its output reports cost_usd={shown}; usage must be a "
+        "finite "
         "number >= 0 (int, float, Decimal or numeric str)."
     )
 
