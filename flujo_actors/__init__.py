@@ -30,6 +30,7 @@ from .errors import HookError as HookError
 from .errors import InfiniteFallbackError as InfiniteFallbackError
 from .errors import MailboxFull as MailboxFull
 from .errors import PipelineDefinitionError as PipelineDefinitionError
+from .errors import PricingNotConfiguredError as PricingNotConfiguredError
 from .errors import RestartIntensityExceeded as RestartIntensityExceeded
 from .errors import RunExistsError as RunExistsError
 from .errors import RunNotFoundError as RunNotFoundError
@@ -37,10 +38,15 @@ from .errors import SerializationError as SerializationError
 from .errors import StateBackendError as StateBackendError
 from .errors import StepFailed as StepFailed
 from .errors import UsageLimitExceededError as UsageLimitExceededError
+from .errors import UsageReportError as UsageReportError
 from .frames import ExecutionFrame as ExecutionFrame
 from .limits import UsageLimits as UsageLimits
+from .policy.usage import register_usage_extractor as register_usage_extractor
+from .policy.usage import usage_of as usage_of
 from .results import PipelineResult as PipelineResult
 from .results import StepResult as StepResult
+from .results import StreamRetried as StreamRetried
+from .results import Usage as Usage
 from .runner import Flujo as Flujo
 from .steps.dsl import BranchFailureStrategy as BranchFailureStrategy
 from .steps.dsl import ConditionalStep as ConditionalStep
@@ -186,6 +192,7 @@ __all__ = [
     "PipelineResult",
     "PipelineStep",
     "PluginOutcome",
+    "PricingNotConfiguredError",
     "ProcessExecutor",
     "RayExecutor",
     "Restart",
@@ -204,19 +211,24 @@ __all__ = [
     "StepFailed",
     "StepResult",
     "Strategy",
+    "StreamRetried",
     "Supervisor",
     "SupervisorEvent",
     "SupervisorStatistics",
+    "Usage",
     "UsageLimitExceededError",
     "UsageLimits",
+    "UsageReportError",
     "WorkItem",
     "WorkResult",
     "dump_typed",
     "load_typed",
     "register_custom_deserializer",
     "register_custom_serializer",
+    "register_usage_extractor",
     "safe_deserialize",
     "safe_serialize",
     "start_actor",
     "step",
+    "usage_of",
 ]

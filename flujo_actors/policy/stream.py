@@ -10,6 +10,7 @@ are both output chunks and usage reports (see :class:`StreamUsage`).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Final
 
 from ..results import Usage
@@ -81,7 +82,9 @@ class StreamUsage:
             return False
         kind = _chunk_kinds.get(t)
         if kind is None:
-            kind = _chunk_kinds[t] = _chunk_kind(chunk)
+            kind = _chunk_kind(chunk)
+            if t is not SimpleNamespace:  # a bag of attributes: its instances differ in shape
+                _chunk_kinds[t] = kind
         if kind == _PLAIN:
             return False
         if kind == _USAGE:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -117,7 +118,8 @@ def usage_of(output: Any, *, step_name: str | None = None) -> Reading:
     extract = _by_type.get(t)
     if extract is None:
         extract = _resolve(t, output)
-        _by_type[t] = extract  # a benign race: every thread computes the same value
+        if t is not SimpleNamespace:  # a bag of attributes: its instances differ in shape
+            _by_type[t] = extract  # a benign race: every thread computes the same value
     try:
         return extract(output)
     except UsageReportError as exc:
