@@ -61,7 +61,7 @@ from .policy.retry import Action, AttemptPolicy, is_retried
 from .policy.stream import ChunkCollector
 from .policy.usage import charge_of, usage_of
 from .results import ZERO, StepResult, StreamRetried, add_usd, sub_usd
-from .steps.callables import STREAM, SYNC, AgentSpec, Callback
+from .steps.callables import LATE, PLAIN, STREAM, SYNC, AgentSpec, Callback, settle
 from .steps.dsl import (
     BranchFailureStrategy,
     ConditionalStep,
@@ -78,7 +78,7 @@ from .steps.dsl import (
 from .steps.event_loop import asyncio_in_trio
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
 __all__ = ["Chain", "Job", "RunState", "run_pipeline", "run_step"]
 
@@ -268,6 +268,9 @@ class StepActor(Actor):
         if job.on_step is not None:
             await job.on_step(self.index, result, job)
         if result.success and not self.last:
+            # A cancelled run starts no successor (a chain of sync steps has no
+            # checkpoint of its own and would otherwise run to its end).
+            await trio.lowlevel.checkpoint_if_cancelled()
             await chain.deliver(self.index + 1, result.output, job)
         else:
             job.finish(result)
@@ -286,7 +289,7 @@ class Chain:
     __slots__ = ("cells", "nursery", "run", "steps")
 
     def __init__(
-        self, steps: list[Step], nursery: trio.Nursery, run: RunState, *, reusable: bool = False
+        self, steps: Sequence[Step], nursery: trio.Nursery, run: RunState, *, reusable: bool = False
     ) -> None:
         self.steps = steps
         self.nursery = nursery
@@ -314,7 +317,13 @@ class Chain:
         self.nursery.start_soon(_run_step_actor, StepActor(self, 0), None, _Deliver(job, 0, data))
 
     async def execute(self, job: Job, data: Any) -> Job:
-        """Run the pipeline once for ``job``; return when it finished or failed."""
+        """Run the pipeline once for ``job``; return when it finished or failed.
+
+        Cancellation: a cancelled caller starts nothing (checked before the
+        first step starts, so a deep nesting of sync steps cannot keep
+        starting levels after a cancel).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
         await self.deliver(0, data, job)
         await job.done.wait()
         return job
@@ -394,9 +403,14 @@ class _Unfixable(Exception):
 
 async def _call(cb: Callback, *args: Any) -> Any:
     value = cb.call(*args)
-    if cb.is_async:
-        value = await value
+    if cb.is_async or (type(value) not in PLAIN and isinstance(value, LATE)):
+        # A sync wrapper around an async callback hands back a coroutine: await it.
+        value = await settle(value, _no_stream)
     return value
+
+
+async def _no_stream(value: Any) -> Any:
+    raise TypeError(f"a callback returned an async generator ({value!r}); return a value instead.")
 
 
 async def _collect_stream(frame: ExecutionFrame[Any], iterator: Any) -> tuple[Any, Any]:
@@ -446,17 +460,34 @@ async def _invoke(
                 frame, spec.stream_call(data, frame.context, frame.resources)
             )
         value = spec.call(data, frame.context, frame.resources)
-        if spec.kind == SYNC:
-            return value, _FROM_OUTPUT
-        if spec.kind == STREAM:
+        kind = spec.kind
+        if kind == STREAM:
             return await _collect_stream(frame, value)
-        return await value, _FROM_OUTPUT
+        if kind != SYNC:
+            value = await value
+        if type(value) in PLAIN or not isinstance(value, LATE):
+            return value, _FROM_OUTPUT
+        # A plain ``def`` wrapper around an async (or streaming) agent: finish its work.
+        return await _settle_late(frame, value)
     except (RuntimeError, TypeError) as exc:
         # Only on failure: asyncio code in a trio step gets an error that says so.
         wrong = asyncio_in_trio(step.name, exc)
         if wrong is None:
             raise
         raise wrong from exc
+
+
+async def _settle_late(frame: ExecutionFrame[Any], value: Any) -> tuple[Any, Any]:
+    """Await (or stream) what a sync wrapper around an async agent handed back."""
+    streamed: tuple[Any, Any] | None = None
+
+    async def collect(iterator: Any) -> Any:
+        nonlocal streamed
+        streamed = await _collect_stream(frame, iterator)
+        return streamed[0]
+
+    output = await settle(value, collect)
+    return streamed if streamed is not None else (output, _FROM_OUTPUT)
 
 
 async def _invoke_on_asyncio(
@@ -536,8 +567,8 @@ async def _check(step: Step, output: Any, ctx: Any) -> Any:
     for p in step.compiled_plugins:
         try:
             outcome = p.call(output, ctx)
-            if p.is_async:
-                outcome = await outcome
+            if p.is_async or isinstance(outcome, LATE):
+                outcome = await settle(outcome, _no_stream)
         except Exception as exc:
             raise _Rejected(
                 _PLUGIN, str(exc) or f"plugin {p.label} raised {type(exc).__name__}"
@@ -1112,6 +1143,7 @@ async def _run_branches(
     pending = len(branches)
     all_done = trio.Event()
 
+    await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled step starts no branch
     async with trio.open_nursery() as nursery:
         scope = nursery.cancel_scope
 

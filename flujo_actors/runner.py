@@ -44,35 +44,39 @@ if TYPE_CHECKING:
 __all__ = ["Flujo"]
 
 
-def _validate_tree(pipeline: Pipeline, active: list[int]) -> None:
-    """Check what can only be checked on the whole tree: cycles and fallback loops."""
+def _validate_tree(pipeline: Pipeline, active: list[int], path: tuple[str, ...]) -> None:
+    """Check what can only be checked on the whole tree: cycles and fallback loops.
+
+    Definitions are sealed once built, so a cycle can only come from bypassing
+    the seal; it would otherwise start actors without end.
+    """
     if id(pipeline) in active:
         raise PipelineDefinitionError(
-            f"Pipeline {pipeline.name!r} contains itself (through nested steps); "
+            f"Pipeline {pipeline.name!r} contains itself (at {'/'.join(path)}); "
             "a pipeline tree must not be recursive."
         )
     active.append(id(pipeline))
     for s in pipeline.steps:
-        _validate_step(s, active)
+        _validate_step(s, active, (*path, s.name))
     active.pop()
 
 
-def _validate_step(s: Step, active: list[int]) -> None:
+def _validate_step(s: Step, active: list[int], path: tuple[str, ...]) -> None:
     if s.fallback is not None:
         check_fallback_chain(s)
-        _validate_step(s.fallback, active)
+        _validate_step(s.fallback, active, (*path, s.fallback.name))
     if isinstance(s, (ParallelStep, DynamicParallelRouterStep)):
-        for p in s.branches.values():
-            _validate_tree(p, active)
+        for k, p in s.branches.items():
+            _validate_tree(p, active, (*path, str(k)))
     elif isinstance(s, LoopStep):
-        _validate_tree(s.body, active)
+        _validate_tree(s.body, active, path)
     elif isinstance(s, ConditionalStep):
-        for p in s.branches.values():
-            _validate_tree(p, active)
+        for k, p in s.branches.items():
+            _validate_tree(p, active, (*path, str(k)))
         if s.default_branch is not None:
-            _validate_tree(s.default_branch, active)
+            _validate_tree(s.default_branch, active, (*path, "default"))
     elif isinstance(s, PipelineStep):
-        _validate_tree(s.pipeline, active)
+        _validate_tree(s.pipeline, active, path)
 
 
 class Flujo:
@@ -120,7 +124,7 @@ class Flujo:
             raise PipelineDefinitionError(
                 f"Flujo: expected a Step or a Pipeline, got {pipeline_or_step!r}."
             )
-        _validate_tree(pipeline, [])
+        _validate_tree(pipeline, [], (pipeline.name,))
         check_context_model(context_model)
         if initial_context_data is not None and not isinstance(initial_context_data, Mapping):
             raise PipelineDefinitionError(

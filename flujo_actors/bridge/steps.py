@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio_asyncio
 
-from ..steps.callables import SYNC
+from ..steps.callables import LATE, SYNC, settle
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -80,9 +80,21 @@ async def _call(spec: AgentSpec, data: Any, context: Any, resources: Any) -> Any
     # asyncio, so code that looks for the running loop before its first
     # await (SDK clients, asyncio.get_running_loop()) finds it.
     value = spec.call(data, context, resources)
-    if spec.kind == SYNC:
-        return value
-    return await value
+    if spec.kind != SYNC:
+        value = await value
+    if isinstance(value, LATE):
+        # A plain def wrapper around an async agent handed back a coroutine: await it here.
+        value = await settle(value, _gather)
+    return value
+
+
+async def _gather(iterator: Any) -> Any:
+    chunks = [chunk async for chunk in iterator]
+    if chunks and all(type(c) is str for c in chunks):
+        return "".join(chunks)
+    if chunks and all(type(c) is bytes for c in chunks):
+        return b"".join(chunks)
+    return chunks
 
 
 async def call_on_asyncio(spec: AgentSpec, data: Any, context: Any, resources: Any) -> Any:

@@ -32,7 +32,7 @@ from ..errors import FlujoError, SerializationError
 from ..policy.stream import ChunkCollector
 from ..policy.usage import UsageUnreadable, usage_of
 from ..results import ZERO, Usage, add_usd
-from ..steps.callables import STREAM, SYNC, AgentSpec
+from ..steps.callables import LATE, STREAM, SYNC, AgentSpec, settle
 
 if TYPE_CHECKING:
     from ..steps.dsl import Step
@@ -50,6 +50,8 @@ __all__ = [
     "run_pickled",
     "run_work_item",
 ]
+
+_UNCALLED: Final = object()  # _call_async: call the agent first
 
 
 class RemoteAgentError(FlujoError):
@@ -303,12 +305,14 @@ async def _collect(iterator: Any) -> _Streamed:
     return _Streamed(collector.output(), collector.readings())
 
 
-async def _call_async(item: WorkItem) -> Any:
+async def _call_async(item: WorkItem, value: Any = _UNCALLED) -> Any:
     spec = item.agent
-    value = spec.call(item.data, item.context, item.resources)
-    if spec.kind == STREAM:
-        return await _collect(value)
-    return await value
+    if value is _UNCALLED:
+        value = spec.call(item.data, item.context, item.resources)
+        if spec.kind == STREAM:
+            return await _collect(value)
+    # Also what a sync wrapper around an async agent handed back (a coroutine).
+    return await settle(value, _collect)
 
 
 async def arun_work_item(item: WorkItem) -> WorkResult:
@@ -324,6 +328,8 @@ async def arun_work_item(item: WorkItem) -> WorkResult:
     try:
         if item.agent.kind == SYNC:
             output = item.agent.call(item.data, item.context, item.resources)
+            if isinstance(output, LATE):
+                output = await _call_async(item, output)
         else:
             output = await _call_async(item)
     except Exception as exc:
@@ -331,11 +337,11 @@ async def arun_work_item(item: WorkItem) -> WorkResult:
     return _finish(item, output, before)
 
 
-async def _call_async_until(item: WorkItem) -> Any:
+async def _call_async_until(item: WorkItem, value: Any = _UNCALLED) -> Any:
     if item.deadline is None:
-        return await _call_async(item)
+        return await _call_async(item, value)
     with trio.move_on_at(trio.current_time() + (item.deadline - time.time())) as scope:
-        return await _call_async(item)
+        return await _call_async(item, value)
     if scope.cancelled_caught:
         raise TimeoutError(
             f"step {item.step_name!r} attempt {item.attempt} reached its deadline in the worker"
@@ -357,6 +363,9 @@ def run_work_item(item: WorkItem) -> WorkResult:
     try:
         if item.agent.kind == SYNC:
             output = item.agent.call(item.data, item.context, item.resources)
+            if isinstance(output, LATE):
+                # A sync wrapper around an async agent: run what it handed back.
+                output = trio.run(_call_async_until, item, output)
         else:
             output = trio.run(_call_async_until, item)
     except Exception as exc:

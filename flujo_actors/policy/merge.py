@@ -15,6 +15,7 @@ merges field by field (it never conflicts).
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Awaitable, Coroutine
 from itertools import compress, repeat
 from operator import is_not
 from typing import TYPE_CHECKING, Any, Final
@@ -309,7 +310,17 @@ def merge_branches(
         return
     if callable(strategy):
         for _name, ctx in branches:
-            strategy(main, ctx)
+            returned = strategy(main, ctx)
+            if returned is not None and isinstance(returned, Awaitable):
+                # A sync wrapper around an async merge: it cannot run here, and
+                # must not be left un-awaited.
+                if isinstance(returned, Coroutine):
+                    returned.close()
+                raise TypeError(
+                    f"it returned an awaitable ({type(returned).__name__}); merging runs "
+                    "synchronously, so merge_strategy must be a plain function that merges "
+                    "before it returns"
+                )
         return
     setter = object.__setattr__
     if strategy == "overwrite":

@@ -9,14 +9,26 @@ path only calls what was compiled here: no per-call ``inspect``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from types import AsyncGeneratorType
 from typing import Any, Final
 
 import attrs
 
 from ..errors import PipelineDefinitionError
 
-__all__ = ["AgentSpec", "Callback", "compile_agent", "compile_callback"]
+__all__ = [
+    "LATE",
+    "PLAIN",
+    "AgentSpec",
+    "Callback",
+    "compile_agent",
+    "compile_callback",
+    "looks_async",
+    "refuse_class",
+    "settle",
+]
 
 #: kinds of agent calls
 ASYNC: Final = "async"
@@ -78,12 +90,84 @@ def _is_async_callable(fn: Any) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+def looks_async(fn: Any) -> bool:
+    """Whether ``fn`` is, or wraps (``functools.wraps``), an async function.
+
+    For places that can only call synchronously (merge callables): a plain
+    ``def`` decorator around an ``async def`` would hand back a coroutine.
+    """
+    try:
+        inner = inspect.unwrap(fn)
+    except ValueError:  # a __wrapped__ cycle
+        inner = fn
+    return _is_async_callable(fn) or _is_async_callable(inner) or inspect.isasyncgenfunction(inner)
+
+
+#: What a call may hand back that is not a value yet: a sync wrapper around an
+#: ``async def`` returns a coroutine, around an async generator function a
+#: generator. Checked (cheaply) on the results of user callables at run time.
+LATE: Final = (Awaitable, AsyncGeneratorType)
+
+#: Result types that are certainly values: skips the ABC check on the hot path.
+PLAIN: Final[frozenset[type]] = frozenset(
+    {str, int, float, bool, bytes, type(None), dict, list, tuple, set, Decimal}
+)
+
+_SETTLE_DEPTH: Final = 8
+
+
+async def settle(value: Any, collect: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Await ``value`` (and what it resolves to) until it is a value.
+
+    ``collect`` drains an async generator (a sync wrapper around a streaming
+    agent). Awaitables are awaited in the caller's task, so cancellation
+    reaches them like any other await.
+
+    Raises:
+        TypeError: the awaitables keep resolving to awaitables.
+    """
+    for _ in range(_SETTLE_DEPTH):
+        if isinstance(value, AsyncGeneratorType):
+            return await collect(value)
+        if not isinstance(value, Awaitable):
+            return value
+        value = await value
+    if inspect.iscoroutine(value):
+        value.close()  # given up on: no "never awaited" warning
+    raise TypeError(
+        f"a callable's result kept resolving to awaitables ({_SETTLE_DEPTH} levels deep); "
+        "return a value (await inside the function)."
+    )
+
+
+def refuse_class(step_name: str, what: str, obj: Any, methods: tuple[str, ...]) -> None:
+    """Raise if ``obj`` is a class whose *instances* would be the callable (defines ``methods``)."""
+    if _is_agent_class(obj, methods):
+        raise _class_error(step_name, what, obj)
+
+
+def _is_agent_class(obj: Any, methods: tuple[str, ...]) -> bool:
+    """A class whose instances would be the agent (it defines one of ``methods``)."""
+    if not inspect.isclass(obj):
+        return False
+    return any(m in vars(k) for k in obj.__mro__ if k is not object for m in methods)
+
+
+def _class_error(step_name: str, what: str, cls: type) -> PipelineDefinitionError:
+    name = cls.__qualname__
+    return PipelineDefinitionError(
+        f"Step {step_name!r}: {what} {name} is a class, not an instance; "
+        f"pass an instance: {name}(...)."
+    )
+
+
 def compile_agent(step_name: str, agent: Any) -> AgentSpec:
     """Inspect ``agent`` once and return how to call it.
 
     Raises:
-        PipelineDefinitionError: the agent is a coroutine object, is not
-            callable, or takes no input parameter.
+        PipelineDefinitionError: the agent is a coroutine object, a class
+            instead of an instance, is not callable, takes no input parameter,
+            or has parameters the runtime cannot fill.
     """
     if inspect.iscoroutine(agent) or inspect.isasyncgen(agent):
         fn_name = getattr(agent, "__name__", "agent")
@@ -92,17 +176,20 @@ def compile_agent(step_name: str, agent: Any) -> AgentSpec:
             f"Agent step {step_name!r} expected an async function but got a coroutine "
             f"object. Pass {fn_name}, not {fn_name}()."
         )
+    if _is_agent_class(agent, ("run", "stream", "__call__")):
+        raise _class_error(step_name, "agent", agent)
     label = _label(agent)
     run = getattr(agent, "run", None)
     stream = getattr(agent, "stream", None)
     if not inspect.isfunction(agent) and not inspect.ismethod(agent) and (run or stream):
         stream_call = None
         if stream is not None and callable(stream):
+            _check_agent_params(step_name, f"{label}.stream", stream)
             c, r, _, _ = _keywords(stream)
             stream_call = _binder(stream, c, r)
         if run is not None and callable(run):
-            c, r, npos, varpos = _keywords(run)
-            _check_arity(step_name, f"{label}.run", npos, varpos)
+            _check_agent_params(step_name, f"{label}.run", run)
+            c, r, _, _ = _keywords(run)
             kind = ASYNC if _is_async_callable(run) else SYNC
             return AgentSpec(kind, _binder(run, c, r), c, r, label, stream_call)
         if stream_call is not None and stream is not None:
@@ -113,20 +200,62 @@ def compile_agent(step_name: str, agent: Any) -> AgentSpec:
             f"Step {step_name!r}: agent must be an async function, a function, or an "
             f"object with an async run(data, **kwargs) method; got {agent!r}."
         )
-    c, r, npos, varpos = _keywords(agent)
-    _check_arity(step_name, label, npos, varpos)
+    _check_agent_params(step_name, label, agent)
+    c, r, _, _ = _keywords(agent)
     if inspect.isasyncgenfunction(agent):
         return AgentSpec(STREAM, _binder(agent, c, r), c, r, label)
+    # A sync callable (also a plain ``def`` wrapper around an async agent) is
+    # "sync": whatever awaitable it hands back is awaited at run time.
     kind = ASYNC if _is_async_callable(agent) else SYNC
     return AgentSpec(kind, _binder(agent, c, r), c, r, label)
 
 
-def _check_arity(step_name: str, label: str, npos: int, varpos: bool) -> None:
-    if npos < 1 and not varpos:
+_INJECTED: Final = frozenset({"context", "resources"})
+
+
+def _signature(fn: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None  # a builtin without metadata: trust it
+
+
+def _check_agent_params(step_name: str, label: str, fn: Any) -> None:
+    """Refuse signatures the runtime's call ``fn(data, context=?, resources=?)`` cannot fill."""
+    sig = _signature(fn)
+    if sig is None:
+        return
+    short = label.rsplit(".", 1)[-1]
+    params = list(sig.parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not positional and not any(p.kind is p.VAR_POSITIONAL for p in params):
         raise PipelineDefinitionError(
             f"Step {step_name!r}: agent {label} takes no parameter for the step's input; "
-            f"declare one, e.g. `async def {label.rsplit('.', 1)[-1]}(data): ...`."
+            f"declare one, e.g. `async def {short}(data): ...`."
         )
+    for i, p in enumerate(params):
+        if p.name not in _INJECTED:
+            continue
+        if p.kind is p.POSITIONAL_ONLY:
+            raise PipelineDefinitionError(
+                f"Step {step_name!r}: agent {label} declares {p.name!r} positional-only, "
+                f"but the runtime passes {p.name}= by keyword; declare it keyword-only: "
+                f"`def {short}(data, *, {p.name}): ...`."
+            )
+        if i == 0 and p.kind is p.POSITIONAL_OR_KEYWORD:
+            raise PipelineDefinitionError(
+                f"Step {step_name!r}: agent {label}'s first parameter {p.name!r} would "
+                f"receive the step's input; name the input parameter first: "
+                f"`def {short}(data, *, {p.name}): ...`."
+            )
+    for p in [*positional[1:], *(q for q in params if q.kind is q.KEYWORD_ONLY)]:
+        if p.default is p.empty and p.name not in _INJECTED:
+            raise PipelineDefinitionError(
+                f"Step {step_name!r}: agent {label} has a second required parameter "
+                f"{p.name!r}; the runtime passes only the step's input (and context=/"
+                f"resources= if declared). Give {p.name!r} a default or bind it first: "
+                f"functools.partial({short}, {p.name}=...)."
+            )
 
 
 @attrs.frozen(slots=True)
@@ -134,7 +263,8 @@ class Callback:
     """A user callback (validator, condition, mapper) compiled for fast calls.
 
     ``call(*args)`` receives the full argument list and passes as many as
-    the callable declared; ``is_async`` says whether to await the result.
+    the callable declared; ``is_async`` says whether to await the result (a
+    sync callable's result is still awaited when it is awaitable).
     """
 
     call: Callable[..., Any]
@@ -142,11 +272,16 @@ class Callback:
     label: str
 
 
+_ARGS: Final = {1: "(value)", 2: "(value, context)", 3: "(output, context, iteration)"}
+
+
 def compile_callback(fn: Any, *, what: str, step_name: str, max_args: int) -> Callback:
     """Compile a callback that takes up to ``max_args`` positional arguments.
 
     Raises:
-        PipelineDefinitionError: ``fn`` is not callable or is a coroutine object.
+        PipelineDefinitionError: ``fn`` is not callable, is a coroutine object
+            or a class instead of an instance, or has a required parameter the
+            call cannot fill.
     """
     if inspect.iscoroutine(fn):
         fn.close()
@@ -154,20 +289,52 @@ def compile_callback(fn: Any, *, what: str, step_name: str, max_args: int) -> Ca
             f"Step {step_name!r}: {what} must be a function, got a coroutine object; "
             "pass the function itself, not its call."
         )
+    if _is_agent_class(fn, ("__call__", "validate")):
+        raise _class_error(step_name, what, fn)
     if not callable(fn):
         raise PipelineDefinitionError(f"Step {step_name!r}: {what} must be callable, got {fn!r}.")
     ctx, _res, npos, varpos = _keywords(fn)
     n = max_args if varpos else min(npos, max_args)
     label = _label(fn)
+    _check_callback_params(fn, what=what, step_name=step_name, label=label, max_args=max_args)
     is_async = _is_async_callable(fn)
     call: Callable[..., Any]
     if n >= max_args:
         call = fn
     elif n == 1 and max_args >= 2 and ctx and "context" in _param_names(fn):
         call = lambda *a: fn(a[0], context=a[1])  # noqa: E731
+    elif n == 0 and max_args >= 2 and ctx and "context" in _param_names(fn):
+        call = lambda *a: fn(context=a[1])  # noqa: E731
     else:
         call = lambda *a: fn(*a[:n])  # noqa: E731
     return Callback(call, is_async, label)
+
+
+def _check_callback_params(
+    fn: Any, *, what: str, step_name: str, label: str, max_args: int
+) -> None:
+    sig = _signature(fn)
+    if sig is None:
+        return
+    params = list(sig.parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    # Only a single-positional callable gets context= by keyword.
+    by_keyword = {"context"} if len(positional) <= 1 and max_args >= 2 else set()
+    extra = [
+        *(p for p in positional[max_args:] if p.default is p.empty),
+        *(
+            p
+            for p in params
+            if p.kind is p.KEYWORD_ONLY and p.default is p.empty and p.name not in by_keyword
+        ),
+    ]
+    if extra:
+        p = extra[0]
+        raise PipelineDefinitionError(
+            f"Step {step_name!r}: {what} {label} has a required parameter {p.name!r} "
+            f"that its call {_ARGS.get(max_args, '(...)')} cannot fill; give it a default "
+            "or bind it first with functools.partial."
+        )
 
 
 def _param_names(fn: Any) -> set[str]:

@@ -8,9 +8,7 @@ the fix, long before anything runs.
 from __future__ import annotations
 
 import enum
-import inspect
-import math
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar, TypeAlias, overload
 
@@ -18,9 +16,24 @@ import attrs
 
 from ..errors import InfiniteFallbackError, PipelineDefinitionError
 from ..policy.retry import RETRY_ALL, retry_on_types
-from ..results import to_decimal
-from .callables import AgentSpec, Callback, compile_agent, compile_callback
+from .callables import (
+    AgentSpec,
+    Callback,
+    compile_agent,
+    compile_callback,
+    looks_async,
+    refuse_class,
+)
 from .event_loop import ASYNCIO, compile_pydantic_ai, is_pydantic_ai_agent, resolve_event_loop
+from .options import (
+    FrozenBranches,
+    check_bool,
+    check_cost,
+    check_count,
+    check_seconds,
+    refuse_mutation,
+    refuse_unhonoured,
+)
 
 __all__ = [
     "BranchFailureStrategy",
@@ -67,9 +80,26 @@ class PluginOutcome:
     new_solution: Any = None
 
 
+def _check_supervision(
+    owner: str, max_retries: Any, timeout_s: Any, backoff_s: Any, backoff_factor: Any
+) -> None:
+    """The rules of StepConfig's numbers (shared by ``StepConfig`` and ``from_callable``)."""
+    check_count(
+        owner,
+        "max_retries",
+        max_retries,
+        minimum=0,
+        hint=" Use max_retries=0 for a single attempt.",
+    )
+    if timeout_s is not None:
+        check_seconds(owner, "timeout_s", timeout_s, positive=True, none="None for no timeout")
+    check_seconds(owner, "backoff_s", backoff_s, positive=False)
+    check_seconds(owner, "backoff_factor", backoff_factor, positive=False)
+
+
 @attrs.define
 class StepConfig:
-    """Per-step supervision settings (validated when the step is built).
+    """Per-step supervision settings, validated when built and frozen afterwards.
 
     Attributes:
         max_retries: retries after the first attempt (``N`` -> at most ``N + 1`` attempts).
@@ -84,6 +114,10 @@ class StepConfig:
             step (or hand over to its fallback) at once. Timeouts
             (``timeout_s``), lost workers and validator/plugin rejections are
             always retried.
+
+    Raises:
+        PipelineDefinitionError: a value is of the wrong type, not finite or
+            out of range, or an attribute is set after construction.
     """
 
     max_retries: int = 1
@@ -91,28 +125,24 @@ class StepConfig:
     backoff_s: float = 0.0
     backoff_factor: float = 2.0
     retry_on: Any = RETRY_ALL
+    _sealed: bool = attrs.field(init=False, default=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        _check_supervision(
+            "StepConfig", self.max_retries, self.timeout_s, self.backoff_s, self.backoff_factor
+        )
+        object.__setattr__(self, "_sealed", True)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        if getattr(self, "_sealed", False):
+            refuse_mutation("A StepConfig", attr)
+        object.__setattr__(self, attr, value)
 
 
 def _check_config(name: str, cfg: Any) -> None:
+    # Its values were checked (and frozen) when the StepConfig was built.
     if not isinstance(cfg, StepConfig):
         raise PipelineDefinitionError(f"Step {name!r}: config must be a StepConfig, got {cfg!r}.")
-    mr = cfg.max_retries
-    if type(mr) is not int or mr < 0:
-        raise PipelineDefinitionError(
-            f"Step {name!r}: max_retries must be an int >= 0, got {mr!r}. "
-            "Use max_retries=0 for a single attempt."
-        )
-    t = cfg.timeout_s
-    if t is not None and (
-        isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0 or math.isnan(t)
-    ):
-        raise PipelineDefinitionError(
-            f"Step {name!r}: timeout_s must be a number > 0 or None, got {t!r}."
-        )
-    for arg in ("backoff_s", "backoff_factor"):
-        v = getattr(cfg, arg)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-            raise PipelineDefinitionError(f"Step {name!r}: {arg} must be a number >= 0, got {v!r}.")
     retry_on = retry_on_types(cfg.retry_on)
     if retry_on is None:
         raise PipelineDefinitionError(
@@ -134,6 +164,7 @@ class Plugin:
 
 
 def _compile_plugin(name: str, plugin: Any) -> Plugin:
+    refuse_class(name, "plugin", plugin, ("validate", "__call__"))
     validate = getattr(plugin, "validate", None)
     if validate is not None and callable(validate):
         cb = compile_callback(validate, what="plugin.validate", step_name=name, max_args=2)
@@ -194,8 +225,23 @@ class Step:
     compiled_plugins: tuple[Plugin, ...] = attrs.field(init=False, default=())
     # cache=True: the identity part of the cache key (agent + state, or cache_key)
     cache_identity: str | None = attrs.field(init=False, default=None)
+    _sealed: bool = attrs.field(init=False, default=False, repr=False)
+
+    #: The Step options a control-flow kind honours (all others are refused).
+    honoured: ClassVar[frozenset[str]] = frozenset()
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        # Sealed at the end of __attrs_post_init__: a validated definition
+        # (no cycles, no ignored options) cannot be made invalid afterwards.
+        if getattr(self, "_sealed", False):
+            refuse_mutation(f"Step {self.name!r}", attr)
+        object.__setattr__(self, attr, value)
 
     def __attrs_post_init__(self) -> None:
+        self._validate()
+        object.__setattr__(self, "_sealed", True)
+
+    def _validate(self) -> None:
         name = self.name
         if not isinstance(name, str) or not name.strip():
             raise PipelineDefinitionError(
@@ -203,8 +249,14 @@ class Step:
                 "Pass name='...' (e.g. the agent's purpose)."
             )
         _check_config(name, self.config)
+        owner = f"Step {name!r}"
+        check_bool(owner, "updates_context", self.updates_context)
+        check_bool(owner, "cache", self.cache)
         self.validators = _as_tuple(self.validators, "validators", name)
         self.plugins = _as_tuple(self.plugins, "plugins", name)
+        if self.kind != "agent":
+            # Before anything else is compiled: the option is the problem.
+            refuse_unhonoured(self, attrs.fields(Step), StepConfig())
         self.compiled_validators = tuple(
             compile_callback(v, what="validator", step_name=name, max_args=2)
             for v in self.validators
@@ -217,21 +269,9 @@ class Step:
                 )
             check_fallback_chain(self)
         if self.expected_cost_usd is not None:
-            try:
-                cost = to_decimal(self.expected_cost_usd)
-            except TypeError:
-                cost = Decimal(-1)
-            if cost < 0:
-                raise PipelineDefinitionError(
-                    f"Step {name!r}: expected_cost_usd must be a number >= 0, "
-                    f"got {self.expected_cost_usd!r}."
-                )
-            self.expected_cost_usd = cost
-        et = self.expected_tokens
-        if et is not None and (type(et) is not int or et < 0):
-            raise PipelineDefinitionError(
-                f"Step {name!r}: expected_tokens must be an int >= 0, got {et!r}."
-            )
+            self.expected_cost_usd = check_cost(owner, "expected_cost_usd", self.expected_cost_usd)
+        if self.expected_tokens is not None:
+            check_count(owner, "expected_tokens", self.expected_tokens, minimum=0)
         if self.placement is not None:
             # Imported only for placed steps: executors are an optional boundary.
             from ..executors import check_placement
@@ -310,6 +350,11 @@ class Step:
         ``retry_on``: see :class:`StepConfig`.
         """
         step_name = name if name is not None else _default_name(fn)
+        if isinstance(step_name, str) and step_name.strip():
+            # Named after the step, not "StepConfig": the user never wrote one.
+            _check_supervision(
+                f"Step {step_name!r}", max_retries, timeout_s, backoff_s, backoff_factor
+            )
         return Step(
             name=step_name,
             agent=fn,
@@ -376,7 +421,7 @@ class Step:
     def branch_on(
         name: str,
         condition_callable: Callable[..., Any],
-        branches: Mapping[Hashable, Step | Pipeline],
+        branches: Mapping[Any, Step | Pipeline],
         *,
         default_branch_pipeline: Step | Pipeline | None = None,
     ) -> ConditionalStep:
@@ -449,7 +494,7 @@ def _as_pipeline(value: Any, *, owner: str, what: str) -> Pipeline:
     )
 
 
-def _branch_map(value: Any, owner: str, *, allow_empty: bool = False) -> dict[Any, Pipeline]:
+def _branch_map(value: Any, owner: str, *, allow_empty: bool = False) -> Mapping[Any, Pipeline]:
     if not isinstance(value, Mapping):
         raise PipelineDefinitionError(
             f"Step {owner!r}: branches must be a mapping of name -> Step | Pipeline, got {value!r}."
@@ -458,7 +503,10 @@ def _branch_map(value: Any, owner: str, *, allow_empty: bool = False) -> dict[An
         raise PipelineDefinitionError(
             f"Step {owner!r}: branches must not be empty; give at least one branch."
         )
-    return {k: _as_pipeline(v, owner=owner, what=f"branch {k!r}") for k, v in value.items()}
+    return FrozenBranches(
+        f"Step {owner!r}",
+        {k: _as_pipeline(v, owner=owner, what=f"branch {k!r}") for k, v in value.items()},
+    )
 
 
 def _enum_arg(enum_cls: Any, value: Any, owner: str, arg: str) -> Any:
@@ -481,9 +529,7 @@ def _enum_arg(enum_cls: Any, value: Any, owner: str, arg: str) -> Any:
 def _check_merge(owner: str, merge: Any, failure: Any) -> tuple[MergeSpec, BranchFailureStrategy]:
     """Validate (and normalise) ``merge_strategy`` and ``on_branch_failure``."""
     if callable(merge) and not isinstance(merge, (str, MergeStrategy)):
-        if inspect.iscoroutinefunction(merge) or inspect.iscoroutinefunction(
-            getattr(merge, "__call__", None)  # noqa: B004 - async __call__ on instances
-        ):
+        if looks_async(merge):
             raise PipelineDefinitionError(
                 f"Step {owner!r}: merge_strategy must be a plain function "
                 f"(main_ctx, branch_ctx) -> None, got the async function {merge!r}; "
@@ -538,7 +584,7 @@ class ParallelStep(Step):
 
     kind: ClassVar[str] = "parallel"
 
-    branches: dict[str, Pipeline] = attrs.field(factory=dict, kw_only=True)
+    branches: Mapping[str, Pipeline] = attrs.field(factory=dict, kw_only=True)
     merge_strategy: MergeSpec = attrs.field(default=MergeStrategy.CONTEXT_UPDATE, kw_only=True)
     on_branch_failure: BranchFailureStrategy = attrs.field(
         default=BranchFailureStrategy.PROPAGATE, kw_only=True
@@ -614,7 +660,7 @@ class ConditionalStep(Step):
     kind: ClassVar[str] = "conditional"
 
     condition: Any = attrs.field(default=None, kw_only=True)
-    branches: dict[Any, Pipeline] = attrs.field(factory=dict, kw_only=True)
+    branches: Mapping[Any, Pipeline] = attrs.field(factory=dict, kw_only=True)
     default_branch: Pipeline | None = attrs.field(default=None, kw_only=True)
     compiled_condition: Callback | None = attrs.field(init=False, default=None)
 
@@ -640,8 +686,10 @@ class DynamicParallelRouterStep(Step):
     """The router agent picks branch names; those run as a parallel step."""
 
     kind: ClassVar[str] = "router"
+    # The router agent's call is supervised like an agent step.
+    honoured: ClassVar[frozenset[str]] = frozenset({"agent", "config", "placement", "event_loop"})
 
-    branches: dict[str, Pipeline] = attrs.field(factory=dict, kw_only=True)
+    branches: Mapping[str, Pipeline] = attrs.field(factory=dict, kw_only=True)
     merge_strategy: MergeSpec = attrs.field(default=MergeStrategy.CONTEXT_UPDATE, kw_only=True)
     on_branch_failure: BranchFailureStrategy = attrs.field(
         default=BranchFailureStrategy.PROPAGATE, kw_only=True
@@ -686,10 +734,19 @@ class PipelineStep(Step):
 
 @attrs.define(eq=False, repr=False)
 class Pipeline:
-    """An ordered list of steps; each step's output is the next step's input."""
+    """An ordered, immutable sequence of steps; each step's output is the next step's input.
 
-    steps: list[Step] = attrs.field(factory=list)
+    ``steps`` is a tuple once built; ``>>`` builds a new pipeline.
+    """
+
+    steps: Sequence[Step] = attrs.field(factory=tuple)
     name: str = attrs.field(default="pipeline", kw_only=True)
+    _sealed: bool = attrs.field(init=False, default=False, repr=False)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        if getattr(self, "_sealed", False):
+            refuse_mutation(f"Pipeline {self.name!r}", attr)
+        object.__setattr__(self, attr, value)
 
     def __attrs_post_init__(self) -> None:
         steps = self.steps
@@ -713,7 +770,9 @@ class Pipeline:
                     f"Pipeline {self.name!r}: steps[{i}] must be a Step, got {s!r}; "
                     "wrap functions with Step.from_callable(fn) or @step."
                 )
-        self.steps = steps
+        # A tuple: a pipeline cannot grow (or come to contain itself) after it was built.
+        self.steps = tuple(steps)
+        object.__setattr__(self, "_sealed", True)
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r} [{', '.join(s.name for s in self.steps)}]>"

@@ -9,6 +9,7 @@ executor runs when trio-parallel is installed; Ray runs with ``-m ray``.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import re
@@ -77,6 +78,22 @@ def priced_sync(x: int) -> Priced:
 async def priced_async(x: int) -> Priced:
     await trio.lowlevel.checkpoint()
     return Priced(x * 2)
+
+
+def _logged(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+# A plain def decorator around an async def: the agent looks sync, returns a coroutine.
+priced_wrapped = _logged(priced_async)
+
+
+def priced_coroutine(x: int) -> Any:
+    return priced_async(x)
 
 
 def over_quota(x: int) -> int:
@@ -272,6 +289,20 @@ async def test_output_and_usage_come_back(executor: Executor, agent: Any) -> Non
     first = result.step_history[0]
     assert (first.cost_usd, first.token_counts, first.attempts) == (Decimal("0.25"), 7, 1)
     assert (result.total_cost_usd, result.total_tokens) == (Decimal("0.25"), 7)
+
+
+@pytest.mark.parametrize(
+    "agent", [priced_wrapped, priced_coroutine], ids=["wrapped", "returns-coroutine"]
+)
+async def test_an_awaitable_from_a_sync_agent_is_awaited_where_it_runs(
+    executor: Executor, agent: Any
+) -> None:
+    step = Step.from_callable(agent, name="priced", placement=executor, timeout_s=30)
+    result = await Flujo(step).run_async(21)
+    assert result.success is True
+    assert result.output == Priced(42)
+    first = result.step_history[0]
+    assert (first.cost_usd, first.token_counts) == (Decimal("0.25"), 7)
 
 
 async def test_work_result_carries_usage_and_the_worker(executor: Executor, kind: str) -> None:

@@ -356,4 +356,4 @@ def test_loop_until_returns_a_loop_step() -> None:
     loop = Step.loop_until("l", inc, at_least(1))
     assert isinstance(loop, LoopStep)
     assert loop.max_loops == 5
-    assert loop.body.steps == [inc]
+    assert loop.body.steps == (inc,)
