@@ -11,7 +11,6 @@ pipelines are sealed, their branch maps read-only.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import attrs
@@ -20,6 +19,7 @@ from ..errors import PipelineDefinitionError
 from ..results import to_decimal
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
     from decimal import Decimal
 
 __all__ = [
@@ -95,52 +95,29 @@ def refuse_mutation(owner: str, attr: str) -> NoReturn:
     )
 
 
-class FrozenBranches(Mapping[K, V]):
-    """A read-only ``{key: Pipeline}`` of a built control-flow step."""
+class FrozenBranches(dict[K, V]):
+    """A read-only ``{key: Pipeline}`` of a built control-flow step.
 
-    __slots__ = ("_data", "_owner")
+    A ``dict`` (so code that reads dicts keeps working) whose mutators raise.
+    """
+
+    __slots__ = ("_owner",)
 
     def __init__(self, owner: str, data: Mapping[K, V]) -> None:
+        super().__init__(data)
         self._owner = owner
-        self._data = dict(data)
-
-    def __getitem__(self, key: K) -> V:
-        return self._data[key]
-
-    def get(self, key: K, default: Any = None) -> Any:
-        return self._data.get(key, default)
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __repr__(self) -> str:
-        return repr(self._data)
-
-    def __eq__(self, other: object) -> bool:
-        return self._data == other if isinstance(other, Mapping) else NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (FrozenBranches, (self._owner, self._data))
+        return (FrozenBranches, (self._owner, dict(self)))
 
-    def __setitem__(self, key: K, value: V) -> NoReturn:
-        self._refuse()
-
-    def __delitem__(self, key: K) -> NoReturn:
-        self._refuse()
-
-    def _refuse(self) -> NoReturn:
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise PipelineDefinitionError(
             f"{self._owner}: branches cannot be changed once built; build a new step "
             "with the branches you want."
         )
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
 
 
 _KIND_LABELS: Final = {

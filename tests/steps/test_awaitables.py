@@ -248,3 +248,18 @@ async def test_a_wrapped_agent_inside_a_nested_pipeline_runs() -> None:
     inner = Pipeline.from_step(Step.from_callable(logged(shout), name="in"))
     result = await Flujo(inner.as_step("nested")).run_async("hi")
     assert result.output == "HI"
+
+
+async def test_a_wrapped_async_agent_on_the_asyncio_loop_runs() -> None:
+    pytest.importorskip("trio_asyncio")
+    import asyncio
+
+    async def on_asyncio(data: str) -> str:
+        await asyncio.sleep(0)
+        assert asyncio.current_task() is not None
+        return data.upper()
+
+    step = Step.from_callable(logged(on_asyncio), name="a", event_loop="asyncio")
+    assert (await Flujo(step).run_async("hi")).output == "HI"
+    step = Step.from_callable(bare(on_asyncio), name="b", event_loop="asyncio")
+    assert (await Flujo(step).run_async("yo")).output == "YO"
