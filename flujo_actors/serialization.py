@@ -88,7 +88,8 @@ MAX_DEPTH: Final = 200
 or as too deep, instead of overflowing the interpreter stack."""
 
 SerializeFn: TypeAlias = Callable[[Any], object]
-DeserializeFn: TypeAlias = Callable[[Any], object]
+# Registered deserializers are kept as fn(value, type_) (see _with_type).
+DeserializeFn: TypeAlias = Callable[[Any, Any], object]
 # A per-type handler: (value, depth) -> JSON data (or, for loaders, the object).
 _Handler: TypeAlias = Callable[[Any, int], Any]
 
@@ -547,8 +548,15 @@ class _Codec:
             tag = self._remember(tp)
             fields = self._fields_handler(names, dump)
             return lambda obj, depth: {TYPE_KEY: tag, VALUE_KEY: fields(obj, depth)}
-        if issubclass(tp, (list, deque)):
-            # list subclasses and deques come back as plain lists (documented).
+        if tp is not list and issubclass(tp, (Mapping, list, deque, set, frozenset)):
+            # OrderedDict, defaultdict, Counter, deque and other container
+            # subclasses: tagged with their own class (see _containers.py).
+            from ._containers import container_dump
+
+            handler = container_dump(tp, dump, self._remember)
+            if handler is not None:
+                return handler
+        if issubclass(tp, list):
             return self._sequence_handler(dump)
         if issubclass(tp, tuple):
             tag = self._remember(tp) if tp is not tuple else type_tag(tuple)
@@ -646,7 +654,7 @@ class _Codec:
         # serializer wrote the payload, so its deserializer must read it).
         custom = _mro_lookup(cls, self.deserializers)
         if custom is not None:
-            return lambda payload, depth: custom(payload)
+            return lambda payload, depth: custom(payload, cls)
         if _mro_lookup(cls, self.serializers) is not None:
             raise _Failure(
                 "tag",
@@ -685,6 +693,11 @@ class _Codec:
             return lambda payload, depth: cls(base64.b64decode(payload, validate=True))
         if issubclass(cls, (Decimal, uuid.UUID, int, float, str)) and not issubclass(cls, bool):
             return lambda payload, depth: cls(payload)
+        from ._containers import container_loader
+
+        container = container_loader(cls, load)
+        if container is not None:
+            return container
         raise _Failure(
             "tag",
             tag,
@@ -947,7 +960,7 @@ def _structure_uuid(value: object, type_: type[uuid.UUID]) -> uuid.UUID:
 def make_converter(
     *,
     serializers: Mapping[type, SerializeFn] | None = None,
-    deserializers: Mapping[type, DeserializeFn] | None = None,
+    deserializers: Mapping[type, Callable[..., object]] | None = None,
 ) -> cattrs.Converter:
     """Build a cattrs converter configured the flujo_actors way.
 
@@ -965,7 +978,8 @@ def make_converter(
 
     Args:
         serializers: Type -> ``fn(obj) -> JSON data``, used by ``unstructure``.
-        deserializers: Type -> ``fn(value) -> obj``, used by ``structure``.
+        deserializers: Type -> ``fn(value) -> obj`` or ``fn(value, type_) -> obj``
+            (as :func:`register_custom_deserializer`), used by ``structure``.
 
     Returns:
         A new ``cattrs.Converter``.
@@ -1017,7 +1031,7 @@ def make_converter(
     for cls, serialize in (serializers or {}).items():
         conv.register_unstructure_hook(cls, _custom_unstructure_hook(conv, serialize))
     for cls, deserialize in (deserializers or {}).items():
-        conv.register_structure_hook(cls, _custom_structure_hook(deserialize))
+        conv.register_structure_hook(cls, _custom_structure_hook(_with_type(deserialize)))
     return conv
 
 
@@ -1031,9 +1045,63 @@ def _custom_unstructure_hook(conv: cattrs.Converter, fn: SerializeFn) -> Callabl
 
 def _custom_structure_hook(fn: DeserializeFn) -> Callable[[Any, Any], object]:
     def structure_custom(value: Any, type_: Any) -> object:
-        return fn(value)
+        return fn(value, type_)
 
     return structure_custom
+
+
+class _TypedDeserializer:
+    """A registered deserializer, called as ``fn(value, type_)`` or ``fn(value)``.
+
+    Which one is decided once, at registration, from ``fn``'s signature.
+    """
+
+    __slots__ = ("fn", "takes_type")
+
+    def __init__(self, fn: Callable[..., object], takes_type: bool) -> None:
+        self.fn = fn
+        self.takes_type = takes_type
+
+    def __call__(self, value: Any, type_: Any) -> object:
+        if self.takes_type:
+            return self.fn(value, type_)
+        return self.fn(value)
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
+
+
+def _with_type(fn: Callable[..., object], api: str = "make_converter") -> DeserializeFn:
+    """``fn`` as a two-argument deserializer (decided once, by its signature).
+
+    ``fn(value, type_)`` if it declares a second positional parameter without
+    a default (or ``*args``); ``fn(value)`` otherwise, and always for a class
+    (``register_custom_deserializer(Money, Money)`` calls ``Money(value)``).
+
+    Raises:
+        TypeError: ``fn`` takes no positional argument, or more than two required.
+    """
+    if isinstance(fn, _TypedDeserializer):
+        return fn
+    if isinstance(fn, type):
+        return _TypedDeserializer(fn, False)
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # builtins without a signature: fn(value)
+        return _TypedDeserializer(fn, False)
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p for p in params if p.kind in kinds]
+    required = [p for p in positional if p.default is inspect.Parameter.empty]
+    var_args = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+    if len(required) > 2 or (not positional and not var_args):
+        raise TypeError(
+            f"{api}: fn must take the serialized value, and optionally the target type "
+            f"as a second argument: fn(value) or fn(value, type_); got {fn!r} with the "
+            f"signature {inspect.signature(fn)}."
+        )
+    return _TypedDeserializer(fn, len(required) == 2 or (var_args and len(positional) < 2))
 
 
 # -- the registry ------------------------------------------------------------------
@@ -1084,25 +1152,33 @@ def register_custom_serializer(type_: type[T], fn: Callable[[T], object]) -> Non
         _TAG_CLASSES[type_tag(cls)] = cls
 
 
-def register_custom_deserializer(type_: type[T], fn: Callable[[Any], T]) -> None:
+def register_custom_deserializer(type_: type[T], fn: Callable[..., T]) -> None:
     """Teach :func:`safe_deserialize` (and :func:`load_typed`) how to rebuild ``type_``.
 
-    ``fn(value)`` receives what the registered serializer produced and returns
-    the object. Subclasses of ``type_`` use ``fn`` unless they have their own
-    entry (so ``fn`` decides which class to build). Thread-safe, like
+    ``fn`` receives what the registered serializer produced and returns the
+    object. It is called as ``fn(value, target)`` if it declares a second
+    positional parameter without a default (decided once, here), else as
+    ``fn(value)``; a class is always called as ``cls(value)``. ``target`` is
+    the class to build: the stored value's own class for :func:`load_typed`,
+    the requested type for :func:`safe_deserialize`. Subclasses of ``type_``
+    use ``fn`` unless they have their own entry, so a deserializer registered
+    for a base class (a pydantic ``BaseModel``, say) rebuilds every subclass
+    with ``lambda value, cls: cls(**value)``. Thread-safe, like
     :func:`register_custom_serializer`.
 
     Args:
         type_: The class to rebuild.
-        fn: ``fn(value) -> obj``.
+        fn: ``fn(value) -> obj`` or ``fn(value, type_) -> obj``.
 
     Raises:
-        TypeError: Same rules as :func:`register_custom_serializer`.
+        TypeError: Same rules as :func:`register_custom_serializer`, or ``fn``
+            takes neither ``(value)`` nor ``(value, type_)``.
     """
     cls = _check_registration("register_custom_deserializer", type_, fn)
+    typed = _with_type(fn, "register_custom_deserializer")
     global _CODEC
     with _LOCK:
-        deserializers = {**_CODEC.deserializers, cls: fn}
+        deserializers = {**_CODEC.deserializers, cls: typed}
         _CODEC = _Codec(_CODEC.serializers, deserializers)
         _TAG_CLASSES[type_tag(cls)] = cls
 
@@ -1228,8 +1304,11 @@ def dump_typed(obj: object, *, path: str = "$") -> JSONValue:
     recursively), enums, ``Decimal``, dates and times, ``UUID``, bytes,
     tuples and named tuples, sets, dicts with non-string keys, subclasses of
     ``int``/``float``/``str``, and registered types (the payload is the
-    registered serializer's output). Mappings other than dict come back as
-    dicts, and list subclasses and deques as lists.
+    registered serializer's output). ``OrderedDict``, ``defaultdict`` (whose
+    ``default_factory`` must be ``None`` or a class), ``Counter``, ``deque``
+    (with its ``maxlen``), other mappings and subclasses of ``list``/``dict``/
+    ``set``/``frozenset`` come back as their own class (see
+    :mod:`flujo_actors._containers`).
 
     Classes should live at module level so another process can resolve their
     tags (crash-resume); classes defined inside functions only round-trip
