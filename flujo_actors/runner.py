@@ -180,6 +180,12 @@ class Flujo:
                 "Flujo.run() cannot be called inside a running trio event loop; "
                 "use `await runner.run_async(...)` instead."
             )
+        if _asyncio_running():
+            raise RuntimeError(
+                "Flujo.run() cannot be called inside a running asyncio event loop (it would "
+                "block the loop until the run ends); use `await runner.run_asyncio(...)` "
+                "or `runner.stream_asyncio(...)` instead."
+            )
         result: PipelineResult = trio.run(self.run_async, initial_input)
         return result
 
@@ -193,8 +199,45 @@ class Flujo:
         Raises:
             UsageLimitExceededError: a limit was breached; ``.result`` is the
                 partial result with the breaching step last.
+            RuntimeError: called outside trio (from asyncio: use :meth:`run_asyncio`).
         """
+        _require_trio("run_async")
         return await self._execute(initial_input, run_id=run_id)
+
+    async def run_asyncio(self, initial_input: Any, *, run_id: str | None = None) -> PipelineResult:
+        """Run the pipeline from asyncio code (FastAPI and friends) and return its result.
+
+        The run executes on trio in guest mode on the calling asyncio loop (no
+        thread); concurrent calls on one loop share one trio guest run. Same
+        results and errors as :meth:`run_async`. Cancellation: cancelling the
+        awaiting asyncio task cancels the run and waits until every step has
+        stopped, then raises ``asyncio.CancelledError``.
+        """
+        from .bridge.host import run_on_trio
+
+        result: PipelineResult = await run_on_trio(self._run_async_kw, initial_input, run_id)
+        return result
+
+    async def _run_async_kw(self, initial_input: Any, run_id: str | None) -> PipelineResult:
+        return await self.run_async(initial_input, run_id=run_id)
+
+    def stream_asyncio(
+        self, initial_input: Any, *, run_id: str | None = None
+    ) -> AsyncGenerator[Any, None]:
+        """:meth:`stream_async` for asyncio code: chunks, then the PipelineResult.
+
+        The run executes on trio in guest mode on the consumer's asyncio loop;
+        items are pulled one at a time (backpressure as in :meth:`stream_async`).
+        Leaving the loop early (inside ``contextlib.aclosing``), closing the
+        iterator or cancelling the consumer cancels the run and waits for it
+        to unwind.
+        """
+        from .bridge.host import stream_on_trio
+
+        def stream(data: Any, rid: str | None) -> AsyncGenerator[Any, None]:
+            return self.stream_async(data, run_id=rid)
+
+        return stream_on_trio(stream, initial_input, run_id)
 
     async def stream_async(
         self, initial_input: Any, *, run_id: str | None = None
@@ -223,6 +266,7 @@ class Flujo:
                 ``KeyboardInterrupt`` or other ``BaseException``), as
                 :meth:`run_async` raises it.
         """
+        _require_trio("stream_async")
         send, receive = trio.open_memory_channel[Any](0)
         scope = trio.CancelScope()
         done = trio.Event()
@@ -346,6 +390,7 @@ class Flujo:
             RunExistsError: the run is already running in this runner.
             UsageLimitExceededError: the resumed part breached the limits.
         """
+        _require_trio("resume_async")
         if not isinstance(allow_changed_pipeline, bool):
             raise PipelineDefinitionError(
                 "Flujo.resume_async: allow_changed_pipeline must be True or False, "
@@ -636,6 +681,25 @@ class Flujo:
             await persistence.save(checkpoint)
 
         return on_step
+
+
+def _asyncio_running() -> bool:
+    """Whether an asyncio loop runs in this thread (asyncio is not imported for this)."""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and asyncio._get_running_loop() is not None
+
+
+def _require_trio(method: str) -> None:
+    """Raise a clear RuntimeError when a trio-only method is called outside trio."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        where = "from asyncio code" if _asyncio_running() else "outside a trio run"
+        raise RuntimeError(
+            f"Flujo.{method}() must be awaited inside trio, but was called {where}. "
+            "From asyncio (FastAPI and friends) use `await runner.run_asyncio(...)` or "
+            "`runner.stream_asyncio(...)`; from synchronous code use `runner.run(...)`."
+        ) from None
 
 
 def _logging_enabled() -> bool:

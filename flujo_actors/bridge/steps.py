@@ -57,7 +57,50 @@ def _adopt_patched_loop_lookup() -> None:
                 namespace[name] = patched
 
 
+def _keep_asyncio_unchanged_outside_trio() -> None:
+    """Undo trio-asyncio's loop-creation patches for code that is not in a trio task.
+
+    Importing trio-asyncio makes ``asyncio.new_event_loop()`` (and so
+    ``asyncio.run()``, and ``get_event_loop()`` without a running loop) build
+    its own *sync* trio loop in every thread. The application around a run
+    (an ASGI server, ``asyncio.run`` in tests, ``Flujo.run_asyncio``'s host
+    loop) must keep getting real asyncio loops: outside trio tasks these three
+    functions go back to asyncio's own; inside trio tasks trio-asyncio's stay.
+    """
+    from asyncio import events
+
+    from trio_asyncio import _loop
+
+    patched = (
+        ("new_event_loop", "_new_loop_new", "_orig_loop_new"),
+        ("get_event_loop", "_new_loop_get", "_orig_loop_get"),
+        ("set_event_loop", "_new_loop_set", "_orig_loop_set"),
+    )
+    in_trio = getattr(_loop, "_in_trio_context", None)
+    run_get = getattr(_loop, "_new_run_get", None)
+    for name, new_name, orig_name in patched:
+        new, orig = getattr(_loop, new_name, None), getattr(_loop, orig_name, None)
+        if new is None or orig is None or in_trio is None or run_get is None:
+            continue  # another trio-asyncio version: leave it as it is
+        if getattr(asyncio, name) is not new:
+            continue  # already replaced (by us, or by someone else): keep theirs
+
+        def choose(*args: Any, _new: Any = new, _orig: Any = orig, _name: str = name) -> Any:
+            if in_trio():
+                return _new(*args)
+            if _name == "get_event_loop":
+                running = run_get()
+                if running is not None:
+                    return running
+            return _orig(*args)
+
+        choose.__name__ = name
+        setattr(asyncio, name, choose)
+        setattr(events, name, choose)
+
+
 _adopt_patched_loop_lookup()
+_keep_asyncio_unchanged_outside_trio()
 
 
 @contextlib.asynccontextmanager
