@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 from typing import TYPE_CHECKING, Any
@@ -439,3 +440,25 @@ async def test_the_suite_catches_a_backend_that_loses_the_fingerprint() -> None:
         r"run: ",
     ):
         await check_state_backend(_FingerprintLosingBackend)
+
+
+async def test_resuming_a_run_still_running_in_this_runner_is_refused() -> None:
+    gate = trio.Event()
+    ran: list[str] = []
+
+    async def slow(x: int) -> int:
+        ran.append("slow")
+        await gate.wait()
+        return x
+
+    backend = InMemoryStateBackend()
+    runner = Flujo(Step.from_callable(slow), state_backend=backend)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(runner.run_async, 1, run_id="live"))
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(
+            RunExistsError, match=r"^Run id 'live' is already running in this runner; "
+        ):
+            await runner.resume_async("live")
+        gate.set()
+    assert ran == ["slow"]  # the resume did not run the step a second time
