@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+from collections.abc import Mapping
 from typing import Any, Final
 
 __all__ = ["FINGERPRINT_VERSION", "agent_identity", "first_difference", "pipeline_fingerprint"]
@@ -82,7 +83,7 @@ def _describe_step(step: Any) -> dict[str, Any]:
     if fallback is not None:
         out["fallback"] = _describe_step(fallback)
     branches = getattr(step, "branches", None)
-    if isinstance(branches, dict):
+    if isinstance(branches, Mapping):
         # Declaration order matters (merge order), so branches stay a list.
         out["branches"] = [[_key_label(k), _describe_pipeline(p)] for k, p in branches.items()]
     for attr, label in (("body", "body"), ("default_branch", "default"), ("pipeline", "pipeline")):
@@ -129,7 +130,10 @@ def first_difference(stored: str, current: str) -> str | None:
             f"fingerprint format {version!r} vs {new.get('fingerprint')!r} "
             "(stored by another flujo_actors version)"
         )
-    found = _diff_pipeline("", old.get("pipeline"), new.get("pipeline"))
+    try:
+        found = _diff_pipeline("", old.get("pipeline"), new.get("pipeline"))
+    except (AttributeError, TypeError, ValueError):  # not the shape we write
+        return "the stored fingerprint is damaged (not a pipeline description)"
     # Equal documents always have equal canonical text; a difference exists.
     return found if found is not None else "the fingerprints differ in their encoding"
 

@@ -143,6 +143,10 @@ def test_fingerprints_from_another_format_version_are_explained() -> None:
     assert first_difference("not json", current) == (
         "the stored fingerprint is not valid JSON (the run's record is damaged)"
     )
+    damaged = json.dumps({"fingerprint": fp.FINGERPRINT_VERSION, "pipeline": [1]})
+    assert first_difference(damaged, current) == (
+        "the stored fingerprint is damaged (not a pipeline description)"
+    )
 
 
 names = st.text(alphabet="abcxyz", min_size=1, max_size=3)
