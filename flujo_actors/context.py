@@ -158,7 +158,8 @@ def build_context(
     Raises:
         PipelineDefinitionError: the model cannot be built from the data given.
     """
-    values = dict(initial_context_data or {})
+    # Copied: a run that mutates a field must not change the next run's start.
+    values = {k: copy_value(v) for k, v in (initial_context_data or {}).items()}
     values.setdefault("initial_prompt", _initial_prompt(data))
     values.setdefault("run_id", run_id or uuid.uuid4().hex)
     try:

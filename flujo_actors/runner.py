@@ -23,6 +23,12 @@ from .governor import Governor
 from .limits import UsageLimits
 from .policy.ledger import UsageLedger
 from .results import ZERO, PipelineResult, StepResult, add_usd
+from .runner_args import (
+    check_backend,
+    check_initial_context_data,
+    check_resources,
+    resolve_state_backend,
+)
 from .steps.dsl import (
     ConditionalStep,
     DynamicParallelRouterStep,
@@ -44,7 +50,9 @@ if TYPE_CHECKING:
 __all__ = ["Flujo"]
 
 
-def _validate_tree(pipeline: Pipeline, active: list[int], path: tuple[str, ...]) -> None:
+def _validate_tree(
+    pipeline: Pipeline, active: list[int], path: tuple[str, ...], model: Any
+) -> None:
     """Check what can only be checked on the whole tree: cycles and fallback loops.
 
     Definitions are sealed once built, so a cycle can only come from bypassing
@@ -57,26 +65,32 @@ def _validate_tree(pipeline: Pipeline, active: list[int], path: tuple[str, ...])
         )
     active.append(id(pipeline))
     for s in pipeline.steps:
-        _validate_step(s, active, (*path, s.name))
+        _validate_step(s, active, (*path, s.name), model)
     active.pop()
 
 
-def _validate_step(s: Step, active: list[int], path: tuple[str, ...]) -> None:
+def _validate_step(s: Step, active: list[int], path: tuple[str, ...], model: Any) -> None:
     if s.fallback is not None:
         check_fallback_chain(s)
-        _validate_step(s.fallback, active, (*path, s.fallback.name))
+        _validate_step(s.fallback, active, (*path, s.fallback.name), model)
     if isinstance(s, (ParallelStep, DynamicParallelRouterStep)):
         for k, p in s.branches.items():
-            _validate_tree(p, active, (*path, str(k)))
+            _validate_tree(p, active, (*path, str(k)), model)
     elif isinstance(s, LoopStep):
-        _validate_tree(s.body, active, path)
+        _validate_tree(s.body, active, path, model)
     elif isinstance(s, ConditionalStep):
         for k, p in s.branches.items():
-            _validate_tree(p, active, (*path, str(k)))
+            _validate_tree(p, active, (*path, str(k)), model)
         if s.default_branch is not None:
-            _validate_tree(s.default_branch, active, (*path, "default"))
+            _validate_tree(s.default_branch, active, (*path, "default"), model)
     elif isinstance(s, PipelineStep):
-        _validate_tree(s.pipeline, active, path)
+        if not s.inherit_context:
+            # A fresh context of the step's model, or of the one it is nested in.
+            model = s.context_model or model
+            check_initial_context_data(
+                f"Nested pipeline step {s.name!r}", model, s.initial_context_data or {}
+            )
+        _validate_tree(s.pipeline, active, path, model)
 
 
 class Flujo:
@@ -124,13 +138,23 @@ class Flujo:
             raise PipelineDefinitionError(
                 f"Flujo: expected a Step or a Pipeline, got {pipeline_or_step!r}."
             )
-        _validate_tree(pipeline, [], (pipeline.name,))
         check_context_model(context_model)
+        _validate_tree(pipeline, [], (pipeline.name,), context_model)
         if initial_context_data is not None and not isinstance(initial_context_data, Mapping):
             raise PipelineDefinitionError(
                 f"Flujo: initial_context_data must be a mapping of field -> value, "
                 f"got {initial_context_data!r}."
             )
+        # Also without data: a model with a required field fails here, not mid-run.
+        check_initial_context_data("Flujo", context_model, initial_context_data or {})
+        check_resources(resources)
+        state_backend = resolve_state_backend(state_backend)
+        if cache_backend is not None:
+            from .backends.cache import CacheBackend
+
+            check_backend("cache_backend", cache_backend, CacheBackend, "InMemoryLRUBackend()")
+        if type(trace) is not bool:
+            raise PipelineDefinitionError(f"Flujo: trace must be True or False, got {trace!r}.")
         if executor is not None:
             from .executors import check_placement
 
@@ -154,7 +178,7 @@ class Flujo:
 
             self._hook_set = compile_hooks(hooks)
         self.hooks = tuple(hooks)
-        self.trace = bool(trace)
+        self.trace = trace
         self._live: dict[str, _LiveRun] = {}
         # Run ids of this runner's runs in progress, claimed before the first
         # await of a run: two runs with one id never run side by side.

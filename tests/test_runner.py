@@ -147,11 +147,13 @@ def test_bad_runner_arguments() -> None:
 
 
 async def test_unknown_initial_context_field_is_a_clear_error() -> None:
-    runner = Flujo(inc, context_model=NotesContext, initial_context_data={"nope": 1})
+    # Reported when the runner is built, not when a run starts.
     with pytest.raises(
-        PipelineDefinitionError, match=r"^Cannot build context NotesContext: .*nope"
+        PipelineDefinitionError,
+        match=r"^Flujo: initial_context_data has field\(s\) \['nope'\] that the context model "
+        r"NotesContext does not define; its fields are \[",
     ):
-        await runner.run_async(1)
+        Flujo(inc, context_model=NotesContext, initial_context_data={"nope": 1})
 
 
 async def test_updates_context_with_mapping_and_attrs_output() -> None:

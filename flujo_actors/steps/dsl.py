@@ -730,6 +730,18 @@ class PipelineStep(Step):
                 f"Step {self.name!r}: initial_context_data must be a mapping of "
                 f"field -> value, got {data!r}."
             )
+        if self.inherit_context and (data or self.context_model is not None):
+            # The parent's context is used as it is: these would be ignored.
+            given = "initial_context_data" if data else "context_model"
+            raise PipelineDefinitionError(
+                f"Step {self.name!r}: {given} has no effect with inherit_context=True (the "
+                "nested pipeline shares the parent's context); pass inherit_context=False "
+                "for a fresh context built from it."
+            )
+        if self.context_model is not None:
+            from ..context import check_context_model
+
+            check_context_model(self.context_model)
 
 
 @attrs.define(eq=False, repr=False)

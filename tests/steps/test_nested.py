@@ -118,19 +118,16 @@ async def test_flujo_as_step_uses_the_inner_runner_context_model_and_data() -> N
     assert result.step_history[1].branch_context is ctx
 
 
-async def test_a_fresh_context_that_cannot_be_built_fails_the_step_clearly() -> None:
+def test_a_fresh_context_that_cannot_be_built_is_refused_when_the_runner_is_built() -> None:
+    # It used to fail the step mid-run; the same construction is now tried by Flujo(...).
     sub = Pipeline.from_step(tracer("x")).as_step("sub", inherit_context=False)
-    result = await Flujo(sub, context_model=Inner, initial_context_data={"topic": "t"}).run_async(
-        "in"
-    )
-    r = result.step_history[0]
-    assert not r.success
-    assert r.feedback is not None
-    assert r.feedback.startswith("Nested pipeline step 'sub': Cannot build context Inner: ")
-    assert r.feedback.endswith(
-        "Pass the required fields in initial_context_data=, and make the model an attrs "
-        "class with initial_prompt and run_id fields (subclass PipelineContext)."
-    )
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"^Nested pipeline step 'sub': initial_context_data cannot build context Inner: "
+        r"TypeError: .*'topic'.*\. Pass values the model accepts \(and every field it "
+        r"requires\)\.$",
+    ):
+        Flujo(sub, context_model=Inner, initial_context_data={"topic": "t"})
 
 
 async def test_a_failing_nested_step_fails_the_nested_pipeline_and_the_run() -> None:

@@ -1,0 +1,172 @@
+"""Checks of ``Flujo(...)``'s arguments, made when the runner is built.
+
+A wrong backend, resource or context value used to be accepted and to fail
+mid-run with an ``AttributeError``/``TypeError``; each is reported here,
+naming the argument, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from .context import build_context
+from .errors import PipelineDefinitionError
+
+__all__ = [
+    "check_backend",
+    "check_initial_context_data",
+    "check_resources",
+    "resolve_state_backend",
+]
+
+#: Fields the runner sets for every run: a user value would be overwritten or would
+#: hijack the run's identity.
+_IDENTITY: Final = {
+    "run_id": "pass run_async(..., run_id=...) to choose a run's id",
+    "initial_prompt": "it is set from each run's input",
+}
+
+
+def _async_methods(protocol: type) -> tuple[str, ...]:
+    """The public methods a Protocol class declares, in declaration order."""
+    return tuple(
+        name
+        for name, member in vars(protocol).items()
+        if not name.startswith("_") and inspect.iscoroutinefunction(member)
+    )
+
+
+def _is_async(method: Any) -> bool:
+    try:
+        inner = inspect.unwrap(method)
+    except ValueError:
+        inner = method
+    if inspect.iscoroutinefunction(method) or inspect.iscoroutinefunction(inner):
+        return True
+    call = getattr(method, "__call__", None)  # noqa: B004 - an object with an async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def check_backend(arg: str, value: Any, protocol: type, example: str) -> None:
+    """Raise unless ``value`` has every async method of ``protocol``.
+
+    Raises:
+        PipelineDefinitionError: naming the missing (or not async) methods.
+    """
+    methods = _async_methods(protocol)
+    missing = [m for m in methods if not callable(getattr(value, m, None))]
+    not_async = [m for m in methods if m not in missing and not _is_async(getattr(value, m))]
+    if not missing and not not_async:
+        return
+    wanted = ", ".join(methods)
+    problems = []
+    if missing:
+        problems.append(f"it lacks {', '.join(missing)}")
+    if not_async:
+        problems.append(
+            f"{', '.join(not_async)} {'is' if len(not_async) == 1 else 'are'} not async"
+        )
+    problem = "; ".join(problems)
+    raise PipelineDefinitionError(
+        f"Flujo: {arg} must implement the {protocol.__name__} protocol (async {wanted}); "
+        f"got {value!r}: {problem}. Pass e.g. {arg}={example}."
+    )
+
+
+def resolve_state_backend(value: Any) -> Any:
+    """The state backend for ``Flujo(state_backend=value)``.
+
+    A ``str`` or ``os.PathLike`` is a SQLite file: ``SQLiteBackend(value)``,
+    opened on first use. Anything else must implement ``StateBackend``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        from .backends.sqlite import SQLiteBackend
+
+        try:
+            return SQLiteBackend(value)
+        except (TypeError, ValueError) as exc:
+            raise PipelineDefinitionError(f"Flujo: state_backend={value!r}: {exc}") from exc
+    from .backends.state import StateBackend
+
+    check_backend(
+        "state_backend", value, StateBackend, "SQLiteBackend('runs.db') or InMemoryStateBackend()"
+    )
+    return value
+
+
+def check_resources(value: Any) -> None:
+    """Refuse what cannot be a resource: a coroutine object (an un-awaited factory)."""
+    if inspect.iscoroutine(value):
+        name = getattr(value, "__name__", "make_resources")
+        value.close()  # refused: no "never awaited" warning on top of the error
+        raise PipelineDefinitionError(
+            f"Flujo: resources is a coroutine object ({name}() was not awaited); pass its "
+            f"result: resources=await {name}(...)."
+        )
+
+
+def _field_names(model: Any) -> tuple[str, ...] | None:
+    if attrs.has(model):
+        return tuple(f.name for f in attrs.fields(model))
+    fields = getattr(model, "model_fields", None)  # a pydantic model
+    if isinstance(fields, Mapping):
+        return tuple(fields)
+    return None
+
+
+def check_initial_context_data(owner: str, model: Any, data: Mapping[str, Any]) -> None:
+    """Check ``initial_context_data`` against the context model it will build.
+
+    Refused: keys that are not field names of ``model``, the identity fields
+    (``run_id``, ``initial_prompt``), and values the model itself rejects (its
+    validators, converters, missing required fields): the same construction a
+    run makes is tried once, here.
+
+    Raises:
+        PipelineDefinitionError: naming the field, the model and its fields.
+    """
+    name = getattr(model, "__name__", repr(model))
+    fields = _field_names(model)
+    for key in data:
+        if not isinstance(key, str):
+            raise PipelineDefinitionError(
+                f"{owner}: initial_context_data keys must be field names (str), got {key!r}."
+            )
+        if key in _IDENTITY:
+            raise PipelineDefinitionError(
+                f"{owner}: initial_context_data sets {key!r}, which identifies the run and is "
+                f"set by the runner; drop it ({_IDENTITY[key]})."
+            )
+    if fields is not None:
+        unknown = [k for k in data if k not in fields]
+        if unknown:
+            settable = [f for f in fields if f not in _IDENTITY]
+            raise PipelineDefinitionError(
+                f"{owner}: initial_context_data has field(s) {unknown!r} that the context model "
+                f"{name} does not define; its fields are {settable!r}. Add them to the model "
+                "(a subclass with @attrs.define) or drop them."
+            )
+    try:
+        build_context(model, data, None, "flujo-build-check")
+    except Exception as exc:  # the model refused: a validator, a converter, a missing field
+        cause = exc.__cause__ if isinstance(exc, PipelineDefinitionError) else exc
+        raise PipelineDefinitionError(
+            f"{owner}: initial_context_data cannot build context {name}: {_reason(cause)}. "
+            "Pass values the model accepts (and every field it requires)."
+        ) from exc
+
+
+def _reason(exc: BaseException | None) -> str:
+    if exc is None:
+        return "it was refused"
+    args = exc.args
+    # attrs validators raise TypeError(message, attribute, type, value): show the message.
+    message = args[0] if len(args) > 1 and isinstance(args[0], str) else str(exc)
+    return f"{type(exc).__name__}: {message.rstrip('.')}"
