@@ -250,6 +250,21 @@ class HookSet:
 _NO_HOOKS: Final = HookSet()
 
 
+def _check_takes_an_event(owner: str, i: int, hook: Any) -> None:
+    # Decided here, once: a hook that cannot take the event would fail every run.
+    try:
+        sig = inspect.signature(hook)
+    except (TypeError, ValueError):
+        return  # a builtin without metadata: trust it
+    try:
+        sig.bind(None)
+    except TypeError as exc:
+        raise PipelineDefinitionError(
+            f"{owner}: hooks[{i}] {_label(hook)} must take one argument (the event); "
+            f"it cannot be called as hook(event): {exc}."
+        ) from None
+
+
 def compile_hooks(hooks: Sequence[Any], *, owner: str = "Flujo") -> HookSet:
     """Sort ``hooks`` into event hooks and span listeners, deciding sync/async once.
 
@@ -277,6 +292,7 @@ def compile_hooks(hooks: Sequence[Any], *, owner: str = "Flujo") -> HookSet:
         if listener:
             listeners.append(hook)
         if callable(hook):
+            _check_takes_an_event(owner, i, hook)
             compiled.append((hook, _is_async(hook)))
         elif not listener:
             raise PipelineDefinitionError(

@@ -23,6 +23,7 @@ __all__ = [
     "PLAIN",
     "AgentSpec",
     "Callback",
+    "check_positional",
     "compile_agent",
     "compile_callback",
     "looks_async",
@@ -144,6 +145,19 @@ def refuse_class(step_name: str, what: str, obj: Any, methods: tuple[str, ...]) 
     """Raise if ``obj`` is a class whose *instances* would be the callable (defines ``methods``)."""
     if _is_agent_class(obj, methods):
         raise _class_error(step_name, what, obj)
+
+
+def check_positional(step_owner: str, what: str, fn: Any, n: int, shape: str) -> None:
+    """Raise unless ``fn`` can be called with ``n`` positional arguments (and nothing else)."""
+    sig = _signature(fn)
+    if sig is None:
+        return
+    try:
+        sig.bind(*range(n))
+    except TypeError as exc:
+        raise PipelineDefinitionError(
+            f"Step {step_owner!r}: {what} {_label(fn)} cannot be called as {shape}: {exc}."
+        ) from None
 
 
 def _is_agent_class(obj: Any, methods: tuple[str, ...]) -> bool:

@@ -19,6 +19,7 @@ from ..policy.retry import RETRY_ALL, retry_on_types
 from .callables import (
     AgentSpec,
     Callback,
+    check_positional,
     compile_agent,
     compile_callback,
     looks_async,
@@ -26,7 +27,7 @@ from .callables import (
 )
 from .event_loop import ASYNCIO, compile_pydantic_ai, is_pydantic_ai_agent, resolve_event_loop
 from .options import (
-    FrozenBranches,
+    ReadOnlyDict,
     check_bool,
     check_cost,
     check_count,
@@ -301,6 +302,7 @@ class Step:
                 f"Step {self.name!r}: agent is required; pass agent=<async function or "
                 "object with async run(data)>."
             )
+        _refuse_nested_runtime(self.name, self.agent)
         self.event_loop = resolve_event_loop(self.name, self.agent, self.event_loop, self.placement)
         self.on_asyncio = self.event_loop == ASYNCIO
         if is_pydantic_ai_agent(self.agent):
@@ -452,6 +454,20 @@ class Step:
         )
 
 
+def _refuse_nested_runtime(name: str, agent: Any) -> None:
+    """A step, pipeline or runner is not an agent: say how to nest it instead."""
+    if isinstance(agent, (Step, Pipeline)) or (
+        hasattr(agent, "run_async") and hasattr(agent, "as_step") and not isinstance(agent, type)
+    ):
+        what = "a Flujo runner" if not isinstance(agent, (Step, Pipeline)) else repr(agent)
+        fix = (
+            "chain it with `>>` or put it in a Pipeline"
+            if isinstance(agent, Step)
+            else "nest it with .as_step(name)"
+        )
+        raise PipelineDefinitionError(f"Step {name!r}: the agent is {what}, not an agent; {fix}.")
+
+
 def _default_name(fn: Any) -> str:
     name = getattr(fn, "__name__", None)
     if name is None:
@@ -503,7 +519,7 @@ def _branch_map(value: Any, owner: str, *, allow_empty: bool = False) -> Mapping
         raise PipelineDefinitionError(
             f"Step {owner!r}: branches must not be empty; give at least one branch."
         )
-    return FrozenBranches(
+    return ReadOnlyDict(
         f"Step {owner!r}",
         {k: _as_pipeline(v, owner=owner, what=f"branch {k!r}") for k, v in value.items()},
     )
@@ -535,6 +551,8 @@ def _check_merge(owner: str, merge: Any, failure: Any) -> tuple[MergeSpec, Branc
                 f"(main_ctx, branch_ctx) -> None, got the async function {merge!r}; "
                 "merging runs synchronously, so drop `async`."
             )
+        refuse_class(owner, "merge_strategy", merge, ("__call__",))
+        check_positional(owner, "merge_strategy", merge, 2, "(main_ctx, branch_ctx)")
         m: Any = merge
     else:
         m = _enum_arg(MergeStrategy, merge, owner, "merge_strategy")
@@ -742,6 +760,11 @@ class PipelineStep(Step):
             from ..context import check_context_model
 
             check_context_model(self.context_model)
+        if data is not None:
+            # A copy the caller's dict cannot change after the step was validated.
+            self.initial_context_data = ReadOnlyDict(
+                f"Step {self.name!r}", data, what="initial_context_data"
+            )
 
 
 @attrs.define(eq=False, repr=False)
@@ -761,6 +784,12 @@ class Pipeline:
         object.__setattr__(self, attr, value)
 
     def __attrs_post_init__(self) -> None:
+        name = self.name
+        if not isinstance(name, str) or not name.strip():
+            raise PipelineDefinitionError(
+                f"Pipeline name must be a non-empty string, got {name!r}; "
+                "pass name='...' or leave the default."
+            )
         steps = self.steps
         if isinstance(steps, Step) or not isinstance(steps, Iterable):
             raise PipelineDefinitionError(

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from decimal import Decimal
 
 __all__ = [
-    "FrozenBranches",
+    "ReadOnlyDict",
     "check_bool",
     "check_cost",
     "check_count",
@@ -95,29 +95,34 @@ def refuse_mutation(owner: str, attr: str) -> NoReturn:
     )
 
 
-class FrozenBranches(dict[K, V]):
+class ReadOnlyDict(dict[K, V]):
     """A read-only ``{key: Pipeline}`` of a built control-flow step.
 
     A ``dict`` (so code that reads dicts keeps working) whose mutators raise.
     """
 
-    __slots__ = ("_owner",)
+    __slots__ = ("_owner", "_what")
 
-    def __init__(self, owner: str, data: Mapping[K, V]) -> None:
+    def __init__(self, owner: str, data: Mapping[K, V], *, what: str = "branches") -> None:
         super().__init__(data)
         self._owner = owner
+        self._what = what
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (FrozenBranches, (self._owner, dict(self)))
+        return (_rebuild, (self._owner, dict(self), self._what))
 
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise PipelineDefinitionError(
-            f"{self._owner}: branches cannot be changed once built; build a new step "
-            "with the branches you want."
+            f"{self._owner}: {self._what} cannot be changed once built; build a new step "
+            f"with the {self._what} you want."
         )
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
     __ior__ = _refuse
+
+
+def _rebuild(owner: str, data: dict[Any, Any], what: str) -> ReadOnlyDict[Any, Any]:
+    return ReadOnlyDict(owner, data, what=what)
 
 
 _KIND_LABELS: Final = {

@@ -470,3 +470,82 @@ async def test_the_reported_loop_is_now_refused_instead_of_running_once() -> Non
             config=StepConfig(max_retries=3),
             validators=[_never],  # type: ignore[arg-type]
         )
+
+
+# -- siblings: other shapes decided at build time ---------------------------------------------
+
+
+def test_a_merge_callable_that_cannot_take_two_contexts_is_refused() -> None:
+    def merge(main: Any) -> None:
+        return None
+
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=_exact(
+            f"Step 'p': merge_strategy {merge.__qualname__} cannot be called as "
+            "(main_ctx, branch_ctx): too many positional arguments."
+        ),
+    ):
+        Step.parallel("p", {"a": Step.from_callable(echo)}, merge_strategy=merge)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("what", ["step", "pipeline", "runner"])
+def test_a_step_pipeline_or_runner_is_not_an_agent(what: str) -> None:
+    s = Step.from_callable(echo)
+    agent: Any = {"step": s, "pipeline": Pipeline.from_step(s), "runner": Flujo(s)}[what]
+    shown = {"step": "<Step 'echo'>", "pipeline": "<Pipeline 'pipeline' [echo]>"}.get(
+        what, "a Flujo runner"
+    )
+    fix = (
+        "chain it with `>>` or put it in a Pipeline"
+        if what == "step"
+        else ("nest it with .as_step(name)")
+    )
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=_exact(f"Step 'n': the agent is {shown}, not an agent; {fix}."),
+    ):
+        Step.from_callable(agent, name="n")
+
+
+@pytest.mark.parametrize("name", ["", "  ", 3])
+def test_a_pipeline_name_must_be_a_non_empty_string(name: Any) -> None:
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=_exact(
+            f"Pipeline name must be a non-empty string, got {name!r}; pass name='...' or "
+            "leave the default."
+        ),
+    ):
+        Pipeline(steps=[Step.from_callable(echo)], name=name)
+
+
+def test_a_hook_that_cannot_take_the_event_is_refused() -> None:
+    def no_args() -> None:
+        return None
+
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=_exact(
+            f"Flujo: hooks[0] {no_args.__qualname__} must take one argument (the event); it "
+            "cannot be called as hook(event): too many positional arguments."
+        ),
+    ):
+        Flujo(Step.from_callable(echo), hooks=[no_args])
+
+
+def test_nested_initial_context_data_is_a_copy_that_cannot_change() -> None:
+    data = {"count": 1}
+    nested = PipelineStep(
+        name="n", pipeline=_body(), inherit_context=False, initial_context_data=data
+    )
+    data["count"] = 2
+    assert nested.initial_context_data == {"count": 1}
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=_exact(
+            "Step 'n': initial_context_data cannot be changed once built; build a new step "
+            "with the initial_context_data you want."
+        ),
+    ):
+        nested.initial_context_data["count"] = 3  # type: ignore[index]
