@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
-from . import step_cache
+from . import partial, step_cache
 from .actors.actor import Actor, ActorCell
 from .actors.deadletters import DeadLetters
 from .context import (
@@ -106,9 +106,16 @@ class RunState:
     cache_backend: Any = None
     hooks: Any = None  # a HookDispatcher or None
     executor: Any = None
+    #: What steps cut short by a breach had done, by frame (see :mod:`.partial`).
+    partials: dict[int, tuple[Any, StepResult]] = attrs.Factory(dict)
 
     async def charge(
-        self, result: StepResult, cost: Decimal, tokens: int, reservation: int | None = None
+        self,
+        result: StepResult,
+        cost: Decimal,
+        tokens: int,
+        reservation: int | None = None,
+        owner: ExecutionFrame[Any] | None = None,
     ) -> None:
         """Report a step's usage to the run's governor.
 
@@ -118,18 +125,25 @@ class RunState:
         nothing after the step starts before it. If the run has been
         breached (by this charge or another one) it raises
         ``trio.Cancelled``: the governor has cancelled the run's scope. The
-        usage is recorded even if the caller is cancelled while waiting.
+        usage is recorded even if the caller is cancelled while waiting, and
+        then ``result`` is recorded as what ``owner``'s step did (its usage
+        counts, so the partial result of the run must show it).
         """
         gov = self.governor
         if gov is None:
             return
         msg = Charge(result, cost, tokens, reservation)
-        # offer() queues the update when the governor can prove it cannot breach a
-        # limit; otherwise wait for the check before anything after this step starts.
-        if not gov.offer(msg):
-            await gov.ask(msg)
-        if self.limited and self.breach_event.is_set():
-            await _breached()
+        try:
+            # offer() queues the update when the governor can prove it cannot breach a
+            # limit; otherwise wait for the check before anything after this step starts.
+            if not gov.offer(msg):
+                await gov.ask(msg)
+            if self.limited and self.breach_event.is_set():
+                await _breached()
+        except BaseException:
+            if owner is not None:
+                partial.record(self, owner, result)
+            raise
 
     async def reserve(self, step: Step) -> int | None:
         """Reserve a step's expected usage before it starts; the reservation id or None.
@@ -259,11 +273,20 @@ class StepActor(Actor):
             chain.nursery,
         )
         hooks = run.hooks
-        if hooks is None:
-            result = await run_step(frame)
-        else:
-            # Hooks, tracing or logging are on: events and spans around the step.
-            result = await hooks.observe_step(frame, self.index, run_step)
+        try:
+            if hooks is None:
+                result = await run_step(frame)
+            else:
+                # Hooks, tracing or logging are on: events and spans around the step.
+                result = await hooks.observe_step(frame, self.index, run_step)
+        except BaseException:
+            if run.partials:
+                # Cut short (a breach, a failing sibling, a cancel): what the step did
+                # still belongs to the result.
+                done = partial.take(run, frame)
+                if done is not None:
+                    job.history.append(done)
+            raise
         job.history.append(result)
         if job.on_step is not None:
             await job.on_step(self.index, result, job)
@@ -909,10 +932,12 @@ async def run_agent_step(
             break
         if limited and (cost != sent_cost or tokens != sent_tokens):
             # Report this attempt's usage now: a breach must stop the retries.
-            partial = _step_result(step, None, attempts, cost, tokens, feedback, error_type)
-            partial.latency_s = _perf() - t0
-            await run.charge(partial, sub_usd(cost, sent_cost), tokens - sent_tokens)
+            failed = _step_result(step, None, attempts, cost, tokens, feedback, error_type)
+            failed.latency_s = _perf() - t0
+            await run.charge(failed, sub_usd(cost, sent_cost), tokens - sent_tokens, owner=frame)
             sent_cost, sent_tokens = cost, tokens
+            # Cancelled before it ends (a breach elsewhere), the step shows what it charged.
+            partial.record(run, frame, failed)
         if run.hooks is not None:
             await run.hooks.retry(frame, attempts, feedback)
         if frame.stream and _streams_inline(frame, step):
@@ -938,7 +963,9 @@ async def run_agent_step(
         rid, _held[0] = _held[0], None
     if charge and (cost != sent_cost or tokens != sent_tokens or rid is not None):
         result.latency_s = _perf() - t0
-        await run.charge(result, sub_usd(cost, sent_cost), tokens - sent_tokens, rid)
+        await run.charge(result, sub_usd(cost, sent_cost), tokens - sent_tokens, rid, frame)
+    if run.partials:
+        partial.take(run, frame)  # the step ended: its record of charged attempts is moot
     if not success and fallback is not None:
         result = await _run_fallback(frame, result, fallback)
     if miss is not None and result.success:
@@ -1012,7 +1039,24 @@ async def _run_fallback(
     if run.hooks is not None:
         await run.hooks.fallback(frame, primary)
     fb_frame = attrs.evolve(frame, step=fallback, path=(*frame.path, fallback.name))
-    fb = await run_step(fb_frame)
+    try:
+        fb = await run_step(fb_frame)
+    except BaseException:
+        # The primary's usage was charged: it stays in the tree, with what the
+        # fallback did before the breach cut it short.
+        done = partial.take(run, fb_frame)
+        cut = partial.cut_short(
+            run,
+            primary.name,
+            [] if done is None else [done],
+            attempts=primary.attempts,
+        )
+        cut.cost_usd += primary.cost_usd
+        cut.token_counts += primary.token_counts
+        cut.metadata["fallback_triggered"] = True
+        cut.metadata["original_error"] = primary.feedback
+        partial.record(run, frame, cut)
+        raise
     feedback = fb.feedback
     if not fb.success:
         feedback = (
@@ -1144,27 +1188,32 @@ async def _run_branches(
     all_done = trio.Event()
 
     await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled step starts no branch
-    async with trio.open_nursery() as nursery:
-        scope = nursery.cancel_scope
+    try:
+        async with trio.open_nursery() as nursery:
+            scope = nursery.cancel_scope
 
-        # Called synchronously as each branch's job completes: no waiting task per branch.
-        def on_finish(job: Job) -> None:
-            nonlocal pending, first_failure
-            if propagate and not job.success and first_failure is None:
-                first_failure = job
-                scope.cancel()  # cancels the siblings still running
-            pending -= 1
-            if pending == 0:
-                all_done.set()
+            # Called synchronously as each branch's job completes: no waiting task per branch.
+            def on_finish(job: Job) -> None:
+                nonlocal pending, first_failure
+                if propagate and not job.success and first_failure is None:
+                    first_failure = job
+                    scope.cancel()  # cancels the siblings still running
+                pending -= 1
+                if pending == 0:
+                    all_done.set()
 
-        for bname, pipeline in branches:
-            bctx = copy_context(ctx, copied) if ctx is not None else None
-            job = Job(bctx, (*path, bname), on_finish=on_finish)
-            jobs.append(job)
-            Chain(pipeline.steps, nursery, run).start(
-                job, data if shared_input else copy_value(data)
-            )
-        await all_done.wait()
+            for bname, pipeline in branches:
+                bctx = copy_context(ctx, copied) if ctx is not None else None
+                job = Job(bctx, (*path, bname), on_finish=on_finish)
+                jobs.append(job)
+                Chain(pipeline.steps, nursery, run).start(
+                    job, data if shared_input else copy_value(data)
+                )
+            await all_done.wait()
+    except BaseException:
+        # Every branch has unwound (the nursery waited): keep what they did.
+        partial.record(run, frame, _branches_cut_short(run, owner, branches, jobs))
+        raise
 
     output: dict[str, Any] = {}
     results: list[StepResult] = []
@@ -1197,6 +1246,9 @@ async def _run_branches(
             r.metadata["cancelled"] = True
             output[bname] = r
         results.append(r)
+    if run.limited and run.breach_event.is_set():
+        # A failing branch and a breach at once: the breaching step stays the last leaf.
+        results = partial.last_to_breach(results, run)
     if first_failure is not None:
         return (
             output,
@@ -1217,6 +1269,19 @@ async def _run_branches(
         if failure is not None:
             return output, results, failure
     return output, results, None
+
+
+def _branches_cut_short(
+    run: RunState, owner: str, branches: list[tuple[str, Pipeline]], jobs: list[Job]
+) -> StepResult:
+    """The result of a parallel step a breach cut short: every branch, the breaching one last."""
+    results: list[StepResult] = []
+    for (bname, _pipeline), job in zip(branches, jobs, strict=False):
+        if job.done.is_set():
+            results.append(_branch_result(bname, job, job.context))
+        else:
+            results.append(partial.cut_short(run, bname, job.history, branch_context=job.context))
+    return partial.cut_short(run, owner, partial.last_to_breach(results, run))
 
 
 def _merge(ctx: Any, fork: Fork, ok: list[tuple[str, Any]], merge: Any, owner: str) -> str | None:
@@ -1292,10 +1357,29 @@ async def run_router_step(frame: ExecutionFrame[Any]) -> StepResult:
     the chosen branches follow. Every branch started (failed and cancelled
     ones too) is appended to ``context.executed_branches`` after the merge.
     """
+    routing: list[StepResult] = []
+    try:
+        return await _run_router(frame, routing)
+    except BaseException:
+        run: RunState = frame.run
+        # The record is the router agent's (routing not done) or the branches'.
+        done = partial.take(run, frame)
+        history = routing
+        if done is not None:
+            history = [*routing, *done.step_history] if routing else [done]
+        cut = partial.cut_short(run, frame.step.name, history)
+        if routing:
+            cut.attempts = routing[0].attempts
+        partial.record(run, frame, cut)
+        raise
+
+
+async def _run_router(frame: ExecutionFrame[Any], routing: list[StepResult]) -> StepResult:
     t0 = _perf()
     step = frame.step
     assert isinstance(step, DynamicParallelRouterStep)
     routed = await run_agent_step(frame)
+    routing.append(routed)
     history: list[StepResult] = [routed]
     if not routed.success:
         failed = _failed(
@@ -1355,13 +1439,6 @@ async def run_router_step(frame: ExecutionFrame[Any]) -> StepResult:
     return result
 
 
-def _nursery(frame: ExecutionFrame[Any]) -> trio.Nursery:
-    nursery = frame.nursery
-    if nursery is None:
-        raise FlujoInternalError(f"frame for step {frame.step.name!r} has no nursery")
-    return nursery
-
-
 def _failed(step: Step, t0: float, feedback: str, history: list[StepResult]) -> StepResult:
     cost, tokens = _sum_usage(history)
     return StepResult(
@@ -1404,49 +1481,64 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
     iteration_cb = step.compiled_iteration
     max_loops = step.max_loops
     path = frame.path
-    chain = Chain(step.body.steps, _nursery(frame), run, reusable=True)
+    in_flight: Job | None = None  # the iteration whose results are not in history yet
     try:
-        while failure is None:
-            job = Job(ctx, path)
-            await chain.execute(job, data)
-            iterations += 1
-            history.extend(job.history)
-            if job.context is not ctx:
-                # A body step replaced the context: later iterations and the
-                # steps after the loop see the new one.
-                ctx = job.context
-                if frame.context_setter is not None:
-                    frame.context_setter(ctx)
-            if not job.success:
-                failure = f"Loop {step.name!r} iteration {iterations} failed {_failed_at(job)}"
-                exit_reason = "body_failed"
-                break
-            output = job.output
+        # The body's actors live in a nursery of the loop's own, so a cancel (a
+        # breach) unwinds them before the loop keeps what its iterations did.
+        async with trio.open_nursery() as nursery:
+            chain = Chain(step.body.steps, nursery, run, reusable=True)
             try:
-                done = await _call(exit_cb, output, ctx)
-            except Exception as exc:
-                failure = _raised(step, "exit_condition_callable", exc)
-                exit_reason = "error"
-                break
-            if done:
-                exit_reason = "condition"
-                break
-            if iterations >= max_loops:
-                failure = (
-                    f"Loop {step.name!r} reached max_loops={max_loops} without its exit "
-                    "condition being met; raise max_loops or check exit_condition_callable."
-                )
-                break
-            if iteration_cb is None:
-                data = output
-            else:
-                try:
-                    data = await _call(iteration_cb, output, ctx, iterations)
-                except Exception as exc:
-                    failure = _raised(step, "iteration_input_mapper", exc)
-                    exit_reason = "error"
-    finally:
-        chain.close()
+                while failure is None:
+                    job = in_flight = Job(ctx, path)
+                    await chain.execute(job, data)
+                    iterations += 1
+                    history.extend(job.history)
+                    in_flight = None
+                    if job.context is not ctx:
+                        # A body step replaced the context: later iterations and the
+                        # steps after the loop see the new one.
+                        ctx = job.context
+                        if frame.context_setter is not None:
+                            frame.context_setter(ctx)
+                    if not job.success:
+                        failure = (
+                            f"Loop {step.name!r} iteration {iterations} failed {_failed_at(job)}"
+                        )
+                        exit_reason = "body_failed"
+                        break
+                    output = job.output
+                    try:
+                        done = await _call(exit_cb, output, ctx)
+                    except Exception as exc:
+                        failure = _raised(step, "exit_condition_callable", exc)
+                        exit_reason = "error"
+                        break
+                    if done:
+                        exit_reason = "condition"
+                        break
+                    if iterations >= max_loops:
+                        failure = (
+                            f"Loop {step.name!r} reached max_loops={max_loops} without its exit "
+                            "condition being met; raise max_loops or check exit_condition_callable."
+                        )
+                        break
+                    if iteration_cb is None:
+                        data = output
+                    else:
+                        try:
+                            data = await _call(iteration_cb, output, ctx, iterations)
+                        except Exception as exc:
+                            failure = _raised(step, "iteration_input_mapper", exc)
+                            exit_reason = "error"
+            finally:
+                chain.close()
+    except BaseException:
+        kept = history if in_flight is None else [*history, *in_flight.history]
+        cut = partial.cut_short(run, step.name, kept, latency_s=_perf() - t0)
+        cut.metadata["iterations"] = iterations
+        cut.metadata["exit_reason"] = "usage_limit" if run.breach_event.is_set() else "cancelled"
+        partial.record(run, frame, cut)
+        raise
     if failure is None and step.compiled_output is not None:
         try:
             output = await _call(step.compiled_output, output, ctx)
@@ -1473,12 +1565,26 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
 async def _run_nested(
     frame: ExecutionFrame[Any], pipeline: Pipeline, ctx: Any, path: tuple[str, ...]
 ) -> Job:
-    """Run ``pipeline`` to completion on ``ctx``; its actors live in the frame's nursery.
+    """Run ``pipeline`` to completion on ``ctx``; its actors live in a nursery of its own.
 
     The last step of the nested pipeline streams if the enclosing step does.
+    Cut short by a breach, the enclosing step records the steps that
+    completed (and the partial result of the one in flight) once they have
+    unwound.
     """
     job = Job(ctx, path, on_chunk=frame.on_chunk if frame.stream else None)
-    await Chain(pipeline.steps, _nursery(frame), frame.run).execute(job, frame.data)
+    run: RunState = frame.run
+    try:
+        async with trio.open_nursery() as nursery:
+            await Chain(pipeline.steps, nursery, run).execute(job, frame.data)
+    except BaseException:
+        branch_context = None if ctx is frame.context else ctx
+        partial.record(
+            run,
+            frame,
+            partial.cut_short(run, frame.step.name, job.history, branch_context=branch_context),
+        )
+        raise
     return job
 
 

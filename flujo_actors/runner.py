@@ -21,6 +21,7 @@ from .errors import (
 )
 from .governor import Governor
 from .limits import UsageLimits
+from .partial import contains
 from .policy.ledger import UsageLedger
 from .results import ZERO, PipelineResult, StepResult, add_usd
 from .runner_args import (
@@ -222,7 +223,9 @@ class Flujo:
 
         Raises:
             UsageLimitExceededError: a limit was breached; ``.result`` is the
-                partial result with the breaching step last.
+                partial result in the normal tree shape: every completed step,
+                the control-flow steps cut short holding their completed
+                children, the breaching step as the last leaf of the last entry.
             RuntimeError: called outside trio (from asyncio: use :meth:`run_asyncio`).
         """
         _require_trio("run_async")
@@ -643,7 +646,9 @@ class Flujo:
         )
         if governor.breached is not None:
             b = governor.breached
-            if b.result is not None and not any(r is b.result for r in history):
+            # The breaching step sits in the tree (the last leaf of the last entry); a
+            # step kind that did not record its partial result still shows it here.
+            if b.result is not None and not contains(history, b.result):
                 history.append(b.result)
             result.output = None
             raise UsageLimitExceededError(b.message, result)

@@ -33,6 +33,7 @@ __all__ = ["CacheMiss", "lookup", "store"]
 #: Metadata of a miss that a hit reports too.
 _REPLAYED: Final = ("fallback_triggered", "original_error", "original_error_type")
 _FORMAT: Final = 1
+_NO_CHANGES: Final = BranchChanges({}, {}, ())
 
 
 class CacheMiss:
@@ -80,7 +81,7 @@ async def lookup(
             f"ran again. {exc}"
         )
         return CacheMiss(key, ctx)
-    if ctx is not None:
+    if ctx is not None and changes is not _NO_CHANGES:
         names = set(context_field_names(type(ctx)))
         missing = sorted({*changes.fields, *changes.appended} - names)
         if (changes.scratch_set or changes.scratch_deleted) and "scratchpad" not in names:
@@ -108,16 +109,21 @@ async def store(backend: Any, step: Step, miss: CacheMiss, result: StepResult, c
     changes = None
     if miss.fork is not None and ctx is not None:
         changes = diff_branch(miss.fork, ctx)
+        if not (
+            changes.fields or changes.scratch_set or changes.scratch_deleted or changes.appended
+        ):
+            changes = None
+    replayed = {k: result.metadata[k] for k in _REPLAYED if k in result.metadata}
     try:
-        entry = {
+        # Only what a hit must replay is stored: most entries are just the output.
+        entry: dict[str, Any] = {
             "format": _FORMAT,
             "output": dump_typed(result.output, path="output"),
-            "context": None if changes is None else _dump_changes(changes),
-            "metadata": dump_typed(
-                {k: result.metadata[k] for k in _REPLAYED if k in result.metadata},
-                path="metadata",
-            ),
         }
+        if changes is not None:
+            entry["context"] = _dump_changes(changes)
+        if replayed:
+            entry["metadata"] = dump_typed(replayed, path="metadata")
         await backend.put(miss.key, entry)
     except SerializationError as exc:
         _skip(f"Step {step.name!r} (cache=True): its result stands but was not cached. {exc}")
@@ -140,9 +146,10 @@ def _load(entry: Any) -> tuple[Any, BranchChanges, dict[str, Any]]:
     if type(entry) is not dict or entry.get("format") != _FORMAT:
         raise ValueError(f"not a cache entry of this version: {entry!r:.80}")
     output = load_typed(entry["output"], path="output")
-    ctx = entry["context"]
+    ctx = entry.get("context")
+    metadata = entry.get("metadata")
     if ctx is None:
-        changes = BranchChanges({}, {}, ())
+        changes = _NO_CHANGES
     else:
         changes = BranchChanges(
             _mapping(load_typed(ctx["fields"], path="context")),
@@ -150,7 +157,9 @@ def _load(entry: Any) -> tuple[Any, BranchChanges, dict[str, Any]]:
             tuple(_sequence(load_typed(ctx["scratch_deleted"], path="context.scratchpad"))),
             {k: list(_sequence(v)) for k, v in _mapping(load_typed(ctx["appended"])).items()},
         )
-    return output, changes, _mapping(load_typed(entry["metadata"], path="metadata"))
+    if metadata is None:
+        return output, changes, {}
+    return output, changes, _mapping(load_typed(metadata, path="metadata"))
 
 
 def _mapping(value: Any) -> dict[Any, Any]:

@@ -234,8 +234,13 @@ async def test_a_breach_cancels_in_flight_siblings_at_once(autojump_clock: trio.
     await trio.sleep(20)
     assert woke == []
     result = partial(err)
-    assert [r.name for r in result.step_history] == ["pricey"]
-    assert result.total_cost_usd == Decimal("5.0")
+    assert [r.name for r in result.step_history] == ["fan"]
+    (fan,) = result.step_history
+    # Every branch, cancelled ones included, with the breaching one last.
+    assert [r.name for r in fan.step_history] == [*(f"nap{i}" for i in range(9)), "pricey"]
+    assert all(r.metadata == {"cancelled": True} for r in fan.step_history)
+    assert [r.name for r in fan.step_history[-1].step_history] == ["pricey"]
+    assert fan.cost_usd == result.total_cost_usd == Decimal("5.0")
 
 
 async def test_a_breach_nested_in_a_parallel_inside_a_loop() -> None:
@@ -262,7 +267,11 @@ async def test_a_breach_nested_in_a_parallel_inside_a_loop() -> None:
     assert iterations == [1, 2]  # iteration 2 pushed spend to 1.2: no third one
     result = partial(err)
     assert result.total_cost_usd == Decimal("1.2")
-    assert result.step_history[-1].name in {"a", "b"}
+    (cut,) = result.step_history
+    assert (cut.name, cut.cost_usd, cut.metadata["iterations"]) == ("loop", Decimal("1.2"), 1)
+    # Iteration 1 whole, then iteration 2: its count step and the fan cut short.
+    assert [r.name for r in cut.step_history] == ["count", "fan", "count", "fan"]
+    assert cut.step_history[-1].step_history[-1].step_history[-1].name in {"a", "b"}
     assert str(err).startswith("Usage limit exceeded after step ")
     assert "total cost $1.2 > total_cost_usd_limit $1.0" in str(err)
 
