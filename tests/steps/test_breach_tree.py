@@ -161,6 +161,7 @@ async def test_a_breach_in_a_fallback_keeps_the_primarys_usage() -> None:
     )
     _message, result = await breached(costing("pre", 0.25) >> step)
     pre, cut = result.step_history
+    assert (pre.name, pre.cost_usd) == ("pre", Decimal("0.25"))
     assert (cut.name, cut.cost_usd, cut.success) == ("primary", Decimal("2.0"), False)
     assert cut.metadata == {
         "cancelled": True,
@@ -218,7 +219,7 @@ async def test_a_retrying_step_cancelled_by_a_breach_shows_the_usage_it_charged(
         charged_failure, name="retrying", max_retries=3, backoff_s=2.0, validators=[reject]
     )
     fan = Step.parallel("fan", {"retrying": retrying, "pricey": costing("pricey", 0.6, sleep=1)})
-    _message, result = await breached(fan)
+    message, result = await breached(fan)
     assert calls == [0.0, 2.0]  # the breach at t=2 (0.3 + 0.6 + 0.3) stopped the retries
     (cut,) = result.step_history
     assert [shape(r) for r in cut.step_history] == [
@@ -228,7 +229,7 @@ async def test_a_retrying_step_cancelled_by_a_breach_shows_the_usage_it_charged(
     assert last_leaf(result.step_history).name == "retrying"
     assert result.total_cost_usd == Decimal("1.2")
     assert_adds_up(result)
-    assert re.match(r"^Usage limit exceeded after step 'retrying': ", _message)
+    assert re.match(r"^Usage limit exceeded after step 'retrying': ", message)
 
 
 async def test_a_sibling_failure_keeps_what_a_cancelled_branch_completed_inside_a_loop(
