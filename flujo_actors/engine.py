@@ -59,7 +59,7 @@ from .policy.merge import (
 )
 from .policy.retry import Action, AttemptPolicy, is_retried
 from .policy.stream import ChunkCollector
-from .policy.usage import charge_of, usage_of
+from .policy.usage import NO_USAGE, charge_of, usage_of
 from .results import ZERO, StepResult, StreamRetried, add_usd, sub_usd
 from .steps.callables import LATE, PLAIN, STREAM, SYNC, AgentSpec, Callback, settle
 from .steps.dsl import (
@@ -83,10 +83,6 @@ if TYPE_CHECKING:
 __all__ = ["Chain", "Job", "RunState", "run_pipeline", "run_step"]
 
 _perf = time.perf_counter
-# Outputs of these types cannot carry usage attributes: skip the getattr probes.
-_NO_USAGE: Final[frozenset[type]] = frozenset(
-    {int, str, float, bool, type(None), bytes, dict, list, tuple, set, Decimal}
-)
 _IMMUTABLE_INPUT: Final[frozenset[type]] = frozenset(
     {int, str, float, bool, type(None), bytes, Decimal, frozenset}
 )
@@ -877,7 +873,7 @@ async def run_agent_step(
                     late = 0.0
             if reading is _FROM_OUTPUT:
                 reading = (
-                    None if type(output) in _NO_USAGE else usage_of(output, step_name=step.name)
+                    None if type(output) in NO_USAGE else usage_of(output, step_name=step.name)
                 )
             if reading is not None:
                 c, t = charge_of(reading, step_name=step.name, limits=run.limits)

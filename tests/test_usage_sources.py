@@ -289,3 +289,23 @@ async def test_usage_of_a_streaming_agent_on_an_executor() -> None:
     await trio.lowlevel.checkpoint()
     result = await run(Step.from_callable(talk, name="talk", placement=InlineExecutor()))
     assert (result.output, result.total_tokens) == ("ab", 12)
+
+
+async def test_a_usage_yielded_on_asyncio_counts_and_is_not_a_chunk() -> None:
+    pytest.importorskip("trio_asyncio")
+    import asyncio
+
+    async def talk(data: str) -> Any:
+        await asyncio.sleep(0)
+        yield "on "
+        yield Usage(tokens=7)
+        yield "asyncio"
+
+    step = Step.from_callable(talk, name="talk", event_loop="asyncio")
+    items = [item async for item in Flujo(step).stream_async("x")]
+    assert items[:-1] == ["on ", "asyncio"]
+    result = items[-1]
+    assert isinstance(result, PipelineResult)
+    assert (result.output, result.total_tokens) == ("on asyncio", 7)
+    again = await Flujo(step).run_async("x")
+    assert (again.output, again.total_tokens) == ("on asyncio", 7)
