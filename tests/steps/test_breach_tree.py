@@ -252,3 +252,28 @@ async def test_a_sibling_failure_keeps_what_a_cancelled_branch_completed_inside_
     assert [r.name for r in cut.step_history] == ["tick", "tick"]
     assert cut.metadata == {"cancelled": True, "iterations": 2, "exit_reason": "cancelled"}
     assert cut.feedback == "Cancelled before it finished."
+
+
+async def test_the_tree_is_the_same_with_hooks_and_tracing_on(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    events: list[str] = []
+    fan = Step.parallel(
+        "fan", {"late": costing("late", 0.6, sleep=2), "early": costing("early", 0.6, sleep=1)}
+    )
+    runner = Flujo(
+        costing("pre", 0.1) >> fan,
+        usage_limits=UsageLimits(total_cost_usd_limit=1.0),
+        hooks=[lambda event: events.append(type(event).__name__)],
+        trace=True,
+    )
+    with pytest.raises(UsageLimitExceededError) as info:
+        await runner.run_async("in")
+    result = info.value.result
+    assert result is not None
+    assert [shape(r) for r in result.step_history] == [
+        ("pre", "0.1"),
+        ("fan", "1.2", [("early", "0.6", [("early", "0.6")]), ("late", "0.6", [("late", "0.6")])]),
+    ]
+    assert "UsageLimitBreached" in events
+    assert_adds_up(result)
