@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 
+from ._pydantic_compat import field_default, is_pydantic_model, model_field_names
 from .errors import PipelineDefinitionError
 
 if TYPE_CHECKING:
@@ -92,16 +93,39 @@ _FIELDS_CACHE: dict[type, tuple[str, ...]] = {}
 
 
 def context_field_names(cls: type) -> tuple[str, ...]:
-    """The attrs field names of a context class (cached per class)."""
+    """The field names of a context class, attrs or pydantic (cached per class)."""
     names = _FIELDS_CACHE.get(cls)
     if names is None:
-        names = tuple(f.name for f in attrs.fields(cls))
+        if not attrs.has(cls) and is_pydantic_model(cls):
+            names = model_field_names(cls)
+            _PYDANTIC.add(cls)
+        else:
+            names = tuple(f.name for f in attrs.fields(cls))
         _FIELDS_CACHE[cls] = names
     return names
 
 
+# Context classes that are pydantic models (filled by context_field_names).
+_PYDANTIC: set[type] = set()
+
+
+def _copy_pydantic(ctx: Any, include: frozenset[str] | None) -> Any:
+    # copy.copy keeps pydantic's own state (fields set, extras, private
+    # attributes); the field values are then copied like an attrs context's.
+    cls = type(ctx)
+    new = copy.copy(ctx)
+    setter = object.__setattr__
+    for name in context_field_names(cls):
+        if include is None or name in include:
+            setter(new, name, copy_value(getattr(ctx, name)))
+            continue
+        has_default, default = field_default(cls, name)
+        setter(new, name, default if has_default else copy_value(getattr(ctx, name)))
+    return new
+
+
 def copy_context(ctx: ContextT, include: frozenset[str] | None = None) -> ContextT:
-    """A structural copy of an attrs context (frozen classes included).
+    """A structural copy of an attrs or pydantic context (frozen classes included).
 
     Args:
         ctx: the context to copy.
@@ -109,10 +133,13 @@ def copy_context(ctx: ContextT, include: frozenset[str] | None = None) -> Contex
             get their declared default (or keep the value if they have none).
     """
     cls = type(ctx)
+    names = context_field_names(cls)
+    if cls in _PYDANTIC:
+        return _copy_pydantic(ctx, include)  # type: ignore[no-any-return]
     new = object.__new__(cls)
     setter = object.__setattr__
     if include is None:
-        for name in context_field_names(cls):
+        for name in names:
             setter(new, name, copy_value(getattr(ctx, name)))
         return new
     for f in attrs.fields(cls):  # type: ignore[arg-type]
@@ -164,23 +191,32 @@ def build_context(
     values.setdefault("run_id", run_id or uuid.uuid4().hex)
     try:
         return context_model(**values)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         name = getattr(context_model, "__name__", repr(context_model))
         raise PipelineDefinitionError(
             f"Cannot build context {name}: {exc}. Pass the required fields in "
             "initial_context_data=, and make the model an attrs class with "
-            "initial_prompt and run_id fields (subclass PipelineContext)."
+            "initial_prompt and run_id fields (subclass PipelineContext, or "
+            "flujo_actors.pydantic.PipelineContext for a pydantic model)."
         ) from exc
 
 
 def check_context_model(context_model: Any) -> None:
-    """Raise PipelineDefinitionError unless ``context_model`` is a usable attrs class."""
-    if not (isinstance(context_model, type) and attrs.has(context_model)):
+    """Raise PipelineDefinitionError unless ``context_model`` is a usable context class.
+
+    That is an attrs class or a pydantic model with (at least) the fields
+    ``initial_prompt`` and ``run_id``.
+    """
+    usable = isinstance(context_model, type) and (
+        attrs.has(context_model) or is_pydantic_model(context_model)
+    )
+    if not usable:
         raise PipelineDefinitionError(
             f"Flujo: context_model must be an attrs class (subclass PipelineContext "
-            f"with @attrs.define), got {context_model!r}."
+            f"with @attrs.define) or a pydantic model (subclass "
+            f"flujo_actors.pydantic.PipelineContext), got {context_model!r}."
         )
-    names = {f.name for f in attrs.fields(context_model)}
+    names = set(context_field_names(context_model))
     missing = {"initial_prompt", "run_id"} - names
     if missing:
         raise PipelineDefinitionError(

@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from . import partial, step_cache
+from ._pydantic_compat import is_pydantic_model
 from .actors.actor import Actor, ActorCell
 from .actors.deadletters import DeadLetters
 from .context import (
@@ -604,20 +605,20 @@ async def _check(step: Step, output: Any, ctx: Any) -> Any:
 
 
 def _apply_context_update(step: Step, output: Any, ctx: Any) -> str | None:
-    """Write a mapping/attrs output onto the context's fields.
+    """Write a mapping, attrs or pydantic output onto the context's fields.
 
     Nothing is written unless every key is a field, so a refused update
     leaves the context untouched. Returns an error message on bad output.
     """
     if isinstance(output, dict):
         values = output
-    elif attrs.has(type(output)):
+    elif attrs.has(type(output)) or is_pydantic_model(type(output)):
         values = {name: getattr(output, name) for name in context_field_names(type(output))}
     else:
         return (
             f"Step {step.name!r} has updates_context=True but returned "
-            f"{type(output).__name__} {output!r}; return a dict or an attrs instance "
-            "whose keys are context fields."
+            f"{type(output).__name__} {output!r}; return a dict, an attrs instance or a "
+            "pydantic model whose keys are context fields."
         )
     names = context_field_names(type(ctx))
     # Writing a field's current value is harmless (an attrs output of the context's

@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias, TypeVar, over
 
 import attrs
 
+from . import _pydantic_compat as _pydantic
+from ._pydantic_compat import is_pydantic_model
 from .errors import SerializationError
 
 if TYPE_CHECKING:
@@ -382,6 +384,8 @@ class _Codec:
                     raise
 
             return ser_enum
+        if is_pydantic_model(tp):
+            return _pydantic.build_ser(ser)
         names = _field_names(tp)
         if names is not None:
             return self._fields_handler(names, ser)
@@ -543,6 +547,8 @@ class _Codec:
                     raise
 
             return dump_enum
+        if is_pydantic_model(tp):
+            return _pydantic.build_dump(tp, dump, self._remember)
         names = _field_names(tp)
         if names is not None:
             tag = self._remember(tp)
@@ -667,6 +673,8 @@ class _Codec:
             return lambda payload, depth: builtin(payload, depth, load)
         if issubclass(cls, enum.Enum):
             return lambda payload, depth: cls(load(payload, depth))
+        if is_pydantic_model(cls):
+            return _pydantic.build_loader(cls, load)
         if attrs.has(cls):
             a_fields = attrs.fields(cls)
             return _fields_loader(
@@ -1020,6 +1028,10 @@ def make_converter(
         return structure_with_late_fields
 
     conv.register_structure_hook_factory(_is_record_type, record_structure_factory)
+    # pydantic models: model_dump(mode="json") / model_validate on the target type.
+    # Registered types (singledispatch, consulted first) still win.
+    conv.register_unstructure_hook_func(is_pydantic_model, _pydantic.unstructure)
+    conv.register_structure_hook_func(is_pydantic_model, _pydantic.structure)
 
     conv.register_unstructure_hook(Decimal, str)
     conv.register_unstructure_hook(uuid.UUID, str)

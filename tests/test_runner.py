@@ -126,7 +126,7 @@ async def test_resources_are_passed_only_to_agents_that_accept_them() -> None:
 def test_bad_runner_arguments() -> None:
     with pytest.raises(
         PipelineDefinitionError,
-        match=r"^Flujo: context_model must be an attrs class \(subclass PipelineContext with @attrs\.define\), got <class 'dict'>\.$",
+        match=r"^Flujo: context_model must be an attrs class \(subclass PipelineContext with @attrs\.define\) or a pydantic model \(subclass flujo_actors\.pydantic\.PipelineContext\), got <class 'dict'>\.$",
     ):
         Flujo(inc, context_model=dict)
 
@@ -209,8 +209,8 @@ async def test_updates_context_needs_mapping_or_attrs() -> None:
     result = await runner.run_async(1)
     assert result.success is False
     assert result.step_history[-1].feedback == (
-        "Step 'n' has updates_context=True but returned int 2; return a dict or an attrs "
-        "instance whose keys are context fields."
+        "Step 'n' has updates_context=True but returned int 2; return a dict, an attrs "
+        "instance or a pydantic model whose keys are context fields."
     )
 
 
