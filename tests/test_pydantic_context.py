@@ -104,8 +104,12 @@ def test_pydantic_context_models_are_checked() -> None:
     class Strict(PipelineContext):
         level: int
 
-    with pytest.raises(PipelineDefinitionError, match=r"(?s)^Cannot build context Strict: .*level"):
-        Flujo(Step.from_callable(f), context_model=Strict).run("x")
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"(?s)^Flujo: initial_context_data cannot build context Strict: ValidationError: "
+        r".*level.*Pass values the model accepts \(and every field it requires\)\.$",
+    ):
+        Flujo(Step.from_callable(f), context_model=Strict)
 
 
 async def test_a_failed_attempt_leaves_no_trace_on_a_pydantic_context() -> None:
