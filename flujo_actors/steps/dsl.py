@@ -7,34 +7,41 @@ the fix, long before anything runs.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, ClassVar, TypeAlias, overload
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 import attrs
 
 from ..errors import InfiniteFallbackError, PipelineDefinitionError
-from ..policy.retry import RETRY_ALL, retry_on_types
+from ..policy.retry import RETRY_ALL
 from .callables import (
     AgentSpec,
     Callback,
-    check_positional,
     compile_agent,
     compile_callback,
-    looks_async,
     refuse_class,
 )
+from .config import StepConfig, check_config, check_supervision
 from .event_loop import ASYNCIO, compile_pydantic_ai, is_pydantic_ai_agent, resolve_event_loop
 from .options import (
     ReadOnlyDict,
     check_bool,
     check_cost,
     check_count,
-    check_seconds,
     refuse_mutation,
     refuse_unhonoured,
 )
+from .strategies import BranchFailureStrategy, MergeSpec, MergeStrategy, PluginOutcome
+
+if TYPE_CHECKING:
+    from .control import (
+        ConditionalStep,
+        DynamicParallelRouterStep,
+        LoopStep,
+        ParallelStep,
+        PipelineStep,
+    )
 
 __all__ = [
     "BranchFailureStrategy",
@@ -50,109 +57,6 @@ __all__ = [
     "StepConfig",
     "step",
 ]
-
-
-class MergeStrategy(enum.Enum):
-    """How a parallel step folds its branches' contexts back into the main one."""
-
-    NO_MERGE = "no_merge"
-    OVERWRITE = "overwrite"
-    CONTEXT_UPDATE = "context_update"
-    ERROR_ON_CONFLICT = "error_on_conflict"
-    KEEP_FIRST = "keep_first"
-
-
-class BranchFailureStrategy(enum.Enum):
-    """What a failing parallel branch does to its step."""
-
-    PROPAGATE = "propagate"
-    IGNORE = "ignore"
-
-
-MergeSpec: TypeAlias = MergeStrategy | Callable[[Any, Any], None]
-
-
-@attrs.define
-class PluginOutcome:
-    """A plugin's verdict on an output; ``new_solution`` (if not None) replaces it."""
-
-    success: bool
-    feedback: str | None = None
-    new_solution: Any = None
-
-
-def _check_supervision(
-    owner: str, max_retries: Any, timeout_s: Any, backoff_s: Any, backoff_factor: Any
-) -> None:
-    """The rules of StepConfig's numbers (shared by ``StepConfig`` and ``from_callable``)."""
-    check_count(
-        owner,
-        "max_retries",
-        max_retries,
-        minimum=0,
-        hint=" Use max_retries=0 for a single attempt.",
-    )
-    if timeout_s is not None:
-        check_seconds(owner, "timeout_s", timeout_s, positive=True, none="None for no timeout")
-    check_seconds(owner, "backoff_s", backoff_s, positive=False)
-    check_seconds(owner, "backoff_factor", backoff_factor, positive=False)
-
-
-@attrs.define
-class StepConfig:
-    """Per-step supervision settings, validated when built and frozen afterwards.
-
-    Attributes:
-        max_retries: retries after the first attempt (``N`` -> at most ``N + 1`` attempts).
-        timeout_s: per-attempt timeout in seconds (None: no timeout). Blocking code
-            (a sync agent, ``time.sleep``) cannot be interrupted: an attempt that
-            returns after its deadline has timed out all the same. Use
-            ``placement="process"`` or ``trio.to_thread`` for blocking work.
-        backoff_s: delay before the first retry; later ones grow by ``backoff_factor``.
-        backoff_factor: growth of the delay between retries.
-        retry_on: the agent exceptions that are retried: an exception type or
-            a tuple of them (default: every ``Exception``). Others fail the
-            step (or hand over to its fallback) at once. Timeouts
-            (``timeout_s``), lost workers and validator/plugin rejections are
-            always retried.
-
-    Raises:
-        PipelineDefinitionError: a value is of the wrong type, not finite or
-            out of range, or an attribute is set after construction.
-    """
-
-    max_retries: int = 1
-    timeout_s: float | None = None
-    backoff_s: float = 0.0
-    backoff_factor: float = 2.0
-    retry_on: Any = RETRY_ALL
-    _sealed: bool = attrs.field(init=False, default=False, repr=False, eq=False)
-
-    def __attrs_post_init__(self) -> None:
-        _check_supervision(
-            "StepConfig", self.max_retries, self.timeout_s, self.backoff_s, self.backoff_factor
-        )
-        object.__setattr__(self, "_sealed", True)
-
-    def __setattr__(self, attr: str, value: Any) -> None:
-        if getattr(self, "_sealed", False):
-            refuse_mutation("A StepConfig", attr)
-        object.__setattr__(self, attr, value)
-
-
-def _check_config(name: str, cfg: Any) -> None:
-    # Its values were checked (and frozen) when the StepConfig was built.
-    if not isinstance(cfg, StepConfig):
-        raise PipelineDefinitionError(f"Step {name!r}: config must be a StepConfig, got {cfg!r}.")
-    retry_on = retry_on_types(cfg.retry_on)
-    if retry_on is None:
-        raise PipelineDefinitionError(
-            f"Step {name!r}: retry_on must be an exception type (a subclass of Exception) or a "
-            f"tuple of them, got {cfg.retry_on!r}; for example retry_on=(ConnectionError, "
-            "TimeoutError)."
-        )
-    if cfg.retry_on is not RETRY_ALL:
-        object.__setattr__(cfg, "retry_on", retry_on)  # one shape for the engine: a tuple
 
 
 @attrs.frozen(slots=True)
@@ -249,7 +153,7 @@ class Step:
                 f"Step name must be a non-empty string, got {name!r}. "
                 "Pass name='...' (e.g. the agent's purpose)."
             )
-        _check_config(name, self.config)
+        check_config(name, self.config)
         owner = f"Step {name!r}"
         check_bool(owner, "updates_context", self.updates_context)
         check_bool(owner, "cache", self.cache)
@@ -354,7 +258,7 @@ class Step:
         step_name = name if name is not None else _default_name(fn)
         if isinstance(step_name, str) and step_name.strip():
             # Named after the step, not "StepConfig": the user never wrote one.
-            _check_supervision(
+            check_supervision(
                 f"Step {step_name!r}", max_retries, timeout_s, backoff_s, backoff_factor
             )
         return Step(
@@ -389,6 +293,8 @@ class Step:
         context_include_keys: Iterable[str] | None = None,
     ) -> ParallelStep:
         """Run every branch concurrently on the same input and its own context copy."""
+        from .control import ParallelStep
+
         return ParallelStep(
             name=name,
             branches=branches,  # type: ignore[arg-type]
@@ -409,6 +315,8 @@ class Step:
         loop_output_mapper: Callable[..., Any] | None = None,
     ) -> LoopStep:
         """Run the body until ``exit_condition_callable(output, context)`` is true."""
+        from .control import LoopStep
+
         return LoopStep(
             name=name,
             body=loop_body_pipeline,  # type: ignore[arg-type]
@@ -428,6 +336,8 @@ class Step:
         default_branch_pipeline: Step | Pipeline | None = None,
     ) -> ConditionalStep:
         """Run the branch whose key ``condition_callable(data, context)`` returns."""
+        from .control import ConditionalStep
+
         return ConditionalStep(
             name=name,
             condition=condition_callable,
@@ -445,6 +355,8 @@ class Step:
         on_branch_failure: BranchFailureStrategy = BranchFailureStrategy.PROPAGATE,
     ) -> DynamicParallelRouterStep:
         """Ask ``router_agent`` which branches to run, then run those in parallel."""
+        from .control import DynamicParallelRouterStep
+
         return DynamicParallelRouterStep(
             name=name,
             agent=router_agent,
@@ -525,248 +437,6 @@ def _branch_map(value: Any, owner: str, *, allow_empty: bool = False) -> Mapping
     )
 
 
-def _enum_arg(enum_cls: Any, value: Any, owner: str, arg: str) -> Any:
-    """``value`` as a member of ``enum_cls``; its value string (any case) is accepted too."""
-    if isinstance(value, enum_cls):
-        return value
-    if isinstance(value, str):
-        try:
-            return enum_cls(value.lower())
-        except ValueError:
-            pass
-    choices = ", ".join(f"{enum_cls.__name__}.{m.name}" for m in enum_cls)
-    return PipelineDefinitionError(
-        f"Step {owner!r}: {arg} must be a {enum_cls.__name__} ({choices})"
-        + (" or a callable (main_ctx, branch_ctx) -> None" if enum_cls is MergeStrategy else "")
-        + f", got {value!r}."
-    )
-
-
-def _check_merge(owner: str, merge: Any, failure: Any) -> tuple[MergeSpec, BranchFailureStrategy]:
-    """Validate (and normalise) ``merge_strategy`` and ``on_branch_failure``."""
-    if callable(merge) and not isinstance(merge, (str, MergeStrategy)):
-        if looks_async(merge):
-            raise PipelineDefinitionError(
-                f"Step {owner!r}: merge_strategy must be a plain function "
-                f"(main_ctx, branch_ctx) -> None, got the async function {merge!r}; "
-                "merging runs synchronously, so drop `async`."
-            )
-        refuse_class(owner, "merge_strategy", merge, ("__call__",))
-        check_positional(owner, "merge_strategy", merge, 2, "(main_ctx, branch_ctx)")
-        m: Any = merge
-    else:
-        m = _enum_arg(MergeStrategy, merge, owner, "merge_strategy")
-    f = _enum_arg(BranchFailureStrategy, failure, owner, "on_branch_failure")
-    for value in (m, f):
-        if isinstance(value, PipelineDefinitionError):
-            raise value
-    return m, f
-
-
-def _include_keys(owner: str, keys: Any) -> frozenset[str] | None:
-    """Validate ``context_include_keys``: None or an iterable of field names."""
-    if keys is None:
-        return None
-    if isinstance(keys, str):
-        raise PipelineDefinitionError(
-            f"Step {owner!r}: context_include_keys must be a list of field "
-            f"names, got the string {keys!r}; write [{keys!r}]."
-        )
-    try:
-        names = frozenset(keys)
-    except TypeError:
-        raise PipelineDefinitionError(
-            f"Step {owner!r}: context_include_keys must be a list of context field "
-            f"names or None, got {keys!r}."
-        ) from None
-    bad = sorted(repr(k) for k in names if not isinstance(k, str) or not k)
-    if bad:
-        raise PipelineDefinitionError(
-            f"Step {owner!r}: context_include_keys must hold context field names "
-            f"(non-empty strings), got {', '.join(bad)}."
-        )
-    return names
-
-
-def _check_branch_names(owner: str, branches: Mapping[Any, Any]) -> None:
-    for k in branches:
-        if not isinstance(k, str) or not k:
-            raise PipelineDefinitionError(
-                f"Step {owner!r}: branch names must be non-empty strings, got {k!r}."
-            )
-
-
-@attrs.define(eq=False, repr=False)
-class ParallelStep(Step):
-    """Branches run concurrently; output ``{branch_name: branch_output}``."""
-
-    kind: ClassVar[str] = "parallel"
-
-    branches: Mapping[str, Pipeline] = attrs.field(factory=dict, kw_only=True)
-    merge_strategy: MergeSpec = attrs.field(default=MergeStrategy.CONTEXT_UPDATE, kw_only=True)
-    on_branch_failure: BranchFailureStrategy = attrs.field(
-        default=BranchFailureStrategy.PROPAGATE, kw_only=True
-    )
-    context_include_keys: frozenset[str] | None = attrs.field(default=None, kw_only=True)
-
-    def _compile(self) -> None:
-        _compile_fan_out(self)
-
-
-def _compile_fan_out(step: ParallelStep | DynamicParallelRouterStep) -> None:
-    """Validate and normalise what parallel and router steps share."""
-    step.branches = _branch_map(step.branches, step.name)
-    _check_branch_names(step.name, step.branches)
-    step.merge_strategy, step.on_branch_failure = _check_merge(
-        step.name, step.merge_strategy, step.on_branch_failure
-    )
-    step.context_include_keys = _include_keys(step.name, step.context_include_keys)
-
-
-@attrs.define(eq=False, repr=False)
-class LoopStep(Step):
-    """Runs its body until the exit condition holds or ``max_loops`` is reached."""
-
-    kind: ClassVar[str] = "loop"
-
-    body: Pipeline = attrs.field(default=None, kw_only=True)
-    exit_condition: Any = attrs.field(default=None, kw_only=True)
-    max_loops: int = attrs.field(default=5, kw_only=True)
-    initial_input_mapper: Any = attrs.field(default=None, kw_only=True)
-    iteration_input_mapper: Any = attrs.field(default=None, kw_only=True)
-    output_mapper: Any = attrs.field(default=None, kw_only=True)
-    compiled_exit: Callback | None = attrs.field(init=False, default=None)
-    compiled_initial: Callback | None = attrs.field(init=False, default=None)
-    compiled_iteration: Callback | None = attrs.field(init=False, default=None)
-    compiled_output: Callback | None = attrs.field(init=False, default=None)
-
-    def _compile(self) -> None:
-        n = self.name
-        self.body = _as_pipeline(self.body, owner=n, what="loop_body_pipeline")
-        ml = self.max_loops
-        if type(ml) is not int or ml < 1:
-            raise PipelineDefinitionError(f"Loop step {n!r}: max_loops must be >= 1, got {ml!r}.")
-        if self.exit_condition is None:
-            raise PipelineDefinitionError(
-                f"Loop step {n!r}: exit_condition_callable is required "
-                "(a function (output, context) -> bool)."
-            )
-        self.compiled_exit = compile_callback(
-            self.exit_condition, what="exit_condition_callable", step_name=n, max_args=2
-        )
-        if self.initial_input_mapper is not None:
-            self.compiled_initial = compile_callback(
-                self.initial_input_mapper,
-                what="initial_input_to_loop_body_mapper",
-                step_name=n,
-                max_args=2,
-            )
-        if self.iteration_input_mapper is not None:
-            self.compiled_iteration = compile_callback(
-                self.iteration_input_mapper, what="iteration_input_mapper", step_name=n, max_args=3
-            )
-        if self.output_mapper is not None:
-            self.compiled_output = compile_callback(
-                self.output_mapper, what="loop_output_mapper", step_name=n, max_args=2
-            )
-
-
-@attrs.define(eq=False, repr=False)
-class ConditionalStep(Step):
-    """Runs the branch selected by ``condition(data, context)``."""
-
-    kind: ClassVar[str] = "conditional"
-
-    condition: Any = attrs.field(default=None, kw_only=True)
-    branches: Mapping[Any, Pipeline] = attrs.field(factory=dict, kw_only=True)
-    default_branch: Pipeline | None = attrs.field(default=None, kw_only=True)
-    compiled_condition: Callback | None = attrs.field(init=False, default=None)
-
-    def _compile(self) -> None:
-        n = self.name
-        if self.condition is None:
-            raise PipelineDefinitionError(
-                f"Conditional step {n!r}: condition_callable is required "
-                "(a function (data, context) -> branch key)."
-            )
-        self.compiled_condition = compile_callback(
-            self.condition, what="condition_callable", step_name=n, max_args=2
-        )
-        self.branches = _branch_map(self.branches, n, allow_empty=self.default_branch is not None)
-        if self.default_branch is not None:
-            self.default_branch = _as_pipeline(
-                self.default_branch, owner=n, what="default_branch_pipeline"
-            )
-
-
-@attrs.define(eq=False, repr=False)
-class DynamicParallelRouterStep(Step):
-    """The router agent picks branch names; those run as a parallel step."""
-
-    kind: ClassVar[str] = "router"
-    # The router agent's call is supervised like an agent step.
-    honoured: ClassVar[frozenset[str]] = frozenset({"agent", "config", "placement", "event_loop"})
-
-    branches: Mapping[str, Pipeline] = attrs.field(factory=dict, kw_only=True)
-    merge_strategy: MergeSpec = attrs.field(default=MergeStrategy.CONTEXT_UPDATE, kw_only=True)
-    on_branch_failure: BranchFailureStrategy = attrs.field(
-        default=BranchFailureStrategy.PROPAGATE, kw_only=True
-    )
-    context_include_keys: frozenset[str] | None = attrs.field(default=None, kw_only=True)
-
-    def _compile(self) -> None:
-        if self.agent is None:
-            raise PipelineDefinitionError(
-                f"Router step {self.name!r}: router_agent is required; pass a function or "
-                "agent returning the name (or list of names) of the branches to run."
-            )
-        super()._compile()  # the router agent
-        _compile_fan_out(self)
-
-
-@attrs.define(eq=False, repr=False)
-class PipelineStep(Step):
-    """A nested pipeline run as one step (``pipeline.as_step(name)``)."""
-
-    kind: ClassVar[str] = "pipeline"
-
-    pipeline: Pipeline = attrs.field(default=None, kw_only=True)
-    inherit_context: bool = attrs.field(default=True, kw_only=True)
-    context_model: Any = attrs.field(default=None, kw_only=True)
-    initial_context_data: Mapping[str, Any] | None = attrs.field(default=None, kw_only=True)
-
-    def _compile(self) -> None:
-        self.pipeline = _as_pipeline(self.pipeline, owner=self.name, what="pipeline")
-        if not isinstance(self.inherit_context, bool):
-            raise PipelineDefinitionError(
-                f"Step {self.name!r}: inherit_context must be True or False, "
-                f"got {self.inherit_context!r}."
-            )
-        data = self.initial_context_data
-        if data is not None and not isinstance(data, Mapping):
-            raise PipelineDefinitionError(
-                f"Step {self.name!r}: initial_context_data must be a mapping of "
-                f"field -> value, got {data!r}."
-            )
-        if self.inherit_context and (data or self.context_model is not None):
-            # The parent's context is used as it is: these would be ignored.
-            given = "initial_context_data" if data else "context_model"
-            raise PipelineDefinitionError(
-                f"Step {self.name!r}: {given} has no effect with inherit_context=True (the "
-                "nested pipeline shares the parent's context); pass inherit_context=False "
-                "for a fresh context built from it."
-            )
-        if self.context_model is not None:
-            from ..context import check_context_model
-
-            check_context_model(self.context_model)
-        if data is not None:
-            # A copy the caller's dict cannot change after the step was validated.
-            self.initial_context_data = ReadOnlyDict(
-                f"Step {self.name!r}", data, what="initial_context_data"
-            )
-
-
 @attrs.define(eq=False, repr=False)
 class Pipeline:
     """An ordered, immutable sequence of steps; each step's output is the next step's input.
@@ -832,6 +502,8 @@ class Pipeline:
         With ``inherit_context`` it reads and writes the parent's context;
         otherwise it gets a fresh context built like the runner builds one.
         """
+        from .control import PipelineStep
+
         return PipelineStep(name=name, pipeline=self, inherit_context=inherit_context)
 
 
@@ -850,3 +522,18 @@ def step(
         return Step.from_callable(f, **kwargs)
 
     return wrap
+
+
+_CONTROL = frozenset(
+    {"ConditionalStep", "DynamicParallelRouterStep", "LoopStep", "ParallelStep", "PipelineStep"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    # The control-flow kinds live in .control (which builds on Step and
+    # Pipeline); they are re-exported here, loaded on first use.
+    if name in _CONTROL:
+        from . import control
+
+        return getattr(control, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
