@@ -1048,7 +1048,7 @@ async def _run_fallback(
             [] if done is None else [done],
             attempts=primary.attempts,
         )
-        cut.cost_usd += primary.cost_usd
+        cut.cost_usd = add_usd(cut.cost_usd, primary.cost_usd)
         cut.token_counts += primary.token_counts
         cut.metadata["fallback_triggered"] = True
         cut.metadata["original_error"] = primary.feedback

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .results import ZERO, StepResult
+from .results import ZERO, StepResult, add_usd
 
 __all__ = ["contains", "cut_short", "last_to_breach", "record", "take"]
 
@@ -95,7 +95,7 @@ def cut_short(
     cost = ZERO
     tokens = 0
     for r in history:
-        cost += r.cost_usd
+        cost = add_usd(cost, r.cost_usd)  # exact, whatever the ambient decimal context
         tokens += r.token_counts
     result = StepResult(
         name,

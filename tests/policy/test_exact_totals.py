@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -135,3 +136,34 @@ def test_application_precision_two_does_not_round_totals(parallel: bool) -> None
     with decimal.localcontext(prec=2):
         result = _run([Decimal("1.0"), Decimal("0.04")], None, parallel)
     assert result.total_cost_usd == Decimal("1.04")
+
+
+def test_a_breach_partial_tree_adds_up_exactly_under_low_precision() -> None:
+    def spender(cost: str, delay: float) -> Any:
+        async def spend(data: Any) -> UsageOutput:
+            await trio.sleep(delay)
+            return UsageOutput(data, cost_usd=Decimal(cost))
+
+        return spend
+
+    fan = Step.parallel(
+        "fan",
+        {
+            "a": Step.from_callable(spender("1.01", 0), name="a"),
+            "b": Step.from_callable(spender("0.04", 1), name="b"),
+            "c": Step.from_callable(spender("5", 2), name="c"),
+            "d": Step.from_callable(spender("0", 9), name="d"),
+        },
+    )
+    runner = Flujo(fan, usage_limits=UsageLimits(total_cost_usd_limit=2))
+
+    async def main() -> UsageLimitExceededError:
+        with pytest.raises(UsageLimitExceededError) as info:
+            await runner.run_async("x")
+        return info.value
+
+    with decimal.localcontext(prec=2):
+        err = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert err.result is not None
+    (cut,) = err.result.step_history
+    assert cut.cost_usd == Decimal("6.05") == err.result.total_cost_usd
