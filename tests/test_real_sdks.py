@@ -198,6 +198,38 @@ async def test_openai_chunks_arrive_live_and_the_usage_chunk_counts(fake: FakeLL
     figure("openai chunk send->receive latency ms (min/median/max)", _stats(lat))
 
 
+async def test_anthropic_chunks_arrive_live(fake: FakeLLM) -> None:
+    received: list[float] = []
+    async with an(fake) as a:
+
+        async def talk(prompt: str) -> AsyncIterator[Any]:
+            async with a.messages.stream(
+                model="claude-haiku-4-5",
+                max_tokens=64,
+                messages=MESSAGES,
+                extra_headers={"x-fake-mode": "gated"},
+            ) as stream:
+                async for text in stream.text_stream:
+                    yield text
+                yield usage_of(await stream.get_final_message())
+
+        chunks: list[str] = []
+        async with contextlib.aclosing(
+            Flujo(Step.from_callable(talk, name="talk")).stream_async("go")
+        ) as items:
+            async for item in items:
+                if isinstance(item, PipelineResult):
+                    assert item.total_tokens == 1005
+                    continue
+                received.append(time.perf_counter())
+                chunks.append(item)
+                fake.gate.release()
+    assert fake.gate_timeouts == 0
+    assert chunks == ["actors ", "all ", "the ", "way ", "down"]
+    lat = [(r - s) * 1000 for s, r in zip(fake.sent, received, strict=True)]
+    figure("anthropic chunk send->receive latency ms (min/median/max)", _stats(lat))
+
+
 async def test_anthropic_stream_events_report_usage(fake: FakeLLM) -> None:
     async with an(fake) as a:
 

@@ -41,8 +41,13 @@ def explode(data: Any) -> Any:
     raise Deterministic(f"cannot handle {data!r}")
 
 
-@pytest.fixture(params=["inline-executor", "process"])
+@pytest.fixture(params=["inline-executor", "process", pytest.param("ray", marks=pytest.mark.ray)])
 def placement(request: pytest.FixtureRequest) -> Any:
+    if request.param == "ray":
+        request.getfixturevalue("ray_cluster")
+        from flujo_actors.executors.ray import RayExecutor
+
+        return RayExecutor()
     if request.param == "process":
         pytest.importorskip("trio_parallel")
         pytest.importorskip("cloudpickle")
