@@ -1447,6 +1447,24 @@ def _raised(step: Step, what: str, exc: Exception) -> str:
     return f"Loop {step.name!r}: {what} raised {type(exc).__name__}: {exc}"
 
 
+_LOOP: Final = "Loop"
+
+
+def _hijacked(
+    ctx: Any, before: tuple[Any, ...] | None, kind: str, name: str, what: str
+) -> str | None:
+    """If a callback changed an identity field of ``ctx``: put it back; the failure, else None."""
+    if before is None:
+        return None
+    changed = identity_change(ctx, before)
+    if changed is None:
+        return None
+    for field, value in zip(IDENTITY_ORDER, before, strict=True):
+        if hasattr(ctx, field):
+            object.__setattr__(ctx, field, value)
+    return f"{kind} {name!r}: {what} changed {changed}: {IDENTITY_RULE}"
+
+
 async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
     """Run the body until the exit condition holds or ``max_loops`` is reached.
 
@@ -1467,11 +1485,18 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
     exit_reason = "max_loops"
     failure: str | None = None
     output: Any = None
+    # Callbacks get the live context too: they must not change the run's identity.
+    identity = identity_of(ctx) if ctx is not None else None
     if step.compiled_initial is not None:
         try:
             data = await _call(step.compiled_initial, data, ctx)
         except Exception as exc:
             failure = _raised(step, "initial_input_to_loop_body_mapper", exc)
+        else:
+            failure = _hijacked(
+                ctx, identity, _LOOP, step.name, "initial_input_to_loop_body_mapper"
+            )
+        if failure is not None:
             exit_reason = "error"
     exit_cb = step.compiled_exit
     assert exit_cb is not None
@@ -1508,6 +1533,11 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
                         done = await _call(exit_cb, output, ctx)
                     except Exception as exc:
                         failure = _raised(step, "exit_condition_callable", exc)
+                    else:
+                        failure = _hijacked(
+                            ctx, identity, _LOOP, step.name, "exit_condition_callable"
+                        )
+                    if failure is not None:
                         exit_reason = "error"
                         break
                     if done:
@@ -1526,6 +1556,11 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
                             data = await _call(iteration_cb, output, ctx, iterations)
                         except Exception as exc:
                             failure = _raised(step, "iteration_input_mapper", exc)
+                        else:
+                            failure = _hijacked(
+                                ctx, identity, _LOOP, step.name, "iteration_input_mapper"
+                            )
+                        if failure is not None:
                             exit_reason = "error"
             finally:
                 chain.close()
@@ -1541,6 +1576,9 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
             output = await _call(step.compiled_output, output, ctx)
         except Exception as exc:
             failure = _raised(step, "loop_output_mapper", exc)
+        else:
+            failure = _hijacked(ctx, identity, _LOOP, step.name, "loop_output_mapper")
+        if failure is not None:
             exit_reason = "error"
     cost, tokens = _sum_usage(history)
     result = StepResult(
@@ -1600,8 +1638,10 @@ async def run_conditional_step(frame: ExecutionFrame[Any]) -> StepResult:
     step = frame.step
     assert isinstance(step, ConditionalStep)
     assert step.compiled_condition is not None
+    ctx = frame.context
+    identity = identity_of(ctx) if ctx is not None else None
     try:
-        key = await _call(step.compiled_condition, frame.data, frame.context)
+        key = await _call(step.compiled_condition, frame.data, ctx)
     except Exception as exc:
         return _failed(
             step,
@@ -1610,6 +1650,9 @@ async def run_conditional_step(frame: ExecutionFrame[Any]) -> StepResult:
             f"{type(exc).__name__}: {exc}",
             [],
         )
+    hijacked = _hijacked(ctx, identity, "Conditional step", step.name, "condition_callable")
+    if hijacked is not None:
+        return _failed(step, t0, hijacked, [])
     try:
         branch = step.branches.get(key)
     except TypeError:  # an unhashable key matches nothing

@@ -233,3 +233,62 @@ async def test_a_merge_callable_writing_run_id_fails_the_step_and_changes_nothin
     )
     ctx = result.final_pipeline_context
     assert (ctx.run_id, ctx.notes) == ("real", [])
+
+
+async def test_loop_and_conditional_callbacks_cannot_change_the_runs_identity() -> None:
+    def exit_condition(out: Any, ctx: Ctx) -> bool:
+        ctx.run_id = "hijacked"
+        ctx.notes.append("kept")  # other writes of a callback are fine
+        return True
+
+    loop = Step.loop_until("loop", Step.from_callable(lambda d: d, name="body"), exit_condition)
+    result = await _run(loop)
+    failed = result.step_history[-1]
+    assert failed.feedback == (
+        f"Loop 'loop': exit_condition_callable changed context.run_id from 'real' to "
+        f"'hijacked': {_RULE}"
+    )
+    assert failed.metadata["exit_reason"] == "error"
+    assert result.final_pipeline_context.run_id == "real"  # put back
+    assert result.final_pipeline_context.notes == ["kept"]
+
+    def condition(data: Any, ctx: Ctx) -> str:
+        ctx.initial_prompt = "rewritten"
+        return "a"
+
+    cond = Step.branch_on("pick", condition, {"a": Step.from_callable(lambda d: d, name="a")})
+    result = await _run(cond)
+    assert result.step_history[-1].feedback == (
+        "Conditional step 'pick': condition_callable changed context.initial_prompt from "
+        f"'prompt' to 'rewritten': {_RULE}"
+    )
+    assert result.final_pipeline_context.initial_prompt == "prompt"
+
+
+@pytest.mark.parametrize("what", ["initial", "iteration", "output"])
+async def test_loop_mappers_cannot_change_the_run_id(what: str) -> None:
+    def hijack(*args: Any) -> Any:
+        args[1].run_id = "hijacked"  # (value, context, ...)
+        return args[0]
+
+    mappers = {
+        "initial": "initial_input_to_loop_body_mapper",
+        "iteration": "iteration_input_mapper",
+        "output": "loop_output_mapper",
+    }
+    if what == "iteration":
+        mapper: Any = lambda out, ctx, i: hijack(out, ctx)  # noqa: E731
+    else:
+        mapper = lambda value, ctx: hijack(value, ctx)  # noqa: E731
+    loop = Step.loop_until(
+        "loop",
+        Step.from_callable(lambda d: d, name="body"),
+        lambda out, ctx: what != "iteration",
+        max_loops=2,
+        **{mappers[what]: mapper},
+    )
+    result = await _run(loop)
+    assert result.step_history[-1].feedback == (
+        f"Loop 'loop': {mappers[what]} changed context.run_id from 'real' to 'hijacked': {_RULE}"
+    )
+    assert result.final_pipeline_context.run_id == "real"
