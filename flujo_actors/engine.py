@@ -916,7 +916,7 @@ async def run_agent_step(
             feedback = f"{type(exc).__name__}: {exc}"
             error_type = type(exc).__name__
             # retry_on selects the agent's errors; our own (timeouts, lost workers) always retry.
-            retryable = timed_out or type(exc) is ExecutorLost or is_retried(exc, cfg.retry_on)
+            retryable = timed_out or isinstance(exc, ExecutorLost) or is_retried(exc, cfg.retry_on)
             failure = exc
         if snap is not None:
             snap.restore(ctx)

@@ -309,3 +309,22 @@ async def test_a_usage_yielded_on_asyncio_counts_and_is_not_a_chunk() -> None:
     assert (result.output, result.total_tokens) == ("on asyncio", 7)
     again = await Flujo(step).run_async("x")
     assert (again.output, again.total_tokens) == ("on asyncio", 7)
+
+
+async def test_a_yielded_unreadable_usage_fails_the_step_under_a_limit() -> None:
+    from flujo_actors import usage_of
+
+    async def talk(data: str) -> Any:
+        yield "a"
+        yield usage_of(Completion("x", 3))  # a usage nobody can read: not output either
+
+    step = Step.from_callable(talk, name="talk", max_retries=0)
+    free = await Flujo(step).run_async("x")
+    assert (free.output, free.total_tokens) == ("a", 0)
+    r = last(await run(step, UsageLimits(total_tokens_limit=10)))
+    assert r.success is False
+    assert r.feedback is not None
+    assert r.feedback.startswith(
+        "UsageReportError: Step 'talk': its output of type test_usage_sources.Completion has a "
+        "usage attribute that no usage extractor understands (usage of type dict)"
+    )

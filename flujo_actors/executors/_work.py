@@ -190,7 +190,7 @@ class WorkResult:
     output: Any = None
     cost_usd: Decimal = ZERO
     token_counts: int = 0
-    usage: Usage | UsageUnreadable | list[Usage] | None = None
+    usage: Usage | UsageUnreadable | list[Usage | UsageUnreadable] | None = None
     context_updates: Mapping[str, Any] = attrs.field(factory=dict)
     error: ErrorInfo | None = None
     worker: str = ""
@@ -253,7 +253,9 @@ def _expired(item: WorkItem) -> WorkResult | None:
     return None
 
 
-def _totals(reading: Usage | UsageUnreadable | list[Usage] | None) -> tuple[Decimal, int]:
+def _totals(
+    reading: Usage | UsageUnreadable | list[Usage | UsageUnreadable] | None,
+) -> tuple[Decimal, int]:
     """What the output reports, unpriced (the step actor prices and checks limits)."""
     reports = reading if isinstance(reading, list) else [reading]
     cost, tokens = ZERO, 0
@@ -292,7 +294,7 @@ class _Streamed:
 
     __slots__ = ("output", "usage")
 
-    def __init__(self, output: Any, usage: list[Usage] | None) -> None:
+    def __init__(self, output: Any, usage: list[Usage | UsageUnreadable] | None) -> None:
         self.output = output
         self.usage = usage
 

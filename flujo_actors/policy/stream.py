@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any, Final
 
 from ..results import Usage
-from .usage import NO_USAGE, counts_of, make_usage
+from .usage import NO_USAGE, UsageUnreadable, counts_of, make_usage
 
 __all__ = ["ChunkCollector", "StreamUsage", "join_chunks"]
 
@@ -48,7 +48,7 @@ class ChunkCollector:
         """The stream's output (see :func:`join_chunks`)."""
         return join_chunks(self.chunks)
 
-    def readings(self) -> list[Usage] | None:
+    def readings(self) -> list[Usage | UsageUnreadable] | None:
         """The stream's usage reports, or None if it reported none."""
         return self.usage.readings() or None
 
@@ -60,7 +60,9 @@ class StreamUsage:
     """Collects the usage a stream reports, chunk by chunk (one per attempt).
 
     * a :class:`Usage` the agent yields counts as it is (and is not a chunk of
-      the output: :meth:`observe` returns True for it);
+      the output: :meth:`observe` returns True for it), and so does a
+      :class:`~flujo_actors.policy.usage.UsageUnreadable` (what ``usage_of``
+      returns for a usage it cannot read: a failure under a limit);
     * an openai chunk whose ``usage`` is set (the final chunk of a stream
       created with ``stream_options={"include_usage": True}``), or a
       responses ``response.completed`` event, counts its usage;
@@ -72,7 +74,7 @@ class StreamUsage:
     __slots__ = ("_open", "reports")
 
     def __init__(self) -> None:
-        self.reports: list[Usage] = []
+        self.reports: list[Usage | UsageUnreadable] = []
         self._open: list[Any] | None = None  # [input, output, model] of an anthropic message
 
     def observe(self, chunk: Any) -> bool:
@@ -138,7 +140,7 @@ class StreamUsage:
             if inp is not None or out is not None:
                 self.reports.append(make_usage((inp, out, None), None, model))
 
-    def readings(self) -> list[Usage]:
+    def readings(self) -> list[Usage | UsageUnreadable]:
         """Every usage report of the stream so far (an open anthropic message included)."""
         self._close()
         return self.reports
@@ -152,7 +154,7 @@ _chunk_kinds: dict[type, int] = {}
 
 
 def _chunk_kind(chunk: Any) -> int:
-    if isinstance(chunk, Usage):
+    if isinstance(chunk, (Usage, UsageUnreadable)):  # what usage_of(...) hands an agent
         return _USAGE
     etype = getattr(chunk, "type", None)
     if isinstance(etype, str) and (

@@ -129,7 +129,10 @@ def usage_of(output: Any, *, step_name: str | None = None) -> Reading:
 
 
 def charge_of(
-    readings: Reading | list[Usage], *, step_name: str, limits: UsageLimits | None
+    readings: Reading | list[Usage | UsageUnreadable],
+    *,
+    step_name: str,
+    limits: UsageLimits | None,
 ) -> tuple[Decimal, int]:
     """The exact ``(cost, tokens)`` to charge for one attempt's usage readings.
 
@@ -145,7 +148,7 @@ def charge_of(
     if readings is None:
         return ZERO, 0
     if not isinstance(readings, list):
-        readings = [readings]  # type: ignore[list-item]
+        readings = [readings]
     cost = ZERO
     tokens = 0
     for r in readings:
