@@ -12,6 +12,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .actors import Actor as Actor
+from .actors import ActorDown as ActorDown
+from .actors import ActorExit as ActorExit
 from .actors import ActorRef as ActorRef
 from .actors import ActorStatistics as ActorStatistics
 from .actors import DeadLetter as DeadLetter
@@ -29,6 +31,7 @@ from .errors import FlujoInternalError as FlujoInternalError
 from .errors import HookError as HookError
 from .errors import InfiniteFallbackError as InfiniteFallbackError
 from .errors import MailboxFull as MailboxFull
+from .errors import MaxChildrenExceeded as MaxChildrenExceeded
 from .errors import PipelineDefinitionError as PipelineDefinitionError
 from .errors import PricingNotConfiguredError as PricingNotConfiguredError
 from .errors import RestartIntensityExceeded as RestartIntensityExceeded
@@ -64,12 +67,16 @@ from .tracing import Span as Span
 
 if TYPE_CHECKING:
     from .actors import Backoff as Backoff
+    from .actors import ChildCounts as ChildCounts
     from .actors import ChildCrashed as ChildCrashed
+    from .actors import ChildInfo as ChildInfo
     from .actors import ChildRestarted as ChildRestarted
     from .actors import ChildSpec as ChildSpec
     from .actors import ChildStarted as ChildStarted
     from .actors import ChildStopped as ChildStopped
     from .actors import DeadLettered as DeadLettered
+    from .actors import DynamicSupervisor as DynamicSupervisor
+    from .actors import Monitor as Monitor
     from .actors import Restart as Restart
     from .actors import RestartRecord as RestartRecord
     from .actors import Strategy as Strategy
@@ -105,12 +112,16 @@ _LAZY: dict[str, str] = {
     "WorkItem": ".executors",
     "WorkResult": ".executors",
     "Backoff": ".actors",
+    "ChildCounts": ".actors",
     "ChildCrashed": ".actors",
+    "ChildInfo": ".actors",
     "ChildRestarted": ".actors",
     "ChildSpec": ".actors",
     "ChildStarted": ".actors",
     "ChildStopped": ".actors",
     "DeadLettered": ".actors",
+    "DynamicSupervisor": ".actors",
+    "Monitor": ".actors",
     "Restart": ".actors",
     "RestartRecord": ".actors",
     "Strategy": ".actors",
@@ -151,6 +162,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "Actor",
     "ActorCrashed",
+    "ActorDown",
+    "ActorExit",
     "ActorRef",
     "ActorSnapshot",
     "ActorStatistics",
@@ -161,7 +174,9 @@ __all__ = [
     "BranchFailureStrategy",
     "CacheBackend",
     "CacheSkippedWarning",
+    "ChildCounts",
     "ChildCrashed",
+    "ChildInfo",
     "ChildRestarted",
     "ChildSpec",
     "ChildStarted",
@@ -171,6 +186,7 @@ __all__ = [
     "DeadLettered",
     "DeadLetters",
     "DynamicParallelRouterStep",
+    "DynamicSupervisor",
     "ExecutionFrame",
     "Executor",
     "ExecutorLost",
@@ -184,7 +200,9 @@ __all__ = [
     "InlineExecutor",
     "LoopStep",
     "MailboxFull",
+    "MaxChildrenExceeded",
     "MergeStrategy",
+    "Monitor",
     "ParallelStep",
     "Pipeline",
     "PipelineContext",

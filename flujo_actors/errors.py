@@ -23,6 +23,7 @@ __all__ = [
     "HookError",
     "InfiniteFallbackError",
     "MailboxFull",
+    "MaxChildrenExceeded",
     "PipelineDefinitionError",
     "PricingNotConfiguredError",
     "RestartIntensityExceeded",
@@ -157,6 +158,10 @@ class FlujoInternalError(FlujoError):
 
 class MailboxFull(FlujoError):
     """``tell_nowait`` found the actor's mailbox full (back off or use ``tell``)."""
+
+
+class MaxChildrenExceeded(FlujoError):
+    """A ``DynamicSupervisor`` refused ``start_child``: it already runs ``max_children``."""
 
 
 class ActorStopped(FlujoError):

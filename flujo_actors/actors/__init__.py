@@ -12,16 +12,22 @@ from .actor import run_actor as run_actor
 from .actor import start_actor as start_actor
 from .deadletters import DeadLetter as DeadLetter
 from .deadletters import DeadLetters as DeadLetters
+from .exits import ActorDown as ActorDown
+from .exits import ActorExit as ActorExit
 
 if TYPE_CHECKING:
     from ..policy.intensity import Backoff as Backoff
     from ..policy.intensity import RestartRecord as RestartRecord
+    from .dynamic import DynamicSupervisor as DynamicSupervisor
     from .events import ChildCrashed as ChildCrashed
     from .events import ChildRestarted as ChildRestarted
     from .events import ChildStarted as ChildStarted
     from .events import ChildStopped as ChildStopped
     from .events import DeadLettered as DeadLettered
     from .events import SupervisorEvent as SupervisorEvent
+    from .management import ChildCounts as ChildCounts
+    from .management import ChildInfo as ChildInfo
+    from .monitor import Monitor as Monitor
     from .supervisor import ChildSpec as ChildSpec
     from .supervisor import Restart as Restart
     from .supervisor import Strategy as Strategy
@@ -30,6 +36,10 @@ if TYPE_CHECKING:
 
 _LAZY: dict[str, str] = {
     "Backoff": "..policy.intensity",
+    "ChildCounts": ".management",
+    "ChildInfo": ".management",
+    "DynamicSupervisor": ".dynamic",
+    "Monitor": ".monitor",
     "ChildCrashed": ".events",
     "ChildRestarted": ".events",
     "ChildSpec": ".supervisor",
@@ -60,10 +70,14 @@ if not TYPE_CHECKING:  # type checkers see the explicit imports above instead
 __all__ = [
     "Actor",
     "ActorCell",
+    "ActorDown",
+    "ActorExit",
     "ActorRef",
     "ActorStatistics",
     "Backoff",
+    "ChildCounts",
     "ChildCrashed",
+    "ChildInfo",
     "ChildRestarted",
     "ChildSpec",
     "ChildStarted",
@@ -71,6 +85,8 @@ __all__ = [
     "DeadLetter",
     "DeadLettered",
     "DeadLetters",
+    "DynamicSupervisor",
+    "Monitor",
     "ReplySlot",
     "Restart",
     "RestartRecord",

@@ -11,13 +11,19 @@ nothing here outlives that nursery.
 from __future__ import annotations
 
 import math
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
 
 from ..errors import ActorCrashed, ActorStopped, AskTimeout, MailboxFull
 from .deadletters import DeadLetters
+from .exits import ActorDown, ActorExit
+
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from .monitor import Monitor
 
 __all__ = [
     "Actor",
@@ -54,9 +60,18 @@ class Actor:
     async def on_stop(self) -> None:
         """Called once when the actor stops, crashes or is cancelled.
 
-        When the actor is being cancelled this runs shielded for at most
-        ``STOP_GRACE_S`` seconds, so it can release what it holds.
+        It runs shielded for at most the cell's grace (``STOP_GRACE_S``, or
+        the child's ``ChildSpec(shutdown_s=...)``), so it can release what it
+        holds even while being cancelled; past the grace it is cancelled.
         """
+
+    def exit(self, reason: str = "normal") -> NoReturn:
+        """Stop this actor from inside ``on_start`` or ``handle``: raises :class:`ActorExit`.
+
+        ``"normal"`` and ``"shutdown"`` are normal exits (no restart for
+        TRANSIENT children); any other reason is a crash.
+        """
+        raise ActorExit(reason)
 
 
 @attrs.frozen(kw_only=True)
@@ -166,6 +181,15 @@ class ActorCell:
         self.current: Any = None
         self.closed = False
         self.instance: Actor | None = None
+        #: How long on_stop may run (a supervisor sets ChildSpec.shutdown_s).
+        self.stop_grace_s: float = STOP_GRACE_S
+        #: Why the last run ended without a crash ("normal", "shutdown", "cancelled").
+        self.exit_reason: str | None = None
+        # Set once the actor is down for good: (reason, error); see report_down.
+        self.down: tuple[str, str | None] | None = None
+        self._monitors: list[Monitor] | None = None
+        # An error to raise in the running actor (see crash()).
+        self._injected: Exception | None = None
         #: Set by a supervisor: a cancelled run then keeps the mailbox (the
         #: supervisor decides whether the actor restarts or stops for good).
         self.supervised = False
@@ -238,8 +262,58 @@ class ActorCell:
         self.dead_letters.record(self.name, msg, reason)
 
     def mark_stopped(self) -> None:
+        if not self.supervised:
+            # Unsupervised: stopped is down for good (a supervisor reports its own).
+            if self.state == "crashed":
+                self.report_down("crashed", self.last_error)
+            else:
+                self.report_down(self.exit_reason or "normal")
         self.state = "stopped"
         self._stopped.set()
+
+    # -- monitors and crashes on purpose ----------------------------------
+    def report_down(self, reason: str, error: str | None = None) -> None:
+        """Record that the actor stopped for good and tell its monitors (once)."""
+        if self.down is not None:
+            return
+        self.down = (reason, error)
+        monitors = self._monitors
+        if monitors:
+            notice = ActorDown(self.name, reason, error)
+            for monitor in tuple(monitors):
+                monitor._fire(notice)
+
+    def add_monitor(self, monitor: Monitor) -> None:
+        if self.down is not None:
+            monitor._fire(ActorDown(self.name, *self.down))
+        if self._monitors is None:
+            self._monitors = []
+        self._monitors.append(monitor)
+
+    def remove_monitor(self, monitor: Monitor) -> None:
+        if self._monitors is not None and monitor in self._monitors:
+            self._monitors.remove(monitor)
+
+    def crash(self, error: Exception) -> None:
+        """Make the running actor crash with ``error`` now, as if ``handle`` had raised it.
+
+        Whatever it was doing (handling a message, waiting for one, starting)
+        is cancelled; an ``ask`` being handled gets ``ActorCrashed``. For tests
+        and for killing a stuck actor; a supervisor then treats it as a crash.
+
+        Raises:
+            RuntimeError: the actor is not running (not started, stopping or stopped).
+        """
+        if not isinstance(error, Exception):
+            raise TypeError(f"Actor {self.name!r}: crash() needs an Exception, got {error!r}.")
+        scope = self._cancel_scope
+        if not self._active or scope is None or self.state == "stopping":
+            raise RuntimeError(
+                f"Actor {self.name!r} is {self.state}, not running; only a running actor "
+                "can be crashed (start it first, or wait for its restart)."
+            )
+        self._injected = error
+        scope.cancel()
 
     async def wait_stopped(self) -> None:
         """Block until the actor has stopped (its ``on_stop`` ran)."""
@@ -369,6 +443,17 @@ class ActorRef:
         """State, mailbox depth/capacity, messages handled, restarts, last error."""
         return self._cell.statistics()
 
+    def monitor(self) -> Monitor:
+        """Watch this actor: ``async with ref.monitor() as down: await down.wait()``.
+
+        The monitor reports an :class:`~flujo_actors.actors.ActorDown` once the
+        actor stops for good (never for a restart), at once if it is down
+        already. See :mod:`flujo_actors.actors.monitor`.
+        """
+        from .monitor import Monitor  # loads on first use: the runtime never monitors
+
+        return Monitor(self._cell)
+
 
 async def run_actor(
     actor: Actor,
@@ -397,6 +482,7 @@ async def run_actor(
     actor.name = cell.name
     cell.instance = actor
     cell.current = None
+    cell.exit_reason = None
     cell._active = True
     try:
         await _run_actor(actor, cell, task_status, first_message, has_first_message)
@@ -437,7 +523,7 @@ async def _run_actor(
                     try:
                         value = await handle(msg.message)
                     except Exception as exc:
-                        msg.slot.fail(_crashed(cell.name, exc))
+                        msg.slot.fail(_ask_error(cell.name, exc))
                         raise
                     if not msg.slot.set(value):
                         cell.dead_letters.record(cell.name, value, "late-reply")
@@ -451,10 +537,39 @@ async def _run_actor(
                     msg = await receive.receive()
                 except trio.EndOfChannel:
                     return
+        except ActorExit as exc:
+            if exc.is_crash:
+                crashed = exc
+                cell.last_error = f"{type(exc).__name__}: {exc}"
+                cell.state = "crashed"
+                raise
+            # A chosen exit: the message that asked for it was handled, and
+            # the rest of the mailbox dies with the actor (OTP's stop).
+            if cell.current is not None:
+                cell.handled += 1
+                cell.current = None
+            cell.exit_reason = exc.reason
+            cell.close_mailbox()
         except Exception as exc:
             crashed = exc
             cell.last_error = f"{type(exc).__name__}: {exc}"
             cell.state = "crashed"
+            raise
+        except trio.Cancelled:
+            injected = cell._injected
+            if injected is None:
+                if cell.state != "stopping":
+                    cell.exit_reason = "cancelled"
+                raise
+            # crash(): our own scope was cancelled to deliver it; it is raised
+            # below, once the scope has caught its Cancelled.
+            cell._injected = None
+            crashed = injected
+            cell.last_error = f"{type(injected).__name__}: {injected}"
+            cell.state = "crashed"
+            current = cell.current
+            if type(current) is _Ask:
+                current.slot.fail(_crashed(cell.name, injected))
             raise
         finally:
             if first_pending:
@@ -467,7 +582,7 @@ async def _run_actor(
             # when on_stop is the base class's no-op.
             if type(actor).on_stop is not _BASE_ON_STOP:
                 with trio.CancelScope(shield=True) as shield:
-                    shield.deadline = trio.current_time() + STOP_GRACE_S
+                    shield.deadline = trio.current_time() + cell.stop_grace_s
                     await actor.on_stop()
             if crashed is None and (cell.closed or not cell.supervised):
                 cell.current = None
@@ -477,9 +592,17 @@ async def _run_actor(
                     cell.dead_letters.record(cell.name, current, "stopped")
                 cell.close_mailbox()
                 cell.mark_stopped()
+    if crashed is not None:
+        raise crashed  # only crash() gets here: its Cancelled was caught by our scope
 
 
 _BASE_ON_STOP: Final = Actor.on_stop
+
+
+def _ask_error(name: str, exc: Exception) -> Exception:
+    if type(exc) is ActorExit and not exc.is_crash:
+        return ActorStopped(f"Actor {name!r} stopped ({exc.reason}) before answering.")
+    return _crashed(name, exc)
 
 
 def _crashed(name: str, exc: Exception) -> ActorCrashed:

@@ -46,9 +46,7 @@ without ``dead_letters=`` shares its parent's dead-letter log.
 
 from __future__ import annotations
 
-import enum
 import math
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -67,9 +65,12 @@ from .events import (
     EventLog,
     SupervisorEvent,
 )
+from .management import SupervisorManagement, _Call
+from .spec import ChildSpec, Restart, Strategy
 
 if TYPE_CHECKING:
     import random
+    from collections.abc import Sequence
 
 __all__ = [
     "ChildSpec",
@@ -80,91 +81,6 @@ __all__ = [
 ]
 
 DEFAULT_POISON_THRESHOLD: Final = 3
-
-
-class Restart(enum.Enum):
-    """When a child is restarted after it exits."""
-
-    #: Always: after a crash and after a normal exit.
-    PERMANENT = "permanent"
-    #: Only after a crash.
-    TRANSIENT = "transient"
-    #: Never.
-    TEMPORARY = "temporary"
-
-
-class Strategy(enum.Enum):
-    """Which children a supervisor restarts when one of them must restart."""
-
-    #: Only the child that exited.
-    ONE_FOR_ONE = "one_for_one"
-    #: All children: the others are stopped in reverse start order, then all
-    #: are restarted in start order.
-    ONE_FOR_ALL = "one_for_all"
-    #: The child that exited and every child started after it.
-    REST_FOR_ONE = "rest_for_one"
-
-
-def _check_mailbox_size(where: str, size: object) -> None:
-    if size == math.inf:
-        return
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ValueError(f"{where}: mailbox_size must be an int >= 0 or math.inf, got {size!r}.")
-
-
-@attrs.frozen(init=False)
-class ChildSpec:
-    """How to build and restart one child of a :class:`Supervisor`.
-
-    Args:
-        name: the child's name, unique within its supervisor.
-        factory: called as ``factory(*args)`` for every (re)start; must return
-            a fresh :class:`Actor` or :class:`Supervisor` (pass the class, not
-            an instance).
-        *args: positional arguments for ``factory``.
-        restart: when the child is restarted (see :class:`Restart`).
-        mailbox_size: capacity of the child's mailbox (kept across restarts).
-
-    Raises:
-        ValueError: empty name, bad ``mailbox_size`` or ``restart``.
-        TypeError: ``factory`` is not callable.
-    """
-
-    name: str
-    factory: Callable[..., Actor | Supervisor]
-    args: tuple[object, ...]
-    restart: Restart
-    mailbox_size: int | float
-
-    def __init__(
-        self,
-        name: str,
-        factory: Callable[..., Actor | Supervisor],
-        *args: object,
-        restart: Restart = Restart.PERMANENT,
-        mailbox_size: int | float = 1024,
-    ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"ChildSpec: name must be a non-empty string, got {name!r}.")
-        if isinstance(factory, (Actor, Supervisor)):
-            kind = type(factory).__name__
-            raise TypeError(
-                f"ChildSpec {name!r}: factory must be a callable that builds the child, "
-                f"got a {kind} instance; pass {kind}, not {kind}(...) (the supervisor "
-                "needs a fresh instance for every restart)."
-            )
-        if not callable(factory):
-            raise TypeError(
-                f"ChildSpec {name!r}: factory must be callable (an Actor subclass or a "
-                f"function returning an Actor or Supervisor), got {factory!r}."
-            )
-        if not isinstance(restart, Restart):
-            raise ValueError(
-                f"ChildSpec {name!r}: restart must be a Restart member "
-                f"(Restart.PERMANENT, TRANSIENT or TEMPORARY), got {restart!r}."
-            )
-        _check_mailbox_size(f"ChildSpec {name!r}", mailbox_size)
-        self.__attrs_init__(name, factory, args, restart, mailbox_size)
 
 
 @attrs.frozen(kw_only=True)
@@ -280,14 +196,18 @@ class _Stop:
 
 
 _STOP: Final = _Stop()
-_Request = _Exited | _GiveUp | _StartChild | _StopChild | _Stop
+_Request = _Exited | _GiveUp | _StartChild | _StopChild | _Call | _Stop
+
+
+#: ActorDown reasons for the ChildStopped reasons (the supervisor stopped it: shutdown).
+_DOWN_REASONS: Final = {"intensity": "shutdown", "stop_child": "shutdown"}
 
 
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class Supervisor:
+class Supervisor(SupervisorManagement):
     """Starts, watches and restarts a group of children (OTP semantics).
 
     Args:
@@ -379,7 +299,7 @@ class Supervisor:
         self._requests_send: trio.MemorySendChannel[_Request] | None = None
         self._stop_requested = trio.Event()
         self._finished = trio.Event()
-        self._pending: list[_StartChild | _StopChild] = []
+        self._pending: list[_StartChild | _StopChild | _Call] = []
 
     def __repr__(self) -> str:
         return f"<Supervisor {self.name!r} ({self._state}, {len(self._order)} children)>"
@@ -577,6 +497,10 @@ class Supervisor:
         for request in self._pending:
             if isinstance(request, _StopChild):
                 request.slot.set(None)  # done: every child is stopped now
+            elif isinstance(request, _Call):
+                request.slot.fail(
+                    RuntimeError(f"Supervisor {self.name!r} stopped before {request.what}.")
+                )
             else:
                 request.slot.fail(
                     RuntimeError(
@@ -589,7 +513,7 @@ class Supervisor:
         self._state = "stopped" if failure is None else "failed"
         self._finished.set()
 
-    def _request(self, request: _StartChild | _StopChild, what: str) -> ReplySlot:
+    def _request(self, request: _StartChild | _StopChild | _Call, what: str) -> ReplySlot:
         if self._state != "running" or self._requests_send is None:
             raise RuntimeError(
                 f"Supervisor {self.name!r} is {self._state}; {what} needs a running supervisor "
@@ -634,6 +558,8 @@ class Supervisor:
                 await self._do_start_child(request)
             elif type(request) is _StopChild:
                 await self._do_stop_child(request)
+            elif type(request) is _Call:
+                await self._do_call(request)
 
     async def _do_start_child(self, request: _StartChild) -> None:
         self._pending.remove(request)
@@ -695,6 +621,7 @@ class Supervisor:
         """Start a task for ``child``; return once its ``on_start`` ran (or raise its error)."""
         assert self._nursery is not None
         child.generation += 1
+        child.cell.stop_grace_s = child.spec.shutdown_s
         child.terminating = False
         child.stopped = False
         child.done = trio.Event()
@@ -844,7 +771,9 @@ class Supervisor:
             return None  # shutting down or giving up: the loop stops it
         restart = child.spec.restart
         if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and not crashed):
-            self._finalize(child, "crashed" if crashed else "normal", error_text)
+            self._finalize(
+                child, "crashed" if crashed else cell.exit_reason or "normal", error_text
+            )
             return None
         if self.strategy is not Strategy.ONE_FOR_ONE:
             assert self._requests_send is not None
@@ -915,6 +844,7 @@ class Supervisor:
             cell.dead_letters.record(cell.name, current, "stopped")
         cell.close_mailbox()
         cell.mark_stopped()
+        cell.report_down(_DOWN_REASONS.get(reason, reason), error)
         if child.generation == 0:
             return  # never started: nothing to report
         self._events.emit(

@@ -1,0 +1,69 @@
+"""Monitors: be told, without polling, when an actor stops for good.
+
+``ref.monitor()`` returns a :class:`Monitor`; use it as an async context
+manager::
+
+    async with ref.monitor() as down:
+        notice = await down.wait()      # ActorDown(name, reason, error)
+
+"For good" means no restart follows: an unsupervised actor that stopped or
+crashed, or a supervised child its supervisor will not restart (TEMPORARY,
+TRANSIENT after a normal exit, ``stop_child``, the supervisor stopping or
+giving up). A restart is not a down. Monitoring an actor that is already down
+reports at once (OTP's ``noproc``), with the reason it went down.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from .exits import ActorDown
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .actor import ActorCell
+
+__all__ = ["ActorDown", "Monitor"]
+
+
+class Monitor:
+    """One watcher of one actor. Cheap; any number may watch the same actor."""
+
+    __slots__ = ("_cell", "_event", "down")
+
+    def __init__(self, cell: ActorCell) -> None:
+        self._cell = cell
+        self._event = trio.Event()
+        #: The notice, once the actor is down (None until then).
+        self.down: ActorDown | None = None
+
+    def _fire(self, down: ActorDown) -> None:
+        if self.down is None:
+            self.down = down
+            self._event.set()
+
+    async def wait(self) -> ActorDown:
+        """Block until the actor is down; return the notice.
+
+        Returns at once (after a checkpoint) if it is down already.
+        Cancellation only stops the waiting: the monitor stays registered
+        until its ``async with`` block ends.
+        """
+        await self._event.wait()
+        assert self.down is not None
+        return self.down
+
+    async def __aenter__(self) -> Monitor:
+        self._cell.add_monitor(self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._cell.remove_monitor(self)

@@ -1,0 +1,134 @@
+"""Child specifications: what a supervisor starts, and how it restarts and stops it."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import attrs
+
+from .actor import STOP_GRACE_S, Actor
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor  # noqa: TC004 (only annotations; attrs does not resolve them)
+
+__all__ = ["ChildSpec", "Restart", "Strategy", "check_mailbox_size", "check_shutdown_s"]
+
+
+class Restart(enum.Enum):
+    """When a child is restarted after it exits."""
+
+    #: Always: after a crash and after a normal exit.
+    PERMANENT = "permanent"
+    #: Only after a crash.
+    TRANSIENT = "transient"
+    #: Never.
+    TEMPORARY = "temporary"
+
+
+class Strategy(enum.Enum):
+    """Which children a supervisor restarts when one of them must restart."""
+
+    #: Only the child that exited.
+    ONE_FOR_ONE = "one_for_one"
+    #: All children: the others are stopped in reverse start order, then all
+    #: are restarted in start order.
+    ONE_FOR_ALL = "one_for_all"
+    #: The child that exited and every child started after it.
+    REST_FOR_ONE = "rest_for_one"
+
+
+def check_mailbox_size(where: str, size: object) -> None:
+    if size == math.inf:
+        return
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"{where}: mailbox_size must be an int >= 0 or math.inf, got {size!r}.")
+
+
+def check_shutdown_s(where: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or math.isnan(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"{where}: shutdown_s must be a number of seconds >= 0 (0 kills at once, "
+            f"math.inf waits for on_stop as long as it takes), got {value!r}."
+        )
+
+
+@attrs.frozen(init=False)
+class ChildSpec:
+    """How to build and restart one child of a :class:`Supervisor`.
+
+    Args:
+        name: the child's name, unique within its supervisor.
+        factory: called as ``factory(*args)`` for every (re)start; must return
+            a fresh :class:`Actor` or :class:`Supervisor` (pass the class, not
+            an instance).
+        *args: positional arguments for ``factory``.
+        restart: when the child is restarted (see :class:`Restart`).
+        mailbox_size: capacity of the child's mailbox (kept across restarts).
+        shutdown_s: the grace ``on_stop`` gets whenever the child stops
+            (shutdown, ``stop_child``, a restart, a crash): after that many
+            seconds on trio's clock ``on_stop`` is cancelled. 0 kills at once
+            (``on_stop`` is cancelled at its first checkpoint); ``math.inf``
+            waits as long as it takes. A supervisor's own stop gives each child
+            its grace in turn, in reverse start order.
+
+    Raises:
+        ValueError: empty name, bad ``mailbox_size``, ``restart`` or ``shutdown_s``.
+        TypeError: ``factory`` is not callable.
+    """
+
+    name: str
+    factory: Callable[..., Actor | Supervisor]
+    args: tuple[object, ...]
+    restart: Restart
+    mailbox_size: int | float
+    shutdown_s: float
+
+    def __init__(
+        self,
+        name: str,
+        factory: Callable[..., Actor | Supervisor],
+        *args: object,
+        restart: Restart = Restart.PERMANENT,
+        mailbox_size: int | float = 1024,
+        shutdown_s: float = STOP_GRACE_S,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"ChildSpec: name must be a non-empty string, got {name!r}.")
+        from .supervisor import Supervisor  # supervisor imports this module: import late
+
+        if isinstance(factory, (Actor, Supervisor)):
+            kind = type(factory).__name__
+            raise TypeError(
+                f"ChildSpec {name!r}: factory must be a callable that builds the child, "
+                f"got a {kind} instance; pass {kind}, not {kind}(...) (the supervisor "
+                "needs a fresh instance for every restart)."
+            )
+        if not callable(factory):
+            raise TypeError(
+                f"ChildSpec {name!r}: factory must be callable (an Actor subclass or a "
+                f"function returning an Actor or Supervisor), got {factory!r}."
+            )
+        if not isinstance(restart, Restart):
+            raise ValueError(
+                f"ChildSpec {name!r}: restart must be a Restart member "
+                f"(Restart.PERMANENT, TRANSIENT or TEMPORARY), got {restart!r}."
+            )
+        check_mailbox_size(f"ChildSpec {name!r}", mailbox_size)
+        check_shutdown_s(f"ChildSpec {name!r}", shutdown_s)
+        self.__attrs_init__(name, factory, args, restart, mailbox_size, float(shutdown_s))
+
+    def with_args(self, name: str, args: tuple[object, ...]) -> ChildSpec:
+        """A copy named ``name`` whose factory also gets ``args`` (after the spec's own)."""
+        values = attrs.asdict(self, recurse=False)
+        values.update(name=name, args=self.args + args)
+        copy = object.__new__(ChildSpec)
+        copy.__attrs_init__(**values)
+        return copy
