@@ -39,7 +39,8 @@ def llm_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_readme_python_block_runs(code: str, request: pytest.FixtureRequest) -> None:
     if "AsyncOpenAI" in code or "AsyncAnthropic" in code:
         request.getfixturevalue("llm_server")
-    exec(compile(code, str(README), "exec"), {"__name__": "readme_example"})
+    # dont_inherit: compiled as a user runs it, without this module's __future__ imports.
+    exec(compile(code, str(README), "exec", dont_inherit=True), {"__name__": "readme_example"})
 
 
 def test_readme_names_the_two_commands() -> None:

@@ -13,6 +13,7 @@ import importlib.util
 from typing import Any, Final
 
 from ..errors import AsyncioInTrioError, PipelineDefinitionError
+from ..results import Usage
 from .callables import ASYNC, AgentSpec
 
 __all__ = [
@@ -102,6 +103,27 @@ async def _stream_text(agent: Any, data: Any) -> Any:
         # No debouncing: each delta reaches the consumer as the model sends it.
         async for delta in streamed.stream_text(delta=True, debounce_by=None):
             yield delta
+        usage = streamed.usage
+        if not hasattr(usage, "input_tokens") and callable(usage):
+            usage = usage()  # a method in older pydantic-ai (newer ones warn when called)
+        # The run's usage, as a Usage item: counted, and not part of the output.
+        yield Usage(
+            input_tokens=getattr(usage, "input_tokens", None) or 0,
+            output_tokens=getattr(usage, "output_tokens", None) or 0,
+            model=_model_name(streamed),
+        )
+
+
+def _model_name(run: Any) -> str | None:
+    try:
+        messages = list(run.all_messages())
+    except Exception:  # no messages to look at: the usage has no model (not priced)
+        return None
+    for message in reversed(messages):
+        name = getattr(message, "model_name", None)
+        if isinstance(name, str):
+            return name
+    return None
 
 
 def compile_pydantic_ai(agent: Any) -> AgentSpec:

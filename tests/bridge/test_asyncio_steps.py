@@ -344,9 +344,14 @@ async def test_a_detected_agent_streams_with_run_stream_as_the_last_step() -> No
         return ModelResponse(parts=[TextPart("streams arrive live")])
 
     agent = Agent(FunctionModel(whole, stream_function=_stream_reply))
-    items = [item async for item in Flujo(Step.from_callable(agent, name="a")).stream_async("go")]
+    # Under a limit: the streamed run's usage is counted (yielded as a Usage, not a chunk).
+    runner = Flujo(
+        Step.from_callable(agent, name="a"), usage_limits=UsageLimits(total_tokens_limit=1000)
+    )
+    items = [item async for item in runner.stream_async("go")]
     assert items[:-1] == ["streams ", "arrive ", "live"]
     assert items[-1].output == "streams arrive live"
+    assert items[-1].total_tokens > 0
     # Not streaming: the run result is the output.
     result = await Flujo(Step.from_callable(agent, name="a")).run_async("go")
     assert result.output.output == "streams arrive live"
