@@ -33,9 +33,11 @@ def _chat(stream: bool = False) -> dict[str, Any]:
 async def test_an_aiohttp_session_works_in_an_asyncio_step(server: FakeLLM) -> None:
     async def ask(prompt: str) -> str:
         # The session is built and used on the run's asyncio loop.
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"{server.url}/v1/chat/completions", json=_chat()) as resp:
-                body = await resp.json()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{server.url}/v1/chat/completions", json=_chat()) as resp,
+        ):
+            body = await resp.json()
         return f"{prompt}: {body['choices'][0]['message']['content']}"
 
     result = await Flujo(Step.from_callable(ask, event_loop="asyncio")).run_async("q")
