@@ -41,6 +41,7 @@ from .steps.dsl import (
     check_fallback_chain,
 )
 from .steps.event_loop import pipeline_uses_asyncio
+from .steps.options import ReadOnlyDict
 
 if TYPE_CHECKING:
     from .backends.state import RunCheckpoint
@@ -100,11 +101,14 @@ class Flujo:
     Args:
         pipeline_or_step: what to run.
         context_model: an attrs class (subclass :class:`PipelineContext`).
-        initial_context_data: field values for the context of each run.
+        initial_context_data: field values for the context of each run (each run
+            gets its own copy); checked against ``context_model`` here.
         resources: passed to agents that accept ``resources=``.
         usage_limits: :class:`UsageLimits` for each run.
-        state_backend: persist after every top-level step (enables resume).
-        cache_backend: where ``cache=True`` steps keep outputs.
+        state_backend: persist after every top-level step (enables resume); a
+            ``StateBackend``, or a path (``str``/``os.PathLike``) meaning
+            ``SQLiteBackend(path)``.
+        cache_backend: where ``cache=True`` steps keep outputs (a ``CacheBackend``).
         executor: where agent calls run by default (``"inline"``, ``"process"``,
             ``"ray"`` or an executor object).
         hooks: callables receiving run events (sync or async; see
@@ -114,7 +118,10 @@ class Flujo:
             (off by default: an untraced run builds no span).
 
     Raises:
-        PipelineDefinitionError: on an invalid pipeline or argument.
+        PipelineDefinitionError: on an invalid pipeline or argument: a backend
+            without its protocol's async methods, a coroutine object as
+            ``resources``, a non-boolean ``trace``, ``initial_context_data`` the
+            model refuses (unknown fields, bad values, ``run_id``/``initial_prompt``).
     """
 
     def __init__(
@@ -166,7 +173,9 @@ class Flujo:
             )
         self.pipeline = pipeline
         self.context_model = context_model
-        self.initial_context_data = dict(initial_context_data or {})
+        self.initial_context_data: Mapping[str, Any] = ReadOnlyDict(
+            "Flujo", initial_context_data or {}, what="initial_context_data", thing="runner"
+        )
         self.resources = resources
         self.usage_limits = usage_limits
         self.state_backend = state_backend
@@ -187,6 +196,17 @@ class Flujo:
         self._fingerprint: str | None = None
         # Decided once: only pipelines with an asyncio step open an asyncio loop per run.
         self._uses_asyncio = pipeline_uses_asyncio(pipeline)
+        self._built = True  # from here on the checked settings are read-only
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        # The settings were checked when the runner was built (and the pipeline's
+        # fingerprint taken from them): a later assignment would skip both.
+        if not attr.startswith("_") and getattr(self, "_built", False):
+            raise PipelineDefinitionError(
+                f"Flujo: {attr} cannot be changed once the runner is built (it was checked "
+                f"then); build a new runner: Flujo(..., {attr}=...)."
+            )
+        object.__setattr__(self, attr, value)
 
     # -- public API ---------------------------------------------------------------
     def run(self, initial_input: Any) -> PipelineResult:

@@ -296,3 +296,26 @@ def test_context_options_of_a_nested_pipeline_sharing_the_parent_context_are_ref
             PipelineStep(name="n", pipeline=inner, **kwargs)
     with pytest.raises(PipelineDefinitionError, match=r"context_model must be an attrs class"):
         PipelineStep(name="n", pipeline=inner, inherit_context=False, context_model=dict)
+
+
+def test_a_built_runner_keeps_the_settings_it_checked() -> None:
+    runner = Flujo(STEP, context_model=Ctx, initial_context_data={"count": 1})
+    for attr, value in [("state_backend", "x.db"), ("cache_backend", {}), ("pipeline", None)]:
+        with pytest.raises(
+            PipelineDefinitionError,
+            match=_exact(
+                f"Flujo: {attr} cannot be changed once the runner is built (it was checked "
+                f"then); build a new runner: Flujo(..., {attr}=...)."
+            ),
+        ):
+            setattr(runner, attr, value)
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=_exact(
+            "Flujo: initial_context_data cannot be changed once built; build a new runner "
+            "with the initial_context_data you want."
+        ),
+    ):
+        runner.initial_context_data["nope"] = 2  # type: ignore[index]
+    assert runner.state_backend is None
+    assert runner.run("x").final_pipeline_context.count == 1

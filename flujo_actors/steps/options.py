@@ -101,28 +101,31 @@ class ReadOnlyDict(dict[K, V]):
     A ``dict`` (so code that reads dicts keeps working) whose mutators raise.
     """
 
-    __slots__ = ("_owner", "_what")
+    __slots__ = ("_owner", "_thing", "_what")
 
-    def __init__(self, owner: str, data: Mapping[K, V], *, what: str = "branches") -> None:
+    def __init__(
+        self, owner: str, data: Mapping[K, V], *, what: str = "branches", thing: str = "step"
+    ) -> None:
         super().__init__(data)
         self._owner = owner
         self._what = what
+        self._thing = thing
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self._owner, dict(self), self._what))
+        return (_rebuild, (self._owner, dict(self), self._what, self._thing))
 
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise PipelineDefinitionError(
-            f"{self._owner}: {self._what} cannot be changed once built; build a new step "
-            f"with the {self._what} you want."
+            f"{self._owner}: {self._what} cannot be changed once built; build a new "
+            f"{self._thing} with the {self._what} you want."
         )
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
     __ior__ = _refuse
 
 
-def _rebuild(owner: str, data: dict[Any, Any], what: str) -> ReadOnlyDict[Any, Any]:
-    return ReadOnlyDict(owner, data, what=what)
+def _rebuild(owner: str, data: dict[Any, Any], what: str, thing: str) -> ReadOnlyDict[Any, Any]:
+    return ReadOnlyDict(owner, data, what=what, thing=thing)
 
 
 _KIND_LABELS: Final = {
