@@ -1,8 +1,10 @@
 """Helpers for testing pipelines and actors deterministically on trio's MockClock.
 
 Also: :func:`check_state_backend`, the conformance suite for state backends,
-and (as a pytest plugin, ``pytest_plugins = ["flujo_actors.testing.serializers"]``)
-fixtures that isolate the serializer registry.
+:func:`isolated_serializer_registry` / :func:`assert_round_trips` for custom
+serializers, and (as a pytest plugin, ``pytest_plugins =
+["flujo_actors.testing.serializers"]``) a fixture that isolates the serializer
+registry. Everything here except that plugin works without pytest.
 """
 
 from .agents import FlakyAgent as FlakyAgent
@@ -12,6 +14,8 @@ from .agents import UsageOutput as UsageOutput
 from .agents import run_with_mock_clock as run_with_mock_clock
 from .backends import StateBackendFactory as StateBackendFactory
 from .backends import check_state_backend as check_state_backend
+from .roundtrip import assert_round_trips as assert_round_trips
+from .roundtrip import isolated_serializer_registry as isolated_serializer_registry
 
 __all__ = [
     "FlakyAgent",
@@ -19,6 +23,8 @@ __all__ = [
     "StateBackendFactory",
     "StubAgent",
     "UsageOutput",
+    "assert_round_trips",
     "check_state_backend",
+    "isolated_serializer_registry",
     "run_with_mock_clock",
 ]
