@@ -7,16 +7,18 @@ RAY_STAMP := $(VENV)/.installed-ray
 
 .PHONY: install demo test test-fast test-ray lint typecheck bench clean
 
-# The process extra is tiny (trio-parallel + cloudpickle): install it so the process
-# pool's contract tests run everywhere. Ray is large: only test-ray installs it.
+# The process extra is tiny (trio-parallel + cloudpickle) and bench is rich + matplotlib:
+# install both so the process pool's contract tests and the harness's live display and
+# --plot tests run everywhere (they fail, never skip, when their extra is missing).
+# Ray is large: only test-ray installs it.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,process]'
+	$(BIN)/python -m pip install -q -e '.[dev,process,bench]'
 	touch $(STAMP)
 
 $(RAY_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,process,ray]'
+	$(BIN)/python -m pip install -q -e '.[dev,process,bench,ray]'
 	touch $(RAY_STAMP)
 
 install: $(STAMP)

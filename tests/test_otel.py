@@ -7,18 +7,17 @@ import sys
 from decimal import Decimal
 from typing import Any
 
+# The dev extra installs the SDK: a missing install fails here, never skips.
+import opentelemetry.sdk.trace as sdk_trace
+import opentelemetry.sdk.trace.export as sdk_export
+import opentelemetry.sdk.trace.export.in_memory_span_exporter as in_memory
+import opentelemetry.trace as otel_trace
 import pytest
 import trio
 
 from flujo_actors import Flujo, Step
-
-otel_trace = pytest.importorskip("opentelemetry.trace")
-sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
-sdk_export = pytest.importorskip("opentelemetry.sdk.trace.export")
-in_memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
-
-from flujo_actors.telemetry.otel import OTelHook  # noqa: E402
-from flujo_actors.testing.agents import FlakyAgent, UsageOutput  # noqa: E402
+from flujo_actors.telemetry.otel import OTelHook
+from flujo_actors.testing.agents import FlakyAgent, UsageOutput
 
 
 @pytest.fixture

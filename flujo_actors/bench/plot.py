@@ -1,4 +1,4 @@
-"""A PNG of the scaling report (needs matplotlib, which is not a dependency)."""
+"""A PNG of the scaling report (needs matplotlib: the ``bench`` extra)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,7 @@ def plot_scaling(rows: Sequence[ScalingRow], path: Path) -> str:
     there is none.
     """
     if not matplotlib_available():
-        return (
-            f"--plot {path}: matplotlib is not installed (pip install matplotlib); no plot written."
-        )
+        return f"--plot {path}: matplotlib is not installed (pip install 'flujo-actors[bench]'); no plot written."
     if not rows:
         return f"--plot {path}: no scenario ran at two sizes or more; nothing to plot."
     import matplotlib

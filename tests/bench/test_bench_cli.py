@@ -310,7 +310,7 @@ def test_plot_without_matplotlib_says_so(
     png = tmp_path / "scaling.png"
     assert main(run_args(scenarios_dir, "tiny.fixed", "--plot", str(png))) == 0
     assert (
-        f"--plot {png}: matplotlib is not installed (pip install matplotlib); no plot written."
+        f"--plot {png}: matplotlib is not installed (pip install 'flujo-actors[bench]'); no plot written."
         in capsys.readouterr().out
     )
     assert not png.exists()
@@ -355,7 +355,6 @@ def test_display_is_plain_when_not_a_terminal(capsys: pytest.CaptureFixture[str]
 
 
 def test_rich_display_renders(tmp_path: Path) -> None:
-    pytest.importorskip("rich")
     import io
 
     from flujo_actors.bench.progress import RichDisplay
@@ -421,7 +420,6 @@ def test_python_m_runs_isolated_workers(scenarios_dir: Path, tmp_path: Path) -> 
 
 
 def test_plot_writes_a_png_when_matplotlib_is_installed(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     from flujo_actors.bench.plot import plot_scaling
     from flujo_actors.bench.report import ScalingPoint, ScalingRow, scaling_rows
 

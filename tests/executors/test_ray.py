@@ -83,9 +83,9 @@ async def _read_pid(fd: int) -> int:
     return int(buf)
 
 
+# Needs the ray extra (RayExecutor checks it is installed): runs in make test-ray.
+@pytest.mark.ray
 def test_task_options_may_not_turn_on_ray_retries() -> None:
-    pytest.importorskip("ray")
-    pytest.importorskip("cloudpickle")
     from flujo_actors.executors.ray import RayExecutor
 
     with pytest.raises(
@@ -139,9 +139,9 @@ def test_connects_to_a_given_address_and_disconnects_at_the_end_of_the_run(
     assert out.stdout.strip().splitlines()[-1] == "42 False"
 
 
+# Needs the ray extra (RayExecutor checks it is installed): runs in make test-ray.
+@pytest.mark.ray
 def test_actor_options_are_checked() -> None:
-    pytest.importorskip("ray")
-    pytest.importorskip("cloudpickle")
     from flujo_actors.executors.ray import RayExecutor
 
     with pytest.raises(ValueError, match=r"^RayExecutor: actors must be an int >= 0, got -1\.$"):
