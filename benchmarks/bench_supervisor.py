@@ -53,9 +53,8 @@ async def feed(ref: ActorRef) -> None:
 def storm(size: int) -> Workload:
     """Keep a crashing actor busy until it was restarted ``size`` times.
 
-    Messages are fed until then rather than counted out, because the supervisor may
-    redeliver a message that crashed its handler (at-least-once), so one message can
-    cause several restarts. The supervisor's start and stop are outside the timed
+    Messages are fed until then rather than counted out (each one crashes the actor
+    once and is dead-lettered: one message, one restart). The supervisor's start and stop are outside the timed
     part (the workload times itself from the first ``tell`` to the last restart).
     """
 

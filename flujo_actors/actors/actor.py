@@ -627,7 +627,8 @@ async def start_actor(
 
     The actor lives until it is stopped, crashes (the error propagates into
     ``nursery``; use a :class:`~flujo_actors.Supervisor` to restart it) or the
-    nursery is cancelled.
+    nursery is cancelled. When it crashes, the ``tell`` it was handling goes to
+    dead letters (``"crashed"``) and the queued messages too (``"stopped"``).
     """
     cell = ActorCell(name, mailbox_size, dead_letters)
     ref: ActorRef = await nursery.start(_run_unsupervised, actor, cell)
@@ -642,5 +643,10 @@ async def _run_unsupervised(
     finally:
         # Unsupervised: nobody will restart it, so nothing may stay queued.
         if cell.state != "stopped":
+            current = cell.current
+            cell.current = None
+            if current is not None and type(current) is not _Ask:
+                # The tell that crashed it (an ask's asker has ActorCrashed already).
+                cell.dead_letters.record(cell.name, current, "crashed")
             cell.close_mailbox()
             cell.mark_stopped()

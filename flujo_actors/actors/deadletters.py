@@ -2,7 +2,7 @@
 
 Nothing sent to an actor vanishes silently: a message for a stopped actor, a
 message left in the mailbox when an actor stopped, a reply that arrived after
-its asker gave up, and a poison message taken out of a crash loop all land
+its asker gave up, and a message whose handler crashed the actor all land
 here, where they can be inspected (:meth:`DeadLetters.snapshot`) or streamed
 (:meth:`DeadLetters.subscribe`).
 """
@@ -32,9 +32,10 @@ class DeadLetter:
         message: the message (or the late reply value).
         reason: why it is here: ``"stopped"`` (sent to, queued in, or being
             handled by an actor that stopped), ``"late-reply"`` (a reply whose
-            asker gave up), ``"poison"`` (it crashed its actor
-            ``poison_threshold`` times in a row), ``"crashed"`` (it crashed an
-            actor that is not restarted).
+            asker gave up), ``"crashed"`` (a ``tell`` whose handler crashed
+            the actor: by default it is not handed out again), ``"poison"``
+            (with a supervisor's ``max_redeliveries=N``, it crashed the actor
+            N + 1 times in a row).
     """
 
     recipient: str

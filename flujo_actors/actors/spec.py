@@ -14,7 +14,14 @@ from .actor import STOP_GRACE_S, Actor
 if TYPE_CHECKING:
     from .supervisor import Supervisor  # noqa: TC004 (only annotations; attrs does not resolve them)
 
-__all__ = ["ChildSpec", "Restart", "Strategy", "check_mailbox_size", "check_shutdown_s"]
+__all__ = [
+    "ChildSpec",
+    "Restart",
+    "Strategy",
+    "check_mailbox_size",
+    "check_max_redeliveries",
+    "check_shutdown_s",
+]
 
 
 class Restart(enum.Enum):
@@ -45,6 +52,15 @@ def check_mailbox_size(where: str, size: object) -> None:
         return
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise ValueError(f"{where}: mailbox_size must be an int >= 0 or math.inf, got {size!r}.")
+
+
+def check_max_redeliveries(where: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"{where}: max_redeliveries must be an int >= 0, got {value!r}. Use 0 (the "
+            "default) to dead-letter a message that crashed its handler, or N > 0 to hand it "
+            "to the restarted actor up to N more times."
+        )
 
 
 def check_shutdown_s(where: str, value: object) -> None:
@@ -78,9 +94,13 @@ class ChildSpec:
             (``on_stop`` is cancelled at its first checkpoint); ``math.inf``
             waits as long as it takes. A supervisor's own stop gives each child
             its grace in turn, in reverse start order.
+        max_redeliveries: how many times a ``tell`` that crashed this child is
+            handed to its restarted instance again (None: the supervisor's
+            ``max_redeliveries``, 0 by default; see :class:`Supervisor`).
 
     Raises:
-        ValueError: empty name, bad ``mailbox_size``, ``restart`` or ``shutdown_s``.
+        ValueError: empty name, bad ``mailbox_size``, ``restart``, ``shutdown_s``
+            or ``max_redeliveries``.
         TypeError: ``factory`` is not callable.
     """
 
@@ -90,6 +110,7 @@ class ChildSpec:
     restart: Restart
     mailbox_size: int | float
     shutdown_s: float
+    max_redeliveries: int | None
 
     def __init__(
         self,
@@ -99,6 +120,7 @@ class ChildSpec:
         restart: Restart = Restart.PERMANENT,
         mailbox_size: int | float = 1024,
         shutdown_s: float = STOP_GRACE_S,
+        max_redeliveries: int | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"ChildSpec: name must be a non-empty string, got {name!r}.")
@@ -123,7 +145,11 @@ class ChildSpec:
             )
         check_mailbox_size(f"ChildSpec {name!r}", mailbox_size)
         check_shutdown_s(f"ChildSpec {name!r}", shutdown_s)
-        self.__attrs_init__(name, factory, args, restart, mailbox_size, float(shutdown_s))
+        if max_redeliveries is not None:
+            check_max_redeliveries(f"ChildSpec {name!r}", max_redeliveries)
+        self.__attrs_init__(
+            name, factory, args, restart, mailbox_size, float(shutdown_s), max_redeliveries
+        )
 
     def with_args(self, name: str, args: tuple[object, ...]) -> ChildSpec:
         """A copy named ``name`` whose factory also gets ``args`` (after the spec's own)."""

@@ -14,14 +14,22 @@ Delivery rules (what happens to messages when children crash or stop):
 
 * A restarted actor keeps its mailbox (the same :class:`ActorCell`): queued
   messages survive, and refs handed out earlier stay valid.
-* A ``tell`` whose handler crashed goes back to the head of the mailbox and
-  is handed to the restarted actor first (at-least-once). If the same
-  message object crashes the actor ``poison_threshold`` times in a row it is
-  moved to dead letters with reason ``"poison"`` instead (the actor is still
-  restarted).
+* One crash costs one restart. By default (``max_redeliveries=0``) the
+  ``tell`` whose handler crashed goes to dead letters with reason
+  ``"crashed"`` and the restarted actor continues with the next queued
+  message (at-most-once: the message is never lost silently, and a bad
+  message cannot crash the actor again).
+* At-least-once is explicit: with ``max_redeliveries=N`` (on the
+  :class:`Supervisor` for every child, or on one :class:`ChildSpec`) the
+  crashing ``tell`` goes back to the head of the mailbox and is handed to the
+  restarted actor first, up to ``N`` times; when the same message crashes the
+  actor ``N + 1`` times in a row it goes to dead letters with reason
+  ``"poison"``. Every one of those crashes is a restart that counts towards
+  ``max_restarts``.
 * An ``ask`` whose handler crashed is answered with
-  :class:`~flujo_actors.errors.ActorCrashed` and never handled again (the
-  asker decides whether to retry).
+  :class:`~flujo_actors.errors.ActorCrashed` at once and never handled again,
+  whatever ``max_redeliveries`` says (the asker holds the error and decides
+  whether to retry; it is not dead-lettered as well).
 * When the supervisor restarts an actor because a sibling crashed, the
   ``tell`` it was handling is handed to the new instance first; an ``ask``
   it was handling is answered with :class:`~flujo_actors.errors.ActorStopped`.
@@ -66,7 +74,7 @@ from .events import (
     SupervisorEvent,
 )
 from .management import SupervisorManagement, _Call
-from .spec import ChildSpec, Restart, Strategy
+from .spec import ChildSpec, Restart, Strategy, check_max_redeliveries
 
 if TYPE_CHECKING:
     import random
@@ -80,7 +88,8 @@ __all__ = [
     "SupervisorStatistics",
 ]
 
-DEFAULT_POISON_THRESHOLD: Final = 3
+#: By default the message that crashed its handler is not handed out again.
+DEFAULT_MAX_REDELIVERIES: Final = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -115,6 +124,7 @@ class _Child:
         "cell",
         "done",
         "generation",
+        "max_redeliveries",
         "nested",
         "pending_restart",
         "redelivery_reason",
@@ -127,8 +137,11 @@ class _Child:
         "terminating",
     )
 
-    def __init__(self, spec: ChildSpec, dead_letters: DeadLetters) -> None:
+    def __init__(self, spec: ChildSpec, dead_letters: DeadLetters, max_redeliveries: int) -> None:
         self.spec = spec
+        self.max_redeliveries = (
+            spec.max_redeliveries if spec.max_redeliveries is not None else max_redeliveries
+        )
         self.cell = ActorCell(spec.name, spec.mailbox_size, dead_letters)
         self.cell.supervised = True
         self.nested: Supervisor | None = None
@@ -218,9 +231,13 @@ class Supervisor(SupervisorManagement):
         max_seconds: the length of that window.
         backoff: delay between a crash and its restart (None: restart at once).
         name: the supervisor's name (events, errors, statistics).
-        poison_threshold: consecutive crashes on the same message object after
-            which that message goes to dead letters (``"poison"``) instead of
-            being handed to the restarted actor again.
+        max_redeliveries: how many times a ``tell`` whose handler crashed is
+            handed to the restarted actor again (a :class:`ChildSpec` may set
+            its own). 0, the default: never; the message goes to dead letters
+            with reason ``"crashed"``, so one crash costs one restart. N > 0:
+            at-least-once delivery; a message that crashed the actor N + 1
+            times in a row goes to dead letters with reason ``"poison"``.
+            Asks are never redelivered.
         dead_letters: the dead-letter log its children share (a fresh one if
             None; a nested supervisor then uses its parent's).
 
@@ -237,7 +254,7 @@ class Supervisor(SupervisorManagement):
         max_seconds: float = 5.0,
         backoff: Backoff | None = None,
         name: str | None = None,
-        poison_threshold: int = DEFAULT_POISON_THRESHOLD,
+        max_redeliveries: int = DEFAULT_MAX_REDELIVERIES,
         dead_letters: DeadLetters | None = None,
     ) -> None:
         label = name if name is not None else "supervisor"
@@ -268,22 +285,13 @@ class Supervisor(SupervisorManagement):
             raise ValueError(
                 f"Supervisor {label!r}: backoff must be a Backoff or None, got {backoff!r}."
             )
-        if isinstance(poison_threshold, bool) or not isinstance(poison_threshold, int):
-            raise ValueError(
-                f"Supervisor {label!r}: poison_threshold must be an int >= 1, "
-                f"got {poison_threshold!r}."
-            )
-        if poison_threshold < 1:
-            raise ValueError(
-                f"Supervisor {label!r}: poison_threshold must be an int >= 1, "
-                f"got {poison_threshold!r}."
-            )
+        check_max_redeliveries(f"Supervisor {label!r}", max_redeliveries)
         self.name = label
         self.strategy = strategy
         self.max_restarts = max_restarts
         self.max_seconds = max_seconds
         self.backoff = backoff
-        self.poison_threshold = poison_threshold
+        self.max_redeliveries = max_redeliveries
         self._specs = specs
         self._owns_dead_letters = dead_letters is None
         self._dead_letters = dead_letters if dead_letters is not None else DeadLetters()
@@ -598,7 +606,7 @@ class Supervisor(SupervisorManagement):
     # -- children ----------------------------------------------------------
 
     def _add(self, spec: ChildSpec) -> _Child:
-        child = _Child(spec, self._dead_letters)
+        child = _Child(spec, self._dead_letters, self.max_redeliveries)
         self._children[spec.name] = child
         self._order.append(child)
         return child
@@ -640,6 +648,12 @@ class Supervisor(SupervisorManagement):
                     try:
                         instance = spec.factory(*spec.args)
                         if isinstance(instance, Supervisor):
+                            if spec.max_redeliveries is not None:
+                                raise TypeError(
+                                    f"ChildSpec {spec.name!r}: max_redeliveries applies to "
+                                    "actors, but the factory built a Supervisor (it has no "
+                                    "mailbox); pass max_redeliveries to that Supervisor."
+                                )
                             await self._run_nested(child, instance, status)
                         elif isinstance(instance, Actor):
                             child.nested = None
@@ -725,28 +739,35 @@ class Supervisor(SupervisorManagement):
         self._note_crash_message(child)
 
     def _note_crash_message(self, child: _Child) -> None:
-        """Poison detection and redelivery of the message that crashed ``child``."""
+        """Dead-letter, or (``max_redeliveries``) redeliver, the message that crashed ``child``.
+
+        Runs before the restart is decided, so whatever the strategy and
+        whether or not the child comes back, the message is accounted for once.
+        """
         cell = child.cell
         current = cell.current
         if current is None:
             return  # crashed outside a handler (on_start): no message to blame
         cell.current = None
-        is_ask = type(current) is _Ask
-        message = current.message if is_ask else current
-        if message is child.streak_message and cell.handled == child.streak_handled:
-            child.streak += 1
+        if type(current) is _Ask:
+            # Its asker already has ActorCrashed: no redelivery, no dead letter.
+            child.streak_message = None
+            return
+        if current is child.streak_message and cell.handled == child.streak_handled:
+            child.streak += 1  # the redelivered message crashed the new instance too
         else:
-            child.streak_message = message
+            child.streak_message = current
             child.streak = 1
             child.streak_handled = cell.handled
-        if child.streak >= self.poison_threshold:
+        limit = child.max_redeliveries
+        if child.streak > limit:
             child.streak_message = None
             child.streak = 0
-            self._dead_letters.record(child.spec.name, message, "poison")
-        elif not is_ask:
-            # at-least-once for tells: the restarted actor gets it first.
+            self._dead_letters.record(child.spec.name, current, "poison" if limit else "crashed")
+        else:
+            # at-least-once, asked for: the restarted actor gets it first.
             child.redelivery_reason = "crashed"
-            cell.push_front(message)
+            cell.push_front(current)
 
     def _after_exit(self, child: _Child, error: Exception | None) -> float | None:
         """Decide, synchronously, what follows a child's exit.

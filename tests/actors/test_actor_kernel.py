@@ -342,6 +342,32 @@ async def test_a_handler_raising_end_of_channel_is_a_crash_not_a_stop() -> None:
     assert ref.statistics().last_error == "EndOfChannel: "
 
 
+async def test_the_tell_that_crashed_an_unsupervised_actor_is_dead_lettered() -> None:
+    letters = DeadLetters()
+    gate = trio.Event()
+
+    class Gated(Boom):
+        async def handle(self, message: Any) -> Any:
+            if message == "first":
+                await gate.wait()
+                return None
+            return await super().handle(message)
+
+    with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match=r"^bad second$")):
+        async with trio.open_nursery() as nursery:
+            ref = await start_actor(nursery, Gated(), name="boom", dead_letters=letters)
+            for message in ("first", "second", "third"):
+                await ref.tell(message)
+            gate.set()
+            await trio.sleep_forever()
+    # Nobody restarts it: the crashing tell and the queued one are both accounted for.
+    assert letters.snapshot() == [
+        DeadLetter(recipient="boom", message="second", reason="crashed"),
+        DeadLetter(recipient="boom", message="third", reason="stopped"),
+    ]
+    assert ref.statistics().state == "stopped"
+
+
 async def test_an_unimplemented_handle_crashes_with_a_clear_message() -> None:
     with pytest.RaisesGroup(
         pytest.RaisesExc(NotImplementedError, match=r"^Actor\.handle is not implemented$")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import Any
 
 import pytest
@@ -539,29 +540,92 @@ async def test_a_restarted_actor_keeps_its_mailbox_and_its_ref(
         await sup.stop()
 
 
-async def test_a_tell_that_crashed_is_handed_to_the_restarted_actor(
+async def test_a_tell_that_crashed_is_dead_lettered_and_the_mailbox_survives(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     journal: Journal = []
-    supervisor = Supervisor([spec("a", journal)])
+    supervisor = Supervisor([spec("a", journal)], max_restarts=1, name="root")
+    async with trio.open_nursery() as nursery:
+        sup = await start(nursery, supervisor)
+        gate = trio.Event()
+        flaky = Flaky(fails=1)
+        await sup.ref("a").tell(gate)  # hold a busy so the rest queues up behind it
+        await sup.ref("a").tell(flaky)
+        await sup.ref("a").tell("after")
+        del journal[:]
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert flaky.tries == 1  # handled once, never again
+        assert journal == ["stop a", "start a", "a: after"]
+        assert sup.dead_letters() == [DeadLetter(recipient="a", message=flaky, reason="crashed")]
+        assert sup.ref("a").statistics().restarts == 1
+        assert kinds(sup)[-3:] == ["ChildCrashed a", "DeadLettered a", "ChildRestarted a"]
+        assert sup.statistics().state == "running"  # one crash, one restart: within budget
+        await sup.stop()
+
+
+async def test_one_bad_tell_does_not_exhaust_a_budget_of_two_restarts(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # The reported bug: the bad message was redelivered up to 3 times, so one tell
+    # cost three restarts and broke max_restarts=2.
+    journal: Journal = []
+    supervisor = Supervisor([spec("a", journal)], max_restarts=2)
+    async with trio.open_nursery() as nursery:
+        sup = await start(nursery, supervisor)
+        await sup.ref("a").tell(Poison())
+        await trio.testing.wait_all_tasks_blocked()
+        assert sup.statistics().state == "running"
+        assert sup.statistics().restarts == 1
+        assert journal.count("start a") == 2
+        await sup.stop()
+
+
+async def test_an_ask_that_crashed_fails_at_once_and_is_never_handled_again(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    journal: Journal = []
+    supervisor = Supervisor([spec("a", journal)], max_redeliveries=3)  # asks: still never
+    async with trio.open_nursery() as nursery:
+        sup = await start(nursery, supervisor)
+        flaky = Flaky(fails=1)
+        with pytest.raises(
+            ActorCrashed,
+            match=r"^Actor 'a' crashed handling the message: RuntimeError: flaky try 1$",
+        ) as info:
+            await sup.ref("a").ask(flaky)
+        assert str(info.value.__cause__) == "flaky try 1"
+        await trio.testing.wait_all_tasks_blocked()
+        assert flaky.tries == 1
+        assert sup.dead_letters() == []  # the asker holds the error: not lost
+        assert sup.ref("a").statistics().restarts == 1
+        assert await sup.ref("a").ask("next") == (Probe.instances, "next")
+        await sup.stop()
+
+
+async def test_max_redeliveries_gives_at_least_once_delivery(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    journal: Journal = []
+    supervisor = Supervisor([spec("a", journal)], max_redeliveries=2, max_restarts=5)
     async with trio.open_nursery() as nursery:
         sup = await start(nursery, supervisor)
         flaky = Flaky(fails=2)
         await sup.ref("a").tell(flaky)
         await sup.ref("a").tell("after")
         await trio.testing.wait_all_tasks_blocked()
-        assert flaky.tries == 3
+        assert flaky.tries == 3  # crashed twice, handed out again twice, then handled
         assert journal[-2:] == ["a: Flaky(2)", "a: after"]
-        assert sup.ref("a").statistics().restarts == 2
+        assert sup.ref("a").statistics().restarts == 2  # every crash is a restart
         assert sup.dead_letters() == []
         await sup.stop()
 
 
-async def test_a_poison_message_goes_to_dead_letters_instead_of_crash_looping(
+async def test_a_message_that_exhausts_its_redeliveries_goes_to_dead_letters_as_poison(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     journal: Journal = []
-    supervisor = Supervisor([spec("a", journal)], max_restarts=10, name="root")
+    supervisor = Supervisor([spec("a", journal)], max_redeliveries=2, max_restarts=10, name="root")
     poison = Poison()
     async with trio.open_nursery() as nursery:
         sup = await start(nursery, supervisor)
@@ -593,17 +657,103 @@ async def test_a_poison_message_goes_to_dead_letters_instead_of_crash_looping(
         await sup.stop()
 
 
-async def test_poison_threshold_one_never_redelivers(autojump_clock: trio.abc.Clock) -> None:
+async def test_max_redeliveries_per_child_overrides_the_supervisor(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     journal: Journal = []
-    supervisor = Supervisor([spec("a", journal)], poison_threshold=1)
+    supervisor = Supervisor(
+        [
+            spec("plain", journal),  # inherits the supervisor's 1
+            spec("never", journal, max_redeliveries=0),
+            spec("twice", journal, max_redeliveries=2),
+        ],
+        max_redeliveries=1,
+        max_restarts=10,
+    )
     async with trio.open_nursery() as nursery:
         sup = await start(nursery, supervisor)
-        flaky = Flaky(fails=1)
-        await sup.ref("a").tell(flaky)
-        await trio.testing.wait_all_tasks_blocked()
-        assert flaky.tries == 1
-        assert sup.dead_letters() == [DeadLetter(recipient="a", message=flaky, reason="poison")]
+        jobs = {name: Flaky(fails=2) for name in ("plain", "never", "twice")}
+        for name, job in jobs.items():
+            await sup.ref(name).tell(job)
+            await trio.testing.wait_all_tasks_blocked()
+        assert {name: job.tries for name, job in jobs.items()} == {
+            "plain": 2,
+            "never": 1,
+            "twice": 3,
+        }
+        assert sup.dead_letters() == [
+            DeadLetter(recipient="plain", message=jobs["plain"], reason="poison"),
+            DeadLetter(recipient="never", message=jobs["never"], reason="crashed"),
+        ]
+        assert [sup.ref(n).statistics().restarts for n in jobs] == [2, 1, 2]
+        assert journal[-1] == "twice: Flaky(2)"
         await sup.stop()
+
+
+# OTP's supervisor_SUITE (one_for_one, one_for_all, rest_for_one): a child that dies
+# costs the supervisor one restart of its intensity, whichever group is restarted,
+# and a third death within the period of intensity {2, 3600} shuts the supervisor
+# down. Here each death is one bad *tell*, which must not be handed out again.
+OTP_STARTS = {
+    Strategy.ONE_FOR_ONE: {"a": 0, "b": 1, "c": 0},
+    Strategy.ONE_FOR_ALL: {"a": 1, "b": 1, "c": 1},
+    Strategy.REST_FOR_ONE: {"a": 0, "b": 1, "c": 1},
+}
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+async def test_otp_one_bad_message_is_one_restart_under_each_strategy(
+    autojump_clock: trio.abc.Clock, strategy: Strategy
+) -> None:
+    journal: Journal = []
+    supervisor = Supervisor(
+        [spec("a", journal), spec("b", journal), spec("c", journal)],
+        strategy=strategy,
+        max_restarts=2,
+        max_seconds=3600.0,
+        name="sup",
+    )
+    bad = [Poison(), Poison(), Poison()]
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(
+            RestartIntensityExceeded,
+            match=(
+                r"^Supervisor 'sup' gave up: 3 restarts within 3600\.0 s exceed max_restarts=2 "
+                r"\(last: child 'b' crashed: RuntimeError: poison\); all children were "
+                r"stopped\.$"
+            ),
+        )
+    ):
+        async with trio.open_nursery() as nursery:
+            sup = await start(nursery, supervisor)
+            for crashes in (1, 2):
+                gate = trio.Event()
+                await sup.ref("b").tell(gate)
+                await sup.ref("b").tell(bad[crashes - 1])
+                await sup.ref("b").tell(f"after {crashes}")
+                for name in "ac":
+                    await sup.ref(name).tell(f"to {name} {crashes}")
+                gate.set()
+                await trio.testing.wait_all_tasks_blocked()
+                assert sup.statistics().state == "running"
+                starts = {n: journal.count(f"start {n}") - 1 for n in "abc"}
+                assert starts == {n: k * crashes for n, k in OTP_STARTS[strategy].items()}
+                restarted = [e.child for e in sup.events() if isinstance(e, ChildRestarted)]
+                assert sorted(restarted) == sorted(
+                    n for n, k in OTP_STARTS[strategy].items() for _ in range(k * crashes)
+                )
+                # Nothing queued was lost: the messages after the bad one were handled.
+                assert {f"b: after {crashes}", f"a: to a {crashes}", f"c: to c {crashes}"} <= set(
+                    journal
+                )
+            assert sup.dead_letters() == [
+                DeadLetter(recipient="b", message=bad[0], reason="crashed"),
+                DeadLetter(recipient="b", message=bad[1], reason="crashed"),
+            ]
+            await sup.ref("b").tell(bad[2])  # the third death within the period
+            await trio.sleep_forever()
+    assert supervisor.statistics().state == "failed"
+    assert [letter.message for letter in supervisor.dead_letters()][:3] == bad
 
 
 async def test_the_crashing_tell_of_a_child_that_is_not_restarted_is_dead_lettered(
@@ -756,29 +906,31 @@ async def test_stop_during_backoff_is_prompt(autojump_clock: trio.abc.Clock) -> 
         assert sup.ref("a").statistics().state == "stopped"
 
 
+@pytest.mark.parametrize("redeliveries", [0, 1])
 @pytest.mark.parametrize("restart", [Restart.PERMANENT, Restart.TRANSIENT])
 @pytest.mark.parametrize("strategy", list(Strategy))
 async def test_stopping_a_ref_while_its_child_waits_out_a_backoff(
-    autojump_clock: trio.abc.Clock, strategy: Strategy, restart: Restart
+    autojump_clock: trio.abc.Clock, strategy: Strategy, restart: Restart, redeliveries: int
 ) -> None:
     journal: Journal = []
     supervisor = Supervisor(
         [spec("a", journal, restart=restart)],
         strategy=strategy,
         backoff=Backoff(base_s=10.0, max_s=10.0, jitter=0.0),
+        max_redeliveries=redeliveries,
     )
     async with trio.open_nursery() as nursery:
         sup = await start(nursery, supervisor)
         ref = sup.ref("a")
         flaky = Flaky(fails=1)
-        await ref.tell(flaky)  # crashes: kept for redelivery, 10 s backoff
+        await ref.tell(flaky)  # crashes (kept for redelivery if asked), 10 s backoff
         await ref.tell("queued")
         await trio.testing.wait_all_tasks_blocked()
         await ref.stop()  # returns at once: the child is down already
         assert trio.current_time() == 0.0
-        # The crashed message was back at the head of the mailbox: dead first.
+        # Dead at the crash, or (redelivery) back at the head of the mailbox: dead first.
         assert [(d.message, d.reason) for d in sup.dead_letters()] == [
-            (flaky, "stopped"),
+            (flaky, "stopped" if redeliveries else "crashed"),
             ("queued", "stopped"),
         ]
         await trio.sleep(10.0)
@@ -1063,8 +1215,18 @@ def test_child_spec_validation() -> None:
         match=r"^ChildSpec 'a': mailbox_size must be an int >= 0 or math\.inf, got 1\.5\.$",
     ):
         ChildSpec("a", Probe, mailbox_size=1.5)
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"^ChildSpec 'a': max_redeliveries must be an int >= 0, got -1\. Use 0 \(the "
+            r"default\) to dead-letter a message that crashed its handler, or N > 0 to hand it "
+            r"to the restarted actor up to N more times\.$"
+        ),
+    ):
+        ChildSpec("a", Probe, max_redeliveries=-1)
     ok = ChildSpec("a", Probe, journal, restart=Restart.TRANSIENT, mailbox_size=math.inf)
     assert ok.args == (journal,)
+    assert ok.max_redeliveries is None  # the supervisor's max_redeliveries applies
 
 
 def test_supervisor_validation() -> None:
@@ -1083,10 +1245,17 @@ def test_supervisor_validation() -> None:
         match=r"^Supervisor 's': max_seconds must be a finite number > 0, got 0\.$",
     ):
         Supervisor([], max_seconds=0, name="s")
-    with pytest.raises(
-        ValueError, match=r"^Supervisor 's': poison_threshold must be an int >= 1, got 0\.$"
-    ):
-        Supervisor([], poison_threshold=0, name="s")
+    for bad in (-1, True, 1.0, "2"):
+        with pytest.raises(
+            ValueError,
+            match=(
+                rf"^Supervisor 's': max_redeliveries must be an int >= 0, got {re.escape(repr(bad))}\. "
+                r"Use 0 \(the default\) to dead-letter a message that crashed its handler, or "
+                r"N > 0 to hand it to the restarted actor up to N more times\.$"
+            ),
+        ):
+            Supervisor([], max_redeliveries=bad, name="s")  # type: ignore[arg-type]
+    assert Supervisor([], name="s").max_redeliveries == 0
     with pytest.raises(
         TypeError, match=r"^Supervisor 's': children must be ChildSpec objects, got 'a'\.$"
     ):
@@ -1128,6 +1297,22 @@ async def test_a_factory_returning_something_else_crashes_the_start() -> None:
             match=(
                 r"^ChildSpec 'a': factory returned 'nope'; it must return an Actor "
                 r"or a Supervisor\.\nwhile starting child 'a' of supervisor 's'$"
+            ),
+        ):
+            await nursery.start(supervisor.run)
+
+
+async def test_max_redeliveries_on_a_nested_supervisors_spec_is_refused() -> None:
+    journal: Journal = []
+    spec_ = ChildSpec("inner", inner_supervisor, journal, max_redeliveries=1)
+    supervisor = Supervisor([spec_], name="s")
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(
+            TypeError,
+            match=(
+                r"^ChildSpec 'inner': max_redeliveries applies to actors, but the factory built "
+                r"a Supervisor \(it has no mailbox\); pass max_redeliveries to that "
+                r"Supervisor\.\nwhile starting child 'inner' of supervisor 's'$"
             ),
         ):
             await nursery.start(supervisor.run)

@@ -150,13 +150,18 @@ def test_backoff_validation() -> None:
 
 
 class Job:
-    """A told message: crashes its handler ``fails`` times, each try takes ``work_s``."""
+    """A told message: crashes its handler ``fails`` times, each try takes ``work_s``.
+
+    ``tries`` counts handler calls (a try cut short by a sibling's restart included),
+    ``crashes`` the tries that crashed the actor.
+    """
 
     def __init__(self, number: int, fails: int, work_s: float) -> None:
         self.number = number
         self.fails = fails
         self.work_s = work_s
         self.tries = 0
+        self.crashes = 0
 
     def __repr__(self) -> str:
         return f"Job({self.number}, fails={self.fails})"
@@ -181,6 +186,7 @@ class Worker(Actor):
         if message.work_s:
             await trio.sleep(message.work_s)
         if message.tries <= message.fails:
+            message.crashes += 1
             raise RuntimeError(f"{message!r} failed")
         self.handled.append(message)
         return message.number
@@ -223,7 +229,11 @@ def target(sup: Supervisor, name: str) -> Any:
 
 
 async def replay(
-    script: list[tuple[Any, ...]], supervisor: Supervisor, told: list[Job], cancel_at: float
+    script: list[tuple[Any, ...]],
+    supervisor: Supervisor,
+    told: list[Job],
+    recipients: list[str],
+    cancel_at: float,
 ) -> bool:
     """Run ``script`` against ``supervisor``, cancelled from outside at ``cancel_at``.
 
@@ -240,6 +250,7 @@ async def replay(
                         job = Job(number, fails=op[2], work_s=op[3])
                         await target(sup, op[1]).tell(job)
                         told.append(job)  # after: a cancelled tell sent nothing
+                        recipients.append(op[1])
                     elif op[0] == "ask_crash":
                         # Every ask gets an answer: never a timeout.
                         with pytest.raises((ActorCrashed, ActorStopped)):
@@ -267,7 +278,8 @@ async def replay(
     restarts=st.tuples(*[st.sampled_from(list(Restart))] * 3),
     max_restarts=st.integers(min_value=0, max_value=10),
     backoff=st.booleans(),
-    poison_threshold=st.integers(min_value=1, max_value=4),
+    max_redeliveries=st.integers(min_value=0, max_value=3),
+    per_child=st.tuples(*[st.none() | st.integers(min_value=0, max_value=3)] * 3),
     cancel_at=st.just(math.inf) | st.floats(min_value=0.0, max_value=40.0),
 )
 def test_every_told_message_is_handled_once_or_dead_lettered_once(
@@ -276,21 +288,29 @@ def test_every_told_message_is_handled_once_or_dead_lettered_once(
     restarts: tuple[Restart, Restart, Restart],
     max_restarts: int,
     backoff: bool,
-    poison_threshold: int,
+    max_redeliveries: int,
+    per_child: tuple[int | None, int | None, int | None],
     cancel_at: float,
 ) -> None:
     handled: list[Job] = []
     life: list[str] = []
     told: list[Job] = []
+    recipients: list[str] = []
 
-    def nested() -> Supervisor:
+    def nested() -> Supervisor:  # w: the default, never redelivered
         return Supervisor([ChildSpec("w", Worker, handled, life)], max_restarts=1, name="n")
+
+    limits = {
+        name: max_redeliveries if own is None else own
+        for name, own in zip("abc", per_child, strict=True)
+    }
+    limits["w"] = 0
 
     supervisor = Supervisor(
         [
             *(
-                ChildSpec(name, Worker, handled, life, restart=restart)
-                for name, restart in zip("abc", restarts, strict=True)
+                ChildSpec(name, Worker, handled, life, restart=restart, max_redeliveries=own)
+                for name, restart, own in zip("abc", restarts, per_child, strict=True)
             ),
             ChildSpec("n", nested),
         ],
@@ -298,13 +318,14 @@ def test_every_told_message_is_handled_once_or_dead_lettered_once(
         max_restarts=max_restarts,
         max_seconds=5.0,
         backoff=Backoff(base_s=0.5, max_s=2.0, jitter=0.2, seed=1) if backoff else None,
-        poison_threshold=poison_threshold,
+        max_redeliveries=max_redeliveries,
     )
     gave_up = trio.run(
         replay,
         script,
         supervisor,
         told,
+        recipients,
         cancel_at,
         clock=trio.testing.MockClock(autojump_threshold=0),
     )
@@ -315,15 +336,25 @@ def test_every_told_message_is_handled_once_or_dead_lettered_once(
     if stats.children[-1].restarts or "start w" in life:
         assert supervisor.supervisor("n").statistics().state in {"stopped", "failed"}
     dead = [letter for letter in supervisor.dead_letters() if isinstance(letter.message, Job)]
-    for job in told:
+    for job, recipient in zip(told, recipients, strict=True):
+        limit = limits[recipient]
         times_handled = sum(1 for h in handled if h is job)
         letters = [letter for letter in dead if letter.message is job]
         assert times_handled + len(letters) == 1, (job, times_handled, letters)
+        # One crash per message unless redelivery was asked for, and never more
+        # than max_redeliveries + 1: a bad message cannot crash-loop its actor.
+        assert job.crashes <= limit + 1, (job, limit)
         if letters:
-            assert letters[0].reason in {"stopped", "crashed", "poison"}
-            if letters[0].reason == "poison":
-                assert job.fails >= poison_threshold
+            reason = letters[0].reason
+            assert reason in {"stopped", "crashed", "poison"}
+            if reason == "poison":
+                assert limit > 0 and job.crashes == limit + 1, (job, limit)
+            elif reason == "crashed":
+                assert job.crashes >= 1
+            if limit == 0 and job.crashes:
+                assert reason == "crashed"  # dead at its first crash, never handed out again
         else:
+            assert job.crashes <= limit
             # Tries interrupted by a sibling's restart are tried again.
             assert job.tries >= job.fails + 1
     for name in "abcw":
