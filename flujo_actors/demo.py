@@ -6,18 +6,26 @@ little and report usage the Flujo way), so the run is reproducible offline:
     plan -> fan-out research (3 parallel branches) -> draft/critique loop
          -> flaky publisher (succeeds on retry) -> translator with a fallback
 
-then a small ingest pipeline persisted to a SQLite file, "crashed" mid-run
-and resumed without re-running the steps that had completed.
+then a small ingest pipeline persisted to a SQLite file: a worker process
+runs it and is killed (SIGKILL) in its third step; this process resumes the
+run from the file and runs only the steps that had not completed.
+
+Every claim the demo prints is also asserted (:class:`DemoClaimFailed` if one
+does not hold): what ran in each process, the retry, the fallback, the loop,
+that the research branches overlapped, and the totals.
 
 Run it with ``python -m flujo_actors.demo``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
+import sys
 import tempfile
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
@@ -25,7 +33,19 @@ import trio
 from . import Flujo, PipelineContext, PipelineResult, SQLiteBackend, Step, UsageLimits
 from .testing import UsageOutput
 
-__all__ = ["ResearchContext", "build_pipeline", "main", "render"]
+__all__ = ["DemoClaimFailed", "ResearchContext", "build_pipeline", "main", "render"]
+
+SOURCES: Final = (("web", "0.010"), ("papers", "0.020"), ("docs", "0.005"))
+
+
+class DemoClaimFailed(AssertionError):
+    """Something the demo prints did not actually happen."""
+
+
+def claim(holds: bool, what: str) -> None:
+    """Check a claim the demo makes (a demo must show what it says)."""
+    if not holds:
+        raise DemoClaimFailed(f"demo claim does not hold: {what}")
 
 
 @attrs.define
@@ -43,9 +63,28 @@ async def plan(question: str) -> dict[str, Any]:
     return {"topic": question.rstrip("?").split()[-1]}
 
 
-def researcher(source: str, cost: str) -> Step:
+class Overlap:
+    """Records which searches were running at once (proof of concurrency, not timing)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+
+    def enter(self) -> None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+
+    def leave(self) -> None:
+        self.running -= 1
+
+
+def researcher(source: str, cost: str, overlap: Overlap) -> Step:
     async def research(data: Any, *, context: ResearchContext) -> UsageOutput:
-        await trio.sleep(0.05)  # the three sources are searched concurrently
+        overlap.enter()
+        try:
+            await trio.sleep(0.05)  # stands for a search call; the three run concurrently
+        finally:
+            overlap.leave()
         fact = f"{source}: {context.topic} is cooperative multitasking done right"
         context.scratchpad[source] = fact
         return UsageOutput(fact, cost_usd=Decimal(cost), token_counts=120)
@@ -85,13 +124,10 @@ async def translate_basic(text: str) -> str:
     return text.replace("PUBLISHED", "PUBLICADO")
 
 
-def build_pipeline() -> Any:
+def build_pipeline(overlap: Overlap | None = None) -> Any:
+    overlap = overlap if overlap is not None else Overlap()
     fan_out = Step.parallel(
-        "research",
-        {
-            name: researcher(name, cost)
-            for name, cost in [("web", "0.010"), ("papers", "0.020"), ("docs", "0.005")]
-        },
+        "research", {name: researcher(name, cost, overlap) for name, cost in SOURCES}
     )
     refine = Step.loop_until(
         "refine",
@@ -144,50 +180,120 @@ def render(result: PipelineResult) -> str:
     return "\n".join(lines)
 
 
-class PowerCut(BaseException):
-    """Stands in for the process dying mid-run (nothing retries it)."""
+#: The exit status of a process killed by SIGKILL, as trio.run_process reports it.
+KILLED: Final = -signal.SIGKILL
+INGEST_STEPS: Final = 4
+KILL_AT: Final = 2
 
 
-def build_ingest(log: list[str], fail_at: list[int | None]) -> Any:
-    """Four steps; step ``fail_at`` "loses power" the first time it runs."""
+def build_ingest(ran: list[str], kill_at: int | None = None, *, announce: bool = False) -> Any:
+    """Four steps, each adding 10; with ``kill_at``, that step kills its own process.
+
+    ``ran`` gets each step's name as it completes; with ``announce`` (the
+    worker process) it is printed too, so the parent can tell what ran there
+    before the process died.
+    """
 
     def make(i: int) -> Step:
         async def ingest(batch: int) -> int:
-            if fail_at[0] == i:
-                fail_at[0] = None
-                raise PowerCut
-            log.append(f"ingest_{i}")
+            if kill_at == i:
+                os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: a real crash
+            ran.append(f"ingest_{i}")
+            if announce:
+                print(f"ran ingest_{i}", flush=True)
             return batch + 10
 
         return Step.from_callable(ingest, name=f"ingest_{i}", max_retries=0)
 
-    steps = [make(i) for i in range(4)]
+    steps = [make(i) for i in range(INGEST_STEPS)]
     return steps[0] >> steps[1] >> steps[2] >> steps[3]
 
 
+def ingest_worker(db_path: str) -> None:
+    """The worker process: start the persisted run; step ``KILL_AT`` kills the process."""
+    runner = Flujo(build_ingest([], KILL_AT, announce=True), state_backend=SQLiteBackend(db_path))
+    trio.run(functools.partial(runner.run_async, 0, run_id="ingest-demo"))
+
+
 async def persistence_demo(db_path: str) -> None:
-    """Persist to SQLite, crash in step 2, resume: steps 0 and 1 do not run again."""
-    log: list[str] = []
-    runner = Flujo(build_ingest(log, [2]), state_backend=SQLiteBackend(db_path))
-    try:
-        await runner.run_async(0, run_id="ingest-demo")
-    except PowerCut:
-        print(f"\ningest: power cut during ingest_2 after {log}; state is in {db_path}")
+    """Run in a worker process killed in step 2, resume here: steps 0 and 1 do not run again."""
+    worker = await trio.run_process(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from flujo_actors.demo import ingest_worker; ingest_worker(sys.argv[1])",
+            db_path,
+        ],
+        capture_stdout=True,
+        check=False,
+    )
+    ran_there = [line.removeprefix("ran ") for line in worker.stdout.decode().splitlines() if line]
+    claim(worker.returncode == KILLED, f"the worker was killed (status {worker.returncode})")
+    claim(ran_there == ["ingest_0", "ingest_1"], f"the worker ran ingest_0, ingest_1: {ran_there}")
+    print(
+        f"\ningest, worker process: ran {ran_there}, then was killed in ingest_{KILL_AT} "
+        f"(exit status {worker.returncode}); its state is in {os.path.basename(db_path)}"
+    )
+
+    ran_here: list[str] = []
+    runner = Flujo(build_ingest(ran_here), state_backend=SQLiteBackend(db_path))
     result = await runner.resume_async("ingest-demo")
-    print(f"ingest: resumed -> ran {log}, output {result.output}, success={result.success}")
+    claim(ran_here == ["ingest_2", "ingest_3"], f"the resume ran only ingest_2, 3: {ran_here}")
+    claim(result.success and result.output == 40, f"the resumed run finished: {result.output!r}")
+    claim(
+        [r.name for r in result.step_history] == [f"ingest_{i}" for i in range(INGEST_STEPS)],
+        "the resumed result holds all four steps",
+    )
+    print(
+        f"ingest, this process: resume_async ran {ran_here} (ingest_0 and ingest_1 not "
+        f"again), output {result.output}, success={result.success}"
+    )
+
+
+def check_research(result: PipelineResult, overlap: Overlap) -> None:
+    """Assert what ``render`` shows about the research run."""
+    claim(result.success, "the research run succeeded")
+    by_name = {r.name: r for r in result.step_history}
+    claim(overlap.most == len(SOURCES), f"all three searches ran at once ({overlap.most})")
+    claim(by_name["publish"].attempts == 2, "the publisher succeeded on its second attempt")
+    translate = by_name["translate_premium"]
+    claim(
+        translate.metadata.get("fallback_triggered") is True
+        and [r.name for r in translate.step_history] == ["translate_basic"],
+        "the premium translator failed and its fallback translated",
+    )
+    refine = by_name["refine"]
+    claim(
+        refine.metadata.get("iterations") == 3
+        and refine.metadata.get("exit_reason") == "condition",
+        "the loop stopped by its condition after 3 drafts",
+    )
+    costs = sum((r.cost_usd for r in result.step_history), Decimal(0))
+    claim(
+        result.total_cost_usd == costs == Decimal("0.041"), f"total cost ${result.total_cost_usd}"
+    )
+    claim(result.total_tokens == 3 * 120 + 3 * 300, f"total tokens {result.total_tokens}")
 
 
 async def main() -> None:
+    overlap = Overlap()
     runner = Flujo(
-        build_pipeline(),
+        build_pipeline(overlap),
         context_model=ResearchContext,
         usage_limits=UsageLimits(total_cost_usd_limit=Decimal("1.00")),
     )
     result = await runner.run_async("What is trio?")
     print(render(result))
+    print(f"research: {overlap.most} searches were running at the same time")
+    check_research(result, overlap)
     with tempfile.TemporaryDirectory() as tmp:
         await persistence_demo(os.path.join(tmp, "runs.db"))
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    # Run the module's functions under their importable name, flujo_actors.demo, not
+    # __main__: the worker process builds the same pipeline, and a run is resumed only
+    # by a pipeline with the same fingerprint (agents by module:qualname).
+    from flujo_actors.demo import main as _main
+
+    trio.run(_main)

@@ -1107,7 +1107,11 @@ def _sum_usage(history: list[StepResult]) -> tuple[Decimal, int]:
 
 
 def _branch_result(name: str, job: Job, ctx: Any) -> StepResult:
-    """A finished job as the StepResult of the branch (or sub-pipeline) ``name``."""
+    """A finished job as the StepResult of the branch (or sub-pipeline) ``name``.
+
+    Its latency is its steps' latencies added up (they ran one after another);
+    callers that time the whole job themselves overwrite it.
+    """
     cost, tokens = _sum_usage(job.history)
     last = job.history[-1] if job.history else None
     return StepResult(
@@ -1115,7 +1119,7 @@ def _branch_result(name: str, job: Job, ctx: Any) -> StepResult:
         job.output if job.success else None,
         job.success,
         1,
-        0.0,
+        sum(r.latency_s for r in job.history),
         cost,
         tokens,
         None if job.success or last is None else last.feedback,

@@ -576,3 +576,19 @@ def test_parallel_returns_a_parallel_step_with_the_defaults() -> None:
     assert p.on_branch_failure is BranchFailureStrategy.PROPAGATE
     assert p.context_include_keys is None
     assert all(isinstance(b, Pipeline) for b in p.branches.values())
+
+
+async def test_a_branch_reports_the_time_its_steps_took() -> None:
+    async def work(x: int) -> int:
+        await trio.sleep(0)
+        return x
+
+    two = Step.from_callable(work, name="one") >> Step.from_callable(work, name="two")
+    fan = Step.parallel("fan", {"solo": Step.from_callable(work, name="solo"), "pair": two})
+    result = await Flujo(fan).run_async(1)
+    branches = result.step_history[0].step_history
+    assert [b.name for b in branches] == ["solo", "pair"]
+    for branch in branches:
+        # It was reported as 0.0 s: a branch's latency is its steps' (run in sequence).
+        assert branch.latency_s == sum(r.latency_s for r in branch.step_history)
+        assert branch.latency_s > 0.0
