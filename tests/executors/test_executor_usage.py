@@ -49,8 +49,6 @@ def placement(request: pytest.FixtureRequest) -> Any:
 
         return RayExecutor()
     if request.param == "process":
-        pytest.importorskip("trio_parallel")
-        pytest.importorskip("cloudpickle")
         from flujo_actors.executors.process import ProcessExecutor
 
         return ProcessExecutor(max_workers=1, worker_type="forkserver")
