@@ -251,7 +251,6 @@ async def test_a_wrapped_agent_inside_a_nested_pipeline_runs() -> None:
 
 
 async def test_a_wrapped_async_agent_on_the_asyncio_loop_runs() -> None:
-    pytest.importorskip("trio_asyncio")
     import asyncio
 
     async def on_asyncio(data: str) -> str:
