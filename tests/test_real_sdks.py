@@ -13,6 +13,8 @@ import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import anthropic
+import openai
 import pytest
 import trio
 
@@ -26,10 +28,6 @@ from flujo_actors import (
     UsageLimits,
     usage_of,
 )
-
-openai = pytest.importorskip("openai")
-anthropic = pytest.importorskip("anthropic")
-pytest.importorskip("genai_prices")
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -292,7 +292,6 @@ async def test_usage_of_a_streaming_agent_on_an_executor() -> None:
 
 
 async def test_a_usage_yielded_on_asyncio_counts_and_is_not_a_chunk() -> None:
-    pytest.importorskip("trio_asyncio")
     import asyncio
 
     async def talk(data: str) -> Any:

@@ -681,6 +681,10 @@ class Supervisor(SupervisorManagement):
                         status.real.started()
                     status = _Started(self, child, None)
                     if child.terminating:
+                        if error is not None:
+                            # It crashed just as it was being stopped: the crash, and the
+                            # message that caused it, still count (not "stopped").
+                            self._child_crashed(child, _error_text(error))
                         return
                     delay = self._after_exit(child, error)
                     if delay is None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -281,6 +281,18 @@ async def replay(
     max_redeliveries=st.integers(min_value=0, max_value=3),
     per_child=st.tuples(*[st.none() | st.integers(min_value=0, max_value=3)] * 3),
     cancel_at=st.just(math.inf) | st.floats(min_value=0.0, max_value=40.0),
+)
+# Found by this test: w crashed on its tell just as the parent's shutdown stopped its
+# supervisor; the message was dead-lettered as "stopped" instead of "crashed".
+@example(
+    script=[("ask_crash", "a"), ("tell", "w", 1, 0.0)],
+    strategy=Strategy.ONE_FOR_ONE,
+    restarts=(Restart.PERMANENT, Restart.PERMANENT, Restart.PERMANENT),
+    max_restarts=0,
+    backoff=False,
+    max_redeliveries=0,
+    per_child=(None, None, None),
+    cancel_at=math.inf,
 )
 def test_every_told_message_is_handled_once_or_dead_lettered_once(
     script: list[tuple[Any, ...]],
