@@ -40,7 +40,7 @@ from .steps.dsl import (
     Step,
     check_fallback_chain,
 )
-from .steps.event_loop import pipeline_uses_asyncio
+from .steps.event_loop import check_no_placed_asyncio_steps, pipeline_uses_asyncio
 from .steps.options import ReadOnlyDict
 
 if TYPE_CHECKING:
@@ -196,6 +196,8 @@ class Flujo:
         self._fingerprint: str | None = None
         # Decided once: only pipelines with an asyncio step open an asyncio loop per run.
         self._uses_asyncio = pipeline_uses_asyncio(pipeline)
+        if self._uses_asyncio and executor is not None and executor != "inline":
+            check_no_placed_asyncio_steps(pipeline, executor)
         self._built = True  # from here on the checked settings are read-only
 
     def __setattr__(self, attr: str, value: Any) -> None:

@@ -10,17 +10,21 @@ without being told. Nothing here imports pydantic-ai or trio-asyncio.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import AsyncioInTrioError, PipelineDefinitionError
 from ..results import Usage
 from .callables import ASYNC, AgentSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = [
     "ASYNCIO",
     "EVENT_LOOPS",
     "TRIO",
     "asyncio_in_trio",
+    "check_no_placed_asyncio_steps",
     "compile_pydantic_ai",
     "is_pydantic_ai_agent",
     "pipeline_uses_asyncio",
@@ -179,18 +183,39 @@ def pipeline_uses_asyncio(pipeline: Any) -> bool:
 
     Called once when a runner is built (the tree was checked for cycles first).
     """
-    return any(_step_uses_asyncio(s) for s in pipeline.steps)
+    return any(step.on_asyncio for step in _agent_steps(pipeline))
 
 
-def _step_uses_asyncio(step: Any) -> bool:
-    if step.on_asyncio:
-        return True
-    if step.fallback is not None and _step_uses_asyncio(step.fallback):
-        return True
-    # Control-flow kinds, by the attributes that hold their sub-pipelines.
+def check_no_placed_asyncio_steps(pipeline: Any, executor: Any) -> None:
+    """Refuse ``Flujo(executor=...)`` when it would place an asyncio step on that executor.
+
+    Raises:
+        PipelineDefinitionError: naming the first asyncio step without its own
+            placement, and the fix (``placement="inline"`` on that step).
+    """
+    for step in _agent_steps(pipeline):
+        if step.on_asyncio and step.placement is None:
+            raise PipelineDefinitionError(
+                f"Flujo(executor={executor!r}): step {step.name!r} runs on asyncio "
+                "(event_loop='asyncio'), in this process, and cannot run on an executor. "
+                "Give it placement='inline'."
+            )
+
+
+def _agent_steps(pipeline: Any) -> Iterator[Any]:
+    """Every step of the tree, control-flow kinds by the attributes holding their pipelines."""
+    for step in pipeline.steps:
+        yield from _with_children(step)
+
+
+def _with_children(step: Any) -> Iterator[Any]:
+    yield step
+    if step.fallback is not None:
+        yield from _with_children(step.fallback)
     subs: list[Any] = list(getattr(step, "branches", {}).values())
     for attr in ("body", "default_branch", "pipeline"):
         sub = getattr(step, attr, None)
         if sub is not None:
             subs.append(sub)
-    return any(pipeline_uses_asyncio(p) for p in subs)
+    for sub in subs:
+        yield from _agent_steps(sub)

@@ -575,3 +575,18 @@ def test_pure_trio_runs_import_neither_asyncio_nor_pydantic() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_runner_executor_cannot_place_an_asyncio_step() -> None:
+    async def aio(x: str) -> str:
+        return x
+
+    nested = Step.parallel("fan", {"a": Step.from_callable(aio, event_loop="asyncio")})
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"^Flujo\(executor='process'\): step 'aio' runs on asyncio \(event_loop='asyncio'\), "
+        r"in this process, and cannot run on an executor\. Give it placement='inline'\.$",
+    ):
+        Flujo(nested, executor="process")
+    inline = Step.from_callable(aio, event_loop="asyncio", placement="inline")
+    assert Flujo(inline, executor="process").run("kept here").output == "kept here"
