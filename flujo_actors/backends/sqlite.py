@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 import trio
@@ -283,15 +284,46 @@ class SQLiteBackend:
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         # After the schema exists: the header (with our application id) is then
         # in the main file itself, not only in the WAL.
-        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        self._enable_wal(conn)
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # WAL is a property of the file: once set, every later open finds it.
+        # Switching needs the file to itself; while other backends open the same
+        # new file, SQLite may answer "database is locked" or leave the old mode
+        # (seen under load). Retry for up to timeout_s, as every other lock wait
+        # here does. This runs in a worker thread: sleeping blocks no event loop.
+        deadline = time.monotonic() + self._timeout_s
+        pause = 0.001
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            else:
+                if str(mode).lower() == "wal" or self._path == ":memory:":
+                    return
+                if time.monotonic() >= deadline:
+                    raise sqlite3.OperationalError(
+                        f"could not switch to WAL mode (still {mode!r}): database is locked"
+                    )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def _tables(self, conn: sqlite3.Connection) -> set[str]:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         return {row[0] for row in rows}
 
     def _create_if_empty(self, conn: sqlite3.Connection) -> None:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        tables = self._tables(conn)
+        # One read transaction, so both answers come from the same snapshot:
+        # read apart, another backend creating the store between them looks
+        # like a foreign database (no application id yet, but tables).
+        conn.execute("BEGIN")
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = self._tables(conn)
+        finally:
+            conn.execute("COMMIT")
         if app_id == APPLICATION_ID:
             return
         if tables:

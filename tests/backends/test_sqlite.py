@@ -383,3 +383,21 @@ async def test_a_cancelled_read_returns_at_once(tmp_path: Path) -> None:
     assert returned_while_blocked
     assert scope.cancelled_caught
     await backend.aclose()  # waits for the abandoned read to finish
+
+
+async def test_backends_opening_one_new_file_together_all_succeed(tmp_path: Path) -> None:
+    # Regression: the "is it ours?" check read the application id and the table
+    # list in two statements, so a backend that created the store between them
+    # made the other look at "a database that is not a flujo_actors state store".
+    # The interleaving is up to the threads; 100 new files made it happen ~2 times
+    # in 100 before the fix, and never since.
+    for i in range(100):
+        path = tmp_path / f"new-{i}.db"
+        backends = [SQLiteBackend(path) for _ in range(4)]
+        try:
+            async with trio.open_nursery() as nursery:
+                for backend in backends:
+                    nursery.start_soon(backend.list_runs)
+        finally:
+            for backend in backends:
+                await backend.aclose()
