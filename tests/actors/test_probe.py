@@ -109,7 +109,7 @@ async def test_crash_storm_counts_restarts_like_otp_and_ends_in_giving_up(
     reports: list[CrashStorm] = []
     failures: list[RestartIntensityExceeded] = []
 
-    async def supervise(*, task_status: trio.TaskStatus[None]) -> None:
+    async def supervise(*, task_status: trio.TaskStatus[Supervisor]) -> None:
         try:
             await sup.run(task_status=task_status)
         except RestartIntensityExceeded as exc:
