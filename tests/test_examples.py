@@ -59,5 +59,5 @@ def test_worker_pool_main_with_a_small_size() -> None:
     summary = trio.run(load("worker_pool").main, 50, 2, 10)
     assert summary["done"] == 45
     assert summary["dead_lettered"] == 5
-    assert summary["restarts"] >= 5
+    assert summary["restarts"] == 5  # one crash costs one restart
     assert summary["waited_for_room"] > 0  # the 4-slot mailboxes pushed back

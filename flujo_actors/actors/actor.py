@@ -6,6 +6,10 @@ channel owned by an :class:`ActorCell`; the cell outlives any one actor
 instance, which is what lets a supervisor restart an actor without losing the
 messages queued for it. Actors always run in a nursery their caller owns:
 nothing here outlives that nursery.
+
+(Over 500 lines because the cell, the ref and the actor loop share private
+state on the hot path; the kernel issue (#13) redesigns this module, and the
+parts that can live apart already do: exits.py, monitor.py, deadletters.py.)
 """
 
 from __future__ import annotations

@@ -50,6 +50,11 @@ restart intensity it crashes, and its parent handles that like any other
 crash (restarting it builds a fresh subtree from the factory, so refs into
 the old subtree stop working: look them up again). A nested supervisor built
 without ``dead_letters=`` shares its parent's dead-letter log.
+
+(Over 500 lines: the restart machinery is one state machine over shared
+child records; child specs (spec.py), management (management.py) and the
+dynamic supervisor (dynamic.py) live apart, and the kernel issue (#13)
+redesigns the rest.)
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ MAX_CHILDREN = 4
 
 
 class Tell:
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, crash: bool = False) -> None:
         self.number = number
+        self.crash = crash
 
     def __repr__(self) -> str:
         return f"Tell({self.number})"
@@ -45,6 +46,8 @@ class Worker(Actor):
         if message == "exit":
             self.exit()
         if isinstance(message, Tell):
+            if message.crash:
+                raise RuntimeError(f"crash on {message!r}")
             self.handled.append(message)
         return message
 
@@ -53,7 +56,7 @@ ops = st.lists(
     st.one_of(
         st.just(("start", 0)),
         st.tuples(
-            st.sampled_from(["stop", "crash", "ask_crash", "exit", "tell", "ask"]),
+            st.sampled_from(["stop", "crash", "ask_crash", "tell_crash", "exit", "tell", "ask"]),
             st.integers(min_value=0, max_value=MAX_CHILDREN + 1),
         ),
     ),
@@ -77,6 +80,7 @@ def test_a_random_script_keeps_every_message_and_counts_restarts_like_otp(
         alive: dict[str, int] = {}  # name -> restarts (the model)
         refs: dict[str, Any] = {}
         told: list[Tell] = []
+        crashed_live: set[int] = set()  # crashing tells sent to a live child
         async with trio.open_nursery() as nursery:
             await nursery.start(dyn.run)
             for op, index in script:
@@ -94,10 +98,13 @@ def test_a_random_script_keeps_every_message_and_counts_restarts_like_otp(
                     alive[ref.name] = 0
                 elif name is None:
                     continue
-                elif op == "tell":
-                    message = Tell(len(told))
+                elif op in ("tell", "tell_crash"):
+                    message = Tell(len(told), crash=op == "tell_crash")
                     told.append(message)
                     await refs[name].tell(message)
+                    if message.crash and name in alive:
+                        crashed_live.add(message.number)
+                        alive[name] += 1  # one crash, one restart; the tell is dead-lettered
                 elif op == "ask":
                     if name in alive:
                         assert await refs[name].ask("ping") == "ping"
@@ -134,6 +141,9 @@ def test_a_random_script_keeps_every_message_and_counts_restarts_like_otp(
         assert life[before:] == list(reversed(live_order))
         dead = [d.message for d in dyn.dead_letters() if isinstance(d.message, Tell)]
         assert sorted(m.number for m in handled + dead) == [m.number for m in told]
-        assert all(d.reason == "stopped" for d in dyn.dead_letters() if isinstance(d.message, Tell))
+        for letter in dyn.dead_letters():
+            if isinstance(letter.message, Tell):
+                crashed = letter.message.crash and letter.message.number in crashed_live
+                assert letter.reason == ("crashed" if crashed else "stopped"), letter
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
