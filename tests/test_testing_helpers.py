@@ -73,6 +73,29 @@ SCRIPT = textwrap.dedent(
         t.assert_round_trips({"when": Decimal("1.5"), "items": (1, 2)})
     used.update({"isolated_serializer_registry", "assert_round_trips"})
 
+    # The actor test kit: Probe, crash, crash_storm (and what they return).
+    from flujo_actors import ChildSpec, Supervisor
+
+    async def actor_kit():
+        probe = t.Probe()
+        sup = Supervisor([ChildSpec("p", probe.actor)], name="root")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await sup.ref("p").tell("x")
+            assert await probe.expect_message(lambda m: m == "x") == "x"
+            await probe.expect_no_message(within_s=3600)
+            t.crash(sup.ref("p"))
+            storm = await t.crash_storm(sup, [(1.0, "p"), "nope"])
+            assert isinstance(storm, t.CrashStorm) and storm.crashed == ("p",), storm
+            assert sup.ref("p").statistics().restarts == 2
+            assert "CrashedOnPurpose" in sup.ref("p").statistics().last_error
+            assert issubclass(t.CrashedOnPurpose, Exception)
+            await sup.stop()
+        return trio.current_time()
+
+    assert t.run_with_mock_clock(actor_kit) == 3601.0
+    used.update({"Probe", "crash", "crash_storm", "CrashStorm", "CrashedOnPurpose"})
+
     missing = sorted(set(t.__all__) - used)
     assert not missing, f"helpers not exercised outside pytest: {missing}"
     print("ok", len(used))

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import trio
 import trio.testing
@@ -141,34 +137,6 @@ async def test_crash_storm_counts_restarts_like_otp_and_ends_in_giving_up(
         "Supervisor 'root' gave up: 4 restarts within 10.0 s exceed max_restarts=3 (last: "
         "child 'a' crashed: CrashedOnPurpose: a crashed on purpose); all children were stopped."
     ]
-
-
-def test_the_test_kit_runs_without_pytest() -> None:
-    code = textwrap.dedent(
-        """
-        import trio, trio.testing
-        from flujo_actors.testing import Probe
-
-        async def main():
-            probe = Probe()
-            async with trio.open_nursery() as nursery:
-                ref = await probe.start(nursery)
-                await ref.tell("x")
-                assert await probe.expect_message(lambda m: m == "x") == "x"
-                await probe.expect_no_message(within_s=3600)
-                try:
-                    await probe.expect_message(timeout_s=1)
-                except AssertionError as exc:
-                    print(exc)
-                await ref.stop()
-
-        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-        """
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout == "Probe 'probe': no message within 1 s (received so far: ['x']).\n"
 
 
 def test_probe_options_are_checked() -> None:
