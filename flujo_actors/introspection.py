@@ -142,8 +142,8 @@ def _frame_locals(task: trio.lowlevel.Task) -> dict[str, Any]:
 
 def _actor_node(task: trio.lowlevel.Task) -> _Node | None:
     """The actor a task runs, if it runs one (the kernel's and the engine's actor tasks)."""
-    from .engine import StepActor
     from .governor import Governor
+    from .run.core import StepActor
 
     local_vars = _frame_locals(task)
     cell: ActorCell | None = None

@@ -12,7 +12,6 @@ import attrs
 import trio
 
 from .context import PipelineContext, build_context, check_context_model
-from .engine import Chain, Job, RunState
 from .errors import (
     PipelineDefinitionError,
     RunExistsError,
@@ -24,6 +23,7 @@ from .limits import UsageLimits
 from .partial import contains
 from .policy.ledger import UsageLedger
 from .results import ZERO, PipelineResult, StepResult, add_usd
+from .run.core import Chain, Job, RunState
 from .runner_args import (
     check_backend,
     check_initial_context_data,

@@ -1,0 +1,84 @@
+"""What the control-flow kinds share: a job as a branch's result, failure wording.
+
+Every control-flow step runs its children as jobs on chains of step actors
+started in a nursery beneath the step (its chain's nursery, or a nursery of
+its own for parallel branches), so cancelling the step's scope cancels every
+child at any depth and nothing outlives the step.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..policy.merge import IDENTITY_ORDER, IDENTITY_RULE, identity_change
+from ..results import ZERO, StepResult, add_usd
+
+if TYPE_CHECKING:
+    from decimal import Decimal
+
+    from ..steps.dsl import Step
+    from .core import Job
+
+__all__ = ["branch_result", "failed", "failed_at", "hijacked", "sum_usage"]
+
+_perf = time.perf_counter
+
+
+def sum_usage(history: list[StepResult]) -> tuple[Decimal, int]:
+    cost = ZERO
+    tokens = 0
+    for r in history:
+        cost = add_usd(cost, r.cost_usd)
+        tokens += r.token_counts
+    return cost, tokens
+
+
+def branch_result(name: str, job: Job, ctx: Any) -> StepResult:
+    """A finished job as the StepResult of the branch (or sub-pipeline) ``name``.
+
+    Its latency is its steps' latencies added up (they ran one after another);
+    callers that time the whole job themselves overwrite it.
+    """
+    cost, tokens = sum_usage(job.history)
+    last = job.history[-1] if job.history else None
+    return StepResult(
+        name,
+        job.output if job.success else None,
+        job.success,
+        1,
+        sum(r.latency_s for r in job.history),
+        cost,
+        tokens,
+        None if job.success or last is None else last.feedback,
+        ctx,
+        step_history=job.history,
+    )
+
+
+def failed_at(job: Job) -> str:
+    """``"at step 'x': feedback"`` for a failed job (names the failing child)."""
+    last = job.history[-1]
+    return f"at step {last.name!r}: {last.feedback}"
+
+
+def failed(step: Step, t0: float, feedback: str, history: list[StepResult]) -> StepResult:
+    cost, tokens = sum_usage(history)
+    return StepResult(
+        step.name, None, False, 1, _perf() - t0, cost, tokens, feedback, step_history=history
+    )
+
+
+def hijacked(
+    ctx: Any, before: tuple[Any, ...] | None, kind: str, name: str, what: str
+) -> str | None:
+    """If a callback changed an identity field of ``ctx``: put it back; the failure, else None."""
+    if before is None:
+        return None
+    changed = identity_change(ctx, before)
+    if changed is None:
+        return None
+    for field, value in zip(IDENTITY_ORDER, before, strict=True):
+        if hasattr(ctx, field):
+            object.__setattr__(ctx, field, value)
+    return f"{kind} {name!r}: {what} changed {changed}: {IDENTITY_RULE}"

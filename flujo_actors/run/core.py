@@ -1,0 +1,356 @@
+"""The run core: per-run services, jobs, chains of step actors, and the step dispatch.
+
+A *chain* runs one pipeline: each step is an actor, started lazily in the
+chain's nursery with its first frame in hand and kept for later frames (a
+loop body's actors are reused across iterations). A step actor receives a
+:class:`~flujo_actors.frames.ExecutionFrame`, executes its step kind, records
+the :class:`StepResult` on the job and sends the next frame to the next
+step's actor; the last one (or a failure) completes the job. Control-flow
+kinds open nurseries of their own for their branches, so a cancel scope
+bounds every branch and nothing outlives the step that started it.
+
+:func:`run_step` dispatches on ``Step.kind`` through :data:`KIND_RUNNERS`.
+The step kinds' modules sit above this one (their steps run chains of step
+actors, and an agent's fallback may be any step), so this module imports
+none of them: :mod:`flujo_actors.run` fills the table when the package is
+first imported, before any of its modules can be used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import trio
+
+from .. import partial
+from ..actors.actor import Actor, ActorCell
+from ..actors.deadletters import DeadLetters
+from ..errors import FlujoInternalError
+from ..frames import ExecutionFrame
+from ..governor import Charge, Governor, Release, Reserve
+from ..limits import UsageLimits
+from ..policy.ledger import Reservation
+from ..results import ZERO, StepResult
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+    from decimal import Decimal
+
+    from ..steps.dsl import Pipeline, Step
+
+__all__ = ["KIND_RUNNERS", "Chain", "Job", "RunState", "StepActor", "run_pipeline", "run_step"]
+
+
+@attrs.define(eq=False)
+class RunState:
+    """Per-run services every frame can reach (opaque to users)."""
+
+    run_id: str
+    resources: Any = None
+    limits: UsageLimits | None = None
+    governor: Governor | None = None
+    limited: bool = False
+    breach_event: trio.Event = attrs.Factory(trio.Event)
+    dead_letters: DeadLetters = attrs.Factory(DeadLetters)
+    cache_backend: Any = None
+    hooks: Any = None  # a HookDispatcher or None
+    executor: Any = None
+    #: What steps cut short by a breach had done, by frame (see :mod:`.partial`).
+    partials: dict[int, tuple[Any, StepResult]] = attrs.Factory(dict)
+
+    async def charge(
+        self,
+        result: StepResult,
+        cost: Decimal,
+        tokens: int,
+        reservation: int | None = None,
+        owner: ExecutionFrame[Any] | None = None,
+    ) -> None:
+        """Report a step's usage to the run's governor.
+
+        Without limits, or when the governor's mailbox can prove the usage
+        cannot breach a limit, the message is told and this returns at once
+        (no schedule point). Otherwise it asks and waits for the check, so
+        nothing after the step starts before it. If the run has been
+        breached (by this charge or another one) it raises
+        ``trio.Cancelled``: the governor has cancelled the run's scope. The
+        usage is recorded even if the caller is cancelled while waiting, and
+        then ``result`` is recorded as what ``owner``'s step did (its usage
+        counts, so the partial result of the run must show it).
+        """
+        gov = self.governor
+        if gov is None:
+            return
+        msg = Charge(result, cost, tokens, reservation)
+        try:
+            # offer() queues the update when the governor can prove it cannot breach a
+            # limit; otherwise wait for the check before anything after this step starts.
+            if not gov.offer(msg):
+                await gov.ask(msg)
+            if self.limited and self.breach_event.is_set():
+                await breached()
+        except BaseException:
+            if owner is not None:
+                partial.record(self, owner, result)
+            raise
+
+    async def reserve(self, step: Step) -> int | None:
+        """Reserve a step's expected usage before it starts; the reservation id or None.
+
+        Returns None without limits (nothing to protect). A refused
+        reservation is a breach: the governor cancels the run and this
+        raises ``trio.Cancelled``, so the step never starts.
+        """
+        if not self.limited or self.governor is None:
+            return None
+        cost = step.expected_cost_usd or ZERO
+        tokens = step.expected_tokens or 0
+        answer = await self.governor.ask(Reserve(step.name, cost, tokens))
+        if type(answer) is Reservation and not self.breach_event.is_set():
+            return answer.id
+        if type(answer) is Reservation:
+            self.release(answer.id)
+        await breached()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def release(self, reservation: int) -> None:
+        """Drop a reservation whose step will not report usage (never blocks)."""
+        if self.governor is not None:
+            self.governor.tell_nowait(Release(reservation))
+
+
+async def breached() -> None:
+    """Raise ``trio.Cancelled``: the governor cancelled the run's scope on a breach."""
+    await trio.lowlevel.checkpoint()
+    raise FlujoInternalError("the run's usage limits were breached but its scope was not cancelled")
+
+
+class Job:
+    """One execution of a chain: the context it runs on and what it produced.
+
+    ``on_finish`` (if set) is called synchronously when the job completes,
+    which lets a parallel step count its branches without a waiting task each.
+    """
+
+    __slots__ = (
+        "context",
+        "done",
+        "history",
+        "on_chunk",
+        "on_finish",
+        "on_step",
+        "output",
+        "path",
+        "success",
+    )
+
+    def __init__(
+        self,
+        context: Any,
+        path: tuple[str, ...] = (),
+        on_step: Callable[[int, StepResult, Job], Awaitable[None]] | None = None,
+        on_chunk: Callable[[Any], Awaitable[None]] | None = None,
+        on_finish: Callable[[Job], None] | None = None,
+    ) -> None:
+        self.context = context
+        self.history: list[StepResult] = []
+        self.done = trio.Event()
+        self.output: Any = None
+        self.success = True
+        self.path = path
+        self.on_step = on_step
+        self.on_chunk = on_chunk
+        self.on_finish = on_finish
+
+    def set_context(self, ctx: Any) -> None:
+        self.context = ctx
+
+    def finish(self, last: StepResult | None) -> None:
+        if last is not None:
+            self.output = last.output
+            self.success = last.success
+        self.done.set()
+        if self.on_finish is not None:
+            self.on_finish(self)
+
+
+class _Deliver:
+    """Message to a step actor: run step ``index`` of ``job`` on ``data``."""
+
+    __slots__ = ("data", "index", "job")
+
+    def __init__(self, job: Job, index: int, data: Any) -> None:
+        self.job = job
+        self.index = index
+        self.data = data
+
+
+class StepActor(Actor):
+    """The actor of one step position in a chain.
+
+    It receives ``_Deliver`` messages (a frame's worth of data plus the job
+    it belongs to), executes its step and hands the output to the next
+    step's actor, or completes the job.
+    """
+
+    def __init__(self, chain: Chain, index: int) -> None:
+        self.chain = chain
+        self.index = index
+        self.step = chain.steps[index]
+        self.last = index == len(chain.steps) - 1
+        self.name = self.step.name
+
+    async def handle(self, message: Any) -> Any:
+        msg: _Deliver = message
+        job = msg.job
+        chain = self.chain
+        run = chain.run
+        step = self.step
+        stream = self.last and job.on_chunk is not None
+        frame: ExecutionFrame[Any] = ExecutionFrame(
+            step,
+            msg.data,
+            job.context,
+            run.resources,
+            run.limits,
+            stream,
+            job.on_chunk if stream else None,
+            run.breach_event,
+            job.set_context,
+            run,
+            (*job.path, step.name),
+            chain.nursery,
+        )
+        hooks = run.hooks
+        try:
+            if hooks is None:
+                result = await run_step(frame)
+            else:
+                # Hooks, tracing or logging are on: events and spans around the step.
+                result = await hooks.observe_step(frame, self.index, run_step)
+        except BaseException:
+            if run.partials:
+                # Cut short (a breach, a failing sibling, a cancel): what the step did
+                # still belongs to the result.
+                done = partial.take(run, frame)
+                if done is not None:
+                    job.history.append(done)
+            raise
+        job.history.append(result)
+        if job.on_step is not None:
+            await job.on_step(self.index, result, job)
+        if result.success and not self.last:
+            # A cancelled run starts no successor (a chain of sync steps has no
+            # checkpoint of its own and would otherwise run to its end).
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await chain.deliver(self.index + 1, result.output, job)
+        else:
+            job.finish(result)
+
+
+class Chain:
+    """Runs one pipeline's steps as lazily started step actors.
+
+    Each step's actor is started in ``nursery`` (owned by whoever runs the
+    pipeline) with its first message in hand. A *reusable* chain (a loop
+    body) keeps its actors, each with a mailbox, for the next frames until
+    :meth:`close`; a single-use chain's actors have exactly one message, so
+    they get no mailbox and end once they have handed their output on.
+    """
+
+    __slots__ = ("cells", "nursery", "run", "steps")
+
+    def __init__(
+        self, steps: Sequence[Step], nursery: trio.Nursery, run: RunState, *, reusable: bool = False
+    ) -> None:
+        self.steps = steps
+        self.nursery = nursery
+        self.run = run
+        self.cells: list[ActorCell | None] | None = [None] * len(steps) if reusable else None
+
+    async def deliver(self, index: int, data: Any, job: Job) -> None:
+        msg = _Deliver(job, index, data)
+        cells = self.cells
+        if cells is None:
+            self.nursery.start_soon(_run_step_actor, StepActor(self, index), None, msg)
+            return
+        cell = cells[index]
+        if cell is None:
+            # Lazy start with the first frame in hand: no mailbox hop for it.
+            cell = ActorCell(self.steps[index].name, 16, self.run.dead_letters)
+            cells[index] = cell
+            self.nursery.start_soon(_run_step_actor, StepActor(self, index), cell, msg)
+        else:
+            await cell.ref.tell(msg)
+
+    def start(self, job: Job, data: Any) -> None:
+        """Start ``job`` without waiting (single-use chains only)."""
+        assert self.cells is None
+        self.nursery.start_soon(_run_step_actor, StepActor(self, 0), None, _Deliver(job, 0, data))
+
+    async def execute(self, job: Job, data: Any) -> Job:
+        """Run the pipeline once for ``job``; return when it finished or failed.
+
+        Cancellation: a cancelled caller starts nothing (checked before the
+        first step starts, so a deep nesting of sync steps cannot keep
+        starting levels after a cancel).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        await self.deliver(0, data, job)
+        await job.done.wait()
+        return job
+
+    def close(self) -> None:
+        """Let a reusable chain's actors drain their mailboxes and exit."""
+        if self.cells is not None:
+            for cell in self.cells:
+                if cell is not None:
+                    cell.send.close()
+
+
+async def _run_step_actor(actor: StepActor, cell: ActorCell | None, first: _Deliver) -> None:
+    # Step actors never override on_start/on_stop and are stopped by their
+    # chain's nursery, so they skip the generic loop's cancel scopes.
+    if cell is None:
+        await actor.handle(first)
+        return
+    cell.state = "running"
+    handle = actor.handle
+    try:
+        await handle(first)
+        cell.handled += 1  # counted like any other message (statistics)
+        async for msg in cell.receive:
+            await handle(msg)
+            cell.handled += 1
+    finally:
+        cell.close_mailbox()
+        cell.mark_stopped()
+
+
+async def run_pipeline(
+    pipeline: Pipeline,
+    run: RunState,
+    context: Any,
+    data: Any,
+    path: tuple[str, ...],
+    nursery: trio.Nursery,
+) -> Job:
+    """Run a sub-pipeline to completion; its step actors live in ``nursery``."""
+    job = Job(context, path)
+    await Chain(pipeline.steps, nursery, run).execute(job, data)
+    return job
+
+
+#: The executor of each step kind, by ``Step.kind`` (filled by :mod:`flujo_actors.run`).
+KIND_RUNNERS: Final[dict[str, Callable[[ExecutionFrame[Any]], Awaitable[StepResult]]]] = {}
+
+
+async def run_step(frame: ExecutionFrame[Any]) -> StepResult:
+    """Execute the frame's step by its kind; never raises for a step failure."""
+    kind = frame.step.kind
+    try:
+        runner = KIND_RUNNERS[kind]
+    except KeyError:
+        raise FlujoInternalError(f"no executor for step kind {kind!r}") from None
+    return await runner(frame)

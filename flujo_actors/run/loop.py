@@ -1,0 +1,161 @@
+"""The loop step kind: a body pipeline on reused step actors, until its exit condition."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from .. import partial
+from ..policy.merge import identity_of
+from ..results import StepResult
+from ..steps.dsl import LoopStep, Step
+from .common import failed_at, hijacked, sum_usage
+from .core import Chain, Job
+from .invoke import call
+
+if TYPE_CHECKING:
+    from ..frames import ExecutionFrame
+    from .core import RunState
+
+__all__ = ["run_loop_step"]
+
+_perf = time.perf_counter
+
+
+def _raised(step: Step, what: str, exc: Exception) -> str:
+    return f"Loop {step.name!r}: {what} raised {type(exc).__name__}: {exc}"
+
+
+_LOOP: Final = "Loop"
+
+
+async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
+    """Run the body until the exit condition holds or ``max_loops`` is reached.
+
+    The body's step actors are started once and reused by every iteration
+    (a reusable chain), and every iteration runs on the live context, so its
+    changes carry into the next iteration and out of the loop. A callback
+    that raises fails the step. Cancellation: cancelling the step cancels the
+    iteration in flight; the body's actors are closed either way.
+    """
+    t0 = _perf()
+    step = frame.step
+    assert isinstance(step, LoopStep)
+    ctx = frame.context
+    run: RunState = frame.run
+    history: list[StepResult] = []
+    data = frame.data
+    iterations = 0
+    exit_reason = "max_loops"
+    failure: str | None = None
+    output: Any = None
+    # Callbacks get the live context too: they must not change the run's identity.
+    identity = identity_of(ctx) if ctx is not None else None
+    if step.compiled_initial is not None:
+        try:
+            data = await call(step.compiled_initial, data, ctx)
+        except Exception as exc:
+            failure = _raised(step, "initial_input_to_loop_body_mapper", exc)
+        else:
+            failure = hijacked(ctx, identity, _LOOP, step.name, "initial_input_to_loop_body_mapper")
+        if failure is not None:
+            exit_reason = "error"
+    exit_cb = step.compiled_exit
+    assert exit_cb is not None
+    iteration_cb = step.compiled_iteration
+    max_loops = step.max_loops
+    path = frame.path
+    in_flight: Job | None = None  # the iteration whose results are not in history yet
+    try:
+        # The body's actors live in a nursery of the loop's own, so a cancel (a
+        # breach) unwinds them before the loop keeps what its iterations did.
+        async with trio.open_nursery() as nursery:
+            chain = Chain(step.body.steps, nursery, run, reusable=True)
+            try:
+                while failure is None:
+                    job = in_flight = Job(ctx, path)
+                    await chain.execute(job, data)
+                    iterations += 1
+                    history.extend(job.history)
+                    in_flight = None
+                    if job.context is not ctx:
+                        # A body step replaced the context: later iterations and the
+                        # steps after the loop see the new one.
+                        ctx = job.context
+                        if frame.context_setter is not None:
+                            frame.context_setter(ctx)
+                    if not job.success:
+                        failure = (
+                            f"Loop {step.name!r} iteration {iterations} failed {failed_at(job)}"
+                        )
+                        exit_reason = "body_failed"
+                        break
+                    output = job.output
+                    try:
+                        done = await call(exit_cb, output, ctx)
+                    except Exception as exc:
+                        failure = _raised(step, "exit_condition_callable", exc)
+                    else:
+                        failure = hijacked(
+                            ctx, identity, _LOOP, step.name, "exit_condition_callable"
+                        )
+                    if failure is not None:
+                        exit_reason = "error"
+                        break
+                    if done:
+                        exit_reason = "condition"
+                        break
+                    if iterations >= max_loops:
+                        failure = (
+                            f"Loop {step.name!r} reached max_loops={max_loops} without its exit "
+                            "condition being met; raise max_loops or check exit_condition_callable."
+                        )
+                        break
+                    if iteration_cb is None:
+                        data = output
+                    else:
+                        try:
+                            data = await call(iteration_cb, output, ctx, iterations)
+                        except Exception as exc:
+                            failure = _raised(step, "iteration_input_mapper", exc)
+                        else:
+                            failure = hijacked(
+                                ctx, identity, _LOOP, step.name, "iteration_input_mapper"
+                            )
+                        if failure is not None:
+                            exit_reason = "error"
+            finally:
+                chain.close()
+    except BaseException:
+        kept = history if in_flight is None else [*history, *in_flight.history]
+        cut = partial.cut_short(run, step.name, kept, latency_s=_perf() - t0)
+        cut.metadata["iterations"] = iterations
+        cut.metadata["exit_reason"] = "usage_limit" if run.breach_event.is_set() else "cancelled"
+        partial.record(run, frame, cut)
+        raise
+    if failure is None and step.compiled_output is not None:
+        try:
+            output = await call(step.compiled_output, output, ctx)
+        except Exception as exc:
+            failure = _raised(step, "loop_output_mapper", exc)
+        else:
+            failure = hijacked(ctx, identity, _LOOP, step.name, "loop_output_mapper")
+        if failure is not None:
+            exit_reason = "error"
+    cost, tokens = sum_usage(history)
+    result = StepResult(
+        step.name,
+        output if failure is None or exit_reason == "max_loops" else None,
+        failure is None,
+        1,
+        _perf() - t0,
+        cost,
+        tokens,
+        failure,
+        step_history=history,
+    )
+    result.metadata["iterations"] = iterations
+    result.metadata["exit_reason"] = exit_reason
+    return result

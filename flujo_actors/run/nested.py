@@ -1,0 +1,143 @@
+"""The conditional and nested-pipeline step kinds: one sub-pipeline in a nursery of its own."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .. import partial
+from ..context import build_context
+from ..errors import PipelineDefinitionError
+from ..policy.merge import identity_of
+from ..steps.dsl import ConditionalStep, Pipeline, PipelineStep
+from .common import branch_result, failed, failed_at, hijacked
+from .core import Chain, Job
+from .invoke import call
+
+if TYPE_CHECKING:
+    from ..frames import ExecutionFrame
+    from ..results import StepResult
+    from .core import RunState
+
+__all__ = ["run_conditional_step", "run_pipeline_step"]
+
+_perf = time.perf_counter
+
+
+async def _run_nested(
+    frame: ExecutionFrame[Any], pipeline: Pipeline, ctx: Any, path: tuple[str, ...]
+) -> Job:
+    """Run ``pipeline`` to completion on ``ctx``; its actors live in a nursery of its own.
+
+    The last step of the nested pipeline streams if the enclosing step does.
+    Cut short by a breach, the enclosing step records the steps that
+    completed (and the partial result of the one in flight) once they have
+    unwound.
+    """
+    job = Job(ctx, path, on_chunk=frame.on_chunk if frame.stream else None)
+    run: RunState = frame.run
+    try:
+        async with trio.open_nursery() as nursery:
+            await Chain(pipeline.steps, nursery, run).execute(job, frame.data)
+    except BaseException:
+        branch_context = None if ctx is frame.context else ctx
+        partial.record(
+            run,
+            frame,
+            partial.cut_short(run, frame.step.name, job.history, branch_context=branch_context),
+        )
+        raise
+    return job
+
+
+def _adopt_context(frame: ExecutionFrame[Any], job: Job) -> None:
+    # A child replaced the shared context: the rest of the parent pipeline sees it too.
+    if job.context is not frame.context and frame.context_setter is not None:
+        frame.context_setter(job.context)
+
+
+async def run_conditional_step(frame: ExecutionFrame[Any]) -> StepResult:
+    """Run the branch whose key ``condition(data, context)`` returns, on the live context.
+
+    Cancellation: cancelling the step cancels the branch.
+    """
+    t0 = _perf()
+    step = frame.step
+    assert isinstance(step, ConditionalStep)
+    assert step.compiled_condition is not None
+    ctx = frame.context
+    identity = identity_of(ctx) if ctx is not None else None
+    try:
+        key = await call(step.compiled_condition, frame.data, ctx)
+    except Exception as exc:
+        return failed(
+            step,
+            t0,
+            f"Conditional step {step.name!r}: condition_callable raised "
+            f"{type(exc).__name__}: {exc}",
+            [],
+        )
+    problem = hijacked(ctx, identity, "Conditional step", step.name, "condition_callable")
+    if problem is not None:
+        return failed(step, t0, problem, [])
+    try:
+        branch = step.branches.get(key)
+    except TypeError:  # an unhashable key matches nothing
+        branch = None
+    used_default = branch is None
+    if branch is None:
+        branch = step.default_branch
+    if branch is None:
+        return failed(
+            step,
+            t0,
+            f"Conditional step {step.name!r}: no branch matches key {key!r} "
+            f"(branches: {list(step.branches)!r}) and there is no default_branch_pipeline; "
+            "add the key or a default_branch_pipeline.",
+            [],
+        )
+    job = await _run_nested(frame, branch, frame.context, frame.path)
+    _adopt_context(frame, job)
+    result = branch_result(step.name, job, None)
+    result.latency_s = _perf() - t0
+    result.metadata["executed_branch_key"] = key
+    result.metadata["default_branch"] = used_default
+    if not job.success:
+        which = "default branch" if used_default else f"branch {key!r}"
+        result.feedback = (
+            f"Conditional step {step.name!r}: {which} (key {key!r}) failed {failed_at(job)}"
+        )
+    return result
+
+
+async def run_pipeline_step(frame: ExecutionFrame[Any]) -> StepResult:
+    """Run a nested pipeline as one step, on the parent's context or a fresh one.
+
+    A fresh context is built like the runner builds one: ``initial_prompt``
+    from this step's input, the run's ``run_id``, the step's context model
+    (the parent's by default) and ``initial_context_data``; the step's
+    ``branch_context`` is that context. Cancellation: cancelling the step
+    cancels the nested pipeline.
+    """
+    t0 = _perf()
+    step = frame.step
+    assert isinstance(step, PipelineStep)
+    run: RunState = frame.run
+    if step.inherit_context:
+        ctx = frame.context
+    else:
+        model = step.context_model or type(frame.context)
+        try:
+            ctx = build_context(model, step.initial_context_data, frame.data, run.run_id)
+        except PipelineDefinitionError as exc:
+            return failed(step, t0, f"Nested pipeline step {step.name!r}: {exc}", [])
+    job = await _run_nested(frame, step.pipeline, ctx, frame.path)
+    if step.inherit_context:
+        _adopt_context(frame, job)
+    result = branch_result(step.name, job, None if step.inherit_context else job.context)
+    result.latency_s = _perf() - t0
+    if not job.success:
+        result.feedback = f"Nested pipeline step {step.name!r} failed {failed_at(job)}"
+    return result
