@@ -37,7 +37,14 @@ __all__ = ["container_dump", "container_loader"]
 
 def container_dump(tp: type, dump: Handler, remember: Callable[[type], str]) -> Handler | None:
     """The ``dump_typed`` handler of a container type other than plain list/dict/set, or None."""
-    from .serialization import MAX_DEPTH, TYPE_KEY, VALUE_KEY, _Failure, _key_segment, _sorted_items
+    from .serialization._base import (
+        MAX_DEPTH,
+        TYPE_KEY,
+        VALUE_KEY,
+        _Failure,
+        _key_segment,
+        _sorted_items,
+    )
 
     if tp in (list, dict, set, frozenset, tuple) or not issubclass(
         tp, (Mapping, list, deque, set, frozenset)
@@ -114,7 +121,8 @@ def container_dump(tp: type, dump: Handler, remember: Callable[[type], str]) -> 
 
 def container_loader(cls: type, load: Handler) -> Handler | None:
     """The ``load_typed`` loader of a class :func:`container_dump` tags, or None."""
-    from .serialization import _Failure, _load_list, _resolve_tag
+    from .serialization._base import _Failure
+    from .serialization.loaders import _load_list, _resolve_tag
 
     def load_pairs(payload: Any, depth: int) -> dict[Any, Any]:
         loaded = _load_list(payload, depth, load)

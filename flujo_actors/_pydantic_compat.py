@@ -64,7 +64,7 @@ def _payload_key(info: Any, name: str) -> str:
 
 def build_ser(ser: Callable[[Any, int], Any]) -> Callable[[Any, int], Any]:
     """The safe_serialize handler of a model class: ``model_dump(mode="json")``."""
-    from .serialization import _Failure, _too_deep, _type_name
+    from .serialization._base import _Failure, _too_deep, _type_name
 
     def ser_model(obj: Any, depth: int) -> Any:
         if depth >= _max_depth():
@@ -88,7 +88,7 @@ def build_dump(
     tp: type, dump: Callable[[Any, int], Any], remember: Callable[[type], str]
 ) -> Callable[[Any, int], Any]:
     """The dump_typed handler of a model class: its fields, typed, in an envelope."""
-    from .serialization import TYPE_KEY, VALUE_KEY, _Failure, _too_deep
+    from .serialization._base import TYPE_KEY, VALUE_KEY, _Failure, _too_deep
 
     tag = remember(tp)
     fields = [(name, _payload_key(info, name)) for name, info in tp.model_fields.items()]  # type: ignore[attr-defined]
@@ -123,7 +123,7 @@ def build_dump(
 
 def build_loader(cls: Any, load: Callable[[Any, int], Any]) -> Callable[[Any, int], Any]:
     """The load_typed handler of a model class: ``model_validate`` of the loaded fields."""
-    from .serialization import _Failure, _type_name
+    from .serialization._base import _Failure, _type_name
 
     def load_model(payload: Any, depth: int) -> Any:
         if type(payload) is not dict:
@@ -154,6 +154,6 @@ def structure(value: Any, type_: Any) -> Any:
 
 
 def _max_depth() -> int:
-    from .serialization import MAX_DEPTH
+    from .serialization._base import MAX_DEPTH
 
     return MAX_DEPTH

@@ -806,14 +806,14 @@ def test_serialization_never_pickles_or_copies_through_reduce(value: object) -> 
 def test_load_typed_resolves_tags_of_imported_modules_it_has_not_seen(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flujo_actors import serialization
+    from flujo_actors.serialization import _base, codec, registry
 
     dumped = dump_typed(LineItem("s", Money(Decimal(1), "EUR"), 2))
     # As in a new process resuming a crashed run: nothing tagged yet.
-    monkeypatch.delitem(serialization._TAG_CLASSES, type_tag(LineItem))
+    monkeypatch.delitem(_base._TAG_CLASSES, type_tag(LineItem))
     monkeypatch.setattr(
-        serialization,
+        registry,
         "_CODEC",
-        serialization._Codec(serialization._CODEC.serializers, serialization._CODEC.deserializers),
+        codec._Codec(registry._CODEC.serializers, registry._CODEC.deserializers),
     )
     assert load_typed(dumped) == LineItem("s", Money(Decimal(1), "EUR"), 2)
