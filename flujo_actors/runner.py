@@ -1,14 +1,20 @@
-"""The runner: :class:`Flujo` runs a pipeline (run, run_async, stream_async, resume_async)."""
+"""The runner: :class:`Flujo` runs a pipeline (run, run_async, stream_async, resume_async).
+
+Over 500 lines on purpose: it is the one class :class:`Flujo`, whose entry
+points (run, stream, resume, and their asyncio twins) share one run's setup
+and teardown (``_execute``); reading them apart would scatter a run's
+lifecycle. Its build-time checks live in :mod:`.runner_args`, what it
+persists in :mod:`.runner_checkpoints`.
+"""
 
 from __future__ import annotations
 
 import contextvars
 import sys
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
 from .context import PipelineContext, build_context, check_context_model
@@ -22,77 +28,30 @@ from .governor import Governor
 from .limits import UsageLimits
 from .partial import contains
 from .policy.ledger import UsageLedger
-from .results import ZERO, PipelineResult, StepResult, add_usd
+from .results import ZERO, PipelineResult, add_usd
 from .run.core import Chain, Job, RunState
 from .runner_args import (
     check_backend,
     check_initial_context_data,
     check_resources,
     resolve_state_backend,
+    validate_tree,
 )
+from .runner_checkpoints import changed_message, checkpointer, first_checkpoint
 from .steps.dsl import (
-    ConditionalStep,
-    DynamicParallelRouterStep,
-    LoopStep,
-    ParallelStep,
     Pipeline,
     PipelineStep,
     Step,
-    check_fallback_chain,
 )
 from .steps.event_loop import check_no_placed_asyncio_steps, pipeline_uses_asyncio
 from .steps.options import ReadOnlyDict
 
 if TYPE_CHECKING:
-    from .backends.state import RunCheckpoint
     from .hooks import HookSet
     from .introspection import RuntimeSnapshot
     from .persistence import PersistenceActor, ResumePoint
 
 __all__ = ["Flujo"]
-
-
-def _validate_tree(
-    pipeline: Pipeline, active: list[int], path: tuple[str, ...], model: Any
-) -> None:
-    """Check what can only be checked on the whole tree: cycles and fallback loops.
-
-    Definitions are sealed once built, so a cycle can only come from bypassing
-    the seal; it would otherwise start actors without end.
-    """
-    if id(pipeline) in active:
-        raise PipelineDefinitionError(
-            f"Pipeline {pipeline.name!r} contains itself (at {'/'.join(path)}); "
-            "a pipeline tree must not be recursive."
-        )
-    active.append(id(pipeline))
-    for s in pipeline.steps:
-        _validate_step(s, active, (*path, s.name), model)
-    active.pop()
-
-
-def _validate_step(s: Step, active: list[int], path: tuple[str, ...], model: Any) -> None:
-    if s.fallback is not None:
-        check_fallback_chain(s)
-        _validate_step(s.fallback, active, (*path, s.fallback.name), model)
-    if isinstance(s, (ParallelStep, DynamicParallelRouterStep)):
-        for k, p in s.branches.items():
-            _validate_tree(p, active, (*path, str(k)), model)
-    elif isinstance(s, LoopStep):
-        _validate_tree(s.body, active, path, model)
-    elif isinstance(s, ConditionalStep):
-        for k, p in s.branches.items():
-            _validate_tree(p, active, (*path, str(k)), model)
-        if s.default_branch is not None:
-            _validate_tree(s.default_branch, active, (*path, "default"), model)
-    elif isinstance(s, PipelineStep):
-        if not s.inherit_context:
-            # A fresh context of the step's model, or of the one it is nested in.
-            model = s.context_model or model
-            check_initial_context_data(
-                f"Nested pipeline step {s.name!r}", model, s.initial_context_data or {}
-            )
-        _validate_tree(s.pipeline, active, path, model)
 
 
 class Flujo:
@@ -147,7 +106,7 @@ class Flujo:
                 f"Flujo: expected a Step or a Pipeline, got {pipeline_or_step!r}."
             )
         check_context_model(context_model)
-        _validate_tree(pipeline, [], (pipeline.name,), context_model)
+        validate_tree(pipeline, [], (pipeline.name,), context_model)
         if initial_context_data is not None and not isinstance(initial_context_data, Mapping):
             raise PipelineDefinitionError(
                 f"Flujo: initial_context_data must be a mapping of field -> value, "
@@ -460,7 +419,7 @@ class Flujo:
         fingerprint = self._pipeline_fingerprint()
         changed = snap.pipeline_fingerprint != fingerprint
         if changed and not allow_changed_pipeline:
-            raise PipelineDefinitionError(self._changed_message(run_id, snap))
+            raise PipelineDefinitionError(changed_message(self.pipeline, fingerprint, run_id, snap))
         n = len(self.pipeline.steps)
         if snap.next_step_index > n:
             raise PipelineDefinitionError(
@@ -485,24 +444,6 @@ class Flujo:
 
             fingerprint = self._fingerprint = pipeline_fingerprint(self.pipeline)
         return fingerprint
-
-    def _changed_message(self, run_id: str, snap: Any) -> str:
-        if snap.pipeline_fingerprint is None:
-            return (
-                f"Run {run_id!r} was stored without a pipeline fingerprint (by a flujo_actors "
-                "version before fingerprints), so this runner cannot check that its pipeline "
-                f"{self.pipeline.name!r} is the pipeline {snap.pipeline_name!r} that started the "
-                "run. If it is, resume with allow_changed_pipeline=True."
-            )
-        from .policy.fingerprint import first_difference
-
-        diff = first_difference(snap.pipeline_fingerprint, self._pipeline_fingerprint())
-        return (
-            f"Run {run_id!r} was stored by pipeline {snap.pipeline_name!r}, which differs from "
-            f"this runner's pipeline {self.pipeline.name!r} at {diff}. Resume it with the "
-            "runner that started it, or pass allow_changed_pipeline=True if the change is "
-            "compatible."
-        )
 
     # -- the run ------------------------------------------------------------------
     async def _execute(
@@ -544,7 +485,9 @@ class Flujo:
                 # and atomic: a run id the backend knows is refused here, before
                 # any hook or step runs.
                 await self.state_backend.create_run(
-                    self._first_checkpoint(run_id, initial_input, context)
+                    first_checkpoint(
+                        self.pipeline, self._pipeline_fingerprint(), run_id, initial_input, context
+                    )
                 )
         limits = self.usage_limits
         ledger = UsageLedger(
@@ -581,7 +524,8 @@ class Flujo:
             from .persistence import PersistenceActor
 
             persistence = PersistenceActor(self.state_backend, run.dead_letters)
-            job.on_step = self._checkpointer(
+            job.on_step = checkpointer(
+                self.pipeline,
                 run_id,
                 persistence,
                 initial_input,
@@ -675,63 +619,6 @@ class Flujo:
             result.output = None
             raise UsageLimitExceededError(b.message, result)
         return result
-
-    def _first_checkpoint(self, run_id: str, initial_input: Any, context: Any) -> RunCheckpoint:
-        from .backends.state import RunCheckpoint
-        from .serialization import dump_typed
-
-        return RunCheckpoint(
-            run_id=run_id,
-            pipeline_name=self.pipeline.name,
-            status="running",
-            next_step_index=0,
-            context=dump_typed(context, path="context"),
-            initial_input=dump_typed(initial_input, path="initial_input"),
-            pipeline_fingerprint=self._pipeline_fingerprint(),
-        )
-
-    def _checkpointer(
-        self,
-        run_id: str,
-        persistence: PersistenceActor,
-        initial_input: Any,
-        ledger: UsageLedger,
-        new_fingerprint: str | None = None,
-    ) -> Callable[[int, StepResult, Job], Awaitable[None]]:
-        """The top-level job's ``on_step``: persist each finished step before the next."""
-        from .persistence import checkpoint_for
-        from .serialization import dump_typed
-
-        input_json = dump_typed(initial_input, path="initial_input")
-        n_steps = len(self.pipeline.steps)
-        name = self.pipeline.name
-        # Totals from the top-level results (each includes its children): exact,
-        # and independent of when the governor applies told usage messages.
-        cost, tokens = ledger.cost, ledger.tokens
-
-        async def on_step(index: int, result: StepResult, job: Job) -> None:
-            nonlocal cost, tokens, new_fingerprint
-            cost = add_usd(cost, result.cost_usd)
-            tokens += result.token_counts
-            checkpoint = checkpoint_for(
-                run_id=run_id,
-                pipeline_name=name,
-                index=index,
-                n_steps=n_steps,
-                result=result,
-                context=job.context,
-                initial_input_json=input_json,
-                cost=cost,
-                tokens=tokens,
-            )
-            if new_fingerprint is not None:
-                # A resume with a changed pipeline (allowed): the run now belongs
-                # to this pipeline, recorded once, with its first new step.
-                checkpoint = attrs.evolve(checkpoint, pipeline_fingerprint=new_fingerprint)
-                new_fingerprint = None
-            await persistence.save(checkpoint)
-
-        return on_step
 
 
 def _asyncio_running() -> bool:

@@ -3,6 +3,9 @@
 A wrong backend, resource or context value used to be accepted and to fail
 mid-run with an ``AttributeError``/``TypeError``; each is reported here,
 naming the argument, the value and the fix.
+
+:func:`validate_tree` checks what only the whole pipeline tree shows
+(cycles, fallback loops, nested pipelines' initial context data).
 """
 
 from __future__ import annotations
@@ -16,12 +19,23 @@ import attrs
 
 from .context import build_context
 from .errors import PipelineDefinitionError
+from .steps.dsl import (
+    ConditionalStep,
+    DynamicParallelRouterStep,
+    LoopStep,
+    ParallelStep,
+    Pipeline,
+    PipelineStep,
+    Step,
+    check_fallback_chain,
+)
 
 __all__ = [
     "check_backend",
     "check_initial_context_data",
     "check_resources",
     "resolve_state_backend",
+    "validate_tree",
 ]
 
 #: Fields the runner sets for every run: a user value would be overwritten or would
@@ -170,3 +184,44 @@ def _reason(exc: BaseException | None) -> str:
     # attrs validators raise TypeError(message, attribute, type, value): show the message.
     message = args[0] if len(args) > 1 and isinstance(args[0], str) else str(exc)
     return f"{type(exc).__name__}: {message.rstrip('.')}"
+
+
+def validate_tree(pipeline: Pipeline, active: list[int], path: tuple[str, ...], model: Any) -> None:
+    """Check what can only be checked on the whole tree: cycles and fallback loops.
+
+    Definitions are sealed once built, so a cycle can only come from bypassing
+    the seal; it would otherwise start actors without end.
+    """
+    if id(pipeline) in active:
+        raise PipelineDefinitionError(
+            f"Pipeline {pipeline.name!r} contains itself (at {'/'.join(path)}); "
+            "a pipeline tree must not be recursive."
+        )
+    active.append(id(pipeline))
+    for s in pipeline.steps:
+        _validate_step(s, active, (*path, s.name), model)
+    active.pop()
+
+
+def _validate_step(s: Step, active: list[int], path: tuple[str, ...], model: Any) -> None:
+    if s.fallback is not None:
+        check_fallback_chain(s)
+        _validate_step(s.fallback, active, (*path, s.fallback.name), model)
+    if isinstance(s, (ParallelStep, DynamicParallelRouterStep)):
+        for k, p in s.branches.items():
+            validate_tree(p, active, (*path, str(k)), model)
+    elif isinstance(s, LoopStep):
+        validate_tree(s.body, active, path, model)
+    elif isinstance(s, ConditionalStep):
+        for k, p in s.branches.items():
+            validate_tree(p, active, (*path, str(k)), model)
+        if s.default_branch is not None:
+            validate_tree(s.default_branch, active, (*path, "default"), model)
+    elif isinstance(s, PipelineStep):
+        if not s.inherit_context:
+            # A fresh context of the step's model, or of the one it is nested in.
+            model = s.context_model or model
+            check_initial_context_data(
+                f"Nested pipeline step {s.name!r}", model, s.initial_context_data or {}
+            )
+        validate_tree(s.pipeline, active, path, model)
