@@ -43,13 +43,24 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
 
 from .errors import FlujoError, HookError, PipelineDefinitionError
+from .hook_events import FallbackTriggered as FallbackTriggered
+from .hook_events import Hook as Hook
+from .hook_events import HookEvent as HookEvent
+from .hook_events import RunFinished as RunFinished
+from .hook_events import RunStarted as RunStarted
+from .hook_events import StepFailed as StepFailed
+from .hook_events import StepFinished as StepFinished
+from .hook_events import StepRetried as StepRetried
+from .hook_events import StepStarted as StepStarted
+from .hook_events import UsageLimitBreached as UsageLimitBreached
+from .hook_logging import log_event
+from .hook_logging import logger as logger
 from .policy.retry import AttemptPolicy
 from .results import PipelineResult, StepResult
 from .tracing import ListenerError, SpanListener, Tracer, is_span_listener
@@ -75,154 +86,6 @@ __all__ = [
     "compile_hooks",
     "logger",
 ]
-
-#: The library's logger. Silent by default: no handler, INFO/DEBUG records only.
-logger: Final = logging.getLogger("flujo_actors")
-
-
-# -- events ---------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class RunStarted:
-    """A run started (before its first step).
-
-    Attributes:
-        run_id: the run's id.
-        pipeline: the pipeline's name.
-        initial_input: the run's input (None for a resumed run).
-        time: ``trio.current_time()``.
-    """
-
-    run_id: str
-    pipeline: str
-    initial_input: Any
-    time: float
-
-
-@attrs.frozen(kw_only=True)
-class StepStarted:
-    """A step started executing (at any depth: branches and loop bodies too).
-
-    Attributes:
-        run_id: the run's id.
-        step: the step's name.
-        path: where it sits, e.g. ``("fan", "a", "summarise")``.
-        kind: the step's kind (``"agent"``, ``"parallel"``, ``"loop"``, ...).
-        data: the step's input.
-        time: ``trio.current_time()``.
-    """
-
-    run_id: str
-    step: str
-    path: tuple[str, ...]
-    kind: str
-    data: Any
-    time: float
-
-
-@attrs.frozen(kw_only=True)
-class StepFinished:
-    """A step succeeded; ``result`` is its :class:`StepResult`."""
-
-    run_id: str
-    step: str
-    path: tuple[str, ...]
-    kind: str
-    result: StepResult
-    time: float
-
-
-@attrs.frozen(kw_only=True)
-class StepFailed:
-    """A step failed (after its attempts and fallback); ``result.feedback`` says why."""
-
-    run_id: str
-    step: str
-    path: tuple[str, ...]
-    kind: str
-    result: StepResult
-    time: float
-
-
-@attrs.frozen(kw_only=True)
-class StepRetried:
-    """An attempt of an agent step failed and the step will try again.
-
-    Attributes:
-        attempt: the attempt that failed (1 for the first).
-        feedback: why it failed.
-        delay_s: the backoff before the next attempt.
-    """
-
-    run_id: str
-    step: str
-    path: tuple[str, ...]
-    attempt: int = attrs.field(validator=attrs.validators.ge(1))
-    feedback: str | None
-    delay_s: float
-    time: float
-
-
-@attrs.frozen(kw_only=True)
-class FallbackTriggered:
-    """A step spent its attempts; its ``fallback`` step runs now.
-
-    Attributes:
-        fallback: the fallback step's name.
-        feedback: the primary's last failure.
-    """
-
-    run_id: str
-    step: str
-    path: tuple[str, ...]
-    fallback: str
-    feedback: str | None
-    time: float
-
-
-@attrs.frozen(kw_only=True)
-class UsageLimitBreached:
-    """The run breached its usage limits; it was cancelled and will raise.
-
-    Attributes:
-        message: the ``UsageLimitExceededError`` message.
-        step: the breaching step's name (None when a reservation was refused).
-        total_cost_usd: the run's total cost, breaching step included.
-        total_tokens: the run's total tokens.
-    """
-
-    run_id: str
-    message: str
-    step: str | None
-    total_cost_usd: Decimal
-    total_tokens: int
-    time: float
-
-
-@attrs.frozen(kw_only=True)
-class RunFinished:
-    """A run ended with a result (also a failed or breached one; not a cancelled one)."""
-
-    run_id: str
-    result: PipelineResult
-    success: bool
-    time: float
-
-
-HookEvent: TypeAlias = (
-    RunStarted
-    | StepStarted
-    | StepFinished
-    | StepFailed
-    | StepRetried
-    | FallbackTriggered
-    | UsageLimitBreached
-    | RunFinished
-)
-
-#: What ``Flujo(hooks=...)`` accepts: a callable taking one event (sync or async).
-Hook: TypeAlias = Callable[[HookEvent], Awaitable[None] | None]
 
 
 # -- compiled hooks -------------------------------------------------------------------
@@ -302,62 +165,6 @@ def compile_hooks(hooks: Sequence[Any], *, owner: str = "Flujo") -> HookSet:
     return HookSet(tuple(compiled), tuple(listeners))
 
 
-# -- logging ------------------------------------------------------------------------------
-
-
-def _log_event(event: HookEvent) -> None:
-    """The built-in logging hook (added to a run when the logger is enabled for INFO)."""
-    debug = logger.isEnabledFor(logging.DEBUG)
-    match event:
-        case StepStarted() if debug:
-            logger.debug("run %s: step %s started", event.run_id, "/".join(event.path))
-        case StepFinished() if debug:
-            logger.debug(
-                "run %s: step %s finished (attempts=%d)",
-                event.run_id,
-                "/".join(event.path),
-                event.result.attempts,
-            )
-        case StepFailed():
-            logger.info(
-                "run %s: step %s failed: %s",
-                event.run_id,
-                "/".join(event.path),
-                event.result.feedback,
-            )
-        case StepRetried():
-            logger.info(
-                "run %s: step %s attempt %d failed, retrying in %.3fs: %s",
-                event.run_id,
-                "/".join(event.path),
-                event.attempt,
-                event.delay_s,
-                event.feedback,
-            )
-        case FallbackTriggered():
-            logger.info(
-                "run %s: step %s falls back to %s: %s",
-                event.run_id,
-                "/".join(event.path),
-                event.fallback,
-                event.feedback,
-            )
-        case UsageLimitBreached():
-            logger.info("run %s: usage limit breached: %s", event.run_id, event.message)
-        case RunStarted():
-            logger.info("run %s: pipeline %s started", event.run_id, event.pipeline)
-        case RunFinished():
-            logger.info(
-                "run %s: finished, success=%s, cost=$%s, tokens=%d",
-                event.run_id,
-                event.success,
-                event.result.total_cost_usd,
-                event.result.total_tokens,
-            )
-        case _:
-            pass
-
-
 # -- the per-run observer -------------------------------------------------------------
 
 
@@ -426,7 +233,7 @@ class RunObserver:
             hook_set = _NO_HOOKS
         hooks = hook_set.hooks
         if logger.isEnabledFor(logging.INFO):
-            hooks = ((_log_event, False), *hooks)
+            hooks = ((log_event, False), *hooks)
         tracing = trace or bool(hook_set.listeners)
         if not hooks and not tracing:
             return None
