@@ -44,6 +44,9 @@ class _Connection:
     ray_error: type[BaseException]
     hosts: list[Any]  # AgentHost actor handles (actor mode), else empty
     load: list[int]  # calls in flight per host
+    # Hosts that lost a call: Ray is restarting them, and a call sent before the
+    # restart completes fails (ActorUnavailableError), so the next one waits for it.
+    down: list[bool]
 
 
 class RayExecutor(_ExecutorBase):
@@ -87,7 +90,9 @@ class RayExecutor(_ExecutorBase):
             cancels the call's trio task inside the actor (the actor lives
             on); a sync agent runs in a thread of the actor and cannot be
             stopped. A dead actor raises ``ExecutorLost`` for its calls in
-            flight and is restarted by Ray; the actors are killed on close.
+            flight and is restarted by Ray; the next call sent to it waits
+            until it answers again (a call sent while it restarts would fail),
+            so a retry runs on the restarted actor. The actors are killed on close.
             ``task_options`` then apply to the actors (``num_cpus``, ...).
         actor_concurrency: most calls one actor runs at once.
 
@@ -180,6 +185,7 @@ class RayExecutor(_ExecutorBase):
             ray.exceptions.RayError,
             hosts,
             [0] * len(hosts),
+            [False] * len(hosts),
         )
 
     @staticmethod
@@ -205,29 +211,56 @@ class RayExecutor(_ExecutorBase):
         """
         conn = await self._conn.get()
         payload = encode_item(item, _WHERE)
-        host = -1
-        if conn.hosts:
-            load = conn.load
-            host = load.index(min(load))
-            load[host] += 1
+        if not conn.hosts:
+            ref = conn.remote.options(
+                name=f"flujo:{item.step_name}#{item.attempt}", **self.task_options
+            ).remote(payload, _WHERE)
+            return await self._await(conn, ref, item, host=-1)
+        load = conn.load
+        host = load.index(min(load))
+        load[host] += 1
+        try:
+            if conn.down[host]:
+                await self._wait_restarted(conn, host, item)
             ref = (
                 conn.hosts[host]
                 .run.options(name=f"flujo:{item.step_name}#{item.attempt}")
                 .remote(payload, _WHERE)
             )
-        else:
-            ref = conn.remote.options(
-                name=f"flujo:{item.step_name}#{item.attempt}", **self.task_options
-            ).remote(payload, _WHERE)
-        try:
-            return await self._await(conn, ref, item, actor=host >= 0)
+            return await self._await(conn, ref, item, host=host)
         finally:
-            if host >= 0:
-                conn.load[host] -= 1
+            load[host] -= 1
 
-    async def _await(
-        self, conn: _Connection, ref: Any, item: WorkItem, *, actor: bool
-    ) -> WorkResult:
+    @staticmethod
+    async def _wait_restarted(conn: _Connection, host: int, item: WorkItem) -> None:
+        """Wait until ``host``, which lost a call, answers again (Ray restarts it).
+
+        The probe is the host's ``ping``, which Ray may retry until the actor is
+        back (it is idempotent; agent calls never are). Cancellation only stops
+        the waiting.
+        """
+        ref = conn.hosts[host].ping.options(max_task_retries=-1).remote()
+        future = ref.future()
+        done = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def wake(_: Any) -> None:  # runs on a Ray thread
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        future.add_done_callback(wake)
+        await done.wait()
+        try:
+            future.result()
+        except conn.ray_error as exc:
+            raise ExecutorLost(
+                f"Step {item.step_name!r} attempt {item.attempt}: its Ray actor did not come "
+                f"back after losing a call ({type(exc).__name__}). Worker loss is retryable: "
+                "the step's max_retries decides whether it runs again."
+            ) from exc
+        conn.down[host] = False
+
+    async def _await(self, conn: _Connection, ref: Any, item: WorkItem, *, host: int) -> WorkResult:
         c = self._counters
         c.submitted += 1
         future = ref.future()
@@ -246,7 +279,7 @@ class RayExecutor(_ExecutorBase):
             if not done.is_set():
                 c.cancelled += 1
                 # Ray refuses force for actor tasks; the host cancels the call's trio task.
-                self._cancel(conn, ref, force=self.force_cancel and not actor)
+                self._cancel(conn, ref, force=self.force_cancel and host < 0)
                 # Shielded: when Cancelled leaves this call, the task has stopped.
                 with trio.CancelScope(
                     deadline=trio.current_time() + self.cancel_timeout_s, shield=True
@@ -266,6 +299,8 @@ class RayExecutor(_ExecutorBase):
             raise RemoteAgentError(type(exc).__name__, str(exc)) from exc
         except conn.ray_error as exc:
             c.lost += 1
+            if host >= 0:
+                conn.down[host] = True  # the next call to it waits for its restart
             raise ExecutorLost(
                 f"Step {item.step_name!r} attempt {item.attempt}: the Ray worker running it "
                 f"was lost ({type(exc).__name__}). Worker loss is retryable: the step's "

@@ -133,7 +133,7 @@ def test_connects_to_a_given_address_and_disconnects_at_the_end_of_the_run(
     )
     env = dict(os.environ)  # the ray_cluster fixture set the Ray variables
     out = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "42 False"
@@ -159,9 +159,10 @@ async def test_one_actor_runs_many_io_bound_calls_at_once(ray_cluster: str) -> N
     n = 40  # more than the cluster's 2 CPUs: Ray tasks could never all meet
     executor = RayExecutor(actors=1, actor_concurrency=n)
     branches = {
-        # timeout_s: calls run one after another would never meet; fail instead of hanging.
+        # The barrier is the event this waits on. timeout_s is only a hang guard (calls
+        # run one after another would never meet), far above what load can cost.
         f"b{i}": Step.from_callable(
-            meet, name=f"meet{i}", placement=executor, timeout_s=60, max_retries=0
+            meet, name=f"meet{i}", placement=executor, timeout_s=600, max_retries=0
         )
         for i in range(n)
     }
@@ -208,6 +209,8 @@ async def test_a_dead_actor_is_lost_then_restarted_for_the_retry(
 ) -> None:
     from flujo_actors.executors.ray import RayExecutor
 
+    # The retry must wait for Ray's restart of the actor (the executor pings it first):
+    # sent at once, it failed with ActorUnavailableError whenever the machine was busy.
     executor = RayExecutor(actors=1)
     step = Step.from_callable(crash_once, placement=executor, max_retries=1)
     result = await Flujo(step).run_async(str(tmp_path / "crashed"))
