@@ -465,8 +465,7 @@ async def test_timeout_stops_the_remote_work(
     if kind in REMOTE:
         assert pid != os.getpid()
         # The worker was stopped, not left running (bounded real-time wait, in a thread).
-        # Waits for the exit itself; the bound is a hang guard, not a speed check.
-        assert await trio.to_thread.run_sync(_exits_within, pid, 300.0)
+        assert await trio.to_thread.run_sync(_exits_within, pid, 10.0)
         assert executor.statistics().cancelled == 1  # type: ignore[attr-defined]
     assert not finished.exists()
 
