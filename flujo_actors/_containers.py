@@ -41,8 +41,8 @@ def container_dump(tp: type, dump: Handler, remember: Callable[[type], str]) -> 
         MAX_DEPTH,
         TYPE_KEY,
         VALUE_KEY,
+        _dump_pairs,
         _Failure,
-        _key_segment,
         _sorted_items,
     )
 
@@ -68,19 +68,7 @@ def container_dump(tp: type, dump: Handler, remember: Callable[[type], str]) -> 
     def pairs(obj: Mapping[Any, Any], depth: int) -> list[Any]:
         if depth >= MAX_DEPTH:
             raise _Failure("deep", obj)
-        out = []
-        for key, value in obj.items():
-            try:
-                dumped_key = dump(key, depth + 1)
-            except _Failure as failure:
-                failure.push("[<key>]", obj)
-                raise
-            try:
-                out.append([dumped_key, dump(value, depth + 1)])
-            except _Failure as failure:
-                failure.push(_key_segment(key), obj)
-                raise
-        return out
+        return _dump_pairs(dump, obj, depth)
 
     if issubclass(tp, defaultdict):
 

@@ -107,6 +107,27 @@ def _key_segment(key: object) -> str:
     return f"[{text}]"
 
 
+def _dump_pairs(dump: _Handler, obj: Mapping[Any, Any], depth: int) -> list[list[Any]]:
+    """``[[key, value], ...]`` of a mapping, each dumped by ``dump``.
+
+    The tagged form of a mapping whose keys must come back exactly; a failure
+    names the key (or ``[<key>]`` when the key itself failed).
+    """
+    pairs = []
+    for key, item in obj.items():
+        try:
+            dumped_key = dump(key, depth + 1)
+        except _Failure as failure:
+            failure.push("[<key>]", obj)
+            raise
+        try:
+            pairs.append([dumped_key, dump(item, depth + 1)])
+        except _Failure as failure:
+            failure.push(_key_segment(key), obj)
+            raise
+    return pairs
+
+
 def _canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 

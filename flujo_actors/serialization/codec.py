@@ -29,6 +29,7 @@ from ._base import (
     SerializeFn,
     _canonical,
     _coerce_scalar_key,
+    _dump_pairs,
     _Failure,
     _Handler,
     _key_segment,
@@ -391,20 +392,7 @@ class _Codec:
         return out
 
     def _dump_items(self, obj: Mapping[Any, Any], depth: int) -> Any:
-        dump = self.dump
-        pairs = []
-        for key, item in obj.items():
-            try:
-                dumped_key = dump(key, depth + 1)
-            except _Failure as failure:
-                failure.push("[<key>]", obj)
-                raise
-            try:
-                pairs.append([dumped_key, dump(item, depth + 1)])
-            except _Failure as failure:
-                failure.push(_key_segment(key), obj)
-                raise
-        return {TYPE_KEY: type_tag(dict), VALUE_KEY: pairs}
+        return {TYPE_KEY: type_tag(dict), VALUE_KEY: _dump_pairs(self.dump, obj, depth)}
 
     # -- load_typed ------------------------------------------------------------------
 
