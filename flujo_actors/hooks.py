@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: the hook dispatcher and its built-in hooks; events and logging already moved out.
 """Run hooks: typed events delivered to user callables as a run goes on.
 
 ``Flujo(..., hooks=[fn, ...])`` calls each hook (a plain or ``async``

@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: span model, recorder and text rendering of one trace tree; a split waits for #13's hook/trace consolidation.
 """Trace spans: a tree mirroring what one run actually executed, on trio's clock.
 
 Tracing is opt-in (``Flujo(..., trace=True)``, or implied by a span listener

@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: the case runner and its fresh-process protocol, read as one unit.
 """The scenario model and the measuring loop.
 
 A scenario module (``benchmarks/bench_*.py``) exposes ``SCENARIOS``, a list of

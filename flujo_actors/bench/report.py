@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: the harness's one report (table, scaling verdicts, JSON schema, comparison).
 """The benchmark report: result types, the versioned JSON schema, tables, scaling, compare.
 
 Everything here is plain data and pure functions (no trio, no rich), so the CLI,

@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: the one work-item contract (build, run in the worker, result as data) shared by every executor.
 """What crosses the executor boundary, and how a worker runs it.
 
 A step actor never sends itself, its mailbox, the governor or any trio

@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: the Step/Pipeline classes and their build-time checks; kinds, config and strategies already live beside it.
 """The pipeline DSL: :class:`Step`, :class:`StepConfig`, :class:`Pipeline`, ``>>``, ``@step``.
 
 Definitions are validated when they are built: a bad argument raises
