@@ -9,10 +9,10 @@ import trio
 
 from flujo_actors import Flujo, MergeStrategy, Step, UsageLimits
 from flujo_actors.bench import Scenario, Target, Workload, baselines, expect
-from flujo_actors.engine import RunState
 from flujo_actors.governor import Flush, Governor
 from flujo_actors.policy.ledger import UsageLedger
 from flujo_actors.results import StepResult
+from flujo_actors.run.core import RunState
 
 __all__ = ["SCENARIOS"]
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 import trio
 
 from .limits import UsageLimits
-from .steps.dsl import Step
+
+if TYPE_CHECKING:
+    # A frame carries the step it is for; only the annotation names the class
+    # (steps sit above the value types: tests/test_layers.py). Frames are never
+    # structured by cattrs, so nothing resolves the annotation at run time.
+    from .steps.dsl import Step  # noqa: TC004
 
 __all__ = ["ExecutionFrame"]
 

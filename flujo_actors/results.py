@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from .tracing import Span
+from .spans import Span
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -244,7 +244,7 @@ class PipelineResult:
     ``success`` is False when a step failed; the failed step is then the
     last entry of ``step_history``. Totals are exact and come from the run's
     governor (every usage update of every step, at every depth). ``trace`` is
-    the run's :class:`~flujo_actors.tracing.Span` tree when tracing was on
+    the run's :class:`~flujo_actors.spans.Span` tree when tracing was on
     (``Flujo(..., trace=True)`` or a span listener hook), else None.
     """
 

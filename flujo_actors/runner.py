@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .call_sites import CALL_SITES
 from .context import PipelineContext, build_context, check_context_model
 from .errors import (
     PipelineDefinitionError,
@@ -123,7 +124,7 @@ class Flujo:
         if type(trace) is not bool:
             raise PipelineDefinitionError(f"Flujo: trace must be True or False, got {trace!r}.")
         if executor is not None:
-            from .executors import check_placement
+            from .steps.placement import check_placement
 
             check_placement("Flujo(executor=...)", executor)
         if usage_limits is not None and not isinstance(usage_limits, UsageLimits):
@@ -503,6 +504,7 @@ class Flujo:
             limited=ledger.limited,
             cache_backend=self.cache_backend,
             executor=self.executor,
+            call_sites=CALL_SITES,
         )
         observer = None
         if self._hook_set is not None or self.trace or _logging_enabled():

@@ -581,7 +581,7 @@ async def test_usage_attributes_of_any_output_type_count() -> None:
 async def test_no_step_of_a_breached_run_starts_its_agent() -> None:
     """A step handed a frame after the breach (a sibling's next step) must not run its agent."""
     from flujo_actors import ExecutionFrame
-    from flujo_actors.engine import RunState, run_step
+    from flujo_actors.run.core import RunState, run_step
 
     calls: list[str] = []
 

@@ -23,14 +23,13 @@ Importing this package imports neither trio-parallel, nor cloudpickle, nor ray.
 
 from __future__ import annotations
 
-import importlib.util
-from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final
 
-import attrs
 import trio
 
-from ..errors import PipelineDefinitionError
 from ..policy.usage import usage_of
+from ..steps.placement import PLACEMENTS
+from ..steps.placement import check_placement as check_placement
 from ._work import (
     ErrorInfo,
     RemoteAgentError,
@@ -39,11 +38,12 @@ from ._work import (
     arun_work_item,
     build_work_item,
 )
+from .base import Executor as Executor
+from .base import ExecutorStatistics as ExecutorStatistics
+from .base import _Counters, _ExecutorBase
+from .base import require_extra as require_extra
 
 if TYPE_CHECKING:
-    from types import TracebackType
-    from typing import Self
-
     from ..steps.dsl import Step
 
 __all__ = [
@@ -60,109 +60,6 @@ __all__ = [
     "resolve_executor",
     "submit_step",
 ]
-
-PLACEMENTS: Final = ("inline", "process", "ray")
-
-# Which extra provides which placement, and the modules it needs.
-_EXTRAS: Final[dict[str, tuple[str, ...]]] = {
-    "process": ("trio_parallel", "cloudpickle"),
-    "ray": ("ray", "cloudpickle"),
-}
-
-
-def require_extra(what: str, extra: str) -> None:
-    """Raise a clear ImportError when the modules of ``extra`` are not installed.
-
-    Uses ``find_spec``: nothing is imported.
-    """
-    missing = [m for m in _EXTRAS[extra] if importlib.util.find_spec(m) is None]
-    if missing:
-        pkgs = ", ".join(m.replace("_", "-") for m in missing)
-        raise ImportError(
-            f"{what} needs the {extra!r} extra, and {pkgs} "
-            f"{'is' if len(missing) == 1 else 'are'} not installed. "
-            f"Install it with: pip install 'flujo-actors[{extra}]'"
-        )
-
-
-@runtime_checkable
-class Executor(Protocol):
-    """Where an agent call runs.
-
-    ``submit`` runs one :class:`WorkItem` and returns its :class:`WorkResult`.
-    It must: return the agent's exception as ``WorkResult.error`` (not raise
-    it); raise :class:`~flujo_actors.errors.ExecutorLost` when the worker
-    running the item dies; never retry by itself; and, when the calling task
-    is cancelled, stop the work before re-raising ``trio.Cancelled``.
-    ``aclose`` releases the executor's workers (idempotent).
-    """
-
-    async def submit(self, item: WorkItem) -> WorkResult:
-        """Run ``item`` and return its result (see the class docstring)."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release workers and connections; safe to call twice."""
-        ...
-
-
-@attrs.frozen
-class ExecutorStatistics:
-    """Counters of one executor instance since it was created.
-
-    Attributes:
-        submitted: items submitted.
-        running: items submitted and not finished.
-        completed: items that returned a result (the agent may have failed).
-        cancelled: items whose caller was cancelled (the work was stopped).
-        lost: items whose worker died (:class:`~flujo_actors.errors.ExecutorLost`).
-    """
-
-    submitted: int
-    running: int
-    completed: int
-    cancelled: int
-    lost: int
-
-
-class _Counters:
-    """Mutable counters behind ``statistics()`` (cheap; no locking needed in trio)."""
-
-    def __init__(self) -> None:
-        self.submitted = 0
-        self.completed = 0
-        self.cancelled = 0
-        self.lost = 0
-
-    def snapshot(self) -> ExecutorStatistics:
-        running = self.submitted - self.completed - self.cancelled - self.lost
-        return ExecutorStatistics(
-            self.submitted, max(running, 0), self.completed, self.cancelled, self.lost
-        )
-
-
-class _ExecutorBase:
-    """What every executor shares: counters, ``statistics()`` and ``async with``."""
-
-    _counters: _Counters
-
-    async def aclose(self) -> None:
-        """Release what the executor holds (overridden where there is something)."""
-
-    def statistics(self) -> ExecutorStatistics:
-        """Counters since creation."""
-        return self._counters.snapshot()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class InlineExecutor(_ExecutorBase):
@@ -210,34 +107,6 @@ def __getattr__(name: str) -> Any:
 
         return RayExecutor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def check_placement(step_name: str, placement: Any) -> None:
-    """Validate a ``placement=`` / ``executor=`` value when a step or runner is built.
-
-    Raises:
-        PipelineDefinitionError: unknown string, an object without ``submit``,
-            or the extra that the placement needs is not installed.
-    """
-    if placement is None:
-        return
-    if isinstance(placement, str):
-        if placement not in PLACEMENTS:
-            raise PipelineDefinitionError(
-                f"Step {step_name!r}: placement must be one of {PLACEMENTS!r} or an "
-                f"executor, got {placement!r}."
-            )
-        if placement in _EXTRAS:
-            try:
-                require_extra(f"Step {step_name!r} with placement={placement!r}", placement)
-            except ImportError as exc:
-                raise PipelineDefinitionError(str(exc)) from None
-        return
-    if not callable(getattr(placement, "submit", None)):
-        raise PipelineDefinitionError(
-            f"Step {step_name!r}: placement must be one of {PLACEMENTS!r} or an executor "
-            f"(an object with async submit(item) and aclose()), got {placement!r}."
-        )
 
 
 _SHARED: Final[trio.lowlevel.RunVar[dict[str, Any]]] = trio.lowlevel.RunVar(

@@ -16,9 +16,9 @@ import attrs
 import trio
 
 from ..errors import ExecutorLost
-from . import _Counters, _ExecutorBase, require_extra
 from ._lifetime import RunBound
 from ._work import WorkItem, WorkResult, decode_result, encode_item, run_pickled
+from .base import _Counters, _ExecutorBase, require_extra
 
 __all__ = ["ProcessExecutor"]
 

@@ -32,6 +32,7 @@ from ..governor import Charge, Governor, Release, Reserve
 from ..limits import UsageLimits
 from ..policy.ledger import Reservation
 from ..results import ZERO, StepResult
+from ..steps.placement import CallSites
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -56,6 +57,8 @@ class RunState:
     cache_backend: Any = None
     hooks: Any = None  # a HookDispatcher or None
     executor: Any = None
+    #: Where placed and asyncio agent calls go (the runner's ``CALL_SITES``).
+    call_sites: CallSites | None = None
     #: What steps cut short by a breach had done, by frame (see :mod:`.partial`).
     partials: dict[int, tuple[Any, StepResult]] = attrs.Factory(dict)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+from ..errors import FlujoInternalError
 from ..policy.stream import ChunkCollector
 from ..steps.callables import LATE, PLAIN, STREAM, SYNC, AgentSpec, Callback, settle
 from ..steps.event_loop import asyncio_in_trio
@@ -15,6 +16,7 @@ from ..steps.event_loop import asyncio_in_trio
 if TYPE_CHECKING:
     from ..frames import ExecutionFrame
     from ..steps.dsl import Step
+    from ..steps.placement import CallSites
     from .core import RunState
 
 __all__ = ["FROM_OUTPUT", "call", "invoke", "no_stream", "streams_inline"]
@@ -68,9 +70,9 @@ async def invoke(
         executor = _executor_for(step, frame.run)
         if executor is not None:
             # Placed steps do not stream: the output comes back whole.
-            from ..executors import submit_step
-
-            return await submit_step(executor, step, data, frame.context, frame.resources, attempt)
+            return await _sites(frame.run).submit_step(
+                executor, step, data, frame.context, frame.resources, attempt
+            )
     if step.on_asyncio:
         return await _invoke_on_asyncio(frame, spec, data)
     try:
@@ -113,8 +115,8 @@ async def _invoke_on_asyncio(
     frame: ExecutionFrame[Any], spec: AgentSpec, data: Any
 ) -> tuple[Any, Any]:
     """Run one attempt of an ``event_loop="asyncio"`` agent on the run's asyncio loop."""
-    from ..bridge.steps import call_on_asyncio, stream_on_asyncio
-
+    sites = _sites(frame.run)
+    call_on_asyncio, stream_on_asyncio = sites.call_on_asyncio, sites.stream_on_asyncio
     ctx, res = frame.context, frame.resources
     make = spec.stream_call if frame.stream else None
     if make is None and spec.kind == STREAM:
@@ -160,6 +162,14 @@ def _executor_for(step: Step, run: RunState) -> Any:
         placement = run.executor
     if placement is None or placement == "inline":
         return None
-    from ..executors import resolve_executor
+    return _sites(run).executor_for(placement)
 
-    return resolve_executor(placement)
+
+def _sites(run: RunState) -> CallSites:
+    sites = run.call_sites
+    if sites is None:
+        raise FlujoInternalError(
+            "This run has no call sites for placed or asyncio steps: a RunState built "
+            "outside Flujo needs call_sites=flujo_actors.call_sites.CALL_SITES."
+        )
+    return sites

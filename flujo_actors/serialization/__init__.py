@@ -34,8 +34,8 @@ tags, walk failures), :mod:`.loaders` (rebuilding tagged values),
 :mod:`.converter` (the cattrs converter factory), :mod:`.codec` (the JSON
 walker and typed envelopes of one registry generation), :mod:`.registry`
 (the registry and the entry points). Containers and pydantic models get
-their hooks from :mod:`flujo_actors._containers` and
-:mod:`flujo_actors._pydantic_compat`.
+their hooks from :mod:`flujo_actors.serialization.containers` and
+:mod:`.pydantic_hooks`.
 """
 
 from ._base import MAX_DEPTH as MAX_DEPTH

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
 
-from .. import _pydantic_compat as _pydantic
 from .._pydantic_compat import is_pydantic_model
+from . import pydantic_hooks as _pydantic
 from ._base import (
     _BUILTIN_TAG_CLASSES,
     _BUILTIN_TAGS,
@@ -333,8 +333,8 @@ class _Codec:
             return lambda obj, depth: {TYPE_KEY: tag, VALUE_KEY: fields(obj, depth)}
         if tp is not list and issubclass(tp, (Mapping, list, deque, set, frozenset)):
             # OrderedDict, defaultdict, Counter, deque and other container
-            # subclasses: tagged with their own class (see _containers.py).
-            from .._containers import container_dump
+            # subclasses: tagged with their own class (see .containers).
+            from .containers import container_dump
 
             handler = container_dump(tp, dump, self._remember)
             if handler is not None:
@@ -465,7 +465,7 @@ class _Codec:
             return lambda payload, depth: cls(base64.b64decode(payload, validate=True))
         if issubclass(cls, (Decimal, uuid.UUID, int, float, str)) and not issubclass(cls, bool):
             return lambda payload, depth: cls(payload)
-        from .._containers import container_loader
+        from .containers import container_loader
 
         container = container_loader(cls, load)
         if container is not None:

@@ -11,8 +11,8 @@ import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from .. import _pydantic_compat as _pydantic
 from .._pydantic_compat import is_pydantic_model
+from . import pydantic_hooks as _pydantic
 from ._base import DeserializeFn, SerializeFn, _exact_decimal, _type_name
 from .loaders import _is_record_type, _late_field_names
 

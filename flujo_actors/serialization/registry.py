@@ -248,7 +248,7 @@ def dump_typed(obj: object, *, path: str = "$") -> JSONValue:
     ``default_factory`` must be ``None`` or a class), ``Counter``, ``deque``
     (with its ``maxlen``), other mappings and subclasses of ``list``/``dict``/
     ``set``/``frozenset`` come back as their own class (see
-    :mod:`flujo_actors._containers`).
+    :mod:`flujo_actors.serialization.containers`).
 
     Classes should live at module level so another process can resolve their
     tags (crash-resume); classes defined inside functions only round-trip

@@ -179,8 +179,8 @@ class Step:
         if self.expected_tokens is not None:
             check_count(owner, "expected_tokens", self.expected_tokens, minimum=0)
         if self.placement is not None:
-            # Imported only for placed steps: executors are an optional boundary.
-            from ..executors import check_placement
+            # Imported only for placed steps (names and extras; no executor is imported).
+            from .placement import check_placement
 
             check_placement(name, self.placement)
         self._compile()

@@ -18,8 +18,8 @@ from flujo_actors import (
     PipelineDefinitionError,
     PipelineResult,
     Step,
-    engine,
 )
+from flujo_actors.run import core as engine
 from flujo_actors.testing import UsageOutput
 
 

@@ -1,4 +1,4 @@
-"""Typed envelopes for container subclasses (part of :mod:`flujo_actors.serialization`).
+"""Typed envelopes for container subclasses.
 
 ``dump_typed`` keeps plain ``list``/``dict``/``set``/``frozenset`` as they are;
 this module handles what used to come back as one of those: ``OrderedDict``,
@@ -37,7 +37,7 @@ __all__ = ["container_dump", "container_loader"]
 
 def container_dump(tp: type, dump: Handler, remember: Callable[[type], str]) -> Handler | None:
     """The ``dump_typed`` handler of a container type other than plain list/dict/set, or None."""
-    from .serialization._base import (
+    from ._base import (
         MAX_DEPTH,
         TYPE_KEY,
         VALUE_KEY,
@@ -109,8 +109,8 @@ def container_dump(tp: type, dump: Handler, remember: Callable[[type], str]) -> 
 
 def container_loader(cls: type, load: Handler) -> Handler | None:
     """The ``load_typed`` loader of a class :func:`container_dump` tags, or None."""
-    from .serialization._base import _Failure
-    from .serialization.loaders import _load_list, _resolve_tag
+    from ._base import _Failure
+    from .loaders import _load_list, _resolve_tag
 
     def load_pairs(payload: Any, depth: int) -> dict[Any, Any]:
         loaded = _load_list(payload, depth, load)
