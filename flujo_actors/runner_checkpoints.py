@@ -7,6 +7,7 @@ checkpoint may or may not have been written.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -60,6 +61,9 @@ def first_checkpoint(
         next_step_index=0,
         context=dump_typed(context, path="context"),
         initial_input=dump_typed(initial_input, path="initial_input"),
+        # Wall clock, like every checkpoint's: a run that crashed in its first
+        # step still has an age for `prune(older_than_s=...)` and `runs list`.
+        updated_at=time.time(),
         pipeline_fingerprint=fingerprint,
     )
 

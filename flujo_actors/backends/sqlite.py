@@ -50,6 +50,8 @@ from .state import (
     _check_run_id,
     _check_status,
     _EncodedCheckpoint,
+    check_prune,
+    prune_matches,
     run_exists_error,
 )
 
@@ -478,6 +480,21 @@ class SQLiteBackend:
         _check_status(status)
         return await self._call("list_runs", lambda conn: _list(conn, status), write=False)
 
+    async def prune(
+        self, *, older_than_s: float | None = None, status: str | None = None
+    ) -> list[str]:
+        """Delete the matching runs with their history in one transaction; return their ids.
+
+        Raises:
+            ValueError: bad filters (see :func:`~.state.check_prune`); nothing is deleted.
+            StateBackendError: As :meth:`save_state` (the transaction was rolled back).
+        """
+        check_prune(older_than_s, status)
+        now = time.time()
+        return await self._call(
+            "prune", lambda conn: _prune(conn, older_than_s, status, now), write=True
+        )
+
     async def aclose(self) -> None:
         """Close the connection (idempotent). Later calls raise StateBackendError.
 
@@ -578,6 +595,22 @@ def _delete(conn: sqlite3.Connection, run_id: str) -> None:
         conn.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
         conn.execute("DELETE FROM fingerprints WHERE run_id = ?", (run_id,))
         conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+
+def _prune(
+    conn: sqlite3.Connection, older_than_s: float | None, status: str | None, now: float
+) -> list[str]:
+    conn.execute("BEGIN IMMEDIATE")
+    with conn:
+        rows = conn.execute("SELECT run_id, status, updated_at FROM runs ORDER BY rowid")
+        gone = [
+            run_id
+            for run_id, run_status, updated_at in rows.fetchall()
+            if prune_matches(run_status, updated_at, older_than_s, status, now)
+        ]
+        for table in ("steps", "fingerprints", "runs"):
+            conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", [(r,) for r in gone])
+    return gone
 
 
 def _list(conn: sqlite3.Connection, status: str | None) -> list[str]:

@@ -15,7 +15,9 @@ of your own against this contract.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import attrs
@@ -37,6 +39,8 @@ __all__ = [
     "RunCheckpoint",
     "RunSnapshot",
     "StateBackend",
+    "check_prune",
+    "prune_matches",
 ]
 
 RUN_STATUSES: Final = ("running", "completed", "failed", "paused")
@@ -167,6 +171,9 @@ class StateBackend(Protocol):
     * :meth:`delete_state` forgets a run and its history (unknown: no-op).
     * :meth:`list_runs` returns run ids (optionally those with one status);
       the order is the backend's choice.
+    * :meth:`prune` deletes the runs matching its filters (see
+      :func:`check_prune`: at least one filter; without ``status`` a
+      ``"running"`` run is never pruned) and returns their ids.
     * Stored data never aliases the caller's objects, in either direction.
 
     Every method is a trio checkpoint. A cancelled write either happened
@@ -195,6 +202,12 @@ class StateBackend(Protocol):
 
     async def list_runs(self, status: str | None = None) -> list[str]:
         """Return the ids of the stored runs, or of those with ``status``."""
+        ...
+
+    async def prune(
+        self, *, older_than_s: float | None = None, status: str | None = None
+    ) -> list[str]:
+        """Delete the runs not updated for ``older_than_s`` seconds and/or with ``status``."""
         ...
 
     async def aclose(self) -> None:
@@ -230,6 +243,50 @@ def _check_status(status: str | None) -> None:
         raise ValueError(
             f"list_runs: status must be None or one of {RUN_STATUSES!r}, got {status!r}."
         )
+
+
+def check_prune(older_than_s: object, status: object) -> None:
+    """Reject :meth:`StateBackend.prune` arguments that select nothing sensible.
+
+    Retention rules every backend follows: at least one filter (``prune()``
+    alone would delete every finished run: pass ``older_than_s=0`` to mean
+    that); ``older_than_s`` is a finite number of seconds >= 0, compared with
+    the run's ``updated_at`` (wall-clock ``time.time()``); ``status`` is a run
+    status. Without ``status``, runs whose status is ``"running"`` are kept:
+    they may be live in some process; prune stale ones with
+    ``status="running"`` explicitly.
+
+    Raises:
+        ValueError: naming the argument, the value and the fix.
+    """
+    if older_than_s is None and status is None:
+        raise ValueError(
+            "prune: pass older_than_s=SECONDS and/or status=STATUS; prune() with no filter "
+            "would delete every finished run (to mean that, pass older_than_s=0)."
+        )
+    if older_than_s is not None and (
+        isinstance(older_than_s, bool)
+        or not isinstance(older_than_s, int | float)
+        or not math.isfinite(older_than_s)
+        or older_than_s < 0
+    ):
+        raise ValueError(
+            f"prune: older_than_s must be a number of seconds >= 0, got {older_than_s!r}."
+        )
+    if status is not None and status not in RUN_STATUSES:
+        raise ValueError(f"prune: status must be None or one of {RUN_STATUSES!r}, got {status!r}.")
+
+
+def prune_matches(
+    run_status: str, updated_at: float, older_than_s: float | None, status: str | None, now: float
+) -> bool:
+    """Whether a run with ``run_status``/``updated_at`` is pruned (rules: :func:`check_prune`)."""
+    if status is None:
+        if run_status == "running":
+            return False
+    elif run_status != status:
+        return False
+    return older_than_s is None or updated_at <= now - older_than_s
 
 
 @attrs.frozen
@@ -391,6 +448,29 @@ class InMemoryStateBackend:
                 for run_id, stored in self._runs.items()
                 if status is None or stored.row.status == status
             ]
+
+    async def prune(
+        self, *, older_than_s: float | None = None, status: str | None = None
+    ) -> list[str]:
+        """Delete the matching runs with their history; return their ids, oldest saved first.
+
+        Raises:
+            ValueError: bad filters (see :func:`check_prune`); nothing is deleted.
+        """
+        await trio.lowlevel.checkpoint()
+        check_prune(older_than_s, status)
+        now = time.time()
+        with self._lock:
+            gone = [
+                run_id
+                for run_id, stored in self._runs.items()
+                if prune_matches(
+                    stored.row.status, stored.row.updated_at, older_than_s, status, now
+                )
+            ]
+            for run_id in gone:
+                del self._runs[run_id]
+        return gone
 
     async def aclose(self) -> None:
         """Nothing to release; the data stays readable (idempotent)."""

@@ -13,6 +13,7 @@ A failed check raises AssertionError naming the check and what differed.
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -205,6 +206,55 @@ async def _check_delete(backend: StateBackend) -> None:
     _expect(check, kept.step_history == ({"kept": 1},), f"another run was affected: {kept!r}")
 
 
+async def _check_prune(backend: StateBackend) -> None:
+    check = "prune"
+    old, now = 1_000.0, time.time()  # updated_at is wall-clock time.time()
+    rows = {
+        "old-done": ("completed", old),
+        "old-failed": ("failed", old),
+        "old-running": ("running", old),
+        "new-done": ("completed", now),
+    }
+    for run_id, (status, at) in rows.items():
+        await backend.save_state(
+            run_id, _checkpoint(run_id, status=status, updated_at=at, new_steps=({"s": 1},))
+        )
+    for bad in ({}, {"older_than_s": -1}, {"older_than_s": True}, {"status": "nope"}):
+        try:
+            await backend.prune(**bad)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"check_state_backend[{check}]: prune(**{bad!r}) did not raise")
+    left = sorted(await backend.list_runs())
+    _expect(check, len(left) == 4, f"a refused prune deleted runs: {left!r} are left")
+    gone = sorted(await backend.prune(older_than_s=3_600))
+    _expect(
+        check,
+        gone == ["old-done", "old-failed"],
+        f"prune(older_than_s=3600) returned {gone!r}; it must delete the finished runs not "
+        "updated for an hour and keep running ones",
+    )
+    left = sorted(await backend.list_runs())
+    _expect(check, left == ["new-done", "old-running"], f"after prune, list_runs() is {left!r}")
+    await backend.save_state(
+        "old-done",
+        _checkpoint("old-done", status="failed", updated_at=now, new_steps=({"new": 1},)),
+    )
+    again = await _load(check, backend, "old-done")
+    _expect(
+        check,
+        again.step_history == ({"new": 1},),
+        f"a pruned run saved again has the history {again.step_history!r}",
+    )
+    gone = await backend.prune(status="running", older_than_s=3_600)
+    _expect(check, gone == ["old-running"], f"prune(status='running', ...) returned {gone!r}")
+    gone = sorted(await backend.prune(status="completed"))
+    _expect(check, gone == ["new-done"], f"prune(status='completed') returned {gone!r}")
+    left = await backend.list_runs()
+    _expect(check, left == ["old-done"], f"after the last prune, list_runs() is {left!r}")
+
+
 async def _check_isolation(backend: StateBackend) -> None:
     check = "isolation"
     await backend.save_state("x", _checkpoint("x", context={"who": "x"}, new_steps=({"x": 1},)))
@@ -375,6 +425,7 @@ _CHECKS: tuple[Callable[[StateBackend], Awaitable[None]], ...] = (
     _check_batch,
     _check_list_runs,
     _check_delete,
+    _check_prune,
     _check_isolation,
     _check_no_aliasing,
     _check_create_run,
@@ -390,7 +441,9 @@ async def check_state_backend(factory: StateBackendFactory) -> None:
     every field (odd run ids, unicode, big ints, exact cost strings);
     ``new_steps`` of successive checkpoints are appended in order; a
     ``save_states`` batch applies in order; ``list_runs`` with and without a
-    status filter; ``delete_state`` drops the run and its history; runs are
+    status filter; ``delete_state`` drops the run and its history; ``prune``
+    follows its retention rules (filters checked, running runs kept unless
+    asked for, history dropped); runs are
     isolated from each other; stored data is aliased neither to the caller's
     objects nor to loaded snapshots; ``create_run`` refuses a stored run id
     with :class:`~flujo_actors.errors.RunExistsError` and changes nothing; of

@@ -1,0 +1,370 @@
+"""`python -m flujo_actors runs ...` through its real entry points, over real SQLite stores."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flujo_actors import Flujo, SQLiteBackend
+from flujo_actors.cli import main
+from flujo_actors.cli.runs import parse_age
+
+PIPES = textwrap.dedent(
+    """
+    import os, signal
+    from pathlib import Path
+    from flujo_actors import Flujo, Step
+
+    LOG = Path(os.environ["CLI_LOG"])
+
+    def record(name):
+        with LOG.open("a") as f:
+            f.write(name + "\\n")
+
+    def first(x: int) -> int:
+        record("first")
+        return x + 1
+
+    def second(x: int) -> int:
+        if os.environ.get("CLI_KILL") == "second":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if os.environ.get("CLI_FAIL"):
+            raise RuntimeError("second refused")
+        record("second")
+        return x * 10
+
+    def third(x: int) -> int:
+        record("third")
+        return x + 3
+
+    def left(x: int) -> int:
+        return x - 1
+
+    def right(x: int) -> int:
+        return x + 1
+
+    pipeline = (
+        Step.from_callable(first, name="first")
+        >> Step.from_callable(second, name="second", max_retries=0)
+        >> Step.from_callable(third, name="third")
+    )
+    fanned = Step.from_callable(first, name="first") >> Step.parallel(
+        "fan",
+        {
+            "l": Step.from_callable(left, name="left"),
+            "r": Step.from_callable(right, name="right"),
+        },
+    )
+    runner = Flujo(pipeline)
+    not_a_pipeline = 42
+    """
+)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    (tmp_path / "cli_pipes.py").write_text(PIPES)
+    log = tmp_path / "effects.log"
+    log.touch()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CLI_LOG", str(log))
+    sys.modules.pop("cli_pipes", None)
+    environ = dict(os.environ)
+    environ["PYTHONPATH"] = os.pathsep.join([str(tmp_path), environ.get("PYTHONPATH", "")])
+    return environ
+
+
+def _cli(env: dict[str, str], *args: str, script: bool = False) -> subprocess.CompletedProcess[str]:
+    if script:
+        exe = Path(sys.executable).with_name("flujo-actors")
+        assert exe.exists(), f"the console script is not installed at {exe}"
+        command = [str(exe), *args]
+    else:
+        command = [sys.executable, "-m", "flujo_actors", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _run_in_child(
+    env: dict[str, str], store: Path, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import cli_pipes\n"
+        "from flujo_actors import Flujo\n"
+        f"r = Flujo(cli_pipes.pipeline, state_backend={str(store)!r})\n"
+        "import trio\n"
+        "print(trio.run(r.run_async, 1).run_id)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True
+    )
+
+
+def _effects(env: dict[str, str]) -> list[str]:
+    return Path(env["CLI_LOG"]).read_text().split()
+
+
+def _runs(store: Path, n_ok: int = 0, n_failed: int = 0) -> list[str]:
+    cli_pipes = importlib.import_module("cli_pipes")
+
+    ids = []
+    for i in range(n_ok + n_failed):
+        if i >= n_ok:
+            os.environ["CLI_FAIL"] = "1"
+        try:
+            ids.append(Flujo(cli_pipes.pipeline, state_backend=str(store)).run(i).run_id)
+        finally:
+            os.environ.pop("CLI_FAIL", None)
+    return ids
+
+
+def test_list_shows_runs_newest_first_and_filters(env: dict[str, str], tmp_path: Path) -> None:
+    store = tmp_path / "runs.db"
+    ok1, ok2, bad = _runs(store, n_ok=2, n_failed=1)
+    done = _cli(env, "runs", "--backend", str(store), "list")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == [
+        "RUN",
+        "ID",
+        "STATUS",
+        "PIPELINE",
+        "STEPS",
+        "COST",
+        "USD",
+        "TOKENS",
+        "UPDATED",
+    ]
+    assert [line.split()[0] for line in lines[1:]] == [bad, ok2, ok1]
+    assert lines[1].split()[1:5] == ["failed", "pipeline", "2", "0"]
+    assert lines[2].split()[1:5] == ["completed", "pipeline", "3", "0"]
+
+    failed = json.loads(
+        _cli(env, "runs", "--backend", str(store), "list", "--status", "failed", "--json").stdout
+    )
+    assert [(r["run_id"], r["status"], r["steps"]) for r in failed] == [(bad, "failed", 2)]
+    assert set(failed[0]) == {
+        "run_id",
+        "status",
+        "pipeline",
+        "steps",
+        "total_cost_usd",
+        "total_tokens",
+        "updated_at",
+    }
+    assert main(["runs", "--backend", str(store), "list", "--pipeline", "other", "--json"]) == 0
+
+
+def test_list_age_filters_and_limit(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs.db"
+    _runs(store, n_ok=3)
+    args = ["runs", "--backend", str(store), "list", "--json"]
+    capsys.readouterr()
+    assert main([*args, "--older-than", "1h"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main([*args, "--newer-than", "1h", "--limit", "2"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+
+
+def test_show_prints_the_step_tree_and_the_stored_json(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli_pipes = importlib.import_module("cli_pipes")
+
+    store = tmp_path / "runs.db"
+    run_id = Flujo(cli_pipes.fanned, state_backend=str(store)).run(5).run_id
+    done = _cli(env, "runs", "--backend", str(store), "show", run_id)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert out[0] == f"run {run_id}: completed, pipeline pipeline"
+    assert out[1] == "total cost 0 USD, 0 tokens"
+    assert out[2].split() == ["STEP", "STATUS", "ATTEMPTS", "COST", "USD", "TOKENS", "LATENCY"]
+    # The parallel step's branches, and their steps, are indented under it.
+    tree = [(line[: len(line) - len(line.lstrip())], *line.split()[:5]) for line in out[3:]]
+    assert tree == [
+        ("", "first", "ok", "1", "0", "0"),
+        ("", "fan", "ok", "1", "0", "0"),
+        ("  ", "l", "ok", "1", "0", "0"),
+        ("    ", "left", "ok", "1", "0", "0"),
+        ("  ", "r", "ok", "1", "0", "0"),
+        ("    ", "right", "ok", "1", "0", "0"),
+    ]
+    assert all(line.endswith(" ms") for line in out[3:])
+    assert main(["runs", "--backend", str(store), "show", run_id, "--json"]) == 0
+    stored = json.loads(capsys.readouterr().out)
+    assert stored["run_id"] == run_id and stored["status"] == "completed"
+    assert len(stored["step_history"]) == 2
+
+
+def test_resume_continues_a_killed_run_without_redoing_its_completed_step(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    store = tmp_path / "runs.db"
+    killed = _run_in_child(env, store, CLI_KILL="second")
+    assert killed.returncode == -9, killed.stderr
+    [run_id] = _stored_ids(store)
+    assert _effects(env) == ["first"]
+    listed = _cli(env, "runs", "--backend", str(store), "list")
+    assert listed.stdout.splitlines()[1].split()[:2] == [run_id, "running"]
+
+    done = _cli(
+        env,
+        "runs",
+        "--backend",
+        str(store),
+        "resume",
+        run_id,
+        "--pipeline",
+        "cli_pipes:runner",
+        "--json",
+        script=True,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["run_id"], result["status"], result["output"]) == (run_id, "completed", 23)
+    assert _effects(env) == ["first", "second", "third"]  # first ran once
+
+
+def _stored_ids(store: Path) -> list[str]:
+    import trio
+
+    async def ids() -> list[str]:
+        async with SQLiteBackend(store) as backend:
+            return await backend.list_runs()
+
+    return trio.run(ids)
+
+
+def test_resume_of_a_failed_run_exits_1_with_its_stored_result(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs.db"
+    [bad] = _runs(store, n_failed=1)
+    capsys.readouterr()
+    assert (
+        main(["runs", "--backend", str(store), "resume", bad, "--pipeline", "cli_pipes:pipeline"])
+        == 1
+    )
+    assert capsys.readouterr().out.splitlines()[0] == f"run {bad}: failed"
+
+
+def test_delete_and_prune(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs.db"
+    ok, bad = _runs(store, n_ok=1, n_failed=1)
+    base = ["runs", "--backend", str(store)]
+    assert main([*base, "delete", ok]) == 0
+    assert capsys.readouterr().out == f"deleted {ok}\n"
+    assert main([*base, "delete", ok]) == 2
+    assert capsys.readouterr().err == (
+        f"flujo-actors: error: run {ok!r} is not in the store (`runs list` lists the runs).\n"
+    )
+    assert main([*base, "prune", "--older-than", "1h"]) == 0
+    assert capsys.readouterr().out == "0 run(s) pruned\n"
+    assert main([*base, "prune", "--status", "failed"]) == 0
+    assert capsys.readouterr().out == f"pruned {bad}\n1 run(s) pruned\n"
+    assert _stored_ids(store) == []
+    assert main([*base, "prune"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "flujo-actors: error: prune: pass --older-than=SECONDS and/or status=STATUS"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["list", "--older-than", "soon"],
+            "--older-than must be an age such as 3600, 90s, 15m, 2h or 7d, got 'soon'.",
+        ),
+        (["list", "--status", "sleeping"], "--status: list_runs: status must be None or one of "),
+        (["list", "--limit", "0"], "--limit must be a number >= 1, got 0."),
+        (["resume", "r", "--pipeline", "nocolon"], "run 'r' is not in the store"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_value(
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    store = tmp_path / "runs.db"
+    _runs(store, n_ok=1)
+    assert main(["runs", "--backend", str(store), *args]) == 2
+    assert capsys.readouterr().err.startswith(f"flujo-actors: error: {message}")
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("nocolon", "--pipeline must be module:attribute, got 'nocolon'."),
+        ("no_such_module:x", "--pipeline 'no_such_module:x': cannot import 'no_such_module'"),
+        ("cli_pipes:missing", "--pipeline 'cli_pipes:missing': cli_pipes has no 'missing'."),
+        (
+            "cli_pipes:not_a_pipeline",
+            "--pipeline 'cli_pipes:not_a_pipeline' is a int; it must name a Flujo runner, a "
+            "Pipeline or a Step.",
+        ),
+    ],
+)
+def test_a_bad_pipeline_target_exits_2(
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    target: str,
+    message: str,
+) -> None:
+    store = tmp_path / "runs.db"
+    [run_id] = _runs(store, n_ok=1)
+    assert main(["runs", "--backend", str(store), "resume", run_id, "--pipeline", target]) == 2
+    assert capsys.readouterr().err.startswith(f"flujo-actors: error: {message}")
+
+
+def test_a_missing_store_is_an_error_and_is_not_created(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    store = tmp_path / "nope.db"
+    done = _cli(env, "runs", "--backend", str(store), "list")
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"flujo-actors: error: --backend {str(store)!r}: no state store there (no such file). "
+        "Pass the SQLite file a runner was given as state_backend=.\n"
+    )
+    assert not store.exists()
+
+
+def test_age_parsing() -> None:
+    assert [parse_age(t, "--x") for t in ("90", "90s", "1.5m", "2h", "7d")] == [
+        90.0,
+        90.0,
+        90.0,
+        7200.0,
+        604800.0,
+    ]
+
+
+def test_on_a_terminal_the_tables_are_drawn_with_rich(
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flujo_actors.cli import render
+
+    store = tmp_path / "runs.db"
+    [run_id] = _runs(store, n_ok=1)
+    monkeypatch.setattr(render, "use_rich", lambda: True)
+    capsys.readouterr()
+    assert main(["runs", "--backend", str(store), "list"]) == 0
+    out = capsys.readouterr().out
+    assert "┃ RUN ID" in out and run_id[:8] in out and "completed" in out
