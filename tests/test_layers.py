@@ -89,6 +89,8 @@ LAYERS: Final[dict[str, int]] = {
     "persistence": RUNNER,
     "": ENTRY,  # the package root: flujo_actors/__init__.py
     "bench": ENTRY,
+    "cli": ENTRY,
+    "__main__": ENTRY,
     "demo": ENTRY,
     "testing": ENTRY,
 }
