@@ -13,10 +13,13 @@ like any other failed attempt.
 
 Choose an executor per run (``Flujo(executor=...)``) or per step
 (``placement=``): ``"inline"``, ``"process"``, ``"ray"`` or an executor
-instance. A string placement uses one executor per trio run, opened on first
+instance. ``"process"`` is one process-wide pool
+(:meth:`ProcessExecutor.shared`) that stays warm across trio runs until the
+interpreter exits; ``"ray"`` is one executor per trio run, opened on first
 use and closed when that run ends. An instance you create is yours: it opens
 lazily too, and closes on ``aclose()`` / leaving ``async with``, or at the
-latest when the trio run that opened it ends.
+latest when the interpreter exits (``ProcessExecutor``) or when the trio run
+that opened it ends (``RayExecutor``).
 
 Importing this package imports neither trio-parallel, nor cloudpickle, nor ray.
 """
@@ -120,7 +123,7 @@ def _make(placement: str) -> Any:
     if placement == "process":
         from .process import ProcessExecutor
 
-        return ProcessExecutor()
+        return ProcessExecutor.shared()  # process-wide: warm across trio runs
     if placement == "ray":
         from .ray import RayExecutor
 
@@ -132,8 +135,8 @@ def resolve_executor(placement: Any) -> Executor:
     """The executor for a placement (call inside trio).
 
     A string gives this trio run's shared executor of that kind (created on
-    first use, closed when the run ends); an executor instance is returned
-    as is.
+    first use; ``"process"`` is the process-wide :meth:`ProcessExecutor.shared`,
+    the others close when the run ends); an executor instance is returned as is.
 
     Raises:
         ValueError: an unknown string or an object that is not an executor.

@@ -1,23 +1,29 @@
-"""A resource opened lazily inside a trio run and closed by the end of that run.
+"""Lifetimes of what executors hold: worker processes, a Ray connection.
 
-Executors hold things that must not outlive their user: worker processes, a
-Ray connection. :class:`RunBound` opens such a resource on first use and
-closes it when ``aclose()`` is called or, at the latest, when the trio run
-that opened it ends (a trio *system task* owns it; system tasks are
-cancelled after the main task returns, so the close runs inside that run).
+Two kinds, both opened lazily on first use:
+
+- :class:`RunBound` (the Ray connection): closed when ``aclose()`` is called
+  or, at the latest, when the trio run that opened it ends (a trio *system
+  task* owns it; system tasks are cancelled after the main task returns, so
+  the close runs inside that run).
+- :class:`UntilClosed` (the process pool): not tied to a trio run, so it stays
+  warm across ``runner.run`` calls; closed when ``aclose()`` / ``close()`` is
+  called or, at the latest, when the interpreter exits (an ``atexit`` hook).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
-from typing import TYPE_CHECKING, Generic, TypeVar
+import threading
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["RunBound"]
+__all__ = ["RunBound", "UntilClosed", "close_at_exit"]
 
 T = TypeVar("T")
 
@@ -117,3 +123,99 @@ class RunBound(Generic[T]):
             return
         owner.cancel()
         await closed.wait()
+
+
+class UntilClosed(Generic[T]):
+    """Open ``open_()`` lazily (from any thread or trio run); ``close(value)`` at most once.
+
+    For resources that should stay warm across trio runs (worker processes):
+    the value lives until :meth:`aclose` / :meth:`close`, or until
+    :func:`close_at_exit` closes it when the interpreter exits. ``open_`` and
+    ``close`` are blocking callables; ``close`` must be safe to run in a worker
+    thread. Thread-safe.
+
+    Args:
+        name: what the resource is, for messages ("ProcessExecutor's worker pool").
+        open_: opens the resource (called in the task or thread that first needs it).
+        close: closes it (blocking; may wait for work in flight to finish).
+    """
+
+    def __init__(self, name: str, open_: Callable[[], T], close: Callable[[T], None]) -> None:
+        self.name = name
+        self._open = open_
+        self._close = close
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the resource is open."""
+        return self._value is not None
+
+    def get(self) -> T:
+        """The open resource, opening it first if needed (the caller blocks while it opens)."""
+        value = self._value
+        if value is not None:
+            return value
+        with self._lock:
+            if self._value is None:
+                self._value = self._open()
+                with _OPEN_LOCK:
+                    _OPEN.add(self)
+                _register_exit_hook()
+            return self._value
+
+    def _detach(self) -> T | None:
+        with self._lock:
+            value, self._value = self._value, None
+        with _OPEN_LOCK:
+            _OPEN.discard(self)
+        return value
+
+    def close(self) -> None:
+        """Close the resource now, blocking until it is closed (idempotent).
+
+        The next :meth:`get` opens a fresh one.
+        """
+        value = self._detach()
+        if value is not None:
+            try:
+                self._close(value)
+            except Exception:
+                _log.exception("closing %s failed", self.name)
+
+    async def aclose(self) -> None:
+        """Close the resource now without blocking trio (idempotent).
+
+        The close runs in a worker thread and cannot be cancelled: a cancelled
+        caller still waits for it to finish.
+        """
+        if self._value is not None:
+            await trio.to_thread.run_sync(self.close)
+
+
+# Every UntilClosed that is open, closed at interpreter exit (strong references:
+# an open resource is released by close(), not by being forgotten).
+_OPEN: set[UntilClosed[Any]] = set()
+_OPEN_LOCK = threading.Lock()
+_HOOKED = False
+
+
+def _register_exit_hook() -> None:
+    # Registered when the first resource opens, so after the modules it needs (for
+    # worker pools: multiprocessing, whose own exit hook SIGTERMs daemonic children):
+    # atexit runs hooks last-in first-out, so ours closes the workers cleanly first.
+    global _HOOKED
+    with _OPEN_LOCK:
+        if _HOOKED:
+            return
+        _HOOKED = True
+    atexit.register(close_at_exit)
+
+
+def close_at_exit() -> None:
+    """Close every open :class:`UntilClosed` (the interpreter-exit hook; also callable)."""
+    with _OPEN_LOCK:
+        open_now = list(_OPEN)
+    for resource in open_now:
+        resource.close()

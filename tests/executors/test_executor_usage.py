@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
 
 from flujo_actors import Flujo, InlineExecutor, Step, Usage
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 @attrs.frozen
@@ -42,17 +45,21 @@ def explode(data: Any) -> Any:
 
 
 @pytest.fixture(params=["inline-executor", "process", pytest.param("ray", marks=pytest.mark.ray)])
-def placement(request: pytest.FixtureRequest) -> Any:
+async def placement(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    made: Any
     if request.param == "ray":
         request.getfixturevalue("ray_cluster")
         from flujo_actors.executors.ray import RayExecutor
 
-        return RayExecutor()
-    if request.param == "process":
+        made = RayExecutor()
+    elif request.param == "process":
         from flujo_actors.executors.process import ProcessExecutor
 
-        return ProcessExecutor(max_workers=1, worker_type="forkserver")
-    return InlineExecutor()
+        made = ProcessExecutor(max_workers=1, worker_type="forkserver")
+    else:
+        made = InlineExecutor()
+    yield made
+    await made.aclose()  # the pool outlives the test's trio run otherwise
 
 
 async def test_a_bad_cost_fails_the_same_everywhere(placement: Any) -> None:
