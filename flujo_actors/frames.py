@@ -39,6 +39,10 @@ class ExecutionFrame(Generic[ContextT]):
         path: where the step sits in the pipeline tree, e.g. ``("fan", "a", "s1")``.
         nursery: where the step may start child actors (its chain's nursery):
             cancelling it cancels the step and everything beneath it.
+        reply_to: the job (one execution of a pipeline) the step belongs to:
+            the step's result is recorded there, and the job's last step (or a
+            failure) completes it, which answers whoever started the pipeline
+            (the runner, or a parent control-flow step); opaque.
     """
 
     step: Step
@@ -53,3 +57,4 @@ class ExecutionFrame(Generic[ContextT]):
     run: Any = None
     path: tuple[str, ...] = ()
     nursery: trio.Nursery | None = None
+    reply_to: Any = None

@@ -6,21 +6,25 @@ a breach the governor records the breaching step, sets the run's
 ``breach_event`` and cancels the run's scope, which cancels every in-flight
 branch beneath it at once.
 
-The governor has its own mailbox rather than the generic actor kernel's
-bounded channel, because a flood of updates from thousands of concurrent
-branches must not cost a scheduler round trip per message:
+The governor is an actor like any other, run by the kernel's one actor loop
+(:func:`~flujo_actors.actors.run_actor`), on the kernel's
+:class:`~flujo_actors.actors.mailbox.BatchingMailbox` rather than a bounded
+channel, because a flood of updates from thousands of concurrent branches
+must not cost a scheduler round trip per message:
 
-* Senders append to a deque: no checkpoint, a tell never blocks.
-* *Admission* (:meth:`Governor.offer`): the mailbox keeps the running sum of
-  the usage queued but not yet applied. Messages are applied in order, so
-  when ``applied + queued + this`` is within every limit the check's answer
-  is already known (no breach) and the update is told. Only an update that
-  might breach is asked, and its step waits for the verdict before anything
-  after it starts. Without limits every update is told.
+* Senders append to the mailbox's deque: no checkpoint, a tell never blocks.
+* *Admission* (:meth:`Governor.offer`): the governor keeps the running sum
+  of the usage queued but not yet applied (:meth:`Governor.queued_usage`).
+  Messages are applied in order, so when ``applied + queued + this`` is
+  within every limit the check's answer is already known (no breach) and the
+  update is told. Only an update that might breach is asked, and its step
+  waits for the verdict before anything after it starts. Without limits
+  every update is told.
 * *Batching*: told updates wake the governor once per :data:`TELL_BATCH`;
   an ask, a flush or :meth:`Governor.close` wakes it at once. Each turn
-  applies *every* queued message without a checkpoint in between and wakes
-  each asker directly.
+  (:meth:`Governor.handle_batch`) applies *every* queued message without a
+  checkpoint in between and wakes each asker directly (its message is a
+  :class:`~flujo_actors.actors.mailbox.Request` carrying its own reply).
 
 The mailbox is unbounded, but its depth is bounded: an asker has at most one
 message in flight, and tells wake the governor every ``TELL_BATCH`` messages.
@@ -28,22 +32,24 @@ message in flight, and tells wake the governor every ``TELL_BATCH`` messages.
 
 from __future__ import annotations
 
-import collections
-import math
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
 
-from .actors.actor import Actor, ActorStatistics
-from .actors.deadletters import DeadLetters
+from .actors.actor import Actor, ActorCell, ActorStatistics, run_actor
+from .actors.mailbox import BatchingMailbox, Request
 from .errors import ActorStopped
 from .policy.ledger import Breach, Reservation, UsageLedger
 from .results import ZERO, StepResult, add_usd, sub_usd
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections import deque
+    from collections.abc import Callable, Sequence
     from decimal import Decimal
+
+    from .actors.deadletters import DeadLetters
+    from .actors.registry import Registry
 
 __all__ = ["TELL_BATCH", "Charge", "Flush", "Governor", "GovernorBreach", "Release", "Reserve"]
 
@@ -54,15 +60,10 @@ __all__ = ["TELL_BATCH", "Charge", "Flush", "Governor", "GovernorBreach", "Relea
 TELL_BATCH: Final = 256
 
 
-class _Message:
+class _Message(Request):
     """Base of governor messages: an asker's task waits in ``waiter`` for ``answer``."""
 
-    __slots__ = ("answer", "error", "waiter")
-
-    def __init__(self) -> None:
-        self.waiter: trio.lowlevel.Task | None = None
-        self.answer: Any = None
-        self.error: BaseException | None = None
+    __slots__ = ()
 
 
 class Charge(_Message):
@@ -114,6 +115,8 @@ class Release(_Message):
     """Drop a reservation whose step will never report (it was cancelled)."""
 
     __slots__ = ("reservation_id",)
+    #: Left in a stopped governor's mailbox it is dropped: its ledger is gone.
+    DEAD_LETTER = False
 
     def __init__(self, reservation_id: int) -> None:
         self.waiter = None
@@ -160,9 +163,10 @@ class Governor(Actor):
     """Owns one run's :class:`UsageLedger`; the only code that mutates its totals.
 
     Start it with ``await nursery.start(governor.serve)``; talk to it with
-    :meth:`tell_nowait` and :meth:`ask`; stop it gracefully with
-    :meth:`close` (it applies what is queued, then returns) or by cancelling
-    its nursery.
+    :meth:`offer`, :meth:`tell_nowait` and :meth:`ask`; stop it gracefully
+    with :meth:`close` (it applies what is queued, then returns) or by
+    cancelling its nursery (askers still waiting get ``ActorStopped``,
+    queued tells go to dead letters).
 
     Args:
         ledger: the run's ledger (with the run's limits).
@@ -170,6 +174,7 @@ class Governor(Actor):
         on_breach: called once, synchronously, on the first breach (the
             runner passes the run scope's ``cancel``).
         dead_letters: where messages sent after the governor stopped go.
+        registry: where its cell is entered while it runs (a run's registry).
     """
 
     name = "governor"
@@ -180,59 +185,48 @@ class Governor(Actor):
         breach_event: trio.Event,
         on_breach: Callable[[], Any],
         dead_letters: DeadLetters | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self.ledger = ledger
         self.breach_event = breach_event
         self.on_breach = on_breach
-        self.dead_letters = dead_letters if dead_letters is not None else DeadLetters()
         self.breached: GovernorBreach | None = None
-        #: messages applied so far (charges, reservations, releases, flushes).
-        self.handled = 0
         #: the longest batch applied in one turn (a throughput diagnostic).
         self.max_batch = 0
-        self._inbox: collections.deque[_Message] = collections.deque()
+        self.mailbox = BatchingMailbox(TELL_BATCH, self._admit)
+        self.cell = ActorCell(
+            "governor",
+            dead_letters=dead_letters,
+            mailbox=self.mailbox,
+            registry=registry,
+            kind="governor",
+        )
+        self.dead_letters = self.cell.dead_letters
         # Usage queued but not yet applied (see ``offer``).
         self._queued_cost = ZERO
         self._queued_tokens = 0
-        self._parked: trio.lowlevel.Task | None = None
-        self._state = "new"
-        self._closing = False
 
     # -- the mailbox ----------------------------------------------------------
     @property
     def state(self) -> str:
-        """``"new"``, ``"running"`` or ``"stopped"``."""
-        return self._state
+        """``"new"``, ``"starting"``, ``"running"``, ``"crashed"`` or ``"stopped"``."""
+        return self.cell.state
+
+    @property
+    def handled(self) -> int:
+        """Messages applied so far (charges, reservations, releases, flushes)."""
+        return self.cell.handled
 
     def statistics(self) -> ActorStatistics:
         """State, mailbox depth (unbounded mailbox), messages applied (same shape as actors')."""
-        return ActorStatistics(
-            name=self.name,
-            state=self._state,
-            mailbox_depth=len(self._inbox),
-            mailbox_capacity=math.inf,
-            handled=self.handled,
-            restarts=0,
-            last_error=None,
-        )
+        return self.cell.statistics()
 
-    def _wake(self) -> None:
-        task = self._parked
-        if task is not None:
-            self._parked = None
-            trio.lowlevel.reschedule(task)
+    def queued_usage(self) -> tuple[Decimal, int]:
+        """The cost and tokens reported to the governor but not applied yet (never blocks)."""
+        return self._queued_cost, self._queued_tokens
 
-    def offer(self, charge: Charge) -> bool:
-        """Queue ``charge`` if it provably cannot breach a limit; False (nothing queued) if it might.
-
-        The mailbox keeps the running sum of the usage queued but not yet
-        applied. Messages are applied in arrival order, so the ledger's
-        totals right after this charge is applied will be exactly
-        ``applied + queued + this``; when that is within every limit, the
-        check's answer is already known ("no breach") and the step need
-        not wait for it. Near a limit this returns False and the caller
-        asks. Never blocks; not a checkpoint.
-        """
+    def _admit(self, charge: Charge) -> bool:
+        # The mailbox's admission rule: see ``offer``.
         ledger = self.ledger
         cost = add_usd(self._queued_cost, charge.cost)
         tokens = self._queued_tokens + charge.tokens
@@ -242,16 +236,26 @@ class Governor(Actor):
         limit_t = ledger.token_limit
         if limit_t is not None and ledger.tokens + tokens > limit_t:
             return False
-        if self._state == "stopped":
-            self.dead_letters.record(self.name, charge, "stopped")
-            return True
         self._queued_cost = cost
         self._queued_tokens = tokens
-        inbox = self._inbox
-        inbox.append(charge)
-        if len(inbox) >= TELL_BATCH:
-            self._wake()
         return True
+
+    def offer(self, charge: Charge) -> bool:
+        """Queue ``charge`` if it provably cannot breach a limit; False (nothing queued) if it might.
+
+        The governor keeps the running sum of the usage queued but not yet
+        applied. Messages are applied in arrival order, so the ledger's
+        totals right after this charge is applied will be exactly
+        ``applied + queued + this``; when that is within every limit, the
+        check's answer is already known ("no breach") and the step need
+        not wait for it. Near a limit this returns False and the caller
+        asks. Never blocks; not a checkpoint.
+        """
+        try:
+            return self.mailbox.offer(charge)
+        except trio.ClosedResourceError:
+            self.cell._dead(charge, "stopped")
+            return True
 
     def tell_nowait(self, message: _Message) -> None:
         """Queue a message without waiting (never blocks, not a checkpoint).
@@ -259,17 +263,13 @@ class Governor(Actor):
         A message for a stopped governor goes to dead letters (a ``Release``
         is dropped: the ledger it refers to is gone).
         """
-        if self._state == "stopped":
-            if type(message) is not Release:
-                self.dead_letters.record(self.name, message, "stopped")
-            return
         if type(message) is Charge:
             self._queued_cost = add_usd(self._queued_cost, message.cost)
             self._queued_tokens += message.tokens
-        inbox = self._inbox
-        inbox.append(message)
-        if len(inbox) >= TELL_BATCH:
-            self._wake()
+        try:
+            self.mailbox.put_nowait(message)
+        except trio.ClosedResourceError:
+            self.cell._dead(message, "stopped")
 
     async def ask(self, message: _Message) -> Any:
         """Queue a message and wait for the governor's answer.
@@ -281,92 +281,63 @@ class Governor(Actor):
         Raises:
             ActorStopped: the governor stopped before answering.
         """
-        if self._state == "stopped":
+        if self.mailbox.closed:
             raise ActorStopped(f"The run's governor has stopped; {message!r} was not applied.")
         if type(message) is Charge:
             self._queued_cost = add_usd(self._queued_cost, message.cost)
             self._queued_tokens += message.tokens
-        message.waiter = trio.lowlevel.current_task()
-        self._inbox.append(message)
-        self._wake()
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            message.waiter = None  # still applied by the governor, just not answered
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        if message.error is not None:
-            raise message.error
-        return message.answer
+        return await self.mailbox.ask(message)
 
     def close(self) -> None:
         """Stop gracefully: the governor applies every queued message, then returns."""
-        self._closing = True
-        self._wake()
+        self.mailbox.finish()
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Governor] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Apply messages until :meth:`close` (then drain) or cancellation.
 
-        Each turn applies every queued message without a checkpoint in
-        between, so a burst of N updates costs one wake-up of the governor,
-        not N. On cancellation, askers still waiting get ``ActorStopped``
-        and queued tells go to dead letters.
+        Runs the kernel's actor loop on the governor's batching mailbox. On
+        cancellation, askers still waiting get ``ActorStopped`` and queued
+        tells go to dead letters. A bug applying a told message crashes it
+        (the error propagates; the run fails).
         """
-        self._state = "running"
-        task_status.started(self)
-        inbox = self._inbox
-        apply = self._apply
-        reschedule = trio.lowlevel.reschedule
-
-        def unpark(_: Any) -> trio.lowlevel.Abort:
-            self._parked = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
+        cell = self.cell
         try:
-            while True:
-                batch = len(inbox)
-                if batch > self.max_batch:
-                    self.max_batch = batch
-                while inbox:
-                    msg = inbox.popleft()
-                    try:
-                        msg.answer = apply(msg)
-                    except Exception as exc:  # answer the asker; a teller's bug is ours
-                        if msg.waiter is None:
-                            raise
-                        msg.error = exc
-                    waiter = msg.waiter
-                    if waiter is not None:
-                        msg.waiter = None
-                        reschedule(waiter)
-                if self._closing:
-                    return
-                self._parked = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(unpark)
+            await run_actor(self, cell, task_status=task_status, started=self)
         finally:
-            self._state = "stopped"
-            self._parked = None
-            while inbox:
-                msg = inbox.popleft()
-                waiter = msg.waiter
-                if waiter is not None:
-                    msg.waiter = None
-                    msg.error = ActorStopped(
-                        f"The run's governor stopped before answering {msg!r}."
-                    )
-                    reschedule(waiter)
-                elif type(msg) is not Release:
-                    self.dead_letters.record(self.name, msg, "stopped")
+            if cell.state != "stopped":  # crashed: nothing queued may wait forever
+                cell.close_mailbox()
+                cell.mark_stopped()
 
     # -- the Actor interface ----------------------------------------------------
     async def handle(self, message: Any) -> Any:
         """Apply one message; returns None, a Reservation or a Breach."""
         return self._apply(message)
 
+    async def handle_batch(self, messages: Sequence[Any]) -> None:
+        """Apply every queued message in one turn, without a checkpoint; wake each asker."""
+        batch: deque[_Message] = messages  # type: ignore[assignment]  # the mailbox's deque
+        if len(batch) > self.max_batch:
+            self.max_batch = len(batch)
+        apply = self._apply
+        reschedule = trio.lowlevel.reschedule
+        while batch:
+            msg = batch.popleft()
+            try:
+                msg.answer = apply(msg)
+            except Exception as exc:
+                if msg.waiter is None:  # a teller's bug is ours: crash, stranding nobody
+                    for rest in batch:
+                        self.cell._dead(rest, "stopped")
+                    raise
+                msg.error = exc
+            waiter = msg.waiter
+            if waiter is not None:
+                msg.waiter = None
+                reschedule(waiter)
+
     def _apply(self, message: Any) -> Any:
-        self.handled += 1
         ledger = self.ledger
         t = type(message)
         if t is Charge:

@@ -1,32 +1,42 @@
-"""Live introspection: a point-in-time view of the actors of a running trio program.
+"""Live introspection: a point-in-time view of running actors, read from registries.
 
-:func:`actor_tree` walks trio's task tree beneath a nursery (or task) and
-reports every actor it finds: its name, state, mailbox depth and capacity,
-messages handled, restarts and last error (from
-:meth:`~flujo_actors.actors.ActorCell.statistics`). :meth:`Flujo.snapshot
-<flujo_actors.Flujo.snapshot>` uses it for a run: the governor, and the
-step actors arranged by pipeline path (a loop's body actors under the loop
-step, a branch's actors under the parallel step).
+Every actor runs on the kernel's one loop (:func:`~flujo_actors.actors.run_actor`),
+which enters its cell in a :class:`~flujo_actors.actors.registry.Registry`
+while it runs: a run's registry (``RunState.registry``) for the runtime's
+actors, the kernel's registry (:data:`~flujo_actors.actors.registry.KERNEL`)
+for user actors and supervised children. Introspection walks those; it
+never inspects tasks' coroutine frames.
 
-Nothing is registered anywhere while the program runs (the hot path pays
-nothing); the walk reads the arguments of each task's coroutine frame, so a
-snapshot costs time proportional to the number of live tasks. Step actors
-of single-use chains have no mailbox: they show ``mailbox_capacity == 0``.
+* :meth:`Flujo.snapshot <flujo_actors.Flujo.snapshot>` uses :func:`run_tree`
+  on each live run's registry: the governor, the persistence actor (with a
+  state backend), and every step actor at every depth arranged by pipeline
+  path (a loop's body actors under the loop step, a branch's actors under
+  the parallel step), each with its mailbox depth and messages handled; a
+  step actor's ``current`` is the :class:`~flujo_actors.frames.ExecutionFrame`
+  it is handling.
+* :func:`actor_tree` shows the user actors running beneath a nursery or task,
+  nested the way they run.
+
+A snapshot costs time proportional to the number of running actors.
 """
 
 from __future__ import annotations
 
-import math
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import trio
 
-from .actors.actor import Actor, ActorCell, ActorStatistics
+from .actors.actor import ActorStatistics
+from .actors.registry import KERNEL
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
+
+    import trio
+
+    from .actors.actor import ActorCell
+    from .actors.registry import Registry
 
 __all__ = ["ActorSnapshot", "RuntimeSnapshot", "actor_tree"]
 
@@ -37,10 +47,11 @@ class ActorSnapshot:
 
     Attributes:
         name: the actor's name (the step's name for step actors).
-        kind: ``"governor"``, ``"step"`` or ``"actor"``.
+        kind: ``"governor"``, ``"persistence"``, ``"step"`` or ``"actor"``.
         path: for step actors, the step's path in the pipeline tree; ``()`` otherwise.
         statistics: state, mailbox depth/capacity, handled, restarts, last error.
         children: actors running beneath it.
+        current: the message it is handling (a step actor's ExecutionFrame), or None.
     """
 
     name: str
@@ -48,6 +59,7 @@ class ActorSnapshot:
     path: tuple[str, ...]
     statistics: ActorStatistics
     children: tuple[ActorSnapshot, ...] = ()
+    current: Any = attrs.field(default=None, eq=False, repr=False)
 
     def walk(self) -> Iterator[ActorSnapshot]:
         """This actor and every actor beneath it, depth first."""
@@ -111,140 +123,94 @@ class RuntimeSnapshot:
 
 
 class _Node:
-    __slots__ = ("children", "kind", "name", "path", "stats")
+    __slots__ = ("cell", "children", "stats")
 
-    def __init__(self, name: str, kind: str, path: tuple[str, ...], stats: ActorStatistics) -> None:
-        self.name = name
-        self.kind = kind
-        self.path = path
-        self.stats = stats
+    def __init__(self, cell: ActorCell) -> None:
+        self.cell = cell
+        self.stats = cell.statistics()
         self.children: list[_Node] = []
 
     def freeze(self) -> ActorSnapshot:
+        cell = self.cell
         return ActorSnapshot(
-            name=self.name,
-            kind=self.kind,
-            path=self.path,
+            name=cell.name,
+            kind=cell.kind,
+            path=cell.path,
             statistics=self.stats,
             children=tuple(c.freeze() for c in self.children),
+            current=cell.current,
         )
 
 
-def _frame_locals(task: trio.lowlevel.Task) -> dict[str, Any]:
-    frame = getattr(task.coro, "cr_frame", None)
-    if frame is None:
-        return {}
-    try:
-        return dict(frame.f_locals)
-    except Exception:  # a frame that cannot be read is not an actor's
-        return {}
+def run_tree(registry: Iterable[ActorCell]) -> tuple[ActorSnapshot, ...]:
+    """Snapshot the actors of one run's registry: runtime actors first, steps by path.
+
+    A step actor sits under the nearest running step actor whose path is a
+    prefix of its own (a branch's actors under the parallel step, a loop's
+    body under the loop); others are roots, in the order they started.
+    Must be called from the trio thread; it does not block.
+    """
+    roots: list[_Node] = []
+    steps: list[_Node] = []
+    for cell in registry:
+        (steps if cell.kind == "step" else roots).append(_Node(cell))
+    by_path: dict[tuple[str, ...], _Node] = {}
+    for node in sorted(steps, key=lambda n: len(n.cell.path)):
+        path = node.cell.path
+        parent = None
+        for cut in range(len(path) - 1, 0, -1):
+            parent = by_path.get(path[:cut])
+            if parent is not None:
+                break
+        (parent.children if parent is not None else roots).append(node)
+        by_path.setdefault(path, node)
+    return tuple(n.freeze() for n in roots)
 
 
-def _actor_node(task: trio.lowlevel.Task) -> _Node | None:
-    """The actor a task runs, if it runs one (the kernel's and the engine's actor tasks)."""
-    from .governor import Governor
-    from .run.core import StepActor
-
-    local_vars = _frame_locals(task)
-    cell: ActorCell | None = None
-    actor: Actor | None = None
-    for value in local_vars.values():
-        if cell is None and isinstance(value, ActorCell):
-            cell = value
-        elif actor is None and isinstance(value, Actor):
-            actor = value
-    if cell is None and actor is None:
-        return None
-    if isinstance(actor, StepActor):
-        first = local_vars.get("first")
-        job = getattr(first, "job", None)
-        path = (*getattr(job, "path", ()), actor.name)
-        stats = (
-            cell.statistics()
-            if cell is not None
-            else ActorStatistics(
-                name=actor.name,
-                state="running",
-                mailbox_depth=0,
-                mailbox_capacity=0,
-                handled=0,
-                restarts=0,
-                last_error=None,
-            )
-        )
-        return _Node(actor.name, "step", path, stats)
-    if cell is not None:
-        kind = "governor" if isinstance(cell.instance, Governor) else "actor"
-        return _Node(cell.name, kind, (), cell.statistics())
-    own = getattr(actor, "statistics", None)
-    if callable(own):
-        stats = own()
-        if isinstance(stats, ActorStatistics):
-            kind = "governor" if isinstance(actor, Governor) else "actor"
-            return _Node(stats.name, kind, (), stats)
-    if isinstance(actor, Governor):
-        # The governor has its own unbounded mailbox (a deque), not an ActorCell.
-        inbox: Any = getattr(actor, "_inbox", ())
-        return _Node(
-            actor.name,
-            "governor",
-            (),
-            ActorStatistics(
-                name=actor.name,
-                state=str(getattr(actor, "state", "running")),
-                mailbox_depth=len(inbox),
-                mailbox_capacity=math.inf,
-                handled=int(getattr(actor, "handled", 0)),
-                restarts=0,
-                last_error=None,
-            ),
-        )
-    return None
+def _beneath(task: trio.lowlevel.Task | None, root: trio.Nursery | trio.lowlevel.Task) -> bool:
+    while task is not None:
+        nursery = task.parent_nursery
+        if nursery is None:
+            return False
+        if nursery is root:
+            return True
+        task = nursery.parent_task
+        if task is root:
+            return True
+    return False
 
 
-def _collect(
-    task: trio.lowlevel.Task, parent: _Node | None, roots: list[_Node], steps: list[_Node]
-) -> None:
-    node = _actor_node(task)
-    below = parent
-    if node is not None:
-        if node.kind == "step":
-            steps.append(node)
-        elif parent is not None:
-            parent.children.append(node)
-        else:
-            roots.append(node)
-        below = node if node.kind != "step" else parent
-    for nursery in task.child_nurseries:
-        for child in nursery.child_tasks:
-            _collect(child, below, roots, steps)
-
-
-def actor_tree(root: trio.Nursery | trio.lowlevel.Task) -> tuple[ActorSnapshot, ...]:
-    """Snapshot every actor running beneath ``root`` (a nursery or a task).
+def actor_tree(
+    root: trio.Nursery | trio.lowlevel.Task, registry: Registry = KERNEL
+) -> tuple[ActorSnapshot, ...]:
+    """Snapshot every actor of ``registry`` (the kernel's) running beneath ``root``.
 
     Actors are nested the way they run: an actor's children are the actors
-    started in nurseries its task owns (a supervisor's children sit under
-    the cell of the supervisor's own actor, when it has one). Pipeline step
-    actors are nested by pipeline path instead, which is how a user thinks
-    of them: a loop's body actors (which run in the loop step's nursery)
-    appear under the loop step.
+    whose tasks run beneath its own task (a supervisor's children sit under
+    the actor that runs the supervisor, when there is one); the others are
+    roots, in the order they started.
 
     Must be called from the trio thread; it does not block and is not a
     checkpoint, so the view is consistent.
     """
+    nodes: dict[trio.lowlevel.Task, _Node] = {}
+    order: list[tuple[_Node, trio.lowlevel.Task | None]] = []
+    for cell in registry:
+        task = cell.task
+        if task is root or _beneath(task, root):
+            node = _Node(cell)
+            order.append((node, task))
+            if task is not None:
+                nodes[task] = node
     roots: list[_Node] = []
-    steps: list[_Node] = []
-    tasks = root.child_tasks if isinstance(root, trio.Nursery) else [root]
-    for task in tasks:
-        _collect(task, None, roots, steps)
-    by_path: dict[tuple[str, ...], _Node] = {}
-    for node in sorted(steps, key=lambda n: len(n.path)):
+    for node, task in order:
         parent = None
-        for cut in range(len(node.path) - 1, 0, -1):
-            parent = by_path.get(node.path[:cut])
-            if parent is not None:
+        up = task
+        while parent is None and up is not None and up is not root:
+            nursery = up.parent_nursery
+            if nursery is None or nursery is root:
                 break
+            up = nursery.parent_task
+            parent = nodes.get(up)
         (parent.children if parent is not None else roots).append(node)
-        by_path.setdefault(node.path, node)
     return tuple(n.freeze() for n in roots)

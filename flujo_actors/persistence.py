@@ -20,14 +20,16 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import trio
 
-from .actors.actor import ActorCell, ReplySlot
+from .actors.actor import Actor, ActorCell, ReplySlot, run_actor
 from .backends.state import RunCheckpoint, RunSnapshot
 from .results import PipelineResult, StepResult
 from .serialization import dump_typed, load_typed
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .actors.registry import Registry
     from .backends.state import StateBackend
 
 __all__ = ["PersistenceActor", "ResumePoint", "checkpoint_for", "result_from_snapshot"]
@@ -143,18 +145,24 @@ class _Save:
         self.slot = slot
 
 
-class PersistenceActor:
+class PersistenceActor(Actor):
     """The group-commit writer of one run (see the module docstring).
 
-    Start :meth:`run` in the run's nursery; :meth:`save` waits until the
-    checkpoint is committed. Cancelling a ``save`` abandons the wait, not the
-    write: a write in progress completes (the backends do not abandon a
-    commit halfway).
+    It runs on the kernel's actor loop, through :meth:`handle_batch`: each
+    turn takes every checkpoint queued while the previous write was in
+    progress. Start :meth:`run` in the run's nursery; :meth:`save` waits
+    until the checkpoint is committed. Cancelling a ``save`` abandons the
+    wait, not the write: a write in progress completes (the backends do not
+    abandon a commit halfway).
     """
 
-    def __init__(self, backend: StateBackend, dead_letters: Any = None) -> None:
+    def __init__(
+        self, backend: StateBackend, dead_letters: Any = None, registry: Registry | None = None
+    ) -> None:
         self.backend = backend
-        self.cell = ActorCell("persistence", 1024, dead_letters)
+        self.cell = ActorCell(
+            "persistence", 1024, dead_letters, registry=registry, kind="persistence"
+        )
         self.commits = 0
 
     async def save(self, checkpoint: RunCheckpoint) -> None:
@@ -169,33 +177,29 @@ class PersistenceActor:
 
     def close(self) -> None:
         """Finish the queued writes, then stop."""
-        self.cell.send.close()
+        self.cell.mailbox.finish()
 
     async def run(self) -> None:
-        """The writer loop: batch whatever is queued, commit once, answer all."""
-        receive = self.cell.receive
-        self.cell.state = "running"
+        """The writer: the kernel's actor loop over :meth:`handle_batch`."""
+        await run_actor(self, self.cell)
+
+    async def handle_batch(self, messages: Sequence[Any]) -> None:
+        """Commit every queued checkpoint in one write; answer each saver.
+
+        A backend error fails every save of the batch (each saver gets it)
+        and the writer carries on with the next batch.
+        """
+        batch: Sequence[_Save] = messages
         try:
-            async for first in receive:
-                batch = [first]
-                while True:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                try:
-                    if len(batch) == 1:
-                        await self.backend.save_state(first.checkpoint.run_id, first.checkpoint)
-                    else:
-                        await self.backend.save_states([m.checkpoint for m in batch])
-                except Exception as exc:
-                    for m in batch:
-                        m.slot.fail(exc)
-                    continue
-                self.commits += 1
-                self.cell.handled += len(batch)
-                for m in batch:
-                    m.slot.set(None)
-        finally:
-            self.cell.close_mailbox()
-            self.cell.mark_stopped()
+            if len(batch) == 1:
+                first = batch[0].checkpoint
+                await self.backend.save_state(first.run_id, first)
+            else:
+                await self.backend.save_states([m.checkpoint for m in batch])
+        except Exception as exc:
+            for m in batch:
+                m.slot.fail(exc)
+            return
+        self.commits += 1
+        for m in batch:
+            m.slot.set(None)

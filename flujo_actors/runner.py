@@ -341,26 +341,30 @@ class Flujo:
         of the trio run (for example a monitor task beside ``run_async``);
         it does not block.
         """
-        from .introspection import RuntimeSnapshot, actor_tree
+        from .introspection import RuntimeSnapshot, run_tree
 
         # Totals include the charges queued in the governor's mailbox but not
         # yet applied (it applies told charges in batches): usage reported so far.
         now = trio.current_time()
-        return tuple(
-            RuntimeSnapshot(
-                run_id=run_id,
-                pipeline=self.pipeline.name,
-                time=now,
-                elapsed_s=now - live.started,
-                total_cost_usd=add_usd(
-                    live.ledger.cost, getattr(live.run.governor, "_queued_cost", ZERO)
-                ),
-                total_tokens=live.ledger.tokens + getattr(live.run.governor, "_queued_tokens", 0),
-                dead_letters=len(live.run.dead_letters),
-                actors=actor_tree(live.nursery),
+        snaps = []
+        for run_id, live in self._live.items():
+            governor = live.run.governor
+            queued_cost, queued_tokens = (
+                governor.queued_usage() if governor is not None else (ZERO, 0)
             )
-            for run_id, live in self._live.items()
-        )
+            snaps.append(
+                RuntimeSnapshot(
+                    run_id=run_id,
+                    pipeline=self.pipeline.name,
+                    time=now,
+                    elapsed_s=now - live.started,
+                    total_cost_usd=add_usd(live.ledger.cost, queued_cost),
+                    total_tokens=live.ledger.tokens + queued_tokens,
+                    dead_letters=len(live.run.dead_letters),
+                    actors=run_tree(live.run.registry),
+                )
+            )
+        return tuple(snaps)
 
     def as_step(self, name: str) -> PipelineStep:
         """This runner's pipeline as one step of another pipeline.
@@ -525,7 +529,7 @@ class Flujo:
         if self.state_backend is not None:
             from .persistence import PersistenceActor
 
-            persistence = PersistenceActor(self.state_backend, run.dead_letters)
+            persistence = PersistenceActor(self.state_backend, run.dead_letters, run.registry)
             job.on_step = checkpointer(
                 self.pipeline,
                 run_id,
@@ -580,7 +584,11 @@ class Flujo:
         run_id = run.run_id
         async with trio.open_nursery() as nursery:
             governor = Governor(
-                ledger, run.breach_event, nursery.cancel_scope.cancel, run.dead_letters
+                ledger,
+                run.breach_event,
+                nursery.cancel_scope.cancel,
+                run.dead_letters,
+                run.registry,
             )
             run.governor = await nursery.start(governor.serve)
             self._live[run_id] = _LiveRun(run, nursery, ledger, trio.current_time())

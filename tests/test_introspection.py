@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from flujo_actors import Actor, Flujo, Step, start_actor
+from flujo_actors import Actor, ExecutionFrame, Flujo, Step, start_actor
 from flujo_actors.actors import ActorStatistics, ChildSpec, Supervisor
 from flujo_actors.introspection import ActorSnapshot, RuntimeSnapshot, actor_tree
 from flujo_actors.testing.agents import UsageOutput
@@ -64,13 +64,26 @@ async def test_a_snapshot_shows_the_governor_and_the_running_branches() -> None:
     assert [s.path for s in steps] == [("fan",)]
     fan_node = steps[0]
     assert fan_node.statistics.state == "running"
+    # Each branch's step actor has a one-shot mailbox: its frame was taken (depth 0)
+    # and is being handled (not counted yet).
     assert sorted(
-        (c.path, c.statistics.state, c.statistics.mailbox_capacity) for c in fan_node.children
+        (
+            c.path,
+            c.statistics.state,
+            c.statistics.mailbox_depth,
+            c.statistics.mailbox_capacity,
+            c.statistics.handled,
+        )
+        for c in fan_node.children
     ) == [
-        (("fan", "a", "a1"), "running", 0),
-        (("fan", "b", "b1"), "running", 0),
-        (("fan", "c", "c1"), "running", 0),
+        (("fan", "a", "a1"), "running", 0, 1, 0),
+        (("fan", "b", "b1"), "running", 0, 1, 0),
+        (("fan", "c", "c1"), "running", 0, 1, 0),
     ]
+    for child in fan_node.children:
+        assert isinstance(child.current, ExecutionFrame)
+        assert child.current.path == child.path
+        assert child.current.step.name == child.name
     assert [a.name for a in snap.walk()].count("b1") == 1
 
 
@@ -183,6 +196,6 @@ async def test_a_snapshot_formats_as_text(autojump_clock: trio.abc.Clock) -> Non
     lines = text[0].splitlines()
     assert lines[0] == f"run {snap.run_id} (pipeline) t+0.000s cost=$0 tokens=0 dead_letters=0"
     assert len(lines) == 3
-    assert "  step wait [running] mailbox=- handled=0 restarts=0" in lines
+    assert "  step wait [running] mailbox=0/1 handled=0 restarts=0" in lines
     (governor,) = [line for line in lines if line.startswith("  governor governor [running]")]
     assert governor.endswith(" handled=0 restarts=0")

@@ -14,7 +14,6 @@ parts that can live apart already do: exits.py, monitor.py, deadletters.py.)
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -23,11 +22,17 @@ import trio
 from ..errors import ActorCrashed, ActorStopped, AskTimeout, MailboxFull
 from .deadletters import DeadLetters
 from .exits import ActorDown, ActorExit
+from .mailbox import BatchingMailbox, Mailbox, OneShotMailbox, Request, check_capacity
+from .registry import KERNEL
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import NoReturn
 
     from .monitor import Monitor
+    from .registry import Registry
+
+    AnyMailbox = Mailbox | OneShotMailbox | BatchingMailbox
 
 __all__ = [
     "Actor",
@@ -60,6 +65,20 @@ class Actor:
     async def handle(self, message: Any) -> Any:
         """Handle one message; the return value answers an ``ask``."""
         raise NotImplementedError(f"{type(self).__name__}.handle is not implemented")
+
+    async def handle_batch(self, messages: Sequence[Any]) -> Sequence[Any] | None:
+        """Handle every message queued at once (group commit); override to opt in.
+
+        An actor that overrides this is handed, each turn, everything its
+        mailbox holds (at least one message, in arrival order; an ``ask``'s
+        message unwrapped) instead of one message per :meth:`handle` call.
+        Return one answer per message (an ``ask`` at index i gets the i-th),
+        or None (asks get None; messages carrying their own reply, like a
+        :class:`~flujo_actors.actors.mailbox.Request`, answer themselves).
+        Raising crashes the actor like :meth:`handle` does: every ask of the
+        batch gets :class:`ActorCrashed`.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.handle_batch is not implemented")
 
     async def on_stop(self) -> None:
         """Called once when the actor stops, crashes or is cancelled.
@@ -167,23 +186,33 @@ class ActorCell:
         name: str,
         mailbox_size: int | float = 1024,
         dead_letters: DeadLetters | None = None,
+        *,
+        mailbox: AnyMailbox | None = None,
+        registry: Registry | None = None,
+        kind: str = "actor",
+        path: tuple[str, ...] = (),
     ) -> None:
         if not name:
             raise ValueError("Actor name must be a non-empty string, got ''.")
-        if mailbox_size != math.inf and (not isinstance(mailbox_size, int) or mailbox_size < 0):
-            raise ValueError(
-                f"Actor {name!r}: mailbox_size must be an int >= 0 or math.inf, got {mailbox_size!r}."
-            )
+        if mailbox is None:
+            check_capacity(name, mailbox_size)
+            mailbox = Mailbox(mailbox_size)
         self.name = name
-        self.capacity = mailbox_size
-        self.send, self.receive = trio.open_memory_channel[Any](mailbox_size)
+        self.mailbox: AnyMailbox = mailbox
         self.dead_letters = dead_letters if dead_letters is not None else DeadLetters()
+        #: what the registry and snapshots call it ("actor", "step", "governor", ...).
+        self.kind = kind
+        #: for step actors, the step's path in the pipeline tree.
+        self.path = path
+        #: the registry the actor's loop enters it in while it runs (None: the kernel's).
+        self.registry = registry
+        #: the task running the actor's loop (set when it starts).
+        self.task: trio.lowlevel.Task | None = None
         self.state = "new"
         self.handled = 0
         self.restarts = 0
         self.last_error: str | None = None
         self.current: Any = None
-        self.closed = False
         self.instance: Actor | None = None
         #: How long on_stop may run (a supervisor sets ChildSpec.shutdown_s).
         self.stop_grace_s: float = STOP_GRACE_S
@@ -197,14 +226,37 @@ class ActorCell:
         #: Set by a supervisor: a cancelled run then keeps the mailbox (the
         #: supervisor decides whether the actor restarts or stops for good).
         self.supervised = False
+        #: False for actors stopped only by their nursery (the runtime's step
+        #: actors): the loop then opens no cancel scope of its own, so
+        #: ``crash()`` and ``ref.stop()`` cannot interrupt them.
+        self.cancellable = True
         # True while run_actor runs an instance on this cell (on_stop included).
         self._active = False
-        # A message put back at the head of the mailbox (see push_front).
-        self._front: Any = None
-        self._has_front = False
-        self._stopped = trio.Event()
+        self._stopped: trio.Event | None = None
         self._cancel_scope: trio.CancelScope | None = None
         self.ref = ActorRef(self)
+
+    @property
+    def capacity(self) -> int | float:
+        return self.mailbox.capacity
+
+    @property
+    def closed(self) -> bool:
+        return self.mailbox.closed
+
+    @property
+    def send(self) -> trio.MemorySendChannel[Any]:
+        """The send side of a channel mailbox (:class:`Mailbox` only)."""
+        mailbox = self.mailbox
+        assert type(mailbox) is Mailbox
+        return mailbox.send
+
+    @property
+    def receive(self) -> trio.MemoryReceiveChannel[Any]:
+        """The receive side of a channel mailbox (:class:`Mailbox` only)."""
+        mailbox = self.mailbox
+        assert type(mailbox) is Mailbox
+        return mailbox.receive
 
     # -- shutdown ---------------------------------------------------------
     def close_mailbox(self, reason: str = "stopped") -> None:
@@ -212,17 +264,8 @@ class ActorCell:
 
         A queued ``ask`` is answered with :class:`ActorStopped`.
         """
-        self.closed = True
-        self.send.close()
-        message, had = self.take_front()
-        if had:
+        for message in self.mailbox.close():
             self._dead(message, reason)
-        while True:
-            try:
-                msg = self.receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-            self._dead(msg, reason)
 
     def push_front(self, message: Any) -> None:
         """Put ``message`` back at the head of the mailbox, for the next ``run_actor``.
@@ -231,20 +274,14 @@ class ActorCell:
         predecessor was handling. At most one message waits there; on a
         closed mailbox it goes straight to dead letters (``"stopped"``).
         """
-        if self.closed:
+        if self.mailbox.closed:
             self._dead(message, "stopped")
             return
-        self._front = message
-        self._has_front = True
+        self.mailbox.push_front(message)
 
     def take_front(self) -> tuple[Any, bool]:
         """Remove and return ``(message, True)`` from the head slot, or ``(None, False)``."""
-        if not self._has_front:
-            return None, False
-        message = self._front
-        self._front = None
-        self._has_front = False
-        return message, True
+        return self.mailbox.take_front()
 
     def reopen(self) -> None:
         """Give a stopped cell a fresh, empty mailbox (same name, same refs).
@@ -253,16 +290,20 @@ class ActorCell:
         normally: refs to the cell stay valid and new messages are accepted
         again. Letters already dead-lettered stay dead.
         """
-        self.send, self.receive = trio.open_memory_channel[Any](self.capacity)
-        self.closed = False
+        self.mailbox.reopen()
         self.current = None
         self.state = "new"
-        self._stopped = trio.Event()
+        self._stopped = None
 
     def _dead(self, msg: Any, reason: str) -> None:
         if type(msg) is _Ask:
             msg.slot.fail(ActorStopped(f"Actor {self.name!r} stopped before answering."))
             msg = msg.message
+        elif isinstance(msg, Request):
+            if msg.fail(ActorStopped(f"Actor {self.name!r} stopped before answering {msg!r}.")):
+                return  # its asker holds the error
+            if not msg.DEAD_LETTER:
+                return
         self.dead_letters.record(self.name, msg, reason)
 
     def mark_stopped(self) -> None:
@@ -273,7 +314,8 @@ class ActorCell:
             else:
                 self.report_down(self.exit_reason or "normal")
         self.state = "stopped"
-        self._stopped.set()
+        if self._stopped is not None:
+            self._stopped.set()
 
     # -- monitors and crashes on purpose ----------------------------------
     def report_down(self, reason: str, error: str | None = None) -> None:
@@ -321,13 +363,18 @@ class ActorCell:
 
     async def wait_stopped(self) -> None:
         """Block until the actor has stopped (its ``on_stop`` ran)."""
+        if self.state == "stopped":
+            await trio.lowlevel.checkpoint()
+            return
+        if self._stopped is None:
+            self._stopped = trio.Event()
         await self._stopped.wait()
 
     def statistics(self) -> ActorStatistics:
         return ActorStatistics(
             name=self.name,
             state=self.state,
-            mailbox_depth=self.send.statistics().current_buffer_used,
+            mailbox_depth=self.mailbox.depth,
             mailbox_capacity=self.capacity,
             handled=self.handled,
             restarts=self.restarts,
@@ -368,7 +415,7 @@ class ActorRef:
         waiting for room means the message was not sent.
         """
         try:
-            await self._cell.send.send(message)
+            await self._cell.mailbox.put(message)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             self._cell._dead(message, "stopped")
 
@@ -379,7 +426,7 @@ class ActorRef:
             MailboxFull: the mailbox is at capacity; nothing was sent.
         """
         try:
-            self._cell.send.send_nowait(message)
+            self._cell.mailbox.put_nowait(message)
         except trio.WouldBlock:
             raise MailboxFull(
                 f"Mailbox of actor {self._cell.name!r} is full "
@@ -463,61 +510,104 @@ async def run_actor(
     actor: Actor,
     cell: ActorCell,
     *,
-    task_status: trio.TaskStatus[ActorRef] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     first_message: Any = None,
     has_first_message: bool = False,
+    started: Any = None,
 ) -> None:
-    """Run ``actor`` on ``cell``'s mailbox until it stops, crashes or is cancelled.
+    """The actor loop: run ``actor`` on ``cell``'s mailbox until it stops, crashes or is cancelled.
 
-    ``task_status.started(ref)`` is called once ``on_start`` returned. A
-    crash re-raises the handler's exception after ``on_stop`` (a supervisor
-    decides what happens next; the mailbox is kept, and ``cell.current`` still
-    holds the message that crashed it). A normal stop (mailbox closed and
-    drained, or :meth:`ActorRef.stop`) returns. Cancellation propagates after
-    ``on_stop`` ran shielded; the mailbox is then closed (queued messages go
-    to dead letters) unless the cell is ``supervised``, in which case the
-    supervisor decides.
+    Every actor runs on this loop: user actors and supervised children, the
+    runtime's step actors (one per step position, fed ExecutionFrames),
+    the governor and the persistence actor (both through
+    :meth:`Actor.handle_batch`, on a batching mailbox).
+
+    ``task_status.started(started or ref)`` is called once ``on_start``
+    returned. A crash re-raises the handler's exception after ``on_stop`` (a
+    supervisor decides what happens next; the mailbox is kept, and
+    ``cell.current`` still holds the message that crashed it). A normal stop
+    (mailbox finished and drained, or :meth:`ActorRef.stop`) returns.
+    Cancellation propagates after ``on_stop`` ran shielded; the mailbox is
+    then closed (queued messages go to dead letters) unless the cell is
+    ``supervised``, in which case the supervisor decides.
 
     ``first_message`` lets a caller start an actor with its first message
-    in hand (no mailbox round trip), which is how lazily started step actors
-    avoid paying a channel hop for their first frame, and how a supervisor
-    hands a restarted actor the message its predecessor was handling.
+    in hand (no mailbox round trip), which is how a reused step actor avoids
+    a channel hop for its first frame, and how a supervisor hands a
+    restarted actor the message its predecessor was handling.
+
+    While it runs, the actor is entered in ``cell.registry`` (the kernel's
+    :data:`~flujo_actors.actors.registry.KERNEL` if None), which is what
+    :mod:`flujo_actors.introspection` walks.
     """
     actor.name = cell.name
     cell.instance = actor
     cell.current = None
     cell.exit_reason = None
     cell._active = True
+    cell.task = trio.lowlevel.current_task()
+    registry = cell.registry if cell.registry is not None else KERNEL
+    registry.add(cell)
     try:
-        await _run_actor(actor, cell, task_status, first_message, has_first_message)
+        await _run_actor(actor, cell, task_status, first_message, has_first_message, started)
     finally:
         cell._active = False
+        registry.discard(cell)
+
+
+class _NoScope:
+    """Stands in for the loop's cancel scope when the cell is not ``cancellable``."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_SCOPE: Final = _NoScope()
 
 
 async def _run_actor(
     actor: Actor,
     cell: ActorCell,
-    task_status: trio.TaskStatus[ActorRef],
+    task_status: trio.TaskStatus[Any],
     first_message: Any,
     has_first_message: bool,
+    started: Any,
 ) -> None:
     crashed: BaseException | None = None
     # The first message is ours only once it is in the handler's hands; if
     # on_start fails or is cancelled first, it goes back to the mailbox's head.
     first_pending = has_first_message
-    with trio.CancelScope() as scope:
+    actor_type = type(actor)
+    scope = trio.CancelScope() if cell.cancellable else None
+    with scope if scope is not None else _NO_SCOPE:
         cell._cancel_scope = scope
         cell.state = "starting"
         try:
-            await actor.on_start()
+            if actor_type.on_start is not _BASE_ON_START:
+                await actor.on_start()
             cell.state = "running"
-            task_status.started(cell.ref)
+            task_status.started(cell.ref if started is None else started)
+            mailbox = cell.mailbox
+            if actor_type.handle_batch is not _BASE_HANDLE_BATCH:
+                if has_first_message:
+                    first_pending = False
+                    mailbox.push_front(first_message)
+                while True:
+                    try:
+                        batch = await mailbox.get_batch()
+                    except trio.EndOfChannel:
+                        return
+                    await _handle_batch(actor, cell, batch)
             handle = actor.handle
-            receive = cell.receive
             msg = first_message
             if not has_first_message:
                 try:
-                    msg = await receive.receive()
+                    msg = await mailbox.get()
                 except trio.EndOfChannel:
                     return
             first_pending = False
@@ -538,7 +628,7 @@ async def _run_actor(
                 # Only the mailbox's own end-of-channel is a normal stop; an
                 # EndOfChannel escaping ``handle`` is a crash like any other.
                 try:
-                    msg = await receive.receive()
+                    msg = await mailbox.get()
                 except trio.EndOfChannel:
                     return
         except ActorExit as exc:
@@ -584,15 +674,17 @@ async def _run_actor(
             cell._cancel_scope = None
             # A shielded scope costs more than the rest of a restart: skip it
             # when on_stop is the base class's no-op.
-            if type(actor).on_stop is not _BASE_ON_STOP:
+            if actor_type.on_stop is not _BASE_ON_STOP:
                 with trio.CancelScope(shield=True) as shield:
                     shield.deadline = trio.current_time() + cell.stop_grace_s
                     await actor.on_stop()
             if crashed is None and (cell.closed or not cell.supervised):
                 cell.current = None
-                if current is not None and type(current) is not _Ask:
+                if current is not None and type(current) is not _Ask and cell.cancellable:
                     # Its handler was cut short: it was not handled, so it must
-                    # not vanish (an interrupted ask got ActorStopped above).
+                    # not vanish (an interrupted ask got ActorStopped above). A
+                    # step actor's cut-short frame is accounted in the run's
+                    # partial results instead (see flujo_actors.partial).
                     cell.dead_letters.record(cell.name, current, "stopped")
                 cell.close_mailbox()
                 cell.mark_stopped()
@@ -600,7 +692,28 @@ async def _run_actor(
         raise crashed  # only crash() gets here: its Cancelled was caught by our scope
 
 
+async def _handle_batch(actor: Actor, cell: ActorCell, batch: Sequence[Any]) -> None:
+    """One turn of a batching actor: the whole batch to ``handle_batch``, asks answered."""
+    size = len(batch)  # the handler may consume the batch (the governor pops its deque)
+    asks = [m for m in batch if type(m) is _Ask]
+    messages = [m.message if type(m) is _Ask else m for m in batch] if asks else batch
+    try:
+        answers = await actor.handle_batch(messages)
+    except Exception as exc:
+        for ask in asks:
+            ask.slot.fail(_ask_error(cell.name, exc))
+        raise
+    if asks:
+        replies = answers if answers is not None else [None] * size
+        for msg, answer in zip(batch, replies, strict=True):
+            if type(msg) is _Ask and not msg.slot.set(answer):
+                cell.dead_letters.record(cell.name, answer, "late-reply")
+    cell.handled += size
+
+
 _BASE_ON_STOP: Final = Actor.on_stop
+_BASE_ON_START: Final = Actor.on_start
+_BASE_HANDLE_BATCH: Final = Actor.handle_batch
 
 
 def _ask_error(name: str, exc: Exception) -> Exception:

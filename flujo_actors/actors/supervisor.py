@@ -907,7 +907,7 @@ class Supervisor(SupervisorManagement):
             cell = child.cell
             current = cell.current
             cell.current = None
-            if current is not None and type(current) is not _Ask and not cell._has_front:
+            if current is not None and type(current) is not _Ask and not cell.mailbox.has_front:
                 child.redelivery_reason = "stopped"
                 cell.push_front(current)
         if keep_mailbox:

@@ -24,8 +24,10 @@ import attrs
 import trio
 
 from .. import partial
-from ..actors.actor import Actor, ActorCell
+from ..actors.actor import Actor, ActorCell, run_actor
 from ..actors.deadletters import DeadLetters
+from ..actors.mailbox import OneShotMailbox
+from ..actors.registry import Registry
 from ..errors import FlujoInternalError
 from ..frames import ExecutionFrame
 from ..governor import Charge, Governor, Release, Reserve
@@ -54,6 +56,9 @@ class RunState:
     limited: bool = False
     breach_event: trio.Event = attrs.Factory(trio.Event)
     dead_letters: DeadLetters = attrs.Factory(DeadLetters)
+    #: Every actor of the run while it runs (governor, persistence, step actors at
+    #: every depth): what ``Flujo.snapshot()`` walks.
+    registry: Registry = attrs.Factory(Registry)
     cache_backend: Any = None
     hooks: Any = None  # a HookDispatcher or None
     executor: Any = None
@@ -178,23 +183,17 @@ class Job:
             self.on_finish(self)
 
 
-class _Deliver:
-    """Message to a step actor: run step ``index`` of ``job`` on ``data``."""
-
-    __slots__ = ("data", "index", "job")
-
-    def __init__(self, job: Job, index: int, data: Any) -> None:
-        self.job = job
-        self.index = index
-        self.data = data
-
-
 class StepActor(Actor):
-    """The actor of one step position in a chain.
+    """The actor of one step position in a chain; its messages are ExecutionFrames.
 
-    It receives ``_Deliver`` messages (a frame's worth of data plus the job
-    it belongs to), executes its step and hands the output to the next
-    step's actor, or completes the job.
+    It runs on the kernel's actor loop (:func:`~flujo_actors.actors.run_actor`).
+    Each frame it receives carries the step, its input, the context and the
+    job it belongs to (``frame.reply_to``). It executes the step
+    (:func:`run_step`), records the :class:`StepResult` on the job and sends
+    the next step's frame to the next actor's mailbox
+    (:meth:`Chain.deliver`); the last step (or a failure) replies to the job,
+    which is how a branch, a loop body or a nested pipeline answers the
+    control-flow step that started it.
     """
 
     def __init__(self, chain: Chain, index: int) -> None:
@@ -205,26 +204,9 @@ class StepActor(Actor):
         self.name = self.step.name
 
     async def handle(self, message: Any) -> Any:
-        msg: _Deliver = message
-        job = msg.job
-        chain = self.chain
-        run = chain.run
-        step = self.step
-        stream = self.last and job.on_chunk is not None
-        frame: ExecutionFrame[Any] = ExecutionFrame(
-            step,
-            msg.data,
-            job.context,
-            run.resources,
-            run.limits,
-            stream,
-            job.on_chunk if stream else None,
-            run.breach_event,
-            job.set_context,
-            run,
-            (*job.path, step.name),
-            chain.nursery,
-        )
+        frame: ExecutionFrame[Any] = message
+        job: Job = frame.reply_to
+        run = self.chain.run
         hooks = run.hooks
         try:
             if hooks is None:
@@ -247,7 +229,7 @@ class StepActor(Actor):
             # A cancelled run starts no successor (a chain of sync steps has no
             # checkpoint of its own and would otherwise run to its end).
             await trio.lowlevel.checkpoint_if_cancelled()
-            await chain.deliver(self.index + 1, result.output, job)
+            await self.chain.deliver(self.index + 1, result.output, job)
         else:
             job.finish(result)
 
@@ -255,11 +237,15 @@ class StepActor(Actor):
 class Chain:
     """Runs one pipeline's steps as lazily started step actors.
 
-    Each step's actor is started in ``nursery`` (owned by whoever runs the
-    pipeline) with its first message in hand. A *reusable* chain (a loop
-    body) keeps its actors, each with a mailbox, for the next frames until
-    :meth:`close`; a single-use chain's actors have exactly one message, so
-    they get no mailbox and end once they have handed their output on.
+    :meth:`deliver` builds the :class:`ExecutionFrame` of step ``index`` for a
+    job and puts it in that step's actor's mailbox. Each step's actor is
+    started in ``nursery`` (owned by whoever runs the pipeline) with its
+    first frame in hand. A *reusable* chain (a loop body) keeps its actors,
+    each with a bounded :class:`~flujo_actors.actors.mailbox.Mailbox`, for
+    the next frames until :meth:`close`; a single-use chain's actor gets
+    exactly one frame, so its mailbox is a
+    :class:`~flujo_actors.actors.mailbox.OneShotMailbox` and the actor ends
+    once it has handed its output on.
     """
 
     __slots__ = ("cells", "nursery", "run", "steps")
@@ -272,25 +258,68 @@ class Chain:
         self.run = run
         self.cells: list[ActorCell | None] | None = [None] * len(steps) if reusable else None
 
+    def frame(self, index: int, data: Any, job: Job) -> ExecutionFrame[Any]:
+        """The frame that runs step ``index`` of ``job`` on ``data``."""
+        run = self.run
+        step = self.steps[index]
+        stream = job.on_chunk is not None and index == len(self.steps) - 1
+        return ExecutionFrame(
+            step,
+            data,
+            job.context,
+            run.resources,
+            run.limits,
+            stream,
+            job.on_chunk if stream else None,
+            run.breach_event,
+            job.set_context,
+            run,
+            (*job.path, step.name),
+            self.nursery,
+            job,
+        )
+
     async def deliver(self, index: int, data: Any, job: Job) -> None:
-        msg = _Deliver(job, index, data)
+        """Send step ``index``'s frame to its actor's mailbox (starting the actor if new)."""
+        frame = self.frame(index, data, job)
         cells = self.cells
         if cells is None:
-            self.nursery.start_soon(_run_step_actor, StepActor(self, index), None, msg)
+            self._start(index, frame)
             return
         cell = cells[index]
         if cell is None:
             # Lazy start with the first frame in hand: no mailbox hop for it.
-            cell = ActorCell(self.steps[index].name, 16, self.run.dead_letters)
+            cell = ActorCell(
+                frame.step.name,
+                16,
+                self.run.dead_letters,
+                registry=self.run.registry,
+                kind="step",
+                path=frame.path,
+            )
+            cell.cancellable = False
             cells[index] = cell
-            self.nursery.start_soon(_run_step_actor, StepActor(self, index), cell, msg)
+            self.nursery.start_soon(_serve_reused, StepActor(self, index), cell, frame)
         else:
-            await cell.ref.tell(msg)
+            await cell.ref.tell(frame)
+
+    def _start(self, index: int, frame: ExecutionFrame[Any]) -> None:
+        run = self.run
+        cell = ActorCell(
+            frame.step.name,
+            dead_letters=run.dead_letters,
+            mailbox=OneShotMailbox(frame, full=True),
+            registry=run.registry,
+            kind="step",
+            path=frame.path,
+        )
+        cell.cancellable = False
+        self.nursery.start_soon(run_actor, StepActor(self, index), cell)
 
     def start(self, job: Job, data: Any) -> None:
         """Start ``job`` without waiting (single-use chains only)."""
         assert self.cells is None
-        self.nursery.start_soon(_run_step_actor, StepActor(self, 0), None, _Deliver(job, 0, data))
+        self._start(0, self.frame(0, data, job))
 
     async def execute(self, job: Job, data: Any) -> Job:
         """Run the pipeline once for ``job``; return when it finished or failed.
@@ -309,26 +338,11 @@ class Chain:
         if self.cells is not None:
             for cell in self.cells:
                 if cell is not None:
-                    cell.send.close()
+                    cell.mailbox.finish()
 
 
-async def _run_step_actor(actor: StepActor, cell: ActorCell | None, first: _Deliver) -> None:
-    # Step actors never override on_start/on_stop and are stopped by their
-    # chain's nursery, so they skip the generic loop's cancel scopes.
-    if cell is None:
-        await actor.handle(first)
-        return
-    cell.state = "running"
-    handle = actor.handle
-    try:
-        await handle(first)
-        cell.handled += 1  # counted like any other message (statistics)
-        async for msg in cell.receive:
-            await handle(msg)
-            cell.handled += 1
-    finally:
-        cell.close_mailbox()
-        cell.mark_stopped()
+async def _serve_reused(actor: StepActor, cell: ActorCell, first: ExecutionFrame[Any]) -> None:
+    await run_actor(actor, cell, first_message=first, has_first_message=True)
 
 
 async def run_pipeline(
