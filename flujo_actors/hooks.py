@@ -62,12 +62,12 @@ from .hook_events import StepStarted as StepStarted
 from .hook_events import UsageLimitBreached as UsageLimitBreached
 from .hook_logging import log_event
 from .hook_logging import logger as logger
-from .policy.retry import AttemptPolicy
 from .results import PipelineResult, StepResult
 from .tracing import ListenerError, SpanListener, Tracer, is_span_listener
 
 if TYPE_CHECKING:
     from .frames import ExecutionFrame
+    from .policy.attempt import EmitRetried
     from .tracing import SpanRecord
 
 __all__ = [
@@ -384,24 +384,23 @@ class RunObserver:
             if self._cancel is not None:
                 self._cancel()
 
-    async def retry(self, frame: ExecutionFrame[Any], attempts: int, feedback: str | None) -> None:
-        """Attempt ``attempts`` of the frame's step failed with ``feedback``; it will retry."""
-        step = frame.step
-        cfg = step.config
-        delay = AttemptPolicy(
-            cfg.max_retries + 1, cfg.backoff_s, cfg.backoff_factor
-        ).delay_before_retry(attempts)
+    async def retry(self, frame: ExecutionFrame[Any], retried: EmitRetried) -> None:
+        """Attempt ``retried.attempt`` of the frame's step failed; it retries after ``retried.delay_s``.
+
+        ``retried`` is the attempt machine's command: the delay is the one the
+        supervisor sleeps, not a recomputation.
+        """
         if self.tracer is not None:
-            self.tracer.retried(frame.path, delay, feedback)
+            self.tracer.retried(frame.path, retried.delay_s, retried.feedback)
         if self.hooks:
             await self._emit(
                 StepRetried(
                     run_id=self.run_id,
-                    step=step.name,
+                    step=frame.step.name,
                     path=frame.path,
-                    attempt=attempts,
-                    feedback=feedback,
-                    delay_s=delay,
+                    attempt=retried.attempt,
+                    feedback=retried.feedback,
+                    delay_s=retried.delay_s,
                     time=trio.current_time(),
                 )
             )

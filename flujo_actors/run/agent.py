@@ -1,9 +1,14 @@
-"""The agent-step supervisor: the attempt loop, validators and plugins, fallback, cache use."""
+"""The agent-step supervisor: a thin shell executing the commands of the attempt machine.
+
+The decisions are :class:`~flujo_actors.policy.attempt.AttemptMachine`'s;
+this module does the I/O: agent calls, validators and plugins, context
+updates and rollbacks, governor charges, hooks, sleeps, fallback, cache.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Literal, assert_never
 
 import attrs
 import trio
@@ -11,12 +16,35 @@ import trio
 from .. import partial, step_cache
 from .._pydantic_compat import is_pydantic_model
 from ..context import context_field_names
-from ..errors import AsyncioInTrioError, ExecutorLost, PricingNotConfiguredError, UsageReportError
+from ..policy.attempt import (
+    AttemptEvent,
+    AttemptMachine,
+    CacheHit,
+    CacheMissed,
+    Charge,
+    Conclude,
+    EmitRetried,
+    FallbackFinished,
+    Finish,
+    Invoke,
+    LookUpCache,
+    MarkStreamRetried,
+    Raised,
+    Refused,
+    Rejected,
+    Reraise,
+    Rollback,
+    RunFallback,
+    Sleep,
+    StoreInCache,
+    Succeeded,
+    TimedOut,
+    fallback_feedback,
+)
 from ..policy.failure import failure_metadata
 from ..policy.merge import IDENTITY_ORDER, IDENTITY_RULE, identity_change, identity_of
-from ..policy.retry import Action, AttemptPolicy, is_retried
 from ..policy.usage import NO_USAGE, charge_of, usage_of
-from ..results import ZERO, StepResult, StreamRetried, add_usd, sub_usd
+from ..results import ZERO, StepResult, StreamRetried, add_usd
 from ..steps.callables import LATE, settle
 from ..steps.dsl import PluginOutcome, Step, check_fallback_chain
 from .core import breached, run_step
@@ -24,8 +52,6 @@ from .invoke import FROM_OUTPUT, call, invoke, no_stream, streams_inline
 from .isolation import IMMUTABLE_INPUT, ContextSnapshot, Pristine, immutable
 
 if TYPE_CHECKING:
-    from decimal import Decimal
-
     from ..frames import ExecutionFrame
     from .core import RunState
 
@@ -34,21 +60,13 @@ __all__ = ["run_agent_step"]
 _perf = time.perf_counter
 
 
-_VALIDATION: Final = "Validation failed after max retries: "
-_PLUGIN: Final = "Plugin execution failed after max retries: "
-
-
 class _Rejected(Exception):
-    """An attempt's output was rejected by a validator (``_VALIDATION``) or a plugin."""
+    """An attempt's output was rejected by a validator or a plugin (``by``)."""
 
-    def __init__(self, prefix: str, message: str) -> None:
+    def __init__(self, by: Literal["validator", "plugin"], message: str) -> None:
         super().__init__(message)
-        self.prefix = prefix
+        self.by: Literal["validator", "plugin"] = by
         self.message = message
-
-
-class _Unfixable(Exception):
-    """An attempt failed in a way another attempt cannot fix (no retry)."""
 
 
 async def _check(step: Step, output: Any, ctx: Any) -> Any:
@@ -65,10 +83,10 @@ async def _check(step: Step, output: Any, ctx: Any) -> Any:
             ok = await call(v, output, ctx)
         except ValueError as exc:
             raise _Rejected(
-                _VALIDATION, str(exc) or f"validator {v.label} raised ValueError"
+                "validator", str(exc) or f"validator {v.label} raised ValueError"
             ) from exc
         if ok is False:
-            raise _Rejected(_VALIDATION, f"validator {v.label} returned False")
+            raise _Rejected("validator", f"validator {v.label} returned False")
     for p in step.compiled_plugins:
         try:
             outcome = p.call(output, ctx)
@@ -76,14 +94,14 @@ async def _check(step: Step, output: Any, ctx: Any) -> Any:
                 outcome = await settle(outcome, no_stream)
         except Exception as exc:
             raise _Rejected(
-                _PLUGIN, str(exc) or f"plugin {p.label} raised {type(exc).__name__}"
+                "plugin", str(exc) or f"plugin {p.label} raised {type(exc).__name__}"
             ) from exc
         if not isinstance(outcome, PluginOutcome):
             raise _Rejected(
-                _PLUGIN, f"plugin {p.label} returned {outcome!r}, expected a PluginOutcome"
+                "plugin", f"plugin {p.label} returned {outcome!r}, expected a PluginOutcome"
             )
         if not outcome.success:
-            raise _Rejected(_PLUGIN, outcome.feedback or f"plugin {p.label} rejected the output")
+            raise _Rejected("plugin", outcome.feedback or f"plugin {p.label} rejected the output")
         if outcome.new_solution is not None:
             output = outcome.new_solution
     return output
@@ -133,17 +151,19 @@ def _apply_context_update(step: Step, output: Any, ctx: Any) -> str | None:
 async def run_agent_step(
     frame: ExecutionFrame[Any], *, charge: bool = True, _held: list[int | None] | None = None
 ) -> StepResult:
-    """The step supervisor: attempts, timeouts, validators, plugins, backoff, fallback.
+    """The step supervisor: executes the commands of the step's :class:`AttemptMachine`.
 
-    Decisions come from :class:`AttemptPolicy`; this function only executes
-    them. An attempt fails when the agent raises, exceeds ``timeout_s`` (an
-    attempt that blocks the event loop, a sync agent or ``time.sleep``,
-    cannot be interrupted: if it returns after its deadline it has timed out
-    all the same, its output is discarded and its usage counted), or
-    its output is rejected by a validator or plugin; each attempt gets its
-    own copy of the input, and a failed attempt's context changes are rolled
-    back. With usage limits, usage of a failed attempt is reported before
-    the next one starts, so a breach stops the retries; a step with
+    Every decision (retry or not, the backoff, when usage is charged,
+    rollback, fallback, feedback texts) is the machine's (see
+    :mod:`flujo_actors.policy.attempt`); this shell only does what it says:
+    invoke the agent (:func:`_attempt`), roll the context back, charge the
+    governor, tell hooks and the stream's consumer, sleep on trio's clock,
+    run the fallback, use the cache. An attempt fails when the agent raises,
+    exceeds ``timeout_s`` (an attempt that blocks the event loop, a sync
+    agent or ``time.sleep``, cannot be interrupted: if it returns after its
+    deadline it has timed out all the same, its output is discarded and its
+    usage counted), or its output is rejected by a validator or plugin; each
+    attempt gets its own copy of the input. A step with
     ``expected_cost_usd``/``expected_tokens`` reserves that budget first.
 
     Cancellation: ``trio.Cancelled`` is never caught, retried or turned into
@@ -159,173 +179,214 @@ async def run_agent_step(
             step.expected_cost_usd is not None or step.expected_tokens is not None
         ):
             return await _run_reserved(frame, charge)
-    cfg = step.config
     ctx = frame.context
     data = frame.data
-
-    miss: step_cache.CacheMiss | None = None
-    if step.cache and run.cache_backend is not None:
-        hit = await step_cache.lookup(run.cache_backend, step, _step_identity(step), data, ctx)
-        if isinstance(hit, StepResult):
-            if _held is not None:
-                rid, _held[0] = _held[0], None
-                await run.charge(hit, ZERO, 0, rid)
-            hit.latency_s = _perf() - t0
-            return hit
-        miss = hit
-
     spec = step.spec
     assert spec is not None
-    max_attempts = cfg.max_retries + 1
-    fallback = step.fallback
-    pristine: Pristine | None = None
-    if (
-        (max_attempts > 1 or fallback is not None)
-        and type(data) not in IMMUTABLE_INPUT
-        and not immutable(data)
-    ):
-        try:
-            pristine = Pristine(data)
-        except Exception:
-            # Not copyable (a lock, a socket, ...): attempts share it, since
-            # refusing to run the step would be worse than weaker isolation.
-            pristine = None
     checks = bool(step.compiled_validators or step.compiled_plugins)
-    # One snapshot per step, not per attempt: each rollback thaws a fresh copy.
-    snap = ContextSnapshot(ctx) if ctx is not None and (spec.accepts_context or checks) else None
-    identity = identity_of(ctx) if snap is not None else None
-    timeout = cfg.timeout_s
-    limited = charge and run.limited
-    attempts = 0
-    cost = ZERO  # usage of every attempt so far
-    tokens = 0
-    sent_cost = ZERO  # the part of it already reported to the governor
-    sent_tokens = 0
-    feedback: str | None = None
-    error_type: str | None = None
-    failure: BaseException | None = None  # the last attempt's exception, for its traceback
-    output: Any = None
-    policy: AttemptPolicy | None = None
+    machine = AttemptMachine(
+        step.config,
+        has_fallback=step.fallback is not None,
+        cached=step.cache and run.cache_backend is not None,
+        charges=charge,
+        limited=run.limited,
+        reserved=_held is not None,
+        rolls_back=ctx is not None and (spec.accepts_context or checks),
+        streams=bool(frame.stream) and streams_inline(frame, step),
+    )
+    pristine: Pristine | None = None
+    snap: ContextSnapshot | None = None
+    identity: Any = None
+    miss: step_cache.CacheMiss | None = None
+    result: StepResult | None = None
+    commands = machine.start()
     while True:
-        attempts += 1
-        attempt_data = data
-        if pristine is not None:
-            attempt_data = pristine.thaw()
-        timed_out = False
-        try:
-            late = 0.0
-            if timeout is None:
-                output, reading = await invoke(frame, step, attempt_data, attempts)
-            else:
-                started = trio.current_time()
-                with trio.CancelScope(deadline=started + timeout) as scope:
-                    output, reading = await invoke(frame, step, attempt_data, attempts)
-                if scope.cancelled_caught:
-                    timed_out = True
-                    raise TimeoutError(f"step {step.name!r} timed out after {timeout} s")
-                # Blocking code (a sync agent, time.sleep) cannot be interrupted: an
-                # attempt that returns after its deadline has still timed out.
-                late = trio.current_time() - started
-                if late <= timeout:
-                    late = 0.0
-            if reading is FROM_OUTPUT:
-                reading = (
-                    None if type(output) in NO_USAGE else usage_of(output, step_name=step.name)
-                )
-            if reading is not None:
-                c, t = charge_of(reading, step_name=step.name, limits=run.limits)
-                cost = add_usd(cost, c)
-                tokens += t
-            if late:
-                timed_out = True
-                raise TimeoutError(_blocked_message(step.name, timeout, late))
-            if checks:
-                output = await _check(step, output, ctx)
-            if identity is not None:
-                changed = identity_change(ctx, identity)
-                if changed is not None:
-                    raise _Unfixable(f"Step {step.name!r} changed {changed}: {IDENTITY_RULE}")
-            if step.updates_context:
-                problem = _apply_context_update(step, output, ctx)
-                if problem is not None:
-                    raise _Unfixable(problem)
-            feedback = error_type = failure = None
-            break
-        except _Rejected as rej:
-            feedback = rej.prefix + rej.message
-            error_type = "ValidationError" if rej.prefix is _VALIDATION else "PluginError"
-            retryable = True
-            failure = rej.__cause__  # a validator's or plugin's own exception, if it raised
-        except _Unfixable as exc:
-            # A definition problem of the output: another attempt will not fix it.
-            feedback, error_type, retryable = str(exc), "ContextUpdateError", False
-            failure = None
-        except AsyncioInTrioError as exc:
-            # The step is on the wrong event loop: another attempt fails the same way.
-            feedback = f"AsyncioInTrioError: {exc}"
-            error_type, retryable, failure = "AsyncioInTrioError", False, exc
-        except (UsageReportError, PricingNotConfiguredError) as exc:
-            # The output's usage is wrong or cannot be priced: the same next time.
-            feedback = f"{type(exc).__name__}: {exc}"
-            error_type, retryable, failure = type(exc).__name__, False, exc
-        except Exception as exc:
-            feedback = f"{type(exc).__name__}: {exc}"
-            error_type = type(exc).__name__
-            # retry_on selects the agent's errors; our own (timeouts, lost workers) always retry.
-            retryable = timed_out or isinstance(exc, ExecutorLost) or is_retried(exc, cfg.retry_on)
-            failure = exc
-        if snap is not None:
-            snap.restore(ctx)
-        if policy is None:
-            policy = AttemptPolicy(
-                max_attempts, cfg.backoff_s, cfg.backoff_factor, fallback is not None
-            )
-        decision = policy.after_failure(attempts, retryable=retryable)
-        if decision.action is not Action.RETRY:
-            break
-        if limited and (cost != sent_cost or tokens != sent_tokens):
-            # Report this attempt's usage now: a breach must stop the retries.
-            failed = _step_result(step, None, attempts, cost, tokens, feedback, error_type)
-            failed.latency_s = _perf() - t0
-            await run.charge(failed, sub_usd(cost, sent_cost), tokens - sent_tokens, owner=frame)
-            sent_cost, sent_tokens = cost, tokens
-            # Cancelled before it ends (a breach elsewhere), the step shows what it charged.
-            partial.record(run, frame, failed)
-        if run.hooks is not None:
-            await run.hooks.retry(frame, attempts, feedback)
-        if frame.stream and streams_inline(frame, step):
-            # Tell the stream's consumer that the chunks so far belong to a failed attempt.
-            assert frame.on_chunk is not None
-            assert feedback is not None
-            await frame.on_chunk(StreamRetried(step.name, attempts, feedback))
-        if decision.delay_s > 0:
-            await trio.sleep(decision.delay_s)
-        else:
-            # No attempt may start in a cancelled scope (a sync agent would
-            # otherwise run to completion before anything noticed).
-            await trio.lowlevel.checkpoint_if_cancelled()
+        event: AttemptEvent | None = None
+        for command in commands:
+            match command:
+                case Invoke():
+                    attempt_data = data
+                    if command.attempt == 1:
+                        if command.isolated:
+                            pristine = _pristine(data)
+                        if machine.rolls_back:
+                            # One snapshot per step, not per attempt: each rollback thaws a copy.
+                            snap = ContextSnapshot(ctx)
+                            identity = identity_of(ctx)
+                    if pristine is not None:
+                        attempt_data = pristine.thaw()
+                    event = await _attempt(frame, step, attempt_data, command, checks, identity)
+                case Conclude():
+                    result = _concluded(step, command)
+                case Finish():
+                    assert result is not None
+                    if run.partials:
+                        partial.take(run, frame)  # the step ended: its charged attempts are moot
+                    result.latency_s = _perf() - t0
+                    return result
+                case Charge():
+                    await _charge(frame, machine, command, result, _held, t0)
+                case Rollback():
+                    if snap is not None:
+                        snap.restore(ctx)
+                case EmitRetried():
+                    if run.hooks is not None:
+                        await run.hooks.retry(frame, command)
+                case MarkStreamRetried():
+                    assert frame.on_chunk is not None
+                    await frame.on_chunk(
+                        StreamRetried(step.name, command.attempt, command.feedback)
+                    )
+                case Sleep():
+                    if command.seconds > 0:
+                        await trio.sleep(command.seconds)
+                    else:
+                        await trio.lowlevel.checkpoint_if_cancelled()
+                case LookUpCache():
+                    hit = await step_cache.lookup(
+                        run.cache_backend, step, _step_identity(step), data, ctx
+                    )
+                    if isinstance(hit, StepResult):
+                        result, event = hit, CacheHit()
+                    else:
+                        miss, event = hit, CacheMissed(storable=hit is not None)
+                case RunFallback():
+                    assert result is not None
+                    assert step.fallback is not None
+                    if run.partials:
+                        partial.take(run, frame)  # the primary ended: its record is moot
+                    result = await _run_fallback(frame, result, step.fallback)
+                    event = FallbackFinished(result.success)
+                case StoreInCache():
+                    # Through the fallback too: the cache answers for the step's output.
+                    assert result is not None
+                    assert miss is not None
+                    await step_cache.store(run.cache_backend, step, miss, result, ctx)
+                case Reraise():
+                    raise command.error
+                case _:
+                    assert_never(command)
+        assert event is not None
+        commands = machine.handle(event)
 
-    success = feedback is None
-    result = _step_result(step, output, attempts, cost, tokens, feedback, error_type)
-    if failure is not None:
-        result.metadata.update(failure_metadata(failure))
-    if error_type == "ValidationError":
-        result.output = output  # the rejected output, for inspection
-    rid = None
-    if _held is not None:
-        rid, _held[0] = _held[0], None
-    if charge and (cost != sent_cost or tokens != sent_tokens or rid is not None):
-        result.latency_s = _perf() - t0
-        await run.charge(result, sub_usd(cost, sent_cost), tokens - sent_tokens, rid, frame)
-    if run.partials:
-        partial.take(run, frame)  # the step ended: its record of charged attempts is moot
-    if not success and fallback is not None:
-        result = await _run_fallback(frame, result, fallback)
-    if miss is not None and result.success:
-        # Through the fallback too: the cache answers for the step's output.
-        await step_cache.store(run.cache_backend, step, miss, result, ctx)
-    result.latency_s = _perf() - t0
+
+def _pristine(data: Any) -> Pristine | None:
+    """A pristine copy of a mutable input, so every attempt gets its own (None: not needed)."""
+    if type(data) in IMMUTABLE_INPUT or immutable(data):
+        return None
+    try:
+        return Pristine(data)
+    except Exception:
+        # Not copyable (a lock, a socket, ...): attempts share it, since
+        # refusing to run the step would be worse than weaker isolation.
+        return None
+
+
+async def _attempt(
+    frame: ExecutionFrame[Any],
+    step: Step,
+    data: Any,
+    command: Invoke,
+    checks: bool,
+    identity: Any,
+) -> AttemptEvent:
+    """Run one attempt: call the agent, read its usage, check its output; what happened."""
+    ctx = frame.context
+    timeout = command.timeout_s
+    timed_out = False
+    cost = ZERO
+    tokens = 0
+    output: Any = None
+    try:
+        late = 0.0
+        if timeout is None:
+            output, reading = await invoke(frame, step, data, command.attempt)
+        else:
+            started = trio.current_time()
+            with trio.CancelScope(deadline=started + timeout) as scope:
+                output, reading = await invoke(frame, step, data, command.attempt)
+            if scope.cancelled_caught:
+                timed_out = True
+                raise TimeoutError(f"step {step.name!r} timed out after {timeout} s")
+            # Blocking code (a sync agent, time.sleep) cannot be interrupted: an
+            # attempt that returns after its deadline has still timed out.
+            late = trio.current_time() - started
+            if late <= timeout:
+                late = 0.0
+        if reading is FROM_OUTPUT:
+            reading = None if type(output) in NO_USAGE else usage_of(output, step_name=step.name)
+        if reading is not None:
+            cost, tokens = charge_of(reading, step_name=step.name, limits=frame.run.limits)
+        if late:
+            timed_out = True
+            raise TimeoutError(_blocked_message(step.name, timeout, late))
+        if checks:
+            output = await _check(step, output, ctx)
+        if identity is not None:
+            changed = identity_change(ctx, identity)
+            if changed is not None:
+                return Refused(
+                    f"Step {step.name!r} changed {changed}: {IDENTITY_RULE}", cost, tokens
+                )
+        if step.updates_context:
+            problem = _apply_context_update(step, output, ctx)
+            if problem is not None:
+                return Refused(problem, cost, tokens)
+    except _Rejected as rej:
+        # rej.__cause__: a validator's or plugin's own exception, if it raised.
+        return Rejected(rej.by, rej.message, output, rej.__cause__, cost, tokens)
+    except Exception as exc:
+        if timed_out and isinstance(exc, TimeoutError):
+            return TimedOut(exc, cost, tokens)
+        return Raised(exc, cost, tokens)
+    return Succeeded(output, cost, tokens)
+
+
+def _concluded(step: Step, done: Conclude) -> StepResult:
+    """The step's result once its primary attempts are over."""
+    result = StepResult(
+        step.name,
+        done.output,
+        done.success,
+        done.attempts,
+        0.0,
+        done.cost,
+        done.tokens,
+        done.feedback,
+    )
+    if done.error_type is not None:
+        result.metadata["error_type"] = done.error_type
+    if done.failure is not None:
+        result.metadata.update(failure_metadata(done.failure))
     return result
+
+
+async def _charge(
+    frame: ExecutionFrame[Any],
+    machine: AttemptMachine,
+    command: Charge,
+    result: StepResult | None,
+    held: list[int | None] | None,
+    t0: float,
+) -> None:
+    """Report usage to the governor: a failed attempt's before a retry, or the step's."""
+    run: RunState = frame.run
+    if command.so_far is not None:
+        # A failed attempt's usage before the retry, with the step's result so far.
+        failed = _concluded(frame.step, command.so_far)
+        failed.latency_s = _perf() - t0
+        await run.charge(failed, command.cost, command.tokens, owner=frame)
+        # Cancelled before it ends (a breach elsewhere), the step shows what it charged.
+        partial.record(run, frame, failed)
+        return
+    assert result is not None
+    rid = None
+    if held is not None:
+        rid, held[0] = held[0], None
+    result.latency_s = _perf() - t0
+    # A cache hit reconciles its reservation and is nothing the step did.
+    owner = frame if machine.attempts else None
+    await run.charge(result, command.cost, command.tokens, rid, owner)
 
 
 def _blocked_message(name: str, timeout: float | None, took: float) -> str:
@@ -350,24 +411,6 @@ async def _run_reserved(frame: ExecutionFrame[Any], charge: bool) -> StepResult:
     finally:
         if held[0] is not None:
             run.release(held[0])
-
-
-def _step_result(
-    step: Step,
-    output: Any,
-    attempts: int,
-    cost: Decimal,
-    tokens: int,
-    feedback: str | None,
-    error_type: str | None,
-) -> StepResult:
-    success = feedback is None
-    result = StepResult(
-        step.name, output if success else None, success, attempts, 0.0, cost, tokens, feedback
-    )
-    if error_type is not None:
-        result.metadata["error_type"] = error_type
-    return result
 
 
 async def _run_fallback(
@@ -410,12 +453,7 @@ async def _run_fallback(
         cut.metadata["original_error"] = primary.feedback
         partial.record(run, frame, cut)
         raise
-    feedback = fb.feedback
-    if not fb.success:
-        feedback = (
-            f"Fallback step {fallback.name!r} failed: {fb.feedback} "
-            f"(original error: {primary.feedback})"
-        )
+    feedback = fallback_feedback(fallback.name, fb.success, fb.feedback, primary.feedback)
     result = StepResult(
         primary.name,
         fb.output,

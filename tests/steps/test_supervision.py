@@ -28,7 +28,15 @@ from flujo_actors import (
     UsageLimitExceededError,
     UsageLimits,
 )
-from flujo_actors.policy.retry import AttemptPolicy, replay
+from flujo_actors.policy.attempt import (
+    AttemptMachine,
+    Finish,
+    Invoke,
+    Raised,
+    RunFallback,
+    Sleep,
+    Succeeded,
+)
 from flujo_actors.testing import FlakyAgent, StubAgent, UsageOutput
 
 
@@ -192,16 +200,39 @@ async def test_backoff_from_the_from_callable_keywords(autojump_clock: trio.abc.
     assert result.output == "ok:in"
 
 
-def _engine_replay(outcomes: list[bool], policy: AttemptPolicy) -> tuple[int, float, str, int]:
-    agent = Recorder([not ok for ok in outcomes] + [True] * policy.max_attempts)
+def _machine_replay(
+    outcomes: list[bool], config: StepConfig, has_fallback: bool
+) -> tuple[int, float, str]:
+    """What the attempt machine decides for these outcomes: attempts, time slept, outcome."""
+    machine = AttemptMachine(config, has_fallback=has_fallback)
+    it = iter(outcomes)
+    slept = 0.0
+    commands = machine.start()
+    while True:
+        for command in commands:
+            if isinstance(command, Sleep):
+                slept += command.seconds
+            elif isinstance(command, Invoke):
+                event = Succeeded("ok") if next(it, False) else Raised(RuntimeError("boom"))
+            elif isinstance(command, RunFallback):
+                return machine.attempts, slept, "fallback"
+            elif isinstance(command, Finish):
+                return machine.attempts, slept, "success" if machine.feedback is None else "fail"
+        commands = machine.handle(event)
+
+
+def _engine_replay(
+    outcomes: list[bool], config: StepConfig, has_fallback: bool
+) -> tuple[int, float, str, int]:
+    agent = Recorder([not ok for ok in outcomes] + [True] * (config.max_retries + 1))
     fallback = Step.from_callable(lambda d: "fb", name="fb", max_retries=0)
     step = Step.from_callable(
         agent.run,
         name="modelled",
-        max_retries=policy.max_attempts - 1,
-        backoff_s=policy.backoff_s,
-        backoff_factor=policy.backoff_factor,
-        fallback=fallback if policy.has_fallback else None,
+        max_retries=config.max_retries,
+        backoff_s=config.backoff_s,
+        backoff_factor=config.backoff_factor,
+        fallback=fallback if has_fallback else None,
     )
 
     async def main() -> tuple[int, float, str, int]:
@@ -229,18 +260,20 @@ def _engine_replay(outcomes: list[bool], policy: AttemptPolicy) -> tuple[int, fl
     backoff_factor=st.sampled_from([1.0, 2.0, 3.0]),
     has_fallback=st.booleans(),
 )
-def test_the_supervisor_executes_exactly_what_the_policy_decides(
+def test_the_supervisor_executes_exactly_what_the_machine_decides(
     outcomes: list[bool],
     max_attempts: int,
     backoff_s: float,
     backoff_factor: float,
     has_fallback: bool,
 ) -> None:
-    policy = AttemptPolicy(max_attempts, backoff_s, backoff_factor, has_fallback)
-    model = replay(policy, outcomes)
-    attempts, elapsed, outcome, calls = _engine_replay(outcomes, policy)
-    assert (attempts, outcome, calls) == (model.attempts, model.outcome, model.attempts)
-    assert elapsed == sum(model.delays)
+    config = StepConfig(
+        max_retries=max_attempts - 1, backoff_s=backoff_s, backoff_factor=backoff_factor
+    )
+    model_attempts, slept, model_outcome = _machine_replay(outcomes, config, has_fallback)
+    attempts, elapsed, outcome, calls = _engine_replay(outcomes, config, has_fallback)
+    assert (attempts, outcome, calls) == (model_attempts, model_outcome, model_attempts)
+    assert elapsed == slept
 
 
 # -- validators ----------------------------------------------------------------------
