@@ -27,6 +27,9 @@ tested without an event loop (``tests/policy/test_attempt.py``):
 * the feedback texts (``"Validation failed after max retries: "``, ...)
   and the ``error_type`` of a failed step.
 
+The events and commands themselves are in :mod:`.attempt_messages`
+(re-exported here).
+
 Each :meth:`AttemptMachine.handle` returns a tuple of commands to execute
 in order; the last one is the only one that waits for an event
 (:class:`Invoke`, :class:`LookUpCache`, :class:`RunFallback`) or ends the
@@ -37,10 +40,7 @@ not expect is a :class:`~flujo_actors.errors.FlujoInternalError`.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
-from typing import Any, Final, Literal, Protocol, TypeAlias
-
-import attrs
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..errors import (
     AsyncioInTrioError,
@@ -50,7 +50,34 @@ from ..errors import (
     UsageReportError,
 )
 from ..results import ZERO, add_usd, sub_usd
+from .attempt_messages import (
+    AttemptCommand,
+    AttemptEvent,
+    CacheHit,
+    CacheMissed,
+    Charge,
+    Conclude,
+    EmitRetried,
+    FallbackFinished,
+    Finish,
+    Invoke,
+    LookUpCache,
+    MarkStreamRetried,
+    Raised,
+    Refused,
+    Rejected,
+    Reraise,
+    Rollback,
+    RunFallback,
+    Sleep,
+    StoreInCache,
+    Succeeded,
+    TimedOut,
+)
 from .retry import is_retried
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 __all__ = [
     "PLUGIN_PREFIX",
@@ -128,219 +155,18 @@ def fallback_feedback(
     return f"Fallback step {fallback!r} failed: {fallback_feedback} (original error: {original})"
 
 
-# -- events (past tense: what happened) ------------------------------------------------
-
-
-@attrs.frozen(slots=True)
-class Succeeded:
-    """The attempt returned ``output`` and it passed the checks; it used ``cost``/``tokens``."""
-
-    output: Any
-    cost: Decimal = ZERO
-    tokens: int = 0
-
-
-@attrs.frozen(slots=True)
-class Raised:
-    """The attempt raised ``error`` (the agent, a validator's own bug, a lost worker...)."""
-
-    error: BaseException
-    cost: Decimal = ZERO
-    tokens: int = 0
-
-
-@attrs.frozen(slots=True)
-class TimedOut:
-    """The attempt exceeded ``timeout_s`` (cancelled at its deadline, or returned late)."""
-
-    error: TimeoutError
-    cost: Decimal = ZERO
-    tokens: int = 0
-
-
-@attrs.frozen(slots=True)
-class Rejected:
-    """A validator (``by="validator"``) or plugin rejected the attempt's ``output``.
-
-    Attributes:
-        message: why (the validator's or plugin's own words).
-        cause: the exception the validator or plugin raised, if it raised.
-    """
-
-    by: Literal["validator", "plugin"]
-    message: str
-    output: Any = None
-    cause: BaseException | None = None
-    cost: Decimal = ZERO
-    tokens: int = 0
-
-
-@attrs.frozen(slots=True)
-class Refused:
-    """The output cannot be applied (``updates_context``, the run's identity): ``message``."""
-
-    message: str
-    cost: Decimal = ZERO
-    tokens: int = 0
-
-
-@attrs.frozen(slots=True)
-class CacheHit:
-    """The cache answered for the step (its result is the shell's to return)."""
-
-
-@attrs.frozen(slots=True)
-class CacheMissed:
-    """The cache had nothing; ``storable``: the input has a key, so a success is stored."""
-
-    storable: bool = True
-
-
-@attrs.frozen(slots=True)
-class FallbackFinished:
-    """The fallback step ended; ``success`` is its result's."""
-
-    success: bool
-
-
-AttemptEvent: TypeAlias = (
-    Succeeded | Raised | TimedOut | Rejected | Refused | CacheHit | CacheMissed | FallbackFinished
-)
-
-
-# -- commands (imperative: what the shell does next) ---------------------------------------
-
-
-@attrs.frozen(slots=True)
-class LookUpCache:
-    """Ask the cache; answer with :class:`CacheHit` or :class:`CacheMissed`."""
-
-
-@attrs.frozen(slots=True)
-class Invoke:
-    """Run attempt ``attempt`` (from 1) of the agent, within ``timeout_s`` (None: no limit).
-
-    ``isolated``: the attempt gets its own copy of the input (there may be
-    another run of it). Answer with the attempt's outcome event.
-    """
-
-    attempt: int
-    timeout_s: float | None
-    isolated: bool
-
-
-@attrs.frozen(slots=True)
-class Rollback:
-    """Put the context back as it was before the step (a failed attempt's changes go)."""
-
-
-@attrs.frozen(slots=True)
-class EmitRetried:
-    """Tell the hooks and the tracer: attempt ``attempt`` failed; retry after ``delay_s``."""
-
-    attempt: int
-    feedback: str
-    delay_s: float
-
-
-@attrs.frozen(slots=True)
-class MarkStreamRetried:
-    """Tell the stream's consumer that the chunks so far belong to failed ``attempt``."""
-
-    attempt: int
-    feedback: str
-
-
-@attrs.frozen(slots=True)
-class Sleep:
-    """Wait ``seconds`` on the run's clock (0: only check for cancellation)."""
-
-    seconds: float
-
-
-@attrs.frozen(slots=True)
-class Conclude:
-    """The primary attempts are over: build the step's result.
-
-    Attributes:
-        success: whether the last attempt succeeded.
-        attempts: primary attempts made.
-        cost: usage of every attempt (failed ones included).
-        tokens: tokens of every attempt.
-        output: the output (a success's, or the output a validator rejected).
-        feedback: why the step failed (None on success).
-        error_type: ``metadata["error_type"]`` of a failed step.
-        failure: the exception behind the failure, for ``exception_type`` and
-            ``traceback`` in the metadata (None: there was none).
-    """
-
-    success: bool
-    attempts: int
-    cost: Decimal
-    tokens: int
-    output: Any = None
-    feedback: str | None = None
-    error_type: str | None = None
-    failure: BaseException | None = None
-
-
-@attrs.frozen(slots=True)
-class Charge:
-    """Report ``cost``/``tokens`` (not reported so far) to the governor.
-
-    ``so_far``: a failed attempt's usage before a retry, charged with the
-    step's result so far (attempts made, last feedback); None: charged with
-    the result built by the last :class:`Conclude` (or the cache hit).
-    """
-
-    cost: Decimal
-    tokens: int
-    so_far: Conclude | None = None
-
-
-@attrs.frozen(slots=True)
-class RunFallback:
-    """Run the fallback step; answer with :class:`FallbackFinished`."""
-
-
-@attrs.frozen(slots=True)
-class StoreInCache:
-    """Store the step's successful result in the cache."""
-
-
-@attrs.frozen(slots=True)
-class Finish:
-    """The step is over: return its result."""
-
-
-@attrs.frozen(slots=True)
-class Reraise:
-    """Not a failure the step handles (``trio.Cancelled``, ...): re-raise ``error``."""
-
-    error: BaseException
-
-
-AttemptCommand: TypeAlias = (
-    LookUpCache
-    | Invoke
-    | Rollback
-    | Charge
-    | EmitRetried
-    | MarkStreamRetried
-    | Sleep
-    | Conclude
-    | RunFallback
-    | StoreInCache
-    | Finish
-    | Reraise
-)
-
 _ROLLBACK: Final = Rollback()
+_CONCLUDE: Final = Conclude()
 _FINISH: Final = Finish()
 _RUN_FALLBACK: Final = RunFallback()
 _STORE: Final = StoreInCache()
 _LOOK_UP: Final = (LookUpCache(),)
 _NO_WAIT: Final = Sleep(0.0)
+_NO_CHARGE: Final = Charge(ZERO, 0)
+# The common answers, built once: a first attempt without a timeout, and a
+# success with nothing to charge or store.
+_FIRST: Final = {False: (Invoke(1, None, False),), True: (Invoke(1, None, True),)}
+_SUCCEEDED: Final = (_CONCLUDE, _FINISH)
 
 # States.
 _START: Final = 0
@@ -360,6 +186,10 @@ _EVENTS_BY_STATE: Final = {
 class AttemptMachine:
     """One execution of an agent step, as a state machine (mutable; one per execution).
 
+    Between two events, its attributes describe the step so far; a shell
+    executes the commands of one :meth:`handle` before it feeds the next
+    event, so they describe the step when it executes them.
+
     Args:
         config: the step's supervision settings (validated when the step was built).
         has_fallback: a fallback step takes over when the attempts are spent.
@@ -373,11 +203,15 @@ class AttemptMachine:
         streams: the step streams chunks to a consumer, who is told of retries.
 
     Attributes:
-        attempts: primary attempts started so far.
-        cost: usage of every attempt so far (exact).
+        config: the settings.
+        attempts: primary attempts whose outcome is known.
+        succeeded: whether the last attempt succeeded.
+        cost: usage of every attempt so far (exact; failed attempts' too).
         tokens: tokens of every attempt so far.
+        output: the last attempt's output (a success's, or one a validator rejected).
         feedback: the last attempt's failure (None before any, or after a success).
-        error_type: its ``error_type``.
+        error_type: its ``metadata["error_type"]``.
+        failure: the exception behind it, if any.
     """
 
     __slots__ = (
@@ -385,29 +219,27 @@ class AttemptMachine:
         "_charged_tokens",
         "_storable",
         "attempts",
-        "backoff_factor",
-        "backoff_s",
         "cached",
         "charges",
+        "config",
         "cost",
         "error_type",
+        "failure",
         "feedback",
         "has_fallback",
         "limited",
-        "max_attempts",
+        "output",
         "reserved",
-        "retry_on",
         "rolls_back",
         "state",
         "streams",
-        "timeout_s",
+        "succeeded",
         "tokens",
     )
 
     def __init__(
         self,
         config: Supervision,
-        *,
         has_fallback: bool = False,
         cached: bool = False,
         charges: bool = True,
@@ -416,11 +248,8 @@ class AttemptMachine:
         rolls_back: bool = False,
         streams: bool = False,
     ) -> None:
-        self.max_attempts = config.max_retries + 1
-        self.timeout_s = config.timeout_s
-        self.backoff_s = config.backoff_s
-        self.backoff_factor = config.backoff_factor
-        self.retry_on = config.retry_on
+        # Positional too: the supervisor passes them so (keywords cost ~1 us per step).
+        self.config = config
         self.has_fallback = has_fallback
         self.cached = cached
         self.charges = charges
@@ -430,18 +259,21 @@ class AttemptMachine:
         self.streams = streams
         self.state = _START
         self.attempts = 0
+        self.succeeded = False
         self.cost = ZERO
         self.tokens = 0
-        self._charged_cost = ZERO
-        self._charged_tokens = 0
+        self.output: Any = None
         self.feedback: str | None = None
         self.error_type: str | None = None
+        self.failure: BaseException | None = None
+        self._charged_cost = ZERO
+        self._charged_tokens = 0
         self._storable = False
 
     @property
     def isolates(self) -> bool:
         """Whether attempts need their own copy of the input (the agent may run again)."""
-        return self.max_attempts > 1 or self.has_fallback
+        return self.config.max_retries > 0 or self.has_fallback
 
     def start(self) -> tuple[AttemptCommand, ...]:
         """The first commands: look the cache up, or invoke the first attempt."""
@@ -452,7 +284,7 @@ class AttemptMachine:
         if self.cached:
             self.state = _CACHE
             return _LOOK_UP
-        return (self._invoke(),)
+        return self._invoke()
 
     def handle(self, event: AttemptEvent) -> tuple[AttemptCommand, ...]:
         """Take one event; the commands to execute next, in order.
@@ -462,19 +294,19 @@ class AttemptMachine:
         """
         state = self.state
         t = type(event)
+        if t is Succeeded and state == _ATTEMPT:
+            return self.succeed(event.output, event.cost, event.tokens)  # type: ignore[union-attr]
         if t not in _EVENTS_BY_STATE.get(state, ()):
             raise FlujoInternalError(
                 f"AttemptMachine in state {_STATE_NAMES[state]!r} cannot take {event!r}"
             )
-        if t is Succeeded:
-            return self._succeeded(event)  # type: ignore[arg-type]
         if t is CacheMissed:
             self._storable = event.storable  # type: ignore[union-attr]
-            return (self._invoke(),)
+            return self._invoke()
         if t is CacheHit:
             self.state = _DONE
             if self.reserved:
-                return (Charge(ZERO, 0), _FINISH)
+                return (_NO_CHARGE, _FINISH)
             return (_FINISH,)
         if t is FallbackFinished:
             self.state = _DONE
@@ -484,21 +316,20 @@ class AttemptMachine:
         return self._failed(event)  # type: ignore[arg-type]
 
     # -- transitions -------------------------------------------------------------------
-    def _invoke(self) -> Invoke:
+    def _invoke(self) -> tuple[Invoke]:
         self.state = _ATTEMPT
-        self.attempts += 1
-        return Invoke(self.attempts, self.timeout_s, self.max_attempts > 1 or self.has_fallback)
+        config = self.config
+        isolated = config.max_retries > 0 or self.has_fallback
+        timeout = config.timeout_s
+        if self.attempts == 0 and timeout is None:
+            return _FIRST[isolated]
+        return (Invoke(self.attempts + 1, timeout, isolated),)
 
-    def _use(self, cost: Decimal, tokens: int) -> None:
-        if tokens or cost:
-            self.cost = add_usd(self.cost, cost)
-            self.tokens += tokens
-
-    def _unreported(self, so_far: Conclude | None = None) -> Charge | None:
+    def _unreported(self, interim: bool = False) -> Charge | None:
         cost, tokens = self.cost, self.tokens
         if cost == self._charged_cost and tokens == self._charged_tokens:
             return None
-        delta = Charge(sub_usd(cost, self._charged_cost), tokens - self._charged_tokens, so_far)
+        delta = Charge(sub_usd(cost, self._charged_cost), tokens - self._charged_tokens, interim)
         self._charged_cost, self._charged_tokens = cost, tokens
         return delta
 
@@ -507,25 +338,48 @@ class AttemptMachine:
             return None
         charge = self._unreported()
         if charge is None and self.reserved:
-            return Charge(ZERO, 0)
+            return _NO_CHARGE
         return charge
 
-    def _succeeded(self, event: Succeeded) -> tuple[AttemptCommand, ...]:
-        self._use(event.cost, event.tokens)
-        self.feedback = self.error_type = None
+    def succeed(
+        self, output: Any, cost: Decimal = ZERO, tokens: int = 0
+    ) -> tuple[AttemptCommand, ...]:
+        """``handle(Succeeded(output, cost, tokens))`` without building the event.
+
+        The supervisor's success path calls this (one allocation less per step).
+
+        Raises:
+            FlujoInternalError: the machine is not waiting for an attempt's outcome.
+        """
+        if self.state != _ATTEMPT:
+            raise FlujoInternalError(
+                f"AttemptMachine in state {_STATE_NAMES[self.state]!r} cannot take "
+                f"{Succeeded(output, cost, tokens)!r}"
+            )
+        self.attempts += 1
+        if tokens or cost:
+            self.cost = add_usd(self.cost, cost)
+            self.tokens += tokens
+        self.succeeded = True
+        self.output = output
+        if self.feedback is not None:  # a failed attempt before this one
+            self.feedback = self.error_type = self.failure = None
         self.state = _DONE
-        done = Conclude(True, self.attempts, self.cost, self.tokens, event.output)
-        charge = self._final_charge()
+        charge = (
+            self._final_charge()
+            if self.charges and (self.reserved or self.tokens or self.cost)
+            else None
+        )
         if self._storable:
             if charge is None:
-                return (done, _STORE, _FINISH)
-            return (done, charge, _STORE, _FINISH)
+                return (_CONCLUDE, _STORE, _FINISH)
+            return (_CONCLUDE, charge, _STORE, _FINISH)
         if charge is None:
-            return (done, _FINISH)
-        return (done, charge, _FINISH)
+            return _SUCCEEDED
+        return (_CONCLUDE, charge, _FINISH)
 
     def _failed(self, event: Raised | TimedOut | Rejected | Refused) -> tuple[AttemptCommand, ...]:
-        self._use(event.cost, event.tokens)
+        self.attempts += 1
         output: Any = None
         failure: BaseException | None
         if type(event) is Rejected:
@@ -538,12 +392,8 @@ class AttemptMachine:
                 output = event.output  # the rejected output, for inspection
         elif type(event) is Refused:
             # A definition problem of the output: another attempt will not fix it.
-            feedback, error_type, retryable, failure = (
-                event.message,
-                "ContextUpdateError",
-                False,
-                None,
-            )
+            feedback, error_type = event.message, "ContextUpdateError"
+            retryable, failure = False, None
         else:
             exc = event.error  # type: ignore[union-attr]
             if not isinstance(exc, Exception):
@@ -558,33 +408,34 @@ class AttemptMachine:
                 # The wrong event loop, a bad or unpriceable usage report: the same next time.
                 retryable = False
             else:
-                retryable = is_retried(exc, self.retry_on)
-        self.feedback, self.error_type = feedback, error_type
+                retryable = is_retried(exc, self.config.retry_on)
+        if event.tokens or event.cost:
+            self.cost = add_usd(self.cost, event.cost)
+            self.tokens += event.tokens
+        self.succeeded = False
+        self.output = output
+        self.feedback, self.error_type, self.failure = feedback, error_type, failure
         commands: list[AttemptCommand] = []
         if self.rolls_back:
             commands.append(_ROLLBACK)
         attempts = self.attempts
-        if retryable and attempts < self.max_attempts:
+        config = self.config
+        if retryable and attempts <= config.max_retries:
             if self.limited:
                 # Report this attempt's usage now: a breach must stop the retries.
-                so_far = Conclude(
-                    False, attempts, self.cost, self.tokens, None, feedback, error_type
-                )
-                charge = self._unreported(so_far)
+                charge = self._unreported(interim=True)
                 if charge is not None:
                     commands.append(charge)
-            delay = backoff_delay(self.backoff_s, self.backoff_factor, attempts)
+            delay = backoff_delay(config.backoff_s, config.backoff_factor, attempts)
             commands.append(EmitRetried(attempts, feedback, delay))
             if self.streams:
                 commands.append(MarkStreamRetried(attempts, feedback))
             # A zero delay still checks for cancellation: no attempt may start in a
             # cancelled scope (a sync agent would run to completion first).
             commands.append(Sleep(delay) if delay > 0 else _NO_WAIT)
-            commands.append(self._invoke())
+            commands.extend(self._invoke())
             return tuple(commands)
-        commands.append(
-            Conclude(False, attempts, self.cost, self.tokens, output, feedback, error_type, failure)
-        )
+        commands.append(_CONCLUDE)
         charge = self._final_charge()
         if charge is not None:
             commands.append(charge)

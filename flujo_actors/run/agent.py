@@ -17,6 +17,7 @@ from .. import partial, step_cache
 from .._pydantic_compat import is_pydantic_model
 from ..context import context_field_names
 from ..policy.attempt import (
+    AttemptCommand,
     AttemptEvent,
     AttemptMachine,
     CacheHit,
@@ -37,7 +38,6 @@ from ..policy.attempt import (
     RunFallback,
     Sleep,
     StoreInCache,
-    Succeeded,
     TimedOut,
     fallback_feedback,
 )
@@ -186,13 +186,13 @@ async def run_agent_step(
     checks = bool(step.compiled_validators or step.compiled_plugins)
     machine = AttemptMachine(
         step.config,
-        has_fallback=step.fallback is not None,
-        cached=step.cache and run.cache_backend is not None,
-        charges=charge,
-        limited=run.limited,
-        reserved=_held is not None,
-        rolls_back=ctx is not None and (spec.accepts_context or checks),
-        streams=bool(frame.stream) and streams_inline(frame, step),
+        step.fallback is not None,  # has_fallback
+        step.cache and run.cache_backend is not None,  # cached
+        charge,  # charges
+        run.limited,  # limited
+        _held is not None,  # reserved
+        ctx is not None and (spec.accepts_context or checks),  # rolls_back
+        bool(frame.stream) and streams_inline(frame, step),  # streams
     )
     pristine: Pristine | None = None
     snap: ContextSnapshot | None = None
@@ -201,73 +201,74 @@ async def run_agent_step(
     result: StepResult | None = None
     commands = machine.start()
     while True:
-        event: AttemptEvent | None = None
+        following: tuple[AttemptCommand, ...] | None = None
         for command in commands:
-            match command:
-                case Invoke():
-                    attempt_data = data
-                    if command.attempt == 1:
-                        if command.isolated:
-                            pristine = _pristine(data)
-                        if machine.rolls_back:
-                            # One snapshot per step, not per attempt: each rollback thaws a copy.
-                            snap = ContextSnapshot(ctx)
-                            identity = identity_of(ctx)
-                    if pristine is not None:
-                        attempt_data = pristine.thaw()
-                    event = await _attempt(frame, step, attempt_data, command, checks, identity)
-                case Conclude():
-                    result = _concluded(step, command)
-                case Finish():
-                    assert result is not None
-                    if run.partials:
-                        partial.take(run, frame)  # the step ended: its charged attempts are moot
-                    result.latency_s = _perf() - t0
-                    return result
-                case Charge():
-                    await _charge(frame, machine, command, result, _held, t0)
-                case Rollback():
-                    if snap is not None:
-                        snap.restore(ctx)
-                case EmitRetried():
-                    if run.hooks is not None:
-                        await run.hooks.retry(frame, command)
-                case MarkStreamRetried():
-                    assert frame.on_chunk is not None
-                    await frame.on_chunk(
-                        StreamRetried(step.name, command.attempt, command.feedback)
-                    )
-                case Sleep():
-                    if command.seconds > 0:
-                        await trio.sleep(command.seconds)
-                    else:
-                        await trio.lowlevel.checkpoint_if_cancelled()
-                case LookUpCache():
-                    hit = await step_cache.lookup(
-                        run.cache_backend, step, _step_identity(step), data, ctx
-                    )
-                    if isinstance(hit, StepResult):
-                        result, event = hit, CacheHit()
-                    else:
-                        miss, event = hit, CacheMissed(storable=hit is not None)
-                case RunFallback():
-                    assert result is not None
-                    assert step.fallback is not None
-                    if run.partials:
-                        partial.take(run, frame)  # the primary ended: its record is moot
-                    result = await _run_fallback(frame, result, step.fallback)
-                    event = FallbackFinished(result.success)
-                case StoreInCache():
-                    # Through the fallback too: the cache answers for the step's output.
-                    assert result is not None
-                    assert miss is not None
-                    await step_cache.store(run.cache_backend, step, miss, result, ctx)
-                case Reraise():
-                    raise command.error
-                case _:
-                    assert_never(command)
-        assert event is not None
-        commands = machine.handle(event)
+            # isinstance, most frequent first: cheaper than a match statement's class patterns.
+            if isinstance(command, Invoke):
+                attempt_data = data
+                if command.attempt == 1:
+                    if command.isolated:
+                        pristine = _pristine(data)
+                    if machine.rolls_back:
+                        # One snapshot per step, not per attempt: each rollback thaws a copy.
+                        snap = ContextSnapshot(ctx)
+                        identity = identity_of(ctx)
+                if pristine is not None:
+                    attempt_data = pristine.thaw()
+                following = await _attempt(
+                    machine, frame, step, attempt_data, command, checks, identity
+                )
+            elif isinstance(command, Conclude):
+                result = _concluded(step, machine)
+            elif isinstance(command, Finish):
+                assert result is not None
+                if run.partials:
+                    partial.take(run, frame)  # the step ended: its charged attempts are moot
+                result.latency_s = _perf() - t0
+                return result
+            elif isinstance(command, Charge):
+                await _charge(frame, machine, command, result, _held, t0)
+            elif isinstance(command, Rollback):
+                if snap is not None:
+                    snap.restore(ctx)
+            elif isinstance(command, EmitRetried):
+                if run.hooks is not None:
+                    await run.hooks.retry(frame, command)
+            elif isinstance(command, MarkStreamRetried):
+                assert frame.on_chunk is not None
+                await frame.on_chunk(StreamRetried(step.name, command.attempt, command.feedback))
+            elif isinstance(command, Sleep):
+                if command.seconds > 0:
+                    await trio.sleep(command.seconds)
+                else:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+            elif isinstance(command, LookUpCache):
+                hit = await step_cache.lookup(
+                    run.cache_backend, step, _step_identity(step), data, ctx
+                )
+                if isinstance(hit, StepResult):
+                    result, following = hit, machine.handle(CacheHit())
+                else:
+                    miss = hit
+                    following = machine.handle(CacheMissed(storable=hit is not None))
+            elif isinstance(command, RunFallback):
+                assert result is not None
+                assert step.fallback is not None
+                if run.partials:
+                    partial.take(run, frame)  # the primary ended: its record is moot
+                result = await _run_fallback(frame, result, step.fallback)
+                following = machine.handle(FallbackFinished(result.success))
+            elif isinstance(command, StoreInCache):
+                # Through the fallback too: the cache answers for the step's output.
+                assert result is not None
+                assert miss is not None
+                await step_cache.store(run.cache_backend, step, miss, result, ctx)
+            elif isinstance(command, Reraise):
+                raise command.error
+            else:
+                assert_never(command)
+        assert following is not None
+        commands = following
 
 
 def _pristine(data: Any) -> Pristine | None:
@@ -283,14 +284,15 @@ def _pristine(data: Any) -> Pristine | None:
 
 
 async def _attempt(
+    machine: AttemptMachine,
     frame: ExecutionFrame[Any],
     step: Step,
     data: Any,
     command: Invoke,
     checks: bool,
     identity: Any,
-) -> AttemptEvent:
-    """Run one attempt: call the agent, read its usage, check its output; what happened."""
+) -> tuple[AttemptCommand, ...]:
+    """Run one attempt (call the agent, read its usage, check its output); the machine's answer."""
     ctx = frame.context
     timeout = command.timeout_s
     timed_out = False
@@ -322,42 +324,39 @@ async def _attempt(
             raise TimeoutError(_blocked_message(step.name, timeout, late))
         if checks:
             output = await _check(step, output, ctx)
+        refused: str | None = None
         if identity is not None:
             changed = identity_change(ctx, identity)
             if changed is not None:
-                return Refused(
-                    f"Step {step.name!r} changed {changed}: {IDENTITY_RULE}", cost, tokens
-                )
-        if step.updates_context:
-            problem = _apply_context_update(step, output, ctx)
-            if problem is not None:
-                return Refused(problem, cost, tokens)
+                refused = f"Step {step.name!r} changed {changed}: {IDENTITY_RULE}"
+        if refused is None and step.updates_context:
+            refused = _apply_context_update(step, output, ctx)
     except _Rejected as rej:
         # rej.__cause__: a validator's or plugin's own exception, if it raised.
-        return Rejected(rej.by, rej.message, output, rej.__cause__, cost, tokens)
+        event: AttemptEvent = Rejected(rej.by, rej.message, output, rej.__cause__, cost, tokens)
     except Exception as exc:
         if timed_out and isinstance(exc, TimeoutError):
-            return TimedOut(exc, cost, tokens)
-        return Raised(exc, cost, tokens)
-    return Succeeded(output, cost, tokens)
+            event = TimedOut(exc, cost, tokens)
+        else:
+            event = Raised(exc, cost, tokens)
+    else:
+        if refused is None:
+            return machine.succeed(output, cost, tokens)
+        event = Refused(refused, cost, tokens)
+    return machine.handle(event)
 
 
-def _concluded(step: Step, done: Conclude) -> StepResult:
-    """The step's result once its primary attempts are over."""
+def _concluded(step: Step, machine: AttemptMachine, *, so_far: bool = False) -> StepResult:
+    """The step's result from the machine's state (``so_far``: a failed attempt's, before a retry)."""
+    m = machine
+    output = None if so_far else m.output
     result = StepResult(
-        step.name,
-        done.output,
-        done.success,
-        done.attempts,
-        0.0,
-        done.cost,
-        done.tokens,
-        done.feedback,
+        step.name, output, m.succeeded, m.attempts, 0.0, m.cost, m.tokens, m.feedback
     )
-    if done.error_type is not None:
-        result.metadata["error_type"] = done.error_type
-    if done.failure is not None:
-        result.metadata.update(failure_metadata(done.failure))
+    if m.error_type is not None:
+        result.metadata["error_type"] = m.error_type
+    if m.failure is not None and not so_far:
+        result.metadata.update(failure_metadata(m.failure))
     return result
 
 
@@ -371,9 +370,9 @@ async def _charge(
 ) -> None:
     """Report usage to the governor: a failed attempt's before a retry, or the step's."""
     run: RunState = frame.run
-    if command.so_far is not None:
+    if command.interim:
         # A failed attempt's usage before the retry, with the step's result so far.
-        failed = _concluded(frame.step, command.so_far)
+        failed = _concluded(frame.step, machine, so_far=True)
         failed.latency_s = _perf() - t0
         await run.charge(failed, command.cost, command.tokens, owner=frame)
         # Cancelled before it ends (a breach elsewhere), the step shows what it charged.

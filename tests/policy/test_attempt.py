@@ -68,6 +68,22 @@ class Transient(Exception):
 
 
 _WAITING = (Invoke, LookUpCache, RunFallback)
+
+
+def state(m: AttemptMachine) -> tuple[Any, ...]:
+    """What a shell reads on Conclude (or an interim Charge): the step so far."""
+    return (
+        m.succeeded,
+        m.attempts,
+        m.cost,
+        m.tokens,
+        m.output,
+        m.feedback,
+        m.error_type,
+        m.failure,
+    )
+
+
 _TERMINAL = (Finish, Reraise)
 
 
@@ -77,7 +93,8 @@ _TERMINAL = (Finish, Reraise)
 def test_a_first_success_concludes_and_finishes_without_anything_else() -> None:
     m = AttemptMachine(Config(max_retries=3, timeout_s=2.0))
     assert m.start() == (Invoke(1, 2.0, True),)
-    assert m.handle(Succeeded("out")) == (Conclude(True, 1, Decimal(0), 0, "out"), Finish())
+    assert m.handle(Succeeded("out")) == (Conclude(), Finish())
+    assert state(m) == (True, 1, Decimal(0), 0, "out", None, None, None)
 
 
 def test_a_single_attempt_without_fallback_needs_no_isolated_input() -> None:
@@ -95,14 +112,24 @@ def test_a_retry_rolls_back_charges_under_a_limit_tells_and_sleeps_then_invokes(
     )
     m.start()
     error = RuntimeError("boom")
-    so_far = Conclude(False, 1, Decimal("0.25"), 7, None, "RuntimeError: boom", "RuntimeError")
     assert m.handle(Raised(error, Decimal("0.25"), 7)) == (
         Rollback(),
-        Charge(Decimal("0.25"), 7, so_far),
+        Charge(Decimal("0.25"), 7, interim=True),
         EmitRetried(1, "RuntimeError: boom", 0.5),
         MarkStreamRetried(1, "RuntimeError: boom"),
         Sleep(0.5),
         Invoke(2, None, True),
+    )
+    # The interim charge goes with the step so far.
+    assert state(m) == (
+        False,
+        1,
+        Decimal("0.25"),
+        7,
+        None,
+        "RuntimeError: boom",
+        "RuntimeError",
+        error,
     )
     # The second retry waits backoff_s * factor; nothing new to charge.
     assert m.handle(Raised(error)) == (
@@ -114,10 +141,11 @@ def test_a_retry_rolls_back_charges_under_a_limit_tells_and_sleeps_then_invokes(
     )
     # The last attempt succeeds: its usage is charged at the end, the interim part is not again.
     assert m.handle(Succeeded("ok", Decimal("0.5"), 3)) == (
-        Conclude(True, 3, Decimal("0.75"), 10, "ok"),
+        Conclude(),
         Charge(Decimal("0.5"), 3),
         Finish(),
     )
+    assert state(m) == (True, 3, Decimal("0.75"), 10, "ok", None, None, None)
 
 
 def test_without_limits_failed_attempts_are_charged_once_at_the_end() -> None:
@@ -130,10 +158,11 @@ def test_without_limits_failed_attempts_are_charged_once_at_the_end() -> None:
     )
     error = RuntimeError("y")
     assert m.handle(Raised(error, Decimal("0.2"), 2)) == (
-        Conclude(False, 2, Decimal("0.3"), 3, None, "RuntimeError: y", "RuntimeError", error),
+        Conclude(),
         Charge(Decimal("0.3"), 3),
         Finish(),
     )
+    assert state(m) == (False, 2, Decimal("0.3"), 3, None, "RuntimeError: y", "RuntimeError", error)
 
 
 def test_a_step_that_does_not_charge_never_charges() -> None:
@@ -142,20 +171,14 @@ def test_a_step_that_does_not_charge_never_charges() -> None:
     assert not any(
         isinstance(c, Charge) for c in m.handle(Raised(RuntimeError("x"), Decimal(1), 1))
     )
-    assert m.handle(Succeeded("ok", Decimal(1), 1)) == (
-        Conclude(True, 2, Decimal(2), 2, "ok"),
-        Finish(),
-    )
+    assert m.handle(Succeeded("ok", Decimal(1), 1)) == (Conclude(), Finish())
+    assert state(m)[:4] == (True, 2, Decimal(2), 2)
 
 
 def test_a_reserved_step_reports_even_no_usage() -> None:
     m = AttemptMachine(Config(), reserved=True)
     m.start()
-    assert m.handle(Succeeded("ok")) == (
-        Conclude(True, 1, Decimal(0), 0, "ok"),
-        Charge(Decimal(0), 0),
-        Finish(),
-    )
+    assert m.handle(Succeeded("ok")) == (Conclude(), Charge(Decimal(0), 0), Finish())
 
 
 @pytest.mark.parametrize(
@@ -183,30 +206,27 @@ def test_feedback_error_type_and_kept_output_of_each_failure(
     m = AttemptMachine(Config(max_retries=0))
     m.start()
     commands = m.handle(event)
-    done = commands[0]
-    assert isinstance(done, Conclude)
+    assert commands == (Conclude(), Finish())
     if feedback is None:
         feedback = (
             event.message
             if isinstance(event, Refused)
             else "TimeoutError: step 's' timed out after 1 s"
         )
-    assert (done.success, done.feedback, done.error_type, done.output) == (
+    assert (m.succeeded, m.feedback, m.error_type, m.output) == (
         False,
         feedback,
         error_type,
         output,
     )
-    assert commands[-1] == Finish()
 
 
 def test_a_rejection_keeps_the_validators_own_exception_for_the_traceback() -> None:
     cause = ValueError("too short")
     m = AttemptMachine(Config(max_retries=0))
     m.start()
-    (done, _finish) = m.handle(Rejected("validator", "too short", "x", cause))
-    assert isinstance(done, Conclude)
-    assert done.failure is cause
+    assert m.handle(Rejected("validator", "too short", "x", cause)) == (Conclude(), Finish())
+    assert m.failure is cause
 
 
 @pytest.mark.parametrize(
@@ -266,10 +286,8 @@ def test_the_fallback_takes_over_when_attempts_are_spent_and_a_success_is_stored
     assert m.start() == (LookUpCache(),)
     assert m.handle(CacheMissed()) == (Invoke(1, None, True),)
     error = RuntimeError("x")
-    assert m.handle(Raised(error)) == (
-        Conclude(False, 1, Decimal(0), 0, None, "RuntimeError: x", "RuntimeError", error),
-        RunFallback(),
-    )
+    assert m.handle(Raised(error)) == (Conclude(), RunFallback())
+    assert state(m) == (False, 1, Decimal(0), 0, None, "RuntimeError: x", "RuntimeError", error)
     assert m.handle(FallbackFinished(success=True)) == (StoreInCache(), Finish())
 
 
@@ -282,7 +300,7 @@ def test_a_failed_fallback_is_not_stored_and_an_unkeyed_input_never_is() -> None
     m = AttemptMachine(Config(max_retries=0), cached=True)
     m.start()
     m.handle(CacheMissed(storable=False))
-    assert m.handle(Succeeded(1)) == (Conclude(True, 1, Decimal(0), 0, 1), Finish())
+    assert m.handle(Succeeded(1)) == (Conclude(), Finish())
 
 
 def test_a_cache_hit_finishes_without_an_attempt() -> None:
@@ -399,6 +417,7 @@ def test_any_sequence_of_events(
     max_attempts = config.max_retries + 1
     emitted: list[AttemptCommand] = []
     fed: list[AttemptEvent] = []
+    concluded: list[tuple[Any, ...]] = []  # the machine's state when it concluded
     invokes: list[Invoke] = []
     used_cost, used_tokens = Decimal(0), 0
     commands = m.start()
@@ -406,6 +425,8 @@ def test_any_sequence_of_events(
         # Only the last command of a batch waits for an event or ends the step.
         assert all(not isinstance(c, _WAITING + _TERMINAL) for c in commands[:-1])
         emitted.extend(commands)
+        if any(isinstance(c, Conclude) for c in commands):
+            concluded.append(state(m))
         last = commands[-1]
         if isinstance(last, _TERMINAL):
             break
@@ -466,6 +487,7 @@ def test_any_sequence_of_events(
     assert rollbacks == (failures if flags["rolls_back"] else 0)
 
     conclusions = [c for c in emitted if isinstance(c, Conclude)]
+    assert len(conclusions) == len(concluded)
     charges = [c for c in emitted if isinstance(c, Charge)]
     fallback_ran = any(isinstance(c, RunFallback) for c in emitted)
     hit = isinstance(fed[0], CacheHit) if fed else False
@@ -474,15 +496,18 @@ def test_any_sequence_of_events(
         assert charges == ([Charge(Decimal(0), 0)] if flags["reserved"] else [])
         return
     assert len(conclusions) == 1
-    done = conclusions[0]
+    success, attempts, cost, used, output, feedback, _error_type, _failure = concluded[0]
     final = attempt_events[-1]
-    assert done.success is isinstance(final, Succeeded)
-    assert (done.attempts, done.cost, done.tokens) == (len(invokes), used_cost, used_tokens)
-    if not done.success:
+    assert success is isinstance(final, Succeeded)
+    assert (attempts, cost, used) == (len(invokes), used_cost, used_tokens)
+    if success:
+        assert feedback is None
+        assert output == final.output  # type: ignore[union-attr]
+    else:
         # Spent, or not retryable: the fallback takes over if there is one.
         assert len(invokes) == max_attempts or not _retryable(final, config)
-        assert done.feedback is not None
-    assert fallback_ran is (not done.success and flags["has_fallback"])
+        assert feedback is not None
+    assert fallback_ran is (not success and flags["has_fallback"])
 
     # Every attempt's usage is charged exactly once (failed attempts' too);
     # before a retry only under a limit.
@@ -491,12 +516,12 @@ def test_any_sequence_of_events(
         assert sum(c.tokens for c in charges) == used_tokens
     else:
         assert charges == []
-    assert all(c.so_far is None for c in charges) or (flags["limited"] and flags["charges"])
-    assert sum(c.so_far is None for c in charges) <= 1
+    assert all(not c.interim for c in charges) or (flags["limited"] and flags["charges"])
+    assert sum(not c.interim for c in charges) <= 1
 
     stored = [c for c in emitted if isinstance(c, StoreInCache)]
     storable = flags["cached"] and isinstance(fed[0], CacheMissed) and fed[0].storable
-    step_success = done.success or (isinstance(fed[-1], FallbackFinished) and fed[-1].success)
+    step_success = success or (isinstance(fed[-1], FallbackFinished) and fed[-1].success)
     assert len(stored) == (1 if storable and step_success else 0)
     if stored:
         assert emitted[-2] == StoreInCache()
