@@ -806,7 +806,7 @@ def test_serialization_never_pickles_or_copies_through_reduce(value: object) -> 
 def test_load_typed_resolves_tags_of_imported_modules_it_has_not_seen(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flujo_actors.serialization import _base, codec, registry
+    from flujo_actors.serialization import _base, registry
 
     dumped = dump_typed(LineItem("s", Money(Decimal(1), "EUR"), 2))
     # As in a new process resuming a crashed run: nothing tagged yet.
@@ -814,6 +814,6 @@ def test_load_typed_resolves_tags_of_imported_modules_it_has_not_seen(
     monkeypatch.setattr(
         registry,
         "_CODEC",
-        codec._Codec(registry._CODEC.serializers, registry._CODEC.deserializers),
+        registry._Generation(registry._CODEC.serializers, registry._CODEC.deserializers),
     )
     assert load_typed(dumped) == LineItem("s", Money(Decimal(1), "EUR"), 2)

@@ -21,21 +21,28 @@ Four entry points:
   envelope ``{"__flujo_type__": "module:qualname", "value": ...}`` so they come
   back with their type. Plain JSON data passes through unwrapped.
 
+One converter factory, :func:`make_converter`, is the only home of the rules
+(the scalar ones live in :mod:`.scalars`): it builds the plain cattrs
+converter behind ``safe_serialize``/``safe_deserialize`` (what
+:func:`get_converter` returns) and, from the same rules, the typed variant
+behind ``dump_typed``/``load_typed``, whose hooks write and read the type
+envelopes. Its hooks walk nested data with a depth bound and name the path
+of a failure.
+
 The registry (:func:`register_custom_serializer`,
-:func:`register_custom_deserializer`) is guarded by a lock and published
-copy-on-write: a registration builds a new immutable codec generation (with
-its own dispatch caches and its own converter, made by :func:`make_converter`)
-and swaps it in with one assignment. Readers in other threads never take the
-lock and never observe a half-updated table; a call already in progress
-finishes on the generation it started with.
+:func:`register_custom_deserializer`) feeds the factory. It is guarded by a
+lock and published copy-on-write: a registration makes a new immutable
+generation (whose two converters are built on first use) and swaps it in
+with one assignment. Readers in other threads never take the lock and never
+observe a half-updated table; a call already in progress finishes on the
+generation it started with.
 
 The package, in layer order: :mod:`._base` (JSON types, envelope keys, type
-tags, walk failures), :mod:`.loaders` (rebuilding tagged values),
-:mod:`.converter` (the cattrs converter factory), :mod:`.codec` (the JSON
-walker and typed envelopes of one registry generation), :mod:`.registry`
-(the registry and the entry points). Containers and pydantic models get
-their hooks from :mod:`flujo_actors.serialization.containers` and
-:mod:`.pydantic_hooks`.
+tags, walk failures), :mod:`.scalars` (the scalar rules),
+:mod:`.pydantic_hooks` and :mod:`.containers` (models and container
+subclasses), :mod:`.loaders` (the typed variant's structure side),
+:mod:`.hooks` (the unstructure hooks of both variants), :mod:`.converter`
+(the factory), :mod:`.registry` (the registry and the entry points).
 """
 
 from ._base import MAX_DEPTH as MAX_DEPTH

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import sys
 import typing
 import uuid
 from collections.abc import Callable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Final, NoReturn, TypeAlias, TypeVar
 
 from ..errors import SerializationError
@@ -61,7 +62,6 @@ _BUILTIN_TAGS: Final = {
     uuid.UUID: "uuid:UUID",
 }
 _BUILTIN_TAG_CLASSES: Final = {tag: tp for tp, tag in _BUILTIN_TAGS.items()}
-_SCALAR_BASES: Final = (_dt.datetime, _dt.date, _dt.time, Decimal, uuid.UUID, bytes, bytearray)
 
 # Classes that dump_typed has tagged in this process (or that were registered):
 # load_typed resolves these without touching sys.modules. Plain dict: a single
@@ -242,14 +242,114 @@ def _coerce_scalar_key(key: object) -> str | None:
     return None
 
 
-def _exact_decimal(cls: type[Decimal], value: object) -> Decimal:
-    if isinstance(value, Decimal):
-        return cls(value)
-    if type(value) is str or type(value) is int:
+def _walk_items(walk: _Handler) -> _Handler:
+    """``[walk(item), ...]`` of an iterable, bounded by MAX_DEPTH; a failure names ``[i]``."""
+
+    def walk_items(obj: Any, depth: int) -> list[Any]:
+        if depth >= MAX_DEPTH:
+            _too_deep(obj)
+        out = []
+        index = 0
         try:
-            return cls(value)
-        except InvalidOperation:
-            raise ValueError(f"{value!r} is not a decimal number") from None
-    if type(value) is float:
-        return cls(repr(value))  # the shortest repr, like the usage ledger
-    raise TypeError(f"expected a decimal string, got {_type_name(type(value))!r}")
+            for index, item in enumerate(obj):  # noqa: B007 - used in except
+                out.append(walk(item, depth + 1))
+        except _Failure as failure:
+            failure.push(f"[{index}]", obj)
+            raise
+        return out
+
+    return walk_items
+
+
+def _load_list(payload: object, depth: int, load: _Handler) -> list[Any]:
+    if type(payload) is not list:
+        raise _Failure(
+            "shape", payload, f"expected a list payload, got {_type_name(type(payload))!r}."
+        )
+    return typing.cast("list[Any]", load(payload, depth))
+
+
+def _resolve_tag(tag: str) -> type:
+    """Map a ``module:qualname`` tag to a class, without running any code.
+
+    Classes tagged by dump_typed in this process resolve directly. Otherwise
+    the module must already be imported (stored data never makes us import
+    a module) and the name must lead, by attribute lookups only, to a class.
+    """
+    known = _TAG_CLASSES.get(tag)
+    if known is not None:
+        return known
+    module_name, _, qualname = tag.partition(":")
+    parts = qualname.split(".")
+    if not module_name or not all(part.isidentifier() for part in parts):
+        raise _Failure("tag", tag, f"the type tag {tag!r} is not of the form 'module:qualname'.")
+    module = sys.modules.get(module_name)
+    if module is None:
+        raise _Failure(
+            "tag",
+            tag,
+            f"the type tag {tag!r} names a class in the module {module_name!r}, which is "
+            "not imported. Import it before loading (stored data never triggers an import).",
+        )
+    found: object = module
+    for part in parts:
+        found = getattr(found, part, None)
+        if found is None:
+            break
+    if not isinstance(found, type):
+        raise _Failure("tag", tag, f"the type tag {tag!r} does not name a class.")
+    return found
+
+
+class _TypedDeserializer:
+    """A registered deserializer, called as ``fn(value, type_)`` or ``fn(value)``.
+
+    Which one is decided once, at registration, from ``fn``'s signature.
+    """
+
+    __slots__ = ("fn", "takes_type")
+
+    def __init__(self, fn: Callable[..., object], takes_type: bool) -> None:
+        self.fn = fn
+        self.takes_type = takes_type
+
+    def __call__(self, value: Any, type_: Any) -> object:
+        if self.takes_type:
+            return self.fn(value, type_)
+        return self.fn(value)
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
+
+
+def _with_type(fn: Callable[..., object], api: str = "make_converter") -> DeserializeFn:
+    """``fn`` as a two-argument deserializer (decided once, by its signature).
+
+    ``fn(value, type_)`` if it declares a second positional parameter without
+    a default (or ``*args``); ``fn(value)`` otherwise, and always for a class
+    (``register_custom_deserializer(Money, Money)`` calls ``Money(value)``).
+
+    Raises:
+        TypeError: ``fn`` takes no positional argument, or more than two required.
+    """
+    if isinstance(fn, _TypedDeserializer):
+        return fn
+    if isinstance(fn, type):
+        return _TypedDeserializer(fn, False)
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # builtins without a signature: fn(value)
+        return _TypedDeserializer(fn, False)
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p for p in params if p.kind in kinds]
+    required = [p for p in positional if p.default is inspect.Parameter.empty]
+    var_args = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+    if len(required) > 2 or (not positional and not var_args):
+        raise TypeError(
+            f"{api}: fn must take the serialized value, and optionally the target type "
+            f"as a second argument: fn(value) or fn(value, type_); got {fn!r} with the "
+            f"signature {inspect.signature(fn)}."
+        )
+    return _TypedDeserializer(fn, len(required) == 2 or (var_args and len(positional) < 2))

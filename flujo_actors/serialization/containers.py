@@ -17,8 +17,6 @@ A ``defaultdict``'s factory is stored by name, so it must be ``None`` or a
 class (``list``, ``int``, your own): a lambda or function cannot be named
 safely (loading never calls a function chosen by stored data).
 
-The serialization module imports this lazily, when it first meets such a
-type; the names below are imported back from it at that point (no cycle).
 """
 
 from __future__ import annotations
@@ -26,6 +24,18 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from ._base import (
+    MAX_DEPTH,
+    TYPE_KEY,
+    VALUE_KEY,
+    _dump_pairs,
+    _Failure,
+    _load_list,
+    _resolve_tag,
+    _sorted_items,
+    _walk_items,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,33 +47,13 @@ __all__ = ["container_dump", "container_loader"]
 
 def container_dump(tp: type, dump: Handler, remember: Callable[[type], str]) -> Handler | None:
     """The ``dump_typed`` handler of a container type other than plain list/dict/set, or None."""
-    from ._base import (
-        MAX_DEPTH,
-        TYPE_KEY,
-        VALUE_KEY,
-        _dump_pairs,
-        _Failure,
-        _sorted_items,
-    )
-
     if tp in (list, dict, set, frozenset, tuple) or not issubclass(
         tp, (Mapping, list, deque, set, frozenset)
     ):
         return None
     tag = remember(tp)
 
-    def items(obj: Any, depth: int) -> list[Any]:
-        if depth >= MAX_DEPTH:
-            raise _Failure("deep", obj)
-        out = []
-        index = 0
-        try:
-            for index, item in enumerate(obj):  # noqa: B007 - used in except
-                out.append(dump(item, depth + 1))
-        except _Failure as failure:
-            failure.push(f"[{index}]", obj)
-            raise
-        return out
+    items = _walk_items(dump)
 
     def pairs(obj: Mapping[Any, Any], depth: int) -> list[Any]:
         if depth >= MAX_DEPTH:
@@ -109,8 +99,6 @@ def container_dump(tp: type, dump: Handler, remember: Callable[[type], str]) -> 
 
 def container_loader(cls: type, load: Handler) -> Handler | None:
     """The ``load_typed`` loader of a class :func:`container_dump` tags, or None."""
-    from ._base import _Failure
-    from .loaders import _load_list, _resolve_tag
 
     def load_pairs(payload: Any, depth: int) -> dict[Any, Any]:
         loaded = _load_list(payload, depth, load)

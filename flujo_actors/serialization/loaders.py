@@ -1,22 +1,44 @@
-"""How :func:`load_typed` rebuilds records, built-in containers and tagged classes."""
+"""The typed variant's structure side: how :func:`load_typed` rebuilds tagged values.
+
+:class:`Load` is the structure hook of the typed converter for ``Any``: plain
+JSON data comes back as itself, an envelope through the loader of its tag
+(records field by field, containers, enums, and the scalar rules of
+:mod:`.scalars` for scalar payloads).
+"""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import datetime as _dt
-import sys
+import enum
 import typing
-import uuid
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._base import _TAG_CLASSES, _exact_decimal, _Failure, _Handler, _type_name
+from .._pydantic_compat import is_pydantic_model
+from . import pydantic_hooks as _pydantic
+from ._base import (
+    _BUILTIN_TAG_CLASSES,
+    MAX_DEPTH,
+    TYPE_KEY,
+    VALUE_KEY,
+    DeserializeFn,
+    SerializeFn,
+    _Failure,
+    _Handler,
+    _key_segment,
+    _load_list,
+    _mro_lookup,
+    _resolve_tag,
+    _too_deep,
+    _type_name,
+    _walk_items,
+)
+from .containers import container_loader
+from .scalars import scalar_structure
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 
 __all__: list[str] = []  # internal; see flujo_actors.serialization
@@ -37,19 +59,25 @@ def _is_record_type(type_: Any) -> bool:
     return isinstance(origin, type) and (attrs.has(origin) or dataclasses.is_dataclass(origin))
 
 
+def _record_fields(cls: type) -> tuple[list[tuple[str, str]], list[str]] | None:
+    """``([(name, init alias), ...], [init=False names])`` of a record class, or None."""
+    if attrs.has(cls):
+        a_fields = attrs.fields(cls)
+        return [(a.name, a.alias) for a in a_fields if a.init], [
+            a.name for a in a_fields if not a.init
+        ]
+    if dataclasses.is_dataclass(cls):
+        d_fields = dataclasses.fields(cls)
+        return [(f.name, f.name) for f in d_fields if f.init], [
+            f.name for f in d_fields if not f.init
+        ]
+    return None
+
+
 def _late_field_names(cls: type) -> list[str]:
     """Names of the fields outside ``__init__`` (``init=False``)."""
-    if attrs.has(cls):
-        return [a.name for a in attrs.fields(cls) if not a.init]
-    return [f.name for f in dataclasses.fields(cls) if not f.init]
-
-
-def _load_list(payload: object, depth: int, load: _Handler) -> list[Any]:
-    if type(payload) is not list:
-        raise _Failure(
-            "shape", payload, f"expected a list payload, got {_type_name(type(payload))!r}."
-        )
-    return typing.cast("list[Any]", load(payload, depth))
+    record = _record_fields(cls)
+    return record[1] if record is not None else []
 
 
 def _fields_loader(
@@ -106,53 +134,127 @@ def _load_builtin_dict(payload: Any, depth: int, load: _Handler) -> Any:
     return dict(pairs)
 
 
+# The built-in containers' envelopes (the scalars' are read by their scalar rule).
 _BUILTIN_LOADERS: Final[dict[str, Callable[[Any, int, _Handler], Any]]] = {
     "builtins:tuple": _load_builtin_tuple,
     "builtins:set": _load_builtin_set,
     "builtins:frozenset": _load_builtin_frozenset,
     "builtins:dict": _load_builtin_dict,
-    "builtins:bytes": lambda payload, depth, load: base64.b64decode(payload, validate=True),
-    "builtins:bytearray": lambda payload, depth, load: bytearray(
-        base64.b64decode(payload, validate=True)
-    ),
-    "decimal:Decimal": lambda payload, depth, load: _exact_decimal(Decimal, payload),
-    "datetime:datetime": lambda payload, depth, load: _dt.datetime.fromisoformat(payload),
-    "datetime:date": lambda payload, depth, load: _dt.date.fromisoformat(payload),
-    "datetime:time": lambda payload, depth, load: _dt.time.fromisoformat(payload),
-    "uuid:UUID": lambda payload, depth, load: uuid.UUID(payload),
 }
 
 
-def _resolve_tag(tag: str) -> type:
-    """Map a ``module:qualname`` tag to a class, without running any code.
+class Load:
+    """``load(value, depth)`` of one registry generation, with its loader cache."""
 
-    Classes tagged by dump_typed in this process resolve directly. Otherwise
-    the module must already be imported (stored data never makes us import
-    a module) and the name must lead, by attribute lookups only, to a class.
-    """
-    known = _TAG_CLASSES.get(tag)
-    if known is not None:
-        return known
-    module_name, _, qualname = tag.partition(":")
-    parts = qualname.split(".")
-    if not module_name or not all(part.isidentifier() for part in parts):
-        raise _Failure("tag", tag, f"the type tag {tag!r} is not of the form 'module:qualname'.")
-    module = sys.modules.get(module_name)
-    if module is None:
+    def __init__(
+        self,
+        serializers: Mapping[type, SerializeFn],
+        deserializers: Mapping[type, DeserializeFn],
+    ) -> None:
+        self.serializers = serializers
+        self.deserializers = deserializers
+        loaders: dict[str, _Handler] = {}
+        self._loaders = loaders
+
+        def load(value: object, depth: int) -> Any:
+            tp = type(value)
+            if tp is str or tp is int or tp is float or tp is bool or value is None:
+                return value
+            if depth >= MAX_DEPTH:
+                _too_deep(value)
+            if tp is list:
+                return load_items(value, depth)
+            if tp is dict:
+                mapping = typing.cast("dict[str, Any]", value)
+                if TYPE_KEY in mapping:
+                    return self._load_envelope(mapping, depth)
+                key = ""
+                try:
+                    result = {}
+                    for key, item in mapping.items():
+                        result[key] = load(item, depth + 1)
+                except _Failure as failure:
+                    failure.push(_key_segment(key), value)
+                    raise
+                return result
+            raise _Failure(
+                "load",
+                value,
+                f"load_typed() expects JSON data (as produced by dump_typed()), but found "
+                f"an object of type {_type_name(tp)!r}.",
+            )
+
+        load_items = _walk_items(load)
+        self.load: _Handler = load
+
+    def structure(self, value: object, type_: object) -> Any:
+        """The cattrs structure hook (``converter.structure(value, Any)``)."""
+        try:
+            return self.load(value, 0)
+        except _Failure as failure:
+            raise failure.to_error("$", "load") from failure.cause
+
+    def _load_envelope(self, envelope: dict[str, Any], depth: int) -> Any:
+        tag = envelope[TYPE_KEY]
+        if type(tag) is not str or len(envelope) != 2 or VALUE_KEY not in envelope:
+            raise _Failure(
+                "shape",
+                envelope,
+                f"a malformed type envelope (expected exactly the keys {TYPE_KEY!r} and "
+                f"{VALUE_KEY!r}, with a 'module:qualname' string tag).",
+            )
+        loader = self._loaders.get(tag)
+        if loader is None:
+            loader = self._loaders[tag] = self._build_loader(tag)
+        try:
+            return loader(envelope[VALUE_KEY], depth + 1)
+        except _Failure:
+            raise
+        except Exception as exc:  # a constructor or parser rejected the payload
+            raise _Failure(
+                "rebuild", envelope, f"cannot rebuild {tag!r} from its payload: {exc!r}.", exc
+            ) from exc
+
+    def _build_loader(self, tag: str) -> _Handler:
+        load = self.load
+        cls = _BUILTIN_TAG_CLASSES.get(tag) or _resolve_tag(tag)
+        # Registered types first, built-in ones included (a registered Decimal
+        # serializer wrote the payload, so its deserializer must read it).
+        custom = _mro_lookup(cls, self.deserializers)
+        if custom is not None:
+            return lambda payload, depth: custom(payload, cls)
+        if _mro_lookup(cls, self.serializers) is not None:
+            raise _Failure(
+                "tag",
+                tag,
+                f"{_type_name(cls)!r} has a custom serializer but no deserializer. Fix: "
+                f"register_custom_deserializer({cls.__qualname__}, lambda value: ...).",
+            )
+        builtin = _BUILTIN_LOADERS.get(tag)
+        if builtin is not None:
+            return lambda payload, depth: builtin(payload, depth, load)
+        if issubclass(cls, enum.Enum):
+            return lambda payload, depth: cls(load(payload, depth))
+        if is_pydantic_model(cls):
+            return _pydantic.build_loader(cls, load)
+        record = _record_fields(cls)
+        if record is not None:
+            return _fields_loader(cls, *record, load)
+        if issubclass(cls, tuple):
+            if hasattr(cls, "_fields"):  # a namedtuple takes positional fields
+                return lambda payload, depth: cls(*_load_list(payload, depth, load))
+            return lambda payload, depth: cls(_load_list(payload, depth, load))
+        scalar = scalar_structure(cls)
+        if scalar is not None:
+            # Decimal, dates, UUID, bytes and subclasses of int/float/str: the
+            # payload is what the scalar rule wrote; the same rule reads it.
+            return lambda payload, depth: scalar(payload, cls)
+        container = container_loader(cls, load)
+        if container is not None:
+            return container
         raise _Failure(
             "tag",
             tag,
-            f"the type tag {tag!r} names a class in the module {module_name!r}, which is "
-            "not imported. Import it before loading (stored data never triggers an import).",
+            f"the type tag {tag!r} names {_type_name(cls)!r}, which dump_typed() never "
+            "tags; refusing to rebuild it.",
         )
-    found: object = module
-    for part in parts:
-        found = getattr(found, part, None)
-        if found is None:
-            break
-    if not isinstance(found, type):
-        raise _Failure("tag", tag, f"the type tag {tag!r} does not name a class.")
-    return found
-
-
-# -- the converter ---------------------------------------------------------------

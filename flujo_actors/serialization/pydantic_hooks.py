@@ -18,7 +18,7 @@ from ._base import MAX_DEPTH
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["build_dump", "build_loader", "build_ser", "structure", "unstructure"]
+__all__ = ["build_dump", "build_loader", "build_ser", "structure"]
 
 
 def _payload_key(info: Any, name: str) -> str:
@@ -106,11 +106,6 @@ def build_loader(cls: Any, load: Callable[[Any, int], Any]) -> Callable[[Any, in
         return cls.model_validate(values)
 
     return load_model
-
-
-def unstructure(obj: Any) -> Any:
-    """cattrs unstructure hook: ``model_dump(mode="json")``."""
-    return obj.model_dump(mode="json", by_alias=True)
 
 
 def structure(value: Any, type_: Any) -> Any:

@@ -20,15 +20,14 @@ from ._base import (
     _key_segment,
     _type_name,
     _type_repr,
+    _with_type,
     type_tag,
 )
-from .codec import _Codec
-from .converter import _with_type
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    import cattrs
+    from .converter import Converter
 
 
 __all__ = [
@@ -46,8 +45,72 @@ __all__ = [
 
 # -- the registry ------------------------------------------------------------------
 
+
+class _Generation:
+    """One immutable generation of the registry and the two converters it feeds.
+
+    Each converter (the plain one, then the typed variant, from the same
+    factory) is built on first use: cattrs costs ~40 ms to import. ``ser``,
+    ``dump`` and ``load`` are the converters' walks, bound on first use so
+    that a call costs one attribute lookup. A race builds a converter twice;
+    either result is correct and one wins.
+    """
+
+    __slots__ = ("_plain", "_typed", "deserializers", "dump", "load", "ser", "serializers")
+
+    def __init__(
+        self,
+        serializers: Mapping[type, SerializeFn],
+        deserializers: Mapping[type, DeserializeFn],
+    ) -> None:
+        self.serializers: Mapping[type, SerializeFn] = dict(serializers)
+        self.deserializers: Mapping[type, DeserializeFn] = dict(deserializers)
+        self._plain: Converter | None = None
+        self._typed: Converter | None = None
+        self.ser: Callable[[Any, int], Any] = self._first_ser
+        self.dump: Callable[[Any, int], Any] = self._first_dump
+        self.load: Callable[[Any, int], Any] = self._first_load
+
+    @property
+    def plain(self) -> Converter:
+        conv = self._plain
+        if conv is None:
+            from .converter import make_converter
+
+            conv = self._plain = make_converter(
+                serializers=self.serializers, deserializers=self.deserializers
+            )
+        return conv
+
+    @property
+    def typed(self) -> Converter:
+        conv = self._typed
+        if conv is None:
+            from .converter import make_converter
+
+            conv = self._typed = make_converter(
+                typed=True,
+                serializers=self.serializers,
+                deserializers=self.deserializers,
+                plain=self.plain,
+            )
+        return conv
+
+    def _first_ser(self, obj: object, depth: int) -> Any:
+        self.ser = self.plain.walk
+        return self.ser(obj, depth)
+
+    def _first_dump(self, obj: object, depth: int) -> Any:
+        self.dump = self.typed.walk
+        return self.dump(obj, depth)
+
+    def _first_load(self, value: object, depth: int) -> Any:
+        self.load = self.typed.load
+        return self.load(value, depth)
+
+
 _LOCK: Final = threading.Lock()
-_CODEC: _Codec = _Codec({}, {})
+_CODEC: _Generation = _Generation({}, {})
 
 
 def _check_registration(api: str, type_: object, fn: object) -> type:
@@ -88,7 +151,7 @@ def register_custom_serializer(type_: type[T], fn: Callable[[T], object]) -> Non
     global _CODEC
     with _LOCK:
         serializers = {**_CODEC.serializers, cls: fn}
-        _CODEC = _Codec(serializers, _CODEC.deserializers)
+        _CODEC = _Generation(serializers, _CODEC.deserializers)
         _TAG_CLASSES[type_tag(cls)] = cls
 
 
@@ -119,7 +182,7 @@ def register_custom_deserializer(type_: type[T], fn: Callable[..., T]) -> None:
     global _CODEC
     with _LOCK:
         deserializers = {**_CODEC.deserializers, cls: typed}
-        _CODEC = _Codec(_CODEC.serializers, deserializers)
+        _CODEC = _Generation(_CODEC.serializers, deserializers)
         _TAG_CLASSES[type_tag(cls)] = cls
 
 
@@ -135,17 +198,17 @@ def _restore_registry(
     """Put back a registry taken by :func:`_registry_snapshot`."""
     global _CODEC
     with _LOCK:
-        _CODEC = _Codec(*snapshot)
+        _CODEC = _Generation(*snapshot)
 
 
-def get_converter() -> cattrs.Converter:
+def get_converter() -> Converter:
     """Return the package's cattrs converter (current registry generation).
 
     Use it for read-only work (``structure``/``unstructure``). Do not register
     hooks on it directly: they would vanish at the next registration. Use
     :func:`register_custom_serializer` / :func:`register_custom_deserializer`.
     """
-    return _CODEC.converter
+    return _CODEC.plain
 
 
 # -- the public entry points ---------------------------------------------------------
@@ -208,7 +271,7 @@ def safe_deserialize(value: object, type_: object, *, path: str = "$") -> Any:
     import cattrs
 
     try:
-        return _CODEC.converter.structure(value, typing.cast("Any", type_))
+        return _CODEC.plain.structure(value, typing.cast("Any", type_))
     except cattrs.StructureHandlerNotFoundError as exc:
         name = _type_repr(type_)
         short = type_.__qualname__ if isinstance(type_, type) else name
