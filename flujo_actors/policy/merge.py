@@ -32,6 +32,7 @@ __all__ = [
     "BranchChanges",
     "Fork",
     "MergeConflict",
+    "MergeFold",
     "apply_changes",
     "diff_branch",
     "identity_change",
@@ -308,9 +309,60 @@ def merge_branches(
     """
     if strategy == "no_merge" or not branches:
         return
-    if callable(strategy):
-        for _name, ctx in branches:
-            returned = strategy(main, ctx)
+    fold = MergeFold(main, fork, strategy)
+    for name, ctx in branches:
+        fold.add(name, ctx)
+    fold.apply()
+
+
+class MergeFold:
+    """:func:`merge_branches` one branch at a time, for fan-outs whose branches finish over time.
+
+    :meth:`add` each successful branch in declaration order as soon as it is
+    known (a map step adds its items as they complete, and then drops their
+    contexts), then :meth:`apply` once. A field-by-field strategy keeps only
+    the winning value per changed field and scratchpad key (``overwrite``
+    only the last branch's context), so memory grows with what changed, not
+    with the number of branches; ``main`` is untouched until :meth:`apply`.
+    A callable strategy is called on ``main`` by :meth:`add` itself, so its
+    caller must not copy branch contexts from ``main`` after the first add.
+    """
+
+    __slots__ = ("_fields", "_keys", "_last", "_logs", "fork", "main", "strategy")
+
+    def __init__(self, main: Any, fork: Fork, strategy: str | Callable[[Any, Any], Any]) -> None:
+        if not callable(strategy) and strategy not in (
+            "context_update",
+            "keep_first",
+            "error_on_conflict",
+            "overwrite",
+            "no_merge",
+        ):
+            raise ValueError(
+                f"unknown merge strategy {strategy!r}; expected one of 'context_update', "
+                "'error_on_conflict', 'keep_first', 'overwrite', 'no_merge' or a callable."
+            )
+        self.main = main
+        self.fork = fork
+        self.strategy = strategy
+        self._fields: dict[Any, tuple[str, Any]] = {}
+        self._keys: dict[Any, tuple[str, Any]] = {}
+        self._logs: dict[str, list[Any]] = {}
+        self._last: Any = None
+
+    def add(self, bname: str, ctx: Any) -> None:
+        """Fold the next successful branch (declaration order).
+
+        Raises:
+            MergeConflict: ``error_on_conflict`` and a value that differs
+                from an earlier branch's.
+            TypeError: a callable strategy handed back an awaitable.
+        """
+        strategy = self.strategy
+        if strategy == "no_merge":
+            return
+        if callable(strategy):
+            returned = strategy(self.main, ctx)
             if returned is not None and isinstance(returned, Awaitable):
                 # A sync wrapper around an async merge: it cannot run here, and
                 # must not be left un-awaited.
@@ -321,23 +373,12 @@ def merge_branches(
                     "synchronously, so merge_strategy must be a plain function that merges "
                     "before it returns"
                 )
-        return
-    setter = object.__setattr__
-    if strategy == "overwrite":
-        _name, last = branches[-1]
-        for n in fork.names:
-            setter(main, n, copy_value(getattr(last, n)))
-        return
-    if strategy not in ("context_update", "keep_first", "error_on_conflict"):
-        raise ValueError(
-            f"unknown merge strategy {strategy!r}; expected one of 'context_update', "
-            "'error_on_conflict', 'keep_first', 'overwrite', 'no_merge' or a callable."
-        )
-    fields: dict[Any, tuple[str, Any]] = {}
-    keys: dict[Any, tuple[str, Any]] = {}
-    logs: dict[str, list[Any]] = {}
-    for bname, ctx in branches:
-        ch = diff_branch(fork, ctx)
+            return
+        if strategy == "overwrite":
+            self._last = ctx
+            return
+        ch = diff_branch(self.fork, ctx)
+        fields, keys = self._fields, self._keys
         for field, value in ch.fields.items():
             _decide(fields, field, bname, value, strategy, field, False)
         for key, value in ch.scratch_set.items():
@@ -345,17 +386,29 @@ def merge_branches(
         for key in ch.scratch_deleted:
             _decide(keys, key, bname, _DELETED, strategy, "scratchpad", True)
         for field, tail in ch.appended.items():
-            logs.setdefault(field, []).extend(tail)
-    # Nothing is applied before every branch was examined: a conflict changes nothing.
-    for field, (_b, value) in fields.items():
-        setter(main, field, copy_value(value))
-    sp = getattr(main, "scratchpad", None) if keys else None
-    if type(sp) is dict:
-        for key, (_b, value) in keys.items():
-            if value is _DELETED:
-                sp.pop(key, None)
-            else:
-                sp[key] = copy_value(value)
-    for field, tail in logs.items():
-        current = getattr(main, field)
-        setter(main, field, [*current, *copy_value(tail)])
+            self._logs.setdefault(field, []).extend(tail)
+
+    def apply(self) -> None:
+        """Write what the added branches changed onto ``main`` (copies of the values)."""
+        main = self.main
+        setter = object.__setattr__
+        if self.strategy == "overwrite":
+            last = self._last
+            if last is not None:
+                for n in self.fork.names:
+                    setter(main, n, copy_value(getattr(last, n)))
+            return
+        # Nothing is applied before every branch was examined: a conflict changes nothing.
+        for field, (_b, value) in self._fields.items():
+            setter(main, field, copy_value(value))
+        keys = self._keys
+        sp = getattr(main, "scratchpad", None) if keys else None
+        if type(sp) is dict:
+            for key, (_b, value) in keys.items():
+                if value is _DELETED:
+                    sp.pop(key, None)
+                else:
+                    sp[key] = copy_value(value)
+        for field, tail in self._logs.items():
+            current = getattr(main, field)
+            setter(main, field, [*current, *copy_value(tail)])

@@ -20,7 +20,15 @@ if TYPE_CHECKING:
     from ..steps.dsl import Step
     from .core import Job
 
-__all__ = ["branch_result", "failed", "failed_at", "hijacked", "sum_usage"]
+__all__ = [
+    "branch_result",
+    "concluded",
+    "failed",
+    "failed_at",
+    "hijacked",
+    "sibling_cancelled",
+    "sum_usage",
+]
 
 _perf = time.perf_counter
 
@@ -56,6 +64,30 @@ def branch_result(name: str, job: Job, ctx: Any) -> StepResult:
     )
 
 
+def sibling_cancelled(name: str, job: Job, why: str, ctx: Any) -> StepResult:
+    """The result of branch (or item) ``name`` whose job a failing sibling cancelled.
+
+    ``why`` names the sibling and the option (``"sibling branch 'b' of step 'p'
+    failed first (on_branch_failure=PROPAGATE)"``); the result keeps what the
+    job had done and is marked ``metadata["cancelled"]``.
+    """
+    cost, tokens = sum_usage(job.history)
+    r = StepResult(
+        name,
+        None,
+        False,
+        1,
+        0.0,
+        cost,
+        tokens,
+        f"Cancelled: {why}.",
+        ctx,
+        step_history=job.history,
+    )
+    r.metadata["cancelled"] = True
+    return r
+
+
 def failed_at(job: Job) -> str:
     """``"at step 'x': feedback"`` for a failed job (names the failing child)."""
     last = job.history[-1]
@@ -63,9 +95,24 @@ def failed_at(job: Job) -> str:
 
 
 def failed(step: Step, t0: float, feedback: str, history: list[StepResult]) -> StepResult:
+    return concluded(step, t0, None, feedback, history)
+
+
+def concluded(
+    step: Step, t0: float, output: Any, failure: str | None, history: list[StepResult]
+) -> StepResult:
+    """The result of a control-flow step started at ``t0``: its children's usage, summed."""
     cost, tokens = sum_usage(history)
     return StepResult(
-        step.name, None, False, 1, _perf() - t0, cost, tokens, feedback, step_history=history
+        step.name,
+        output,
+        failure is None,
+        1,
+        _perf() - t0,
+        cost,
+        tokens,
+        failure,
+        step_history=history,
     )
 
 

@@ -9,14 +9,14 @@ import trio
 
 from .. import partial
 from ..policy.merge import identity_of
-from ..results import StepResult
 from ..steps.dsl import LoopStep, Step
-from .common import failed_at, hijacked, sum_usage
+from .common import concluded, failed_at, hijacked
 from .core import Chain, Job
 from .invoke import call
 
 if TYPE_CHECKING:
     from ..frames import ExecutionFrame
+    from ..results import StepResult
     from .core import RunState
 
 __all__ = ["run_loop_step"]
@@ -144,18 +144,8 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
             failure = hijacked(ctx, identity, _LOOP, step.name, "loop_output_mapper")
         if failure is not None:
             exit_reason = "error"
-    cost, tokens = sum_usage(history)
-    result = StepResult(
-        step.name,
-        output if failure is None or exit_reason == "max_loops" else None,
-        failure is None,
-        1,
-        _perf() - t0,
-        cost,
-        tokens,
-        failure,
-        step_history=history,
-    )
+    output = output if failure is None or exit_reason == "max_loops" else None
+    result = concluded(step, t0, output, failure, history)
     result.metadata["iterations"] = iterations
     result.metadata["exit_reason"] = exit_reason
     return result

@@ -8,22 +8,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .. import partial
-from ..context import (
-    context_field_names,
-    copy_context,
-    copy_value,
-    restore_context,
-    snapshot_context,
-)
-from ..policy.merge import (
-    IDENTITY_FIELDS,
-    IDENTITY_RULE,
-    Fork,
-    MergeConflict,
-    identity_change,
-    identity_of,
-    merge_branches,
-)
+from ..context import context_field_names, copy_context, copy_value
+from ..policy.merge import IDENTITY_FIELDS, Fork
 from ..results import StepResult
 from ..steps.dsl import (
     BranchFailureStrategy,
@@ -33,9 +19,10 @@ from ..steps.dsl import (
     Pipeline,
 )
 from .agent import run_agent_step
-from .common import branch_result, failed, failed_at, sum_usage
+from .common import branch_result, concluded, failed, failed_at, sibling_cancelled, sum_usage
 from .core import Chain, Job
 from .isolation import IMMUTABLE_INPUT
+from .merging import ContextMerge
 
 if TYPE_CHECKING:
     from ..frames import ExecutionFrame
@@ -142,21 +129,13 @@ async def _run_branches(
         else:
             # Cancelled because a sibling failed (PROPAGATE).
             assert first_failure is not None
-            cost, tokens = sum_usage(job.history)
-            r = StepResult(
+            r = sibling_cancelled(
                 bname,
-                None,
-                False,
-                1,
-                0.0,
-                cost,
-                tokens,
-                f"Cancelled: sibling branch {first_failure.path[-1]!r} of step {owner!r} "
-                "failed first (on_branch_failure=PROPAGATE).",
+                job,
+                f"sibling branch {first_failure.path[-1]!r} of step {owner!r} failed first "
+                "(on_branch_failure=PROPAGATE)",
                 job.context,
-                step_history=job.history,
             )
-            r.metadata["cancelled"] = True
             output[bname] = r
         results.append(r)
     if run.limited and run.breach_event.is_set():
@@ -199,32 +178,10 @@ def _branches_cut_short(
 
 def _merge(ctx: Any, fork: Fork, ok: list[tuple[str, Any]], merge: Any, owner: str) -> str | None:
     """Merge the successful branches' contexts; failure feedback or None."""
-    if isinstance(merge, MergeStrategy):
-        try:
-            merge_branches(ctx, fork, ok, merge.value)
-        except MergeConflict as exc:
-            return f"Step {owner!r}: {exc}"
-        return None
-    # A user callable: a failing merge must not leave the context half merged.
-    snap = snapshot_context(ctx)
-    identity = identity_of(ctx)
-    label = getattr(merge, "__qualname__", None) or type(merge).__qualname__
-    try:
-        merge_branches(ctx, fork, ok, merge)
-    except Exception as exc:
-        restore_context(ctx, snap)
-        return (
-            f"Step {owner!r}: merge_strategy {label} raised {type(exc).__name__}: {exc}; "
-            "the context was left as it was before the branches ran."
-        )
-    changed = identity_change(ctx, identity)
-    if changed is not None:
-        restore_context(ctx, snap)
-        return (
-            f"Step {owner!r}: merge_strategy {label} changed {changed}: {IDENTITY_RULE} "
-            "The context was left as it was before the branches ran."
-        )
-    return None
+    merging = ContextMerge(ctx, fork, merge, owner)
+    for bname, bctx in ok:
+        merging.add(bname, bctx)
+    return merging.finish()
 
 
 async def run_parallel_step(frame: ExecutionFrame[Any]) -> StepResult:
@@ -247,19 +204,8 @@ async def run_parallel_step(frame: ExecutionFrame[Any]) -> StepResult:
         step.on_branch_failure,
         step.context_include_keys,
     )
-    cost, tokens = sum_usage(results)
-    return StepResult(
-        step.name,
-        # Failed too, the output maps every branch that ran to its output or StepResult.
-        output if results else None,
-        failure is None,
-        1,
-        _perf() - t0,
-        cost,
-        tokens,
-        failure,
-        step_history=results,
-    )
+    # Failed too, the output maps every branch that ran to its output or StepResult.
+    return concluded(step, t0, output if results else None, failure, results)
 
 
 async def run_router_step(frame: ExecutionFrame[Any]) -> StepResult:
