@@ -46,6 +46,7 @@ from .frames import ExecutionFrame as ExecutionFrame
 from .limits import UsageLimits as UsageLimits
 from .policy.usage import register_usage_extractor as register_usage_extractor
 from .policy.usage import usage_of as usage_of
+from .results import MapItemDone as MapItemDone
 from .results import PipelineResult as PipelineResult
 from .results import StepResult as StepResult
 from .results import StreamRetried as StreamRetried
@@ -95,6 +96,7 @@ if TYPE_CHECKING:
     from .executors import WorkItem as WorkItem
     from .executors import WorkResult as WorkResult
     from .introspection import ActorSnapshot as ActorSnapshot
+    from .introspection import MapItems as MapItems
     from .introspection import RuntimeSnapshot as RuntimeSnapshot
     from .serialization import dump_typed as dump_typed
     from .serialization import load_typed as load_typed
@@ -102,6 +104,7 @@ if TYPE_CHECKING:
     from .serialization import register_custom_serializer as register_custom_serializer
     from .serialization import safe_deserialize as safe_deserialize
     from .serialization import safe_serialize as safe_serialize
+    from .steps.map import MapStep as MapStep
 
 # name -> module, imported on first access (PEP 562).
 _LAZY: dict[str, str] = {
@@ -129,6 +132,8 @@ _LAZY: dict[str, str] = {
     "SupervisorEvent": ".actors",
     "SupervisorStatistics": ".actors",
     "ActorSnapshot": ".introspection",
+    "MapItems": ".introspection",
+    "MapStep": ".steps.map",
     "RuntimeSnapshot": ".introspection",
     "CacheBackend": ".backends.cache",
     "StateBackend": ".backends.state",
@@ -200,6 +205,9 @@ __all__ = [
     "InlineExecutor",
     "LoopStep",
     "MailboxFull",
+    "MapItemDone",
+    "MapItems",
+    "MapStep",
     "MaxChildrenExceeded",
     "MergeStrategy",
     "Monitor",

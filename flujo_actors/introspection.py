@@ -38,7 +38,26 @@ if TYPE_CHECKING:
     from .actors.actor import ActorCell
     from .actors.registry import Registry
 
-__all__ = ["ActorSnapshot", "RuntimeSnapshot", "actor_tree"]
+__all__ = ["ActorSnapshot", "MapItems", "RuntimeSnapshot", "actor_tree"]
+
+
+@attrs.frozen(kw_only=True)
+class MapItems:
+    """A live map step's items at the time of the snapshot.
+
+    Attributes:
+        done: items whose body completed (successfully or not).
+        failed: of those, the ones that failed.
+        in_flight: items whose body is running.
+        pending: items not drawn yet, when the items are a sized collection
+            (a list); None for an iterator or async iterator (drawn lazily:
+            how many remain is not known).
+    """
+
+    done: int
+    failed: int
+    in_flight: int
+    pending: int | None
 
 
 @attrs.frozen(kw_only=True)
@@ -52,6 +71,7 @@ class ActorSnapshot:
         statistics: state, mailbox depth/capacity, handled, restarts, last error.
         children: actors running beneath it.
         current: the message it is handling (a step actor's ExecutionFrame), or None.
+        items: for the actor of a running map step, its items; else None.
     """
 
     name: str
@@ -60,6 +80,7 @@ class ActorSnapshot:
     statistics: ActorStatistics
     children: tuple[ActorSnapshot, ...] = ()
     current: Any = attrs.field(default=None, eq=False, repr=False)
+    items: MapItems | None = None
 
     def walk(self) -> Iterator[ActorSnapshot]:
         """This actor and every actor beneath it, depth first."""
@@ -109,10 +130,17 @@ class RuntimeSnapshot:
             s = node.statistics
             mailbox = f"{s.mailbox_depth}/{s.mailbox_capacity}" if s.mailbox_capacity else "-"
             error = f" last_error={s.last_error!r}" if s.last_error else ""
+            it = node.items
+            items = (
+                f" items: done={it.done} failed={it.failed} in_flight={it.in_flight} "
+                f"pending={'?' if it.pending is None else it.pending}"
+                if it is not None
+                else ""
+            )
             lines.append(
                 f"{'  ' * depth}{node.kind} {'/'.join(node.path) or node.name} "
                 f"[{s.state}] mailbox={mailbox} handled={s.handled} "
-                f"restarts={s.restarts}{error}"
+                f"restarts={s.restarts}{error}{items}"
             )
             for child in node.children:
                 visit(child, depth + 1)
@@ -139,7 +167,24 @@ class _Node:
             statistics=self.stats,
             children=tuple(c.freeze() for c in self.children),
             current=cell.current,
+            items=_map_items(cell.current),
         )
+
+
+def _map_items(frame: Any) -> MapItems | None:
+    """The items of the map step ``frame`` (a step actor's current frame) runs, if it is one."""
+    run = getattr(frame, "run", None)
+    live = getattr(run, "live_maps", None)
+    progress = live.get(frame.path) if live else None
+    if progress is None:
+        return None
+    total = progress.total
+    return MapItems(
+        done=progress.done,
+        failed=progress.failed,
+        in_flight=progress.in_flight,
+        pending=None if total is None else total - progress.drawn,
+    )
 
 
 def run_tree(registry: Iterable[ActorCell]) -> tuple[ActorSnapshot, ...]:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXACT",
     "ZERO",
+    "MapItemDone",
     "PipelineResult",
     "StepResult",
     "StreamRetried",
@@ -204,6 +205,27 @@ class StreamRetried:
     step: str
     attempt: int
     error: str
+
+
+@attrs.frozen
+class MapItemDone:
+    """A stream item: one item of a map step completed (successfully or not).
+
+    ``stream_async`` yields it as each item of a streaming map step (the
+    pipeline's last step) completes, in completion order; ``index`` tells
+    the items apart (the item's position in the items). It is never part of
+    the step's output.
+
+    Attributes:
+        step: the map step's name.
+        index: the item's position, from 0.
+        result: the item's StepResult (named ``"{step}[{index}]"``); its
+            ``output`` is the body's output.
+    """
+
+    step: str
+    index: int
+    result: StepResult
 
 
 @attrs.define(eq=True, repr=True)

@@ -29,6 +29,7 @@ from .steps.dsl import (
     Step,
     check_fallback_chain,
 )
+from .steps.map import MapStep
 
 __all__ = [
     "check_backend",
@@ -210,7 +211,7 @@ def _validate_step(s: Step, active: list[int], path: tuple[str, ...], model: Any
     if isinstance(s, (ParallelStep, DynamicParallelRouterStep)):
         for k, p in s.branches.items():
             validate_tree(p, active, (*path, str(k)), model)
-    elif isinstance(s, LoopStep):
+    elif isinstance(s, (LoopStep, MapStep)):
         validate_tree(s.body, active, path, model)
     elif isinstance(s, ConditionalStep):
         for k, p in s.branches.items():

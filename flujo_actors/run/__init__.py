@@ -6,7 +6,7 @@
   fallback, cache use), over :mod:`.invoke` (one agent call, wherever it
   runs) and :mod:`.isolation` (per-attempt copies and context rollback);
 - :mod:`.parallel` (parallel and router branches), :mod:`.loop`, and
-  :mod:`.nested` (conditional and nested pipeline): the control-flow kinds,
+  :mod:`.nested` (conditional and nested pipeline) and :mod:`.map`: the control-flow kinds,
   over :mod:`.common`.
 
 Imports point down that list. The kinds run steps of any kind beneath them
@@ -17,6 +17,7 @@ Imports point down that list. The kinds run steps of any kind beneath them
 from .agent import run_agent_step
 from .core import KIND_RUNNERS
 from .loop import run_loop_step
+from .map import run_map_step
 from .nested import run_conditional_step, run_pipeline_step
 from .parallel import run_parallel_step, run_router_step
 
@@ -30,5 +31,6 @@ KIND_RUNNERS.update(
         "conditional": run_conditional_step,
         "router": run_router_step,
         "pipeline": run_pipeline_step,
+        "map": run_map_step,
     }
 )

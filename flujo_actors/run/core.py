@@ -66,6 +66,8 @@ class RunState:
     call_sites: CallSites | None = None
     #: What steps cut short by a breach had done, by frame (see :mod:`.partial`).
     partials: dict[int, tuple[Any, StepResult]] = attrs.Factory(dict)
+    #: The map steps running, by path: their item counters (see :mod:`.map`), for snapshots.
+    live_maps: dict[tuple[str, ...], Any] = attrs.Factory(dict)
 
     async def charge(
         self,

@@ -43,12 +43,14 @@ if TYPE_CHECKING:
         ParallelStep,
         PipelineStep,
     )
+    from .map import MapStep
 
 __all__ = [
     "BranchFailureStrategy",
     "ConditionalStep",
     "DynamicParallelRouterStep",
     "LoopStep",
+    "MapStep",
     "MergeStrategy",
     "ParallelStep",
     "Pipeline",
@@ -366,6 +368,37 @@ class Step:
             on_branch_failure=on_branch_failure,
         )
 
+    @staticmethod
+    def map(
+        name: str,
+        body: Step | Pipeline,
+        *,
+        items: Callable[..., Any] | None = None,
+        max_concurrency: int | None = None,
+        on_item_failure: BranchFailureStrategy = BranchFailureStrategy.PROPAGATE,
+        merge_strategy: MergeSpec = MergeStrategy.NO_MERGE,
+        reduce: Callable[..., Any] | None = None,
+    ) -> MapStep:
+        """Run ``body`` once per item, at most ``max_concurrency`` bodies at once.
+
+        Items come from ``items(data, context)`` (an iterable or async
+        iterable; sync or async), by default from the step's input itself,
+        and are drawn lazily. Each body runs on its own context copy; the
+        output is the outputs in item order, or ``reduce(outputs)``. See
+        :class:`~flujo_actors.steps.map.MapStep`.
+        """
+        from .map import MapStep
+
+        return MapStep(
+            name=name,
+            body=body,  # type: ignore[arg-type]
+            items=items,
+            max_concurrency=max_concurrency,
+            on_item_failure=on_item_failure,
+            merge_strategy=merge_strategy,
+            reduce=reduce,
+        )
+
 
 def _refuse_nested_runtime(name: str, agent: Any) -> None:
     """A step, pipeline or runner is not an agent: say how to nest it instead."""
@@ -537,4 +570,8 @@ def __getattr__(name: str) -> Any:
         from . import control
 
         return getattr(control, name)
+    if name == "MapStep":
+        from .map import MapStep
+
+        return MapStep
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

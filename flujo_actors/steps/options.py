@@ -134,6 +134,7 @@ _KIND_LABELS: Final = {
     "conditional": "Conditional step",
     "router": "Router step",
     "pipeline": "Nested pipeline step",
+    "map": "Map step",
 }
 
 

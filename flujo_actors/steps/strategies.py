@@ -68,8 +68,10 @@ def _enum_arg(enum_cls: Any, value: Any, owner: str, arg: str) -> Any:
     )
 
 
-def check_merge(owner: str, merge: Any, failure: Any) -> tuple[MergeSpec, BranchFailureStrategy]:
-    """Validate (and normalise) ``merge_strategy`` and ``on_branch_failure``."""
+def check_merge(
+    owner: str, merge: Any, failure: Any, *, failure_arg: str = "on_branch_failure"
+) -> tuple[MergeSpec, BranchFailureStrategy]:
+    """Validate (and normalise) ``merge_strategy`` and ``on_branch_failure`` (or ``failure_arg``)."""
     if callable(merge) and not isinstance(merge, (str, MergeStrategy)):
         if looks_async(merge):
             raise PipelineDefinitionError(
@@ -82,7 +84,7 @@ def check_merge(owner: str, merge: Any, failure: Any) -> tuple[MergeSpec, Branch
         m: Any = merge
     else:
         m = _enum_arg(MergeStrategy, merge, owner, "merge_strategy")
-    f = _enum_arg(BranchFailureStrategy, failure, owner, "on_branch_failure")
+    f = _enum_arg(BranchFailureStrategy, failure, owner, failure_arg)
     for value in (m, f):
         if isinstance(value, PipelineDefinitionError):
             raise value
