@@ -635,8 +635,8 @@ async def test_a_snapshot_shows_items_done_in_flight_and_pending() -> None:
         (3, 0, 2, 0),
         (4, 0, 1, 0),
     ]
-    line = "step m [running] mailbox=- handled=0 restarts=0 items: done=4 failed=0 in_flight=1"
-    assert f"{line} pending=0" in [x.strip() for x in snap.format().splitlines()]
+    (line,) = [x.strip() for x in snap.format().splitlines() if x.strip().startswith("step m ")]
+    assert line.endswith(" items: done=4 failed=0 in_flight=1 pending=0")
 
 
 async def test_a_snapshot_of_a_lazy_map_does_not_know_what_is_pending() -> None:
@@ -657,9 +657,8 @@ async def test_a_snapshot_of_a_lazy_map_does_not_know_what_is_pending() -> None:
         gate.set()
     (node,) = [a for a in snap.actors if a.kind == "step"]
     assert node.items is not None and (node.items.in_flight, node.items.pending) == (3, None)
-    assert "step m [running] mailbox=- handled=0 restarts=0 items: done=0 failed=0 " in (
-        snap.format()
-    )
+    (line,) = [x.strip() for x in snap.format().splitlines() if x.strip().startswith("step m ")]
+    assert line.endswith(" items: done=0 failed=0 in_flight=3 pending=?")
     assert node.items.pending is None
 
 
