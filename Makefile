@@ -10,15 +10,17 @@ RAY_STAMP := $(VENV)/.installed-ray
 # The process extra is tiny (trio-parallel + cloudpickle) and bench is rich + matplotlib:
 # install both so the process pool's contract tests and the harness's live display and
 # --plot tests run everywhere (they fail, never skip, when their extra is missing).
+# The postgres extra (psycopg + pool) is what the PostgreSQL backend's tests use; they run
+# against a throwaway server the test session starts (tests/pg_server.py).
 # Ray is large: only test-ray installs it.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,process,bench]'
+	$(BIN)/python -m pip install -q -e '.[dev,process,bench,postgres]'
 	touch $(STAMP)
 
 $(RAY_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,process,bench,ray]'
+	$(BIN)/python -m pip install -q -e '.[dev,process,bench,postgres,ray]'
 	touch $(RAY_STAMP)
 
 install: $(STAMP)

@@ -86,6 +86,7 @@ if TYPE_CHECKING:
     from .actors import SupervisorStatistics as SupervisorStatistics
     from .backends.cache import CacheBackend as CacheBackend
     from .backends.cache import InMemoryLRUBackend as InMemoryLRUBackend
+    from .backends.postgres import PostgresBackend as PostgresBackend
     from .backends.sqlite import SQLiteBackend as SQLiteBackend
     from .backends.state import InMemoryStateBackend as InMemoryStateBackend
     from .backends.state import StateBackend as StateBackend
@@ -142,6 +143,7 @@ _LAZY: dict[str, str] = {
     "InMemoryLRUBackend": ".backends.cache",
     "InMemoryStateBackend": ".backends.state",
     "SQLiteBackend": ".backends.sqlite",
+    "PostgresBackend": ".backends.postgres",
     "register_custom_deserializer": ".serialization",
     "register_custom_serializer": ".serialization",
     "safe_deserialize": ".serialization",
@@ -218,6 +220,7 @@ __all__ = [
     "PipelineResult",
     "PipelineStep",
     "PluginOutcome",
+    "PostgresBackend",
     "PricingNotConfiguredError",
     "ProcessExecutor",
     "RayExecutor",

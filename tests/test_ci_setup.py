@@ -21,8 +21,8 @@ def test_make_install_installs_the_extras_the_fast_suite_imports() -> None:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
         "optional-dependencies"
     ]
-    assert {"dev", "process", "bench"} <= _installed_extras("$(STAMP)")
-    assert {"dev", "process", "bench", "ray"} <= _installed_extras("$(RAY_STAMP)")
+    assert {"dev", "process", "bench", "postgres"} <= _installed_extras("$(STAMP)")
+    assert {"dev", "process", "bench", "postgres", "ray"} <= _installed_extras("$(RAY_STAMP)")
     # The harness's live display and its --plot output are what the bench extra is for.
     assert {re.split(r"[<>=]", r)[0] for r in extras["bench"]} == {"rich", "matplotlib"}
 

@@ -5,8 +5,9 @@ State (``resume_async``): :class:`StateBackend` is the protocol;
 Cache (``cache=True`` steps): :class:`CacheBackend` is the protocol;
 :class:`InMemoryLRUBackend` implements it on the sync :class:`LRUCache` core.
 
-:class:`SQLiteBackend` is imported on first use, so that code using only the
-in-memory backends never loads ``sqlite3``.
+:class:`SQLiteBackend` and :class:`PostgresBackend` (extra ``postgres``) are
+imported on first use, so that code using only the in-memory backends never
+loads ``sqlite3`` or psycopg.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .state import RunSnapshot as RunSnapshot
 from .state import StateBackend as StateBackend
 
 if TYPE_CHECKING:
+    from .postgres import PostgresBackend as PostgresBackend
     from .sqlite import SQLiteBackend as SQLiteBackend
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "InMemoryLRUBackend",
     "InMemoryStateBackend",
     "LRUCache",
+    "PostgresBackend",
     "RunCheckpoint",
     "RunSnapshot",
     "SQLiteBackend",
@@ -45,4 +48,8 @@ def __getattr__(name: str) -> object:
         from .sqlite import SQLiteBackend
 
         return SQLiteBackend
+    if name == "PostgresBackend":
+        from .postgres import PostgresBackend
+
+        return PostgresBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
