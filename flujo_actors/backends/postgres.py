@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -51,6 +52,7 @@ from .state import (
     _check_run_id,
     _check_status,
     _EncodedCheckpoint,
+    check_prune,
     run_exists_error,
 )
 
@@ -354,6 +356,25 @@ class PostgresBackend:
         """
         _check_status(status)
         return await self._read("list_runs", lambda conn: sql.list_run_ids(conn, status))
+
+    async def prune(
+        self, *, older_than_s: float | None = None, status: str | None = None
+    ) -> list[str]:
+        """Delete the matching runs with their history in one transaction; their ids, oldest first.
+
+        Raises:
+            ValueError: bad filters (see :func:`~.state.check_prune`); nothing is deleted.
+            StateBackendError: The server cannot be used (nothing is deleted).
+        """
+        check_prune(older_than_s, status)
+        now = time.time()
+        gone = await self._write(
+            "prune", lambda conn: sql.prune_runs(conn, older_than_s, status, now)
+        )
+        with self._held_lock:
+            for run_id in gone:
+                self._held.pop(run_id, None)
+        return gone
 
     async def aclose(self) -> None:
         """Close the pool (idempotent). Later calls raise StateBackendError.

@@ -27,6 +27,7 @@ __all__ = [
     "delete_run",
     "insert_new_run",
     "list_run_ids",
+    "prune_runs",
     "read_run",
     "write_batch",
     "write_checkpoint",
@@ -154,6 +155,27 @@ def list_run_ids(conn: psycopg.Connection[tuple[Any, ...]], status: str | None) 
         rows = conn.execute(
             "SELECT run_id FROM flujo_runs WHERE status = %s ORDER BY seq", (status,)
         ).fetchall()
+    return [row[0] for row in rows]
+
+
+def prune_runs(
+    conn: psycopg.Connection[tuple[Any, ...]],
+    older_than_s: float | None,
+    status: str | None,
+    now: float,
+) -> list[str]:
+    """Delete the runs :func:`~.state.prune_matches` selects, with their steps; their ids."""
+    rows = conn.execute(
+        "WITH gone AS ("
+        " DELETE FROM flujo_runs"
+        " WHERE CASE WHEN %(status)s::text IS NULL THEN status <> 'running'"
+        "  ELSE status = %(status)s END"
+        " AND (%(older)s::float8 IS NULL OR updated_at <= %(now)s - %(older)s::float8)"
+        " RETURNING run_id, seq),"
+        " steps AS (DELETE FROM flujo_steps s USING gone WHERE s.run_id = gone.run_id)"
+        " SELECT run_id FROM gone ORDER BY seq",
+        {"status": status, "older": older_than_s, "now": now},
+    ).fetchall()
     return [row[0] for row in rows]
 
 
