@@ -2,13 +2,21 @@
 
 See :mod:`flujo_actors.hooks` for when each is emitted and how hooks receive
 them (this module holds only the values, so anything may import them).
+
+An event never shares a name with an exception: a step that failed is
+:class:`StepErrored` (``StepFailed`` is the exception
+:class:`flujo_actors.errors.StepFailed`). The old event name ``StepFailed``
+still imports from here and from :mod:`flujo_actors.hooks`, as a deprecated
+alias of :class:`StepErrored` (a ``DeprecationWarning``; removed in the next
+release).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
@@ -20,7 +28,7 @@ __all__ = [
     "HookEvent",
     "RunFinished",
     "RunStarted",
-    "StepFailed",
+    "StepErrored",
     "StepFinished",
     "StepRetried",
     "StepStarted",
@@ -79,8 +87,12 @@ class StepFinished:
 
 
 @attrs.frozen(kw_only=True)
-class StepFailed:
-    """A step failed (after its attempts and fallback); ``result.feedback`` says why."""
+class StepErrored:
+    """A step failed (after its attempts and fallback); ``result.feedback`` says why.
+
+    Formerly ``StepFailed`` (that name is the exception
+    :class:`flujo_actors.errors.StepFailed`; the old event name is a deprecated alias).
+    """
 
     run_id: str
     step: str
@@ -159,7 +171,7 @@ HookEvent: TypeAlias = (
     RunStarted
     | StepStarted
     | StepFinished
-    | StepFailed
+    | StepErrored
     | StepRetried
     | FallbackTriggered
     | UsageLimitBreached
@@ -168,3 +180,35 @@ HookEvent: TypeAlias = (
 
 #: What ``Flujo(hooks=...)`` accepts: a callable taking one event (sync or async).
 Hook: TypeAlias = Callable[[HookEvent], Awaitable[None] | None]
+
+
+#: Old event names -> their new classes (deprecated aliases, removed in the next release).
+_RENAMED: dict[str, type] = {"StepFailed": StepErrored}
+
+
+def renamed(module: str, name: str) -> type:
+    """The class behind a deprecated event name, with a ``DeprecationWarning``.
+
+    Raises:
+        AttributeError: ``name`` is not a renamed event of ``module``.
+    """
+    new = _RENAMED.get(name)
+    if new is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(
+        f"{module}.{name} is deprecated: the hook event is now {new.__name__} "
+        f"({name} is the exception flujo_actors.errors.{name}). Use "
+        f"{module}.{new.__name__}; the old name goes in the next release.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return new
+
+
+def __getattr__(name: str) -> type:
+    return renamed(__name__, name)
+
+
+if TYPE_CHECKING:
+    # Type checkers see the deprecated name; at run time it is __getattr__'s (it warns).
+    StepFailed: TypeAlias = StepErrored

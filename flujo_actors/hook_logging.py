@@ -15,7 +15,7 @@ from .hook_events import (
     HookEvent,
     RunFinished,
     RunStarted,
-    StepFailed,
+    StepErrored,
     StepFinished,
     StepRetried,
     StepStarted,
@@ -41,7 +41,7 @@ def log_event(event: HookEvent) -> None:
                 "/".join(event.path),
                 event.result.attempts,
             )
-        case StepFailed():
+        case StepErrored():
             logger.info(
                 "run %s: step %s failed: %s",
                 event.run_id,

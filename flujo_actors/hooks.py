@@ -12,10 +12,10 @@ named in the past tense; match on their type:
 
     async def on_event(event: HookEvent) -> None:
         match event:
-            case StepFailed(step=name, result=result):
+            case StepErrored(step=name, result=result):
                 print(name, "failed:", result.feedback)
 
-Every StepStarted is followed by exactly one StepFinished or StepFailed,
+Every StepStarted is followed by exactly one StepFinished or StepErrored,
 unless the step is cancelled (a failing sibling branch, a usage breach, the
 caller): a cancelled step emits nothing more, and the step whose usage
 breached the limits is named by UsageLimitBreached instead. A fallback runs
@@ -55,11 +55,12 @@ from .hook_events import Hook as Hook
 from .hook_events import HookEvent as HookEvent
 from .hook_events import RunFinished as RunFinished
 from .hook_events import RunStarted as RunStarted
-from .hook_events import StepFailed as StepFailed
+from .hook_events import StepErrored as StepErrored
 from .hook_events import StepFinished as StepFinished
 from .hook_events import StepRetried as StepRetried
 from .hook_events import StepStarted as StepStarted
 from .hook_events import UsageLimitBreached as UsageLimitBreached
+from .hook_events import renamed
 from .hook_logging import log_event
 from .hook_logging import logger as logger
 from .results import PipelineResult, StepResult
@@ -79,7 +80,7 @@ __all__ = [
     "RunFinished",
     "RunObserver",
     "RunStarted",
-    "StepFailed",
+    "StepErrored",
     "StepFinished",
     "StepRetried",
     "StepStarted",
@@ -307,7 +308,7 @@ class RunObserver:
         index: int,
         run_step: Callable[[ExecutionFrame[Any]], Awaitable[StepResult]],
     ) -> StepResult:
-        """Run ``run_step(frame)`` between StepStarted and StepFinished/StepFailed.
+        """Run ``run_step(frame)`` between StepStarted and StepFinished/StepErrored.
 
         Cancellation (a failing sibling, a breach, the caller) closes the
         step's span as ``"cancelled"`` and propagates; no event is emitted
@@ -350,7 +351,7 @@ class RunObserver:
             except ListenerError as exc:
                 await self._fail(self._listener_error(exc))
         if self.hooks:
-            event_type = StepFinished if result.success else StepFailed
+            event_type = StepFinished if result.success else StepErrored
             await self._emit(
                 event_type(
                     run_id=self.run_id,
@@ -523,3 +524,12 @@ class RunObserver:
         # After the run's nursery closed there is no scope to cancel: a
         # failing hook is raised directly.
         self._cancel = None
+
+
+def __getattr__(name: str) -> type:
+    # Deprecated event names (StepFailed -> StepErrored) still import, with a warning.
+    return renamed(__name__, name)
+
+
+if TYPE_CHECKING:
+    from .hook_events import StepFailed as StepFailed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -26,12 +27,13 @@ from flujo_actors.hooks import (
     RunFinished,
     RunObserver,
     RunStarted,
-    StepFailed,
+    StepErrored,
     StepFinished,
     StepRetried,
     StepStarted,
     UsageLimitBreached,
 )
+from flujo_actors.policy.attempt import EmitRetried
 from flujo_actors.testing.agents import FlakyAgent, UsageOutput
 
 
@@ -182,12 +184,12 @@ async def test_sync_and_async_hooks_see_the_same_events_in_order() -> None:
     assert order == ["sync", "async"] * len(expected)
 
 
-async def test_a_failed_step_emits_step_failed_with_its_result() -> None:
+async def test_a_failed_step_emits_step_errored_with_its_result() -> None:
     events: list[HookEvent] = []
     bad = Step.from_callable(FlakyAgent(9, error=KeyError("k")).run, name="bad", max_retries=0)
     result = await Flujo(bad, hooks=[events.append]).run_async(0)
     assert not result.success
-    failed = [e for e in events if isinstance(e, StepFailed)]
+    failed = [e for e in events if isinstance(e, StepErrored)]
     assert len(failed) == 1
     assert failed[0].result is result.step_history[0]
     assert failed[0].kind == "agent"
@@ -395,3 +397,85 @@ async def test_logging_reports_runs_and_retries_when_enabled(
         f"run {result.run_id}: step one started",
         f"run {result.run_id}: step one finished (attempts=1)",
     ]
+
+
+# -- event names: past tense, never an exception's name -------------------------------
+
+
+@pytest.mark.parametrize("module", ["flujo_actors.hooks", "flujo_actors.hook_events"])
+def test_the_old_step_failed_event_name_is_a_deprecated_alias(module: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(module)
+    message = (
+        f"{module}.StepFailed is deprecated: the hook event is now StepErrored (StepFailed is "
+        f"the exception flujo_actors.errors.StepFailed). Use {module}.StepErrored; the old "
+        "name goes in the next release."
+    )
+    with pytest.warns(DeprecationWarning, match=f"^{re.escape(message)}$"):
+        old = mod.StepFailed
+    assert old is StepErrored
+    with pytest.raises(AttributeError, match=rf"^module {module!r} has no attribute 'StepFaild'$"):
+        _ = mod.StepFaild
+
+
+def test_no_hook_event_shares_a_name_with_an_exception() -> None:
+    import flujo_actors.errors
+    import flujo_actors.hook_events
+
+    exceptions = {
+        name
+        for name in dir(flujo_actors.errors)
+        if isinstance(getattr(flujo_actors.errors, name), type)
+        and issubclass(getattr(flujo_actors.errors, name), BaseException)
+    }
+    events = set(flujo_actors.hook_events.__all__) - {"Hook", "HookEvent"}
+    assert "StepErrored" in events
+    assert events & exceptions == set()
+
+
+async def test_a_match_on_the_deprecated_name_still_sees_failed_steps() -> None:
+    with pytest.warns(DeprecationWarning, match=r"^flujo_actors\.hooks\.StepFailed is deprecated"):
+        from flujo_actors.hooks import StepFailed
+    seen: list[str] = []
+
+    def hook(event: HookEvent) -> None:
+        match event:
+            case StepFailed(step=name):
+                seen.append(name)
+
+    bad = Step.from_callable(FlakyAgent(9, error=KeyError("k")).run, name="bad", max_retries=0)
+    await Flujo(bad, hooks=[hook]).run_async(0)
+    assert seen == ["bad"]
+
+
+async def test_the_retry_event_reports_the_supervisors_own_sleep() -> None:
+    # The observer takes the attempt machine's command: nothing recomputes the delay
+    # from the step's config (this command's delay is not the config's backoff).
+    events: list[HookEvent] = []
+    observer = RunObserver("r", "p", ((events.append, False),), None)
+    frame: Any = attrs.make_class("Frame", ["step", "path"])(
+        Step.from_callable(inc, name="s", backoff_s=1.0), ("s",)
+    )
+    await observer.retry(frame, EmitRetried(attempt=2, feedback="KeyError: 'k'", delay_s=7.5))
+    (event,) = events
+    assert isinstance(event, StepRetried)
+    assert (event.step, event.path, event.attempt, event.feedback, event.delay_s) == (
+        "s",
+        ("s",),
+        2,
+        "KeyError: 'k'",
+        7.5,
+    )
+
+
+async def test_retry_events_carry_the_backoff_slept(autojump_clock: trio.abc.Clock) -> None:
+    events: list[HookEvent] = []
+    flaky = Step.from_callable(
+        FlakyAgent(2, result=1).run, name="flaky", max_retries=2, backoff_s=0.5, backoff_factor=3.0
+    )
+    t0 = trio.current_time()
+    await Flujo(flaky, hooks=[events.append]).run_async(0)
+    retried = [e for e in events if isinstance(e, StepRetried)]
+    assert [(e.attempt, e.delay_s, e.time - t0) for e in retried] == [(1, 0.5, 0.0), (2, 1.5, 0.5)]
+    assert trio.current_time() - t0 == 2.0
