@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import math
 import os
 import pickle
 import time
@@ -30,6 +29,13 @@ import trio
 
 from ..context import copy_context, snapshot_context
 from ..errors import FlujoError, SerializationError
+from ..policy.deadline import (
+    expired,
+    not_started_message,
+    to_local,
+    to_wall,
+    worker_timed_out_message,
+)
 from ..policy.stream import ChunkCollector
 from ..policy.usage import UsageUnreadable, usage_of
 from ..results import ZERO, Usage, add_usd
@@ -198,10 +204,16 @@ class WorkResult:
 
 
 def _wall_deadline() -> float | None:
-    deadline = trio.current_effective_deadline()
-    if math.isinf(deadline):
-        return None
-    return time.time() + (deadline - trio.current_time())
+    return to_wall(trio.current_effective_deadline(), trio.current_time(), time.time())
+
+
+def _local_deadline(item: WorkItem) -> float:
+    return to_local(item.deadline, trio.current_time(), time.time())
+
+
+def _timed_out_in_worker(item: WorkItem) -> WorkResult:
+    exc = TimeoutError(worker_timed_out_message(item.step_name, item.attempt))
+    return WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
 
 
 def build_work_item(step: Step, data: Any, context: Any, resources: Any, attempt: int) -> WorkItem:
@@ -245,11 +257,8 @@ def _worker_name() -> str:
 
 
 def _expired(item: WorkItem) -> WorkResult | None:
-    if item.deadline is not None and time.time() >= item.deadline:
-        exc = TimeoutError(
-            f"step {item.step_name!r} attempt {item.attempt} reached its deadline "
-            "before a worker started it"
-        )
+    if expired(item.deadline, time.time()):
+        exc = TimeoutError(not_started_message(item.step_name, item.attempt))
         return WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
     return None
 
@@ -343,12 +352,10 @@ async def arun_work_item(item: WorkItem) -> WorkResult:
 async def _call_async_until(item: WorkItem, value: Any = _UNCALLED) -> Any:
     if item.deadline is None:
         return await _call_async(item, value)
-    with trio.move_on_at(trio.current_time() + (item.deadline - time.time())) as scope:
+    with trio.move_on_at(_local_deadline(item)) as scope:
         return await _call_async(item, value)
     if scope.cancelled_caught:
-        raise TimeoutError(
-            f"step {item.step_name!r} attempt {item.attempt} reached its deadline in the worker"
-        )
+        raise TimeoutError(worker_timed_out_message(item.step_name, item.attempt))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -541,13 +548,10 @@ async def arun_pickled(payload: bytes, where: str) -> bytes:
     elif item.deadline is None:
         result = await arun_work_item(item)
     else:
-        with trio.move_on_at(trio.current_time() + (item.deadline - time.time())) as scope:
+        with trio.move_on_at(_local_deadline(item)) as scope:
             result = await arun_work_item(item)
         if scope.cancelled_caught:
-            exc = TimeoutError(
-                f"step {item.step_name!r} attempt {item.attempt} reached its deadline in the worker"
-            )
-            result = WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
+            result = _timed_out_in_worker(item)
     return _encode_result(result, item.step_name, where)
 
 

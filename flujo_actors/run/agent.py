@@ -41,6 +41,7 @@ from ..policy.attempt import (
     TimedOut,
     fallback_feedback,
 )
+from ..policy.deadline import attempt_deadline, blocked_message, overran, timed_out_message
 from ..policy.failure import failure_metadata
 from ..policy.merge import IDENTITY_ORDER, IDENTITY_RULE, identity_change, identity_of
 from ..policy.usage import NO_USAGE, charge_of, usage_of
@@ -305,23 +306,20 @@ async def _attempt(
             output, reading = await invoke(frame, step, data, command.attempt)
         else:
             started = trio.current_time()
-            with trio.CancelScope(deadline=started + timeout) as scope:
+            with trio.CancelScope(deadline=attempt_deadline(started, timeout)) as scope:
                 output, reading = await invoke(frame, step, data, command.attempt)
             if scope.cancelled_caught:
                 timed_out = True
-                raise TimeoutError(f"step {step.name!r} timed out after {timeout} s")
-            # Blocking code (a sync agent, time.sleep) cannot be interrupted: an
-            # attempt that returns after its deadline has still timed out.
-            late = trio.current_time() - started
-            if late <= timeout:
-                late = 0.0
+                raise TimeoutError(timed_out_message(step.name, timeout))
+            # Blocking code cannot be interrupted: a late return has timed out too.
+            late = overran(started, trio.current_time(), timeout)
         if reading is FROM_OUTPUT:
             reading = None if type(output) in NO_USAGE else usage_of(output, step_name=step.name)
         if reading is not None:
             cost, tokens = charge_of(reading, step_name=step.name, limits=frame.run.limits)
         if late:
             timed_out = True
-            raise TimeoutError(_blocked_message(step.name, timeout, late))
+            raise TimeoutError(blocked_message(step.name, timeout, late))
         if checks:
             output = await _check(step, output, ctx)
         refused: str | None = None
@@ -386,14 +384,6 @@ async def _charge(
     # A cache hit reconciles its reservation and is nothing the step did.
     owner = frame if machine.attempts else None
     await run.charge(result, command.cost, command.tokens, rid, owner)
-
-
-def _blocked_message(name: str, timeout: float | None, took: float) -> str:
-    return (
-        f"step {name!r} timed out after {timeout} s: the attempt blocked the event loop "
-        f"and returned after {took:.3g} s. Blocking code cannot be interrupted; use "
-        "placement='process', or trio.to_thread.run_sync inside an async agent."
-    )
 
 
 async def _run_reserved(frame: ExecutionFrame[Any], charge: bool) -> StepResult:
