@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from .actors.deadletters import DeadLetters
     from .actors.registry import Registry
+    from .actors.run_supervisor import RunSupervisor
 
 __all__ = ["TELL_BATCH", "Charge", "Flush", "Governor", "GovernorBreach", "Release", "Reserve"]
 
@@ -205,6 +206,25 @@ class Governor(Actor):
         # Usage queued but not yet applied (see ``offer``).
         self._queued_cost = ZERO
         self._queued_tokens = 0
+        # Who starts the governor at its first message (see start_lazily).
+        self._supervisor: RunSupervisor | None = None
+
+    def start_lazily(self, supervisor: RunSupervisor) -> None:
+        """Let ``supervisor`` start the governor when its first message arrives.
+
+        A run without usage never starts it (most runs of plain steps report
+        none): until then it sits in its registry as ``"new"``, with an empty
+        mailbox. :meth:`close` of a governor that never started just ends it.
+        """
+        self._supervisor = supervisor
+        if self.cell.registry is not None:
+            self.cell.registry.add(self.cell)
+
+    def _start(self) -> None:
+        supervisor = self._supervisor
+        if supervisor is not None:
+            self._supervisor = None
+            supervisor.start(self.serve, self.cell)
 
     # -- the mailbox ----------------------------------------------------------
     @property
@@ -251,6 +271,8 @@ class Governor(Actor):
         not wait for it. Near a limit this returns False and the caller
         asks. Never blocks; not a checkpoint.
         """
+        if self._supervisor is not None:
+            self._start()
         try:
             return self.mailbox.offer(charge)
         except trio.ClosedResourceError:
@@ -263,6 +285,8 @@ class Governor(Actor):
         A message for a stopped governor goes to dead letters (a ``Release``
         is dropped: the ledger it refers to is gone).
         """
+        if self._supervisor is not None:
+            self._start()
         if type(message) is Charge:
             self._queued_cost = add_usd(self._queued_cost, message.cost)
             self._queued_tokens += message.tokens
@@ -283,6 +307,8 @@ class Governor(Actor):
         """
         if self.mailbox.closed:
             raise ActorStopped(f"The run's governor has stopped; {message!r} was not applied.")
+        if self._supervisor is not None:
+            self._start()
         if type(message) is Charge:
             self._queued_cost = add_usd(self._queued_cost, message.cost)
             self._queued_tokens += message.tokens
@@ -291,6 +317,13 @@ class Governor(Actor):
     def close(self) -> None:
         """Stop gracefully: the governor applies every queued message, then returns."""
         self.mailbox.finish()
+        if self._supervisor is not None:  # never started: nothing to apply
+            self._supervisor = None
+            cell = self.cell
+            cell.close_mailbox()
+            cell.mark_stopped()
+            if cell.registry is not None:
+                cell.registry.discard(cell)
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Governor] = trio.TASK_STATUS_IGNORED

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .actors.run_supervisor import RunSupervisor
 from .call_sites import CALL_SITES
 from .context import PipelineContext, build_context, check_context_model
 from .errors import (
@@ -545,8 +546,9 @@ class Flujo:
             )
         except BaseExceptionGroup as group:
             # An error escaping a run (a hook, a backend, an internal bug) is raised
-            # as itself, not wrapped in the run nursery's group.
-            raise _single(group) from None
+            # as itself (its own cause kept), not wrapped in the run nursery's group.
+            leaf = _single(group)
+            raise leaf from leaf.__cause__
         finally:
             self._live.pop(run_id, None)
         if observer is None:
@@ -583,6 +585,10 @@ class Flujo:
     ) -> Governor:
         run_id = run.run_id
         async with trio.open_nursery() as nursery:
+            # The run's actors run under one supervisor (ONE_FOR_ALL, intensity 0:
+            # see flujo_actors.actors.run_supervisor); each starts only if the run
+            # uses it: the governor at its first message, persistence with a backend.
+            supervisor = RunSupervisor(run_id, nursery)
             governor = Governor(
                 ledger,
                 run.breach_event,
@@ -590,16 +596,16 @@ class Flujo:
                 run.dead_letters,
                 run.registry,
             )
-            run.governor = await nursery.start(governor.serve)
+            governor.start_lazily(supervisor)
+            run.governor = governor
             self._live[run_id] = _LiveRun(run, nursery, ledger, trio.current_time())
             if run.hooks is not None:
                 run.hooks.bind(nursery.cancel_scope.cancel)
             if persistence is not None:
-                nursery.start_soon(persistence.run)
+                supervisor.start(persistence.run, persistence.cell)
             chain = Chain(self.pipeline.steps, nursery, run)
             if start < len(self.pipeline.steps):
-                await chain.deliver(start, data, job)
-                await job.done.wait()
+                await chain.execute(job, data, start)
             # Graceful stop: the governor drains the usage messages still queued
             # (told, not asked), then exits; the nursery waits for it.
             governor.close()

@@ -26,7 +26,7 @@ from .mailbox import BatchingMailbox, Mailbox, OneShotMailbox, Request, check_ca
 from .registry import KERNEL
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
     from typing import NoReturn
 
     from .monitor import Monitor
@@ -41,6 +41,7 @@ __all__ = [
     "ActorStatistics",
     "ReplySlot",
     "run_actor",
+    "run_turn",
     "start_actor",
 ]
 
@@ -612,19 +613,7 @@ async def _run_actor(
                     return
             first_pending = False
             while True:
-                cell.current = msg
-                if type(msg) is _Ask:
-                    try:
-                        value = await handle(msg.message)
-                    except Exception as exc:
-                        msg.slot.fail(_ask_error(cell.name, exc))
-                        raise
-                    if not msg.slot.set(value):
-                        cell.dead_letters.record(cell.name, value, "late-reply")
-                else:
-                    await handle(msg)
-                cell.handled += 1
-                cell.current = None
+                await _handle_one(handle, cell, msg)
                 # Only the mailbox's own end-of-channel is a normal stop; an
                 # EndOfChannel escaping ``handle`` is a crash like any other.
                 try:
@@ -690,6 +679,71 @@ async def _run_actor(
                 cell.mark_stopped()
     if crashed is not None:
         raise crashed  # only crash() gets here: its Cancelled was caught by our scope
+
+
+async def _handle_one(handle: Callable[[Any], Awaitable[Any]], cell: ActorCell, msg: Any) -> Any:
+    """One message, one turn: hand it to ``handle``, answer an ask, count it.
+
+    Returns the handler's value. A handler's exception propagates (the
+    caller's loop records the crash); an asker gets ``ActorCrashed`` first.
+    """
+    cell.current = msg
+    if type(msg) is _Ask:
+        try:
+            value = await handle(msg.message)
+        except Exception as exc:
+            msg.slot.fail(_ask_error(cell.name, exc))
+            raise
+        if not msg.slot.set(value):
+            cell.dead_letters.record(cell.name, value, "late-reply")
+    else:
+        value = await handle(msg)
+    cell.handled += 1
+    cell.current = None
+    return value
+
+
+async def run_turn(actor: Actor, cell: ActorCell) -> Any:
+    """Run one turn of ``actor``'s loop on the caller's task: its next queued message.
+
+    The sender-driven form of the actor loop, for actors that need no task of
+    their own because whoever sends them a message waits for it to be handled
+    anyway: the runtime's step actors. A chain puts a step's
+    ``ExecutionFrame`` in the step actor's mailbox, then runs the actor's
+    turn; the turn's value (the next step's actor, whose mailbox now holds
+    the next frame) says whose turn comes next. Spawning a task per step
+    would cost more than a trivial step.
+
+    The message is handled exactly as :func:`run_actor` handles it
+    (statistics, asks answered); a one-shot mailbox's actor leaves its
+    registry once its turn ends. A handler's exception propagates, recorded
+    as the cell's ``last_error`` (the caller's nursery decides what
+    happens). Cancellation propagates; the interrupted frame is accounted
+    by the run's partial results, not dead-lettered.
+
+    Raises:
+        trio.WouldBlock: the mailbox is empty (nobody sent this actor a message).
+    """
+    mailbox = cell.mailbox
+    msg = mailbox.get_nowait()
+    cell.state = "running"
+    try:
+        value = await _handle_one(actor.handle, cell, msg)
+    except Exception as exc:
+        cell.last_error = f"{type(exc).__name__}: {exc}"
+        cell.state = "crashed"
+        raise
+    finally:
+        cell.current = None
+        if mailbox.closed and not mailbox.depth:
+            if cell.state != "crashed":
+                cell.state = "stopped"
+            registry = cell.registry
+            if registry is not None:
+                registry.discard(cell)
+    if cell.state == "running":
+        cell.state = "idle"
+    return value
 
 
 async def _handle_batch(actor: Actor, cell: ActorCell, batch: Sequence[Any]) -> None:

@@ -24,7 +24,7 @@ import attrs
 import trio
 
 from .. import partial
-from ..actors.actor import Actor, ActorCell, run_actor
+from ..actors.actor import Actor, ActorCell, run_turn
 from ..actors.deadletters import DeadLetters
 from ..actors.mailbox import OneShotMailbox
 from ..actors.registry import Registry
@@ -188,14 +188,14 @@ class Job:
 class StepActor(Actor):
     """The actor of one step position in a chain; its messages are ExecutionFrames.
 
-    It runs on the kernel's actor loop (:func:`~flujo_actors.actors.run_actor`).
     Each frame it receives carries the step, its input, the context and the
     job it belongs to (``frame.reply_to``). It executes the step
-    (:func:`run_step`), records the :class:`StepResult` on the job and sends
-    the next step's frame to the next actor's mailbox
-    (:meth:`Chain.deliver`); the last step (or a failure) replies to the job,
-    which is how a branch, a loop body or a nested pipeline answers the
-    control-flow step that started it.
+    (:func:`run_step`), records the :class:`StepResult` on the job, then
+    either sends the next step's frame to the next actor's mailbox
+    (:meth:`Chain.send`) and returns that actor's cell, or, after the last
+    step or a failure, replies to the job (:meth:`Job.finish`), which is how
+    a branch, a loop body or a nested pipeline answers the control-flow step
+    that started it, and returns None.
     """
 
     def __init__(self, chain: Chain, index: int) -> None:
@@ -231,23 +231,28 @@ class StepActor(Actor):
             # A cancelled run starts no successor (a chain of sync steps has no
             # checkpoint of its own and would otherwise run to its end).
             await trio.lowlevel.checkpoint_if_cancelled()
-            await self.chain.deliver(self.index + 1, result.output, job)
-        else:
-            job.finish(result)
+            return self.chain.send(self.index + 1, result.output, job)
+        job.finish(result)
+        return None
 
 
 class Chain:
-    """Runs one pipeline's steps as lazily started step actors.
+    """Runs one pipeline's steps as step actors, one frame at a time.
 
-    :meth:`deliver` builds the :class:`ExecutionFrame` of step ``index`` for a
-    job and puts it in that step's actor's mailbox. Each step's actor is
-    started in ``nursery`` (owned by whoever runs the pipeline) with its
-    first frame in hand. A *reusable* chain (a loop body) keeps its actors,
-    each with a bounded :class:`~flujo_actors.actors.mailbox.Mailbox`, for
-    the next frames until :meth:`close`; a single-use chain's actor gets
-    exactly one frame, so its mailbox is a
-    :class:`~flujo_actors.actors.mailbox.OneShotMailbox` and the actor ends
-    once it has handed its output on.
+    :meth:`send` builds the :class:`ExecutionFrame` of step ``index`` for a
+    job and puts it in that step's actor's mailbox; the chain's task then
+    runs that actor's turn (:func:`~flujo_actors.actors.run_turn`), whose
+    value names the next actor to run (the one it sent the next frame to).
+    A sequential chain's actors never run at the same time, so they share
+    one task: the caller's (:meth:`execute`) or one started in ``nursery``
+    (:meth:`start`, a parallel branch).
+
+    A single-use chain's actor gets exactly one frame: its mailbox is a
+    :class:`~flujo_actors.actors.mailbox.OneShotMailbox`, and it leaves the
+    run's registry once it handed its output on. A *reusable* chain (a loop
+    body) keeps its actors, each with a bounded
+    :class:`~flujo_actors.actors.mailbox.Mailbox`, for the next frames until
+    :meth:`close`.
     """
 
     __slots__ = ("cells", "nursery", "run", "steps")
@@ -258,7 +263,9 @@ class Chain:
         self.steps = steps
         self.nursery = nursery
         self.run = run
-        self.cells: list[ActorCell | None] | None = [None] * len(steps) if reusable else None
+        self.cells: list[tuple[StepActor, ActorCell] | None] | None = (
+            [None] * len(steps) if reusable else None
+        )
 
     def frame(self, index: int, data: Any, job: Job) -> ExecutionFrame[Any]:
         """The frame that runs step ``index`` of ``job`` on ``data``."""
@@ -281,70 +288,72 @@ class Chain:
             job,
         )
 
-    async def deliver(self, index: int, data: Any, job: Job) -> None:
-        """Send step ``index``'s frame to its actor's mailbox (starting the actor if new)."""
+    def send(self, index: int, data: Any, job: Job) -> tuple[StepActor, ActorCell]:
+        """Put step ``index``'s frame in its actor's mailbox; the actor (created if new).
+
+        Never blocks: a reused actor's mailbox holds at most the one frame
+        of the iteration in flight.
+        """
         frame = self.frame(index, data, job)
+        run = self.run
         cells = self.cells
         if cells is None:
-            self._start(index, frame)
-            return
-        cell = cells[index]
-        if cell is None:
-            # Lazy start with the first frame in hand: no mailbox hop for it.
             cell = ActorCell(
                 frame.step.name,
-                16,
-                self.run.dead_letters,
-                registry=self.run.registry,
+                dead_letters=run.dead_letters,
+                mailbox=OneShotMailbox(frame, full=True),
+                registry=run.registry,
                 kind="step",
                 path=frame.path,
             )
-            cell.cancellable = False
-            cells[index] = cell
-            self.nursery.start_soon(_serve_reused, StepActor(self, index), cell, frame)
-        else:
-            await cell.ref.tell(frame)
+            run.registry.add(cell)
+            return StepActor(self, index), cell
+        entry = cells[index]
+        if entry is None:
+            cell = ActorCell(
+                frame.step.name,
+                16,
+                run.dead_letters,
+                registry=run.registry,
+                kind="step",
+                path=frame.path,
+            )
+            run.registry.add(cell)
+            entry = cells[index] = (StepActor(self, index), cell)
+        entry[1].mailbox.put_nowait(frame)
+        return entry
 
-    def _start(self, index: int, frame: ExecutionFrame[Any]) -> None:
-        run = self.run
-        cell = ActorCell(
-            frame.step.name,
-            dead_letters=run.dead_letters,
-            mailbox=OneShotMailbox(frame, full=True),
-            registry=run.registry,
-            kind="step",
-            path=frame.path,
-        )
-        cell.cancellable = False
-        self.nursery.start_soon(run_actor, StepActor(self, index), cell)
+    async def _drive(self, actor: tuple[StepActor, ActorCell] | None) -> None:
+        # The chain's task: one actor's turn after another, as the frames go.
+        while actor is not None:
+            actor = await run_turn(*actor)
 
     def start(self, job: Job, data: Any) -> None:
-        """Start ``job`` without waiting (single-use chains only)."""
-        assert self.cells is None
-        self._start(0, self.frame(0, data, job))
+        """Start ``job`` on a task of its own in ``nursery``, without waiting (a branch)."""
+        self.nursery.start_soon(self._drive, self.send(0, data, job))
 
-    async def execute(self, job: Job, data: Any) -> Job:
-        """Run the pipeline once for ``job``; return when it finished or failed.
+    async def execute(self, job: Job, data: Any, index: int = 0) -> Job:
+        """Run the pipeline (from step ``index``) for ``job`` on this task; return when done.
 
         Cancellation: a cancelled caller starts nothing (checked before the
         first step starts, so a deep nesting of sync steps cannot keep
         starting levels after a cancel).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        await self.deliver(0, data, job)
-        await job.done.wait()
+        await self._drive(self.send(index, data, job))
         return job
 
     def close(self) -> None:
-        """Let a reusable chain's actors drain their mailboxes and exit."""
+        """A reusable chain's actors stop: their mailboxes close, they leave the registry."""
         if self.cells is not None:
-            for cell in self.cells:
-                if cell is not None:
-                    cell.mailbox.finish()
-
-
-async def _serve_reused(actor: StepActor, cell: ActorCell, first: ExecutionFrame[Any]) -> None:
-    await run_actor(actor, cell, first_message=first, has_first_message=True)
+            registry = self.run.registry
+            for entry in self.cells:
+                if entry is not None:
+                    cell = entry[1]
+                    for frame in cell.mailbox.close():
+                        cell._dead(frame, "stopped")
+                    cell.state = "stopped"
+                    registry.discard(cell)
 
 
 async def run_pipeline(
@@ -356,9 +365,7 @@ async def run_pipeline(
     nursery: trio.Nursery,
 ) -> Job:
     """Run a sub-pipeline to completion; its step actors live in ``nursery``."""
-    job = Job(context, path)
-    await Chain(pipeline.steps, nursery, run).execute(job, data)
-    return job
+    return await Chain(pipeline.steps, nursery, run).execute(Job(context, path), data)
 
 
 #: The executor of each step kind, by ``Step.kind`` (filled by :mod:`flujo_actors.run`).

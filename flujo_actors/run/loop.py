@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-import trio
-
 from .. import partial
 from ..policy.merge import identity_of
 from ..steps.dsl import LoopStep, Step
@@ -69,65 +67,61 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
     path = frame.path
     in_flight: Job | None = None  # the iteration whose results are not in history yet
     try:
-        # The body's actors live in a nursery of the loop's own, so a cancel (a
-        # breach) unwinds them before the loop keeps what its iterations did.
-        async with trio.open_nursery() as nursery:
-            chain = Chain(step.body.steps, nursery, run, reusable=True)
-            try:
-                while failure is None:
-                    job = in_flight = Job(ctx, path)
-                    await chain.execute(job, data)
-                    iterations += 1
-                    history.extend(job.history)
-                    in_flight = None
-                    if job.context is not ctx:
-                        # A body step replaced the context: later iterations and the
-                        # steps after the loop see the new one.
-                        ctx = job.context
-                        if frame.context_setter is not None:
-                            frame.context_setter(ctx)
-                    if not job.success:
-                        failure = (
-                            f"Loop {step.name!r} iteration {iterations} failed {failed_at(job)}"
-                        )
-                        exit_reason = "body_failed"
-                        break
-                    output = job.output
+        # The body's actors are reused by every iteration: each gets the
+        # iteration's frame in its mailbox and runs its turn on this task.
+        assert frame.nursery is not None
+        chain = Chain(step.body.steps, frame.nursery, run, reusable=True)
+        try:
+            while failure is None:
+                job = in_flight = Job(ctx, path)
+                await chain.execute(job, data)
+                iterations += 1
+                history.extend(job.history)
+                in_flight = None
+                if job.context is not ctx:
+                    # A body step replaced the context: later iterations and the
+                    # steps after the loop see the new one.
+                    ctx = job.context
+                    if frame.context_setter is not None:
+                        frame.context_setter(ctx)
+                if not job.success:
+                    failure = f"Loop {step.name!r} iteration {iterations} failed {failed_at(job)}"
+                    exit_reason = "body_failed"
+                    break
+                output = job.output
+                try:
+                    done = await call(exit_cb, output, ctx)
+                except Exception as exc:
+                    failure = _raised(step, "exit_condition_callable", exc)
+                else:
+                    failure = hijacked(ctx, identity, _LOOP, step.name, "exit_condition_callable")
+                if failure is not None:
+                    exit_reason = "error"
+                    break
+                if done:
+                    exit_reason = "condition"
+                    break
+                if iterations >= max_loops:
+                    failure = (
+                        f"Loop {step.name!r} reached max_loops={max_loops} without its exit "
+                        "condition being met; raise max_loops or check exit_condition_callable."
+                    )
+                    break
+                if iteration_cb is None:
+                    data = output
+                else:
                     try:
-                        done = await call(exit_cb, output, ctx)
+                        data = await call(iteration_cb, output, ctx, iterations)
                     except Exception as exc:
-                        failure = _raised(step, "exit_condition_callable", exc)
+                        failure = _raised(step, "iteration_input_mapper", exc)
                     else:
                         failure = hijacked(
-                            ctx, identity, _LOOP, step.name, "exit_condition_callable"
+                            ctx, identity, _LOOP, step.name, "iteration_input_mapper"
                         )
                     if failure is not None:
                         exit_reason = "error"
-                        break
-                    if done:
-                        exit_reason = "condition"
-                        break
-                    if iterations >= max_loops:
-                        failure = (
-                            f"Loop {step.name!r} reached max_loops={max_loops} without its exit "
-                            "condition being met; raise max_loops or check exit_condition_callable."
-                        )
-                        break
-                    if iteration_cb is None:
-                        data = output
-                    else:
-                        try:
-                            data = await call(iteration_cb, output, ctx, iterations)
-                        except Exception as exc:
-                            failure = _raised(step, "iteration_input_mapper", exc)
-                        else:
-                            failure = hijacked(
-                                ctx, identity, _LOOP, step.name, "iteration_input_mapper"
-                            )
-                        if failure is not None:
-                            exit_reason = "error"
-            finally:
-                chain.close()
+        finally:
+            chain.close()
     except BaseException:
         kept = history if in_flight is None else [*history, *in_flight.history]
         cut = partial.cut_short(run, step.name, kept, latency_s=_perf() - t0)

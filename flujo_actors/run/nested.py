@@ -1,11 +1,14 @@
-"""The conditional and nested-pipeline step kinds: one sub-pipeline in a nursery of its own."""
+"""The conditional and nested-pipeline step kinds: one sub-pipeline, run as a job.
+
+The step sends the sub-pipeline's first frame to its first step actor's
+mailbox (:meth:`~flujo_actors.run.core.Chain.execute`); the sub-pipeline's
+last step replies to the job, and this step turns the job into its result.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
-
-import trio
 
 from .. import partial
 from ..context import build_context
@@ -29,7 +32,7 @@ _perf = time.perf_counter
 async def _run_nested(
     frame: ExecutionFrame[Any], pipeline: Pipeline, ctx: Any, path: tuple[str, ...]
 ) -> Job:
-    """Run ``pipeline`` to completion on ``ctx``; its actors live in a nursery of its own.
+    """Run ``pipeline`` to completion on ``ctx``; the job's last step replies to this step.
 
     The last step of the nested pipeline streams if the enclosing step does.
     Cut short by a breach, the enclosing step records the steps that
@@ -39,8 +42,10 @@ async def _run_nested(
     job = Job(ctx, path, on_chunk=frame.on_chunk if frame.stream else None)
     run: RunState = frame.run
     try:
-        async with trio.open_nursery() as nursery:
-            await Chain(pipeline.steps, nursery, run).execute(job, frame.data)
+        # The nested chain runs on this step's task (its actors' turns, one after
+        # another), under this step's cancel scope: no nursery of its own.
+        assert frame.nursery is not None
+        await Chain(pipeline.steps, frame.nursery, run).execute(job, frame.data)
     except BaseException:
         branch_context = None if ctx is frame.context else ctx
         partial.record(
