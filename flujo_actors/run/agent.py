@@ -208,7 +208,7 @@ async def run_agent_step(
             if isinstance(command, Invoke):
                 attempt_data = data
                 if command.attempt == 1:
-                    if command.isolated:
+                    if command.isolated and type(data) not in IMMUTABLE_INPUT:
                         pristine = _pristine(data)
                     if machine.rolls_back:
                         # One snapshot per step, not per attempt: each rollback thaws a copy.
