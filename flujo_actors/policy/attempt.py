@@ -270,11 +270,6 @@ class AttemptMachine:
         self._charged_tokens = 0
         self._storable = False
 
-    @property
-    def isolates(self) -> bool:
-        """Whether attempts need their own copy of the input (the agent may run again)."""
-        return self.config.max_retries > 0 or self.has_fallback
-
     def start(self) -> tuple[AttemptCommand, ...]:
         """The first commands: look the cache up, or invoke the first attempt."""
         if self.state != _START:
@@ -319,6 +314,7 @@ class AttemptMachine:
     def _invoke(self) -> tuple[Invoke]:
         self.state = _ATTEMPT
         config = self.config
+        # An attempt needs its own copy of the input when the agent may run again.
         isolated = config.max_retries > 0 or self.has_fallback
         timeout = config.timeout_s
         if self.attempts == 0 and timeout is None:
