@@ -8,7 +8,7 @@ last step replies to the job, and this step turns the job into its result.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .. import partial
 from ..context import build_context
@@ -22,15 +22,23 @@ from .invoke import call
 if TYPE_CHECKING:
     from ..frames import ExecutionFrame
     from ..results import StepResult
+    from ..steps.callables import Callback
     from .core import RunState
 
 __all__ = ["run_conditional_step", "run_pipeline_step"]
 
 _perf = time.perf_counter
+# _run_nested's "the frame's own input" marker (a conditional's input mapper may return None).
+_FRAME_DATA: Final = object()
+_COND: Final = "Conditional step"
 
 
 async def _run_nested(
-    frame: ExecutionFrame[Any], pipeline: Pipeline, ctx: Any, path: tuple[str, ...]
+    frame: ExecutionFrame[Any],
+    pipeline: Pipeline,
+    ctx: Any,
+    path: tuple[str, ...],
+    data: Any = _FRAME_DATA,
 ) -> Job:
     """Run ``pipeline`` to completion on ``ctx``; the job's last step replies to this step.
 
@@ -45,7 +53,9 @@ async def _run_nested(
         # The nested chain runs on this step's task (its actors' turns, one after
         # another), under this step's cancel scope: no nursery of its own.
         assert frame.nursery is not None
-        await Chain(pipeline.steps, frame.nursery, run).execute(job, frame.data)
+        await Chain(pipeline.steps, frame.nursery, run).execute(
+            job, frame.data if data is _FRAME_DATA else data
+        )
     except BaseException:
         branch_context = None if ctx is frame.context else ctx
         partial.record(
@@ -103,10 +113,16 @@ async def run_conditional_step(frame: ExecutionFrame[Any]) -> StepResult:
             "add the key or a default_branch_pipeline.",
             [],
         )
-    job = await _run_nested(frame, branch, frame.context, frame.path)
+    data = frame.data
+    if step.compiled_input_mapper is not None:
+        data, problem = await _mapped(
+            step, step.compiled_input_mapper, data, ctx, identity, "input"
+        )
+        if problem is not None:
+            return failed(step, t0, problem, [])
+    job = await _run_nested(frame, branch, frame.context, frame.path, data)
     _adopt_context(frame, job)
     result = branch_result(step.name, job, None)
-    result.latency_s = _perf() - t0
     result.metadata["executed_branch_key"] = key
     result.metadata["default_branch"] = used_default
     if not job.success:
@@ -114,7 +130,34 @@ async def run_conditional_step(frame: ExecutionFrame[Any]) -> StepResult:
         result.feedback = (
             f"Conditional step {step.name!r}: {which} (key {key!r}) failed {failed_at(job)}"
         )
+    elif step.compiled_output_mapper is not None:
+        # The branch's own context (it may have replaced it) is what the mapper sees.
+        result.output, problem = await _mapped(
+            step, step.compiled_output_mapper, result.output, job.context, identity, "output"
+        )
+        if problem is not None:
+            result.output = None
+            result.success = False
+            result.feedback = problem
+    result.latency_s = _perf() - t0
     return result
+
+
+async def _mapped(
+    step: ConditionalStep,
+    mapper: Callback,
+    value: Any,
+    ctx: Any,
+    identity: tuple[Any, ...] | None,
+    which: str,
+) -> tuple[Any, str | None]:
+    """``mapper(value, ctx)``: (the mapped value, None), or (None, why the step fails)."""
+    what = f"branch_{which}_mapper"
+    try:
+        mapped = await call(mapper, value, ctx)
+    except Exception as exc:
+        return None, f"{_COND} {step.name!r}: {what} raised {type(exc).__name__}: {exc}"
+    return mapped, hijacked(ctx, identity, _COND, step.name, what)
 
 
 async def run_pipeline_step(frame: ExecutionFrame[Any]) -> StepResult:

@@ -112,14 +112,23 @@ class LoopStep(Step):
 
 @attrs.define(eq=False, repr=False)
 class ConditionalStep(Step):
-    """Runs the branch selected by ``condition(data, context)``."""
+    """Runs the branch selected by ``condition(data, context)``.
+
+    ``branch_input_mapper(data, context)`` (optional) is the chosen branch's
+    input; ``branch_output_mapper(output, context)`` (optional) turns the
+    branch's output into the step's output, after a successful branch.
+    """
 
     kind: ClassVar[str] = "conditional"
 
     condition: Any = attrs.field(default=None, kw_only=True)
     branches: Mapping[Any, Pipeline] = attrs.field(factory=dict, kw_only=True)
     default_branch: Pipeline | None = attrs.field(default=None, kw_only=True)
+    branch_input_mapper: Any = attrs.field(default=None, kw_only=True)
+    branch_output_mapper: Any = attrs.field(default=None, kw_only=True)
     compiled_condition: Callback | None = attrs.field(init=False, default=None)
+    compiled_input_mapper: Callback | None = attrs.field(init=False, default=None)
+    compiled_output_mapper: Callback | None = attrs.field(init=False, default=None)
 
     def _compile(self) -> None:
         n = self.name
@@ -135,6 +144,14 @@ class ConditionalStep(Step):
         if self.default_branch is not None:
             self.default_branch = _as_pipeline(
                 self.default_branch, owner=n, what="default_branch_pipeline"
+            )
+        if self.branch_input_mapper is not None:
+            self.compiled_input_mapper = compile_callback(
+                self.branch_input_mapper, what="branch_input_mapper", step_name=n, max_args=2
+            )
+        if self.branch_output_mapper is not None:
+            self.compiled_output_mapper = compile_callback(
+                self.branch_output_mapper, what="branch_output_mapper", step_name=n, max_args=2
             )
 
 

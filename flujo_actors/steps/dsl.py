@@ -337,8 +337,15 @@ class Step:
         branches: Mapping[Any, Step | Pipeline],
         *,
         default_branch_pipeline: Step | Pipeline | None = None,
+        branch_input_mapper: Callable[..., Any] | None = None,
+        branch_output_mapper: Callable[..., Any] | None = None,
     ) -> ConditionalStep:
-        """Run the branch whose key ``condition_callable(data, context)`` returns."""
+        """Run the branch whose key ``condition_callable(data, context)`` returns.
+
+        ``branch_input_mapper(data, context)`` maps the input before the chosen
+        branch, ``branch_output_mapper(output, context)`` its output after it
+        (each sync or async; ``context`` only if it takes two arguments).
+        """
         from .control import ConditionalStep
 
         return ConditionalStep(
@@ -346,6 +353,8 @@ class Step:
             condition=condition_callable,
             branches=branches,  # type: ignore[arg-type]
             default_branch=default_branch_pipeline,  # type: ignore[arg-type]
+            branch_input_mapper=branch_input_mapper,
+            branch_output_mapper=branch_output_mapper,
         )
 
     @staticmethod
