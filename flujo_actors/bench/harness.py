@@ -130,12 +130,13 @@ class Unit:
 
 # --------------------------------------------------------------------------- targets
 
-Metric: TypeAlias = Literal["figure", "ratio", "vs_reference", "peak_rss_mib"]
+Metric: TypeAlias = Literal["figure", "ratio", "vs_reference", "peak_rss_mib", "rss_delta_mib"]
 _METRIC_LABEL: Final = {
     "figure": "",
     "ratio": "ratio ",
     "vs_reference": "vs ref ",
     "peak_rss_mib": "RSS ",
+    "rss_delta_mib": "RSS growth ",
 }
 
 
@@ -147,7 +148,8 @@ class Target:
         max: the metric must be <= this.
         min: the metric must be >= this.
         metric: ``"figure"`` (in the scenario's unit), ``"ratio"`` (figure / raw-trio
-            baseline), ``"vs_reference"`` (figure / reference) or ``"peak_rss_mib"``.
+            baseline), ``"vs_reference"`` (figure / reference), ``"peak_rss_mib"`` or
+            ``"rss_delta_mib"`` (peak RSS growth over the process before the case).
         at_size: only judge the case of this size (None: every size).
     """
 
@@ -162,7 +164,9 @@ class Target:
 
     def label(self, unit: str) -> str:
         """E.g. ``"<= 25 us/step"``, ``"RSS <= 2,048 MiB"``, ``"vs ref <= 2"``."""
-        suffix = {"figure": f" {unit}", "peak_rss_mib": " MiB"}.get(self.metric, "")
+        suffix = {"figure": f" {unit}", "peak_rss_mib": " MiB", "rss_delta_mib": " MiB"}.get(
+            self.metric, ""
+        )
         bounds = []
         if self.min is not None:
             bounds.append(f">= {self.min:,g}{suffix}")
@@ -498,6 +502,7 @@ def run_case(
         "ratio": ratio,
         "vs_reference": vs_reference,
         "peak_rss_mib": rss_after if figure else None,
+        "rss_delta_mib": delta,
     }
     targets = tuple(
         t.evaluate(values[t.metric], scenario.unit)
