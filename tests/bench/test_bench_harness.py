@@ -87,6 +87,7 @@ def test_target_labels_and_evaluation() -> None:
     assert Target(min=50_000).label("updates/s") == ">= 50,000 updates/s"
     assert Target(max=2048, metric="peak_rss_mib").label("ms") == "RSS <= 2,048 MiB"
     assert Target(max=2, metric="vs_reference").label("us/step") == "vs ref <= 2"
+    assert Target(max=300, metric="rss_delta_mib").label("s") == "RSS growth <= 300 MiB"
     result = Target(max=25.0).evaluate(30.0, "us/step")
     assert (result.passed, result.actual, result.label) == (False, 30.0, "<= 25 us/step")
     assert Target(min=1.0, max=2.0).evaluate(1.5, "ms").passed is True
@@ -295,3 +296,22 @@ def test_importing_the_harness_imports_no_optional_dependency() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_target_can_judge_the_rss_growth_of_a_case() -> None:
+    scenario = Scenario(
+        name="tiny.growth",
+        measure=fixed(0.001),
+        unit="ms",
+        sizes=(1,),
+        targets=(
+            Target(max=100_000.0, metric="rss_delta_mib"),
+            Target(min=1e9, metric="rss_delta_mib"),
+        ),
+    )
+    result = run_case(scenario, 1, FAST)
+    assert result.rss_delta_mib is not None and result.rss_delta_mib >= 0
+    assert [(t.label, t.actual, t.passed) for t in result.targets] == [
+        ("RSS growth <= 100,000 MiB", result.rss_delta_mib, True),
+        ("RSS growth >= 1e+09 MiB", result.rss_delta_mib, False),
+    ]
