@@ -157,7 +157,7 @@ def test_mappers_are_checked_when_the_step_is_built(arg: str) -> None:
         PipelineDefinitionError,
         match="^" + re.escape(f"Step 'c': {arg} must be callable, got 3.") + "$",
     ):
-        Step.branch_on("c", even, branches(), **{arg: 3})
+        Step.branch_on("c", even, branches(), **{arg: 3})  # type: ignore[arg-type]
 
     def three(a: Any, b: Any, c: Any) -> Any:
         return a
@@ -168,4 +168,4 @@ def test_mappers_are_checked_when_the_step_is_built(arg: str) -> None:
         r"\(value, context\) cannot fill; give it a default or bind it first with "
         r"functools\.partial\.$",
     ):
-        Step.branch_on("c", even, branches(), **{arg: three})
+        Step.branch_on("c", even, branches(), **{arg: three})  # type: ignore[arg-type]
