@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Iterator, Mapping, Sized
-from functools import partial as bind
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -156,6 +155,13 @@ async def run_map_step(frame: ExecutionFrame[Any]) -> StepResult:
     return await _MapRun(frame, step, items, source).run(t0)
 
 
+class _ItemJob(Job):
+    """An item's job: its index rides along, so completing it needs no closure per item."""
+
+    __slots__ = ("index",)
+    index: int
+
+
 class _MapRun:
     """The state of one execution of a map step (the step task draws, bodies finish)."""
 
@@ -254,11 +260,12 @@ class _MapRun:
                     break
                 if item is _END or self.stopped is not None:
                     break
-                job = Job(
+                job = _ItemJob(
                     copy_context(base) if base is not None else None,
                     (*path, item_name(name, index)),
-                    on_finish=bind(finish, index),
+                    on_finish=finish,
                 )
+                job.index = index
                 jobs[index] = job
                 self.outputs.append(None)
                 self.results.append(None)
@@ -268,11 +275,13 @@ class _MapRun:
                 chain.start(job, item)
                 index += 1
 
-    def _finish_item(self, index: int, job: Job) -> None:
+    def _finish_item(self, job: Job) -> None:
         # Called synchronously as the item's job completes (no waiting task per item).
+        assert isinstance(job, _ItemJob)
+        index = job.index
         del self.jobs[index]
         step = self.step
-        r = branch_result(item_name(step.name, index), job, None)
+        r = branch_result(job.path[-1], job, None)
         self.results[index] = r
         progress = self.progress
         progress.done += 1
