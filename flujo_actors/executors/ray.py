@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import attrs
 import trio
@@ -19,9 +20,6 @@ from ..errors import ExecutorLost
 from ._lifetime import RunBound
 from ._work import RemoteAgentError, WorkItem, WorkResult, decode_result, encode_item, run_pickled
 from .base import _Counters, _ExecutorBase, require_extra
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 __all__ = ["RayExecutor"]
 
@@ -77,6 +75,11 @@ class RayExecutor(_ExecutorBase):
         init_options: more keyword arguments for ``ray.init``.
         task_options: ``.options()`` for every task (``num_cpus``,
             ``resources``, ``runtime_env``, ...); retry options are refused.
+            ``resources={"gpu_box": 1}`` pins the calls to the nodes that
+            offer that custom resource (``ray start --resources=...``); a
+            resource no node offers leaves the call pending until one joins.
+            ``resources``, ``num_cpus``, ``num_gpus`` and ``memory`` are
+            checked here, before any run.
         force_cancel: kill the worker on cancellation (True) or raise
             ``KeyboardInterrupt`` in it (False: the agent can clean up, but
             blocking calls finish first). Tasks only; see ``actors``.
@@ -121,6 +124,7 @@ class RayExecutor(_ExecutorBase):
                 "the only retry policy (Ray retries would repeat an agent call behind its "
                 "back). Remove them and set max_retries on the step."
             )
+        _check_scheduling(task_options)
         if not isinstance(cancel_timeout_s, (int, float)) or cancel_timeout_s < 0:
             raise ValueError(
                 f"RayExecutor: cancel_timeout_s must be >= 0, got {cancel_timeout_s!r}."
@@ -332,3 +336,45 @@ class RayExecutor(_ExecutorBase):
         ``ray.init`` is left alone. Cannot be cancelled.
         """
         await self._conn.aclose()
+
+
+# Ray's predefined resources have their own options; in `resources` Ray refuses them late.
+_PREDEFINED: Final = {
+    "CPU": "num_cpus",
+    "GPU": "num_gpus",
+    "memory": "memory",
+    "object_store_memory": "object_store_memory",
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_scheduling(options: Mapping[str, Any]) -> None:
+    """Refuse bad placement options when the executor is built, not at the first call."""
+    for key in ("num_cpus", "num_gpus", "memory"):
+        value = options.get(key)
+        if value is not None and not (_is_number(value) and value >= 0):
+            raise ValueError(
+                f"RayExecutor: task_options[{key!r}] must be a number >= 0, got {value!r}."
+            )
+    resources = options.get("resources")
+    if resources is None:
+        return
+    if not isinstance(resources, Mapping) or not all(isinstance(k, str) for k in resources):
+        raise ValueError(
+            "RayExecutor: task_options['resources'] must map custom resource names to "
+            f"amounts, e.g. {{'node_a': 1}}, got {resources!r}."
+        )
+    for name, amount in resources.items():
+        if name in _PREDEFINED:
+            raise ValueError(
+                f"RayExecutor: task_options['resources'] may not name {name!r}; set "
+                f"task_options[{_PREDEFINED[name]!r}] instead."
+            )
+        if not (_is_number(amount) and amount > 0):
+            raise ValueError(
+                f"RayExecutor: task_options['resources'][{name!r}] must be a number > 0, "
+                f"got {amount!r}."
+            )

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
 if TYPE_CHECKING:
@@ -40,32 +41,106 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if not _inapplicable(item)]
 
 
+# Shorter node health checks than Ray's defaults: a killed node is declared dead in
+# seconds (tests wait for that event; this only makes it come sooner).
+_HEALTH_CHECKS = {
+    "health_check_initial_delay_ms": 0,
+    "health_check_period_ms": 500,
+    "health_check_failure_threshold": 4,
+}
+_STORE = 80 * 1024 * 1024
+
+
+@attrs.define
+class RayNodes:
+    """Two worker nodes of the session's cluster, ``node_a`` and ``node_b``.
+
+    Each offers one unit of its own custom resource (``{"node_a": 1}``) and one
+    unit of ``"pool"``, which both offer; the head node offers neither.
+    """
+
+    cluster: Any  # ray.cluster_utils.Cluster
+    nodes: dict[str, Any]  # name -> ray._private.node.Node
+
+    def node_id(self, name: str) -> str:
+        node_id: str = self.nodes[name].node_id
+        return node_id
+
+    def name_of(self, node_id: str) -> str:
+        [name] = [n for n, node in self.nodes.items() if node.node_id == node_id]
+        return name
+
+    def add(self, name: str) -> None:
+        """Start worker node ``name`` (blocking until it has joined)."""
+        self.nodes[name] = self.cluster.add_node(
+            num_cpus=1, resources={name: 1, "pool": 1}, object_store_memory=_STORE
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL every process of node ``name``, then wait until Ray declares it dead."""
+        self.cluster.remove_node(self.nodes.pop(name), allow_graceful=False)
+        self.cluster.wait_for_nodes(timeout=300)  # the event we mean; the bound is a hang guard
+
+
+_CLUSTER: list[Any] = []  # the session's ray.cluster_utils.Cluster, once started
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
-    """A local Ray cluster (2 CPUs, no dashboard, small object store) for the session.
+    """A Ray cluster on this machine for the session: a head node (2 CPUs, no
+    dashboard, small object store); :func:`ray_nodes` adds two worker nodes.
 
     Workers get this directory on ``PYTHONPATH`` so the agents and types
     defined in the test modules unpickle by reference, as a user's installed
     package would.
     """
     import ray  # make test-ray installs the ray extra: a missing install fails, never skips
+    from ray.cluster_utils import Cluster
 
     saved = {k: os.environ.get(k) for k in RAY_ENV}
     os.environ.update(RAY_ENV)
-    info: Any = ray.init(  # a RayContext (BaseContext in the stubs)
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=80 * 1024 * 1024,
+    cluster: Any = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 2,
+            "include_dashboard": False,
+            "object_store_memory": _STORE,
+            "_system_config": _HEALTH_CHECKS,
+        },
+    )
+    _CLUSTER.append(cluster)
+    ray.init(
+        address=cluster.address,
         log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(HERE)}},
     )
     try:
-        yield str(info.address_info["gcs_address"])
+        yield str(cluster.address)
     finally:
         ray.shutdown()
+        cluster.shutdown()
+        _CLUSTER.clear()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def ray_nodes(ray_cluster: str) -> RayNodes:
+    """Worker nodes ``node_a`` and ``node_b`` joined to the session's cluster."""
+    nodes = RayNodes(_CLUSTER[0], {})
+    for name in ("node_a", "node_b"):
+        nodes.add(name)
+    return nodes
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A FIFO an agent writes one line into (open for reading: its writer never blocks)."""
+    path = tmp_path / "started.fifo"
+    os.mkfifo(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    yield path, fd
+    os.close(fd)

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -20,9 +19,6 @@ import trio.lowlevel
 import trio.testing
 
 from flujo_actors import Flujo, Step
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 
 def triple(x: int) -> int:
@@ -64,15 +60,6 @@ def crash_once(marker: str) -> int:
 
 def my_pid(x: object) -> int:
     return os.getpid()
-
-
-@pytest.fixture
-def fifo(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    path = tmp_path / "started.fifo"
-    os.mkfifo(path)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    yield path, fd
-    os.close(fd)
 
 
 async def _read_pid(fd: int) -> int:
