@@ -29,6 +29,7 @@ from .errors import ExecutorLost as ExecutorLost
 from .errors import FlujoError as FlujoError
 from .errors import FlujoInternalError as FlujoInternalError
 from .errors import HookError as HookError
+from .errors import HumanInputError as HumanInputError
 from .errors import InfiniteFallbackError as InfiniteFallbackError
 from .errors import MailboxFull as MailboxFull
 from .errors import MaxChildrenExceeded as MaxChildrenExceeded
@@ -47,6 +48,8 @@ from .limits import UsageLimits as UsageLimits
 from .policy.usage import register_usage_extractor as register_usage_extractor
 from .policy.usage import usage_of as usage_of
 from .results import MapItemDone as MapItemDone
+from .results import PausedRun as PausedRun
+from .results import PendingInput as PendingInput
 from .results import PipelineResult as PipelineResult
 from .results import StepResult as StepResult
 from .results import StreamRetried as StreamRetried
@@ -64,6 +67,7 @@ from .steps.dsl import PluginOutcome as PluginOutcome
 from .steps.dsl import Step as Step
 from .steps.dsl import StepConfig as StepConfig
 from .steps.dsl import step as step
+from .steps.human import HumanInputStep as HumanInputStep
 from .tracing import Span as Span
 
 if TYPE_CHECKING:
@@ -201,6 +205,8 @@ __all__ = [
     "FlujoError",
     "FlujoInternalError",
     "HookError",
+    "HumanInputError",
+    "HumanInputStep",
     "InMemoryLRUBackend",
     "InMemoryStateBackend",
     "InfiniteFallbackError",
@@ -214,6 +220,8 @@ __all__ = [
     "MergeStrategy",
     "Monitor",
     "ParallelStep",
+    "PausedRun",
+    "PendingInput",
     "Pipeline",
     "PipelineContext",
     "PipelineDefinitionError",

@@ -21,6 +21,7 @@ __all__ = [
     "FlujoError",
     "FlujoInternalError",
     "HookError",
+    "HumanInputError",
     "InfiniteFallbackError",
     "MailboxFull",
     "MaxChildrenExceeded",
@@ -119,6 +120,13 @@ class RunNotFoundError(FlujoError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class HumanInputError(FlujoError, ValueError):
+    """``resume_async(..., human_input=...)`` got a value the paused step refuses.
+
+    Nothing ran and nothing changed: the run stays paused.
+    """
 
 
 class RunExistsError(FlujoError):

@@ -43,6 +43,9 @@ class ExecutionFrame(Generic[ContextT]):
             the step's result is recorded there, and the job's last step (or a
             failure) completes it, which answers whoever started the pipeline
             (the runner, or a parent control-flow step); opaque.
+        position: which execution of the step this is: ``path`` plus the loop
+            iterations (1-based ints) on the way down, and the branch names;
+            it names the step's checkpoint and its ``idempotency_key``.
     """
 
     step: Step
@@ -58,3 +61,4 @@ class ExecutionFrame(Generic[ContextT]):
     path: tuple[str, ...] = ()
     nursery: trio.Nursery | None = None
     reply_to: Any = None
+    position: tuple[str | int, ...] = ()

@@ -514,6 +514,8 @@ class RunObserver:
             # The failing hook cancelled the run: it did not complete.
             result.success = False
             result.output = None
+            if result.status == "completed":
+                result.status = "failed"
         err.result = result
         if breach is not None:
             breach.add_note(f"A hook also failed: {err}")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .actors.actor import Actor, ActorCell, ReplySlot, run_actor
-from .backends.state import RunCheckpoint, RunSnapshot
+from .backends.state import PositionRecord, RunCheckpoint, RunSnapshot
 from .results import PipelineResult, StepResult
 from .serialization import dump_typed, load_typed
 
@@ -31,14 +31,26 @@ if TYPE_CHECKING:
 
     from .actors.registry import Registry
     from .backends.state import StateBackend
+    from .policy.merge import BranchChanges
+    from .run.checkpoint import Positions
 
-__all__ = ["PersistenceActor", "ResumePoint", "checkpoint_for", "result_from_snapshot"]
+__all__ = [
+    "PersistenceActor",
+    "ResumePoint",
+    "checkpoint_for",
+    "open_positions",
+    "result_from_snapshot",
+    "step_from_row",
+    "step_row",
+]
 
 
 class ResumePoint:
     """Where a resumed run continues: step index, its input, context, prior history."""
 
     __slots__ = (
+        "answers",
+        "base",
         "context",
         "cost",
         "data",
@@ -46,6 +58,7 @@ class ResumePoint:
         "index",
         "initial_input",
         "new_fingerprint",
+        "positions",
         "tokens",
     )
 
@@ -67,6 +80,11 @@ class ResumePoint:
         # Set by resume_async when a changed pipeline was allowed: recorded at
         # the resumed run's next checkpoint.
         self.new_fingerprint: str | None = None
+        # Completed positions below the top level (loaded by resume_async).
+        self.positions: dict[str, Any] = {}
+        # The stored run row (a RunCheckpoint) and the validated human answers.
+        self.base: Any = None
+        self.answers: dict[str, Any] = {}
 
 
 def _as_step_result(value: object) -> StepResult:
@@ -114,14 +132,7 @@ def checkpoint_for(
         status, next_index = "completed", index + 1
     else:
         status, next_index = "running", index + 1
-    output = dump_typed(result.output, path=f"step {result.name!r} output")
-    # The output is serialized once: the row carries the same JSON.
-    row = dump_typed(attrs.evolve(result, output=None), path=f"step {result.name!r} result")
-    fields = row.get("value") if isinstance(row, dict) else None
-    if isinstance(fields, dict):
-        fields["output"] = output
-    else:  # a registered serializer for StepResult: keep its own format
-        row = dump_typed(result, path=f"step {result.name!r} result")
+    output, row = step_row(result)
     return RunCheckpoint(
         run_id=run_id,
         pipeline_name=pipeline_name,
@@ -137,10 +148,64 @@ def checkpoint_for(
     )
 
 
+def step_row(result: StepResult) -> tuple[Any, Any]:
+    """``(output JSON, result row JSON)`` of a finished step (the output serialized once).
+
+    Raises:
+        SerializationError: the output (or another value of the result)
+            cannot be serialized; the message names the step.
+    """
+    output = dump_typed(result.output, path=f"step {result.name!r} output")
+    # The output is serialized once: the row carries the same JSON.
+    row = dump_typed(attrs.evolve(result, output=None), path=f"step {result.name!r} result")
+    fields = row.get("value") if isinstance(row, dict) else None
+    if isinstance(fields, dict):
+        fields["output"] = output
+    else:  # a registered serializer for StepResult: keep its own format
+        row = dump_typed(result, path=f"step {result.name!r} result")
+    return output, row
+
+
+def step_from_row(row: Any, where: str) -> StepResult:
+    """Rebuild a StepResult saved by :func:`step_row` (``where`` names it in errors)."""
+    return _as_step_result(load_typed(row, path=where))
+
+
+def open_positions(
+    persistence: PersistenceActor, run_id: str, done: dict[str, Any] | None
+) -> Positions:
+    """The :class:`~flujo_actors.run.checkpoint.Positions` of a run saved by ``persistence``.
+
+    A record is ``{"result": <step row>, "changes": <context changes>}``
+    (``changes`` left out when the step changed nothing), all JSON data.
+    """
+    from .run.checkpoint import Positions
+    from .step_cache import dump_changes, load_changes
+
+    def encode(result: StepResult, changes: BranchChanges | None) -> Any:
+        _output, row = step_row(result)
+        record: dict[str, Any] = {"result": row}
+        if changes is not None:
+            record["changes"] = dump_changes(changes)
+        return record
+
+    def decode(record: Any, where: str) -> tuple[StepResult, BranchChanges | None]:
+        changes = record.get("changes")
+        return (
+            step_from_row(record["result"], where),
+            None if changes is None else load_changes(changes),
+        )
+
+    async def save(position: str, record: Any) -> None:
+        await persistence.save(PositionRecord(run_id=run_id, position=position, record=record))
+
+    return Positions(save, encode, decode, done)
+
+
 class _Save:
     __slots__ = ("checkpoint", "slot")
 
-    def __init__(self, checkpoint: RunCheckpoint, slot: ReplySlot) -> None:
+    def __init__(self, checkpoint: RunCheckpoint | PositionRecord, slot: ReplySlot) -> None:
         self.checkpoint = checkpoint
         self.slot = slot
 
@@ -165,8 +230,8 @@ class PersistenceActor(Actor):
         )
         self.commits = 0
 
-    async def save(self, checkpoint: RunCheckpoint) -> None:
-        """Queue a checkpoint and wait until it is durable.
+    async def save(self, checkpoint: RunCheckpoint | PositionRecord) -> None:
+        """Queue a checkpoint (or a completed position) and wait until it is durable.
 
         Raises:
             Exception: whatever the backend raised while writing it.
@@ -191,11 +256,7 @@ class PersistenceActor(Actor):
         """
         batch: Sequence[_Save] = messages
         try:
-            if len(batch) == 1:
-                first = batch[0].checkpoint
-                await self.backend.save_state(first.run_id, first)
-            else:
-                await self.backend.save_states([m.checkpoint for m in batch])
+            await self._write(batch)
         except Exception as exc:
             for m in batch:
                 m.slot.fail(exc)
@@ -203,3 +264,27 @@ class PersistenceActor(Actor):
         self.commits += 1
         for m in batch:
             m.slot.set(None)
+
+    async def _write(self, batch: Sequence[_Save]) -> None:
+        """One commit per kind of record in the batch: positions first, then run rows."""
+        backend = self.backend
+        first = batch[0].checkpoint
+        if len(batch) == 1:
+            if isinstance(first, PositionRecord):
+                await backend.save_positions([first])
+            else:
+                await backend.save_state(first.run_id, first)
+            return
+        positions: list[PositionRecord] = []
+        runs: list[RunCheckpoint] = []
+        for m in batch:
+            item = m.checkpoint
+            if isinstance(item, PositionRecord):
+                positions.append(item)
+            else:
+                runs.append(item)
+        # Positions first: a run row never claims more than its positions show.
+        if positions:
+            await backend.save_positions(positions)
+        if runs:
+            await backend.save_states(runs)

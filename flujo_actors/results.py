@@ -15,8 +15,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXACT",
+    "RUN_RESULT_STATUSES",
     "ZERO",
     "MapItemDone",
+    "PausedRun",
+    "PendingInput",
     "PipelineResult",
     "StepResult",
     "StreamRetried",
@@ -259,6 +262,59 @@ class StepResult:
     step_history: list[StepResult] = attrs.Factory(list)
 
 
+RUN_RESULT_STATUSES: Final = ("completed", "failed", "paused", "cancelled")
+"""The values of :attr:`PipelineResult.status`."""
+
+
+@attrs.frozen(kw_only=True)
+class PendingInput:
+    """One human-input step a paused run waits for.
+
+    Attributes:
+        key: how to address it in ``resume_async(run_id, human_input={key: value})``:
+            its position joined by ``/`` (step names, loop iterations, branch
+            names), e.g. ``"review/2/approve"``.
+        path: the step's path in the pipeline tree (names only).
+        position: the path plus the loop iterations on the way down.
+        step: the step's name.
+        message: what it asks (a callable message already evaluated).
+        input_schema: the JSON schema of the expected input (``{}``: any JSON value).
+    """
+
+    key: str
+    path: tuple[str, ...]
+    position: tuple[str | int, ...]
+    step: str
+    message: str
+    input_schema: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class PausedRun:
+    """Why a run is paused: the human inputs it waits for (at least one).
+
+    ``path``, ``message`` and ``input_schema`` are the first pending input's;
+    ``pending`` lists all of them (parallel branches may each wait for one).
+    """
+
+    pending: tuple[PendingInput, ...]
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """The first pending step's path."""
+        return self.pending[0].path
+
+    @property
+    def message(self) -> str:
+        """The first pending step's message."""
+        return self.pending[0].message
+
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        """The first pending step's input schema."""
+        return self.pending[0].input_schema
+
+
 @attrs.define(eq=True, repr=True)
 class PipelineResult:
     """The outcome of a run.
@@ -268,6 +324,9 @@ class PipelineResult:
     governor (every usage update of every step, at every depth). ``trace`` is
     the run's :class:`~flujo_actors.spans.Span` tree when tracing was on
     (``Flujo(..., trace=True)`` or a span listener hook), else None.
+    ``status`` is ``"completed"``, ``"failed"``, ``"paused"`` (waiting for
+    human input: ``paused`` says for what) or ``"cancelled"``; left out, it
+    follows ``success``.
     """
 
     step_history: list[StepResult] = attrs.Factory(list)
@@ -278,3 +337,14 @@ class PipelineResult:
     output: Any = None
     run_id: str = ""
     trace: Span | None = None
+    status: str = attrs.field(default="", kw_only=True)
+    paused: PausedRun | None = attrs.field(default=None, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.status:
+            self.status = "completed" if self.success else "failed"
+        elif self.status not in RUN_RESULT_STATUSES:
+            raise ValueError(
+                f"PipelineResult.status must be one of {RUN_RESULT_STATUSES!r}, "
+                f"got {self.status!r}."
+            )

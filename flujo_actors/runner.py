@@ -21,6 +21,7 @@ from .actors.run_supervisor import RunSupervisor
 from .call_sites import CALL_SITES
 from .context import PipelineContext, build_context, check_context_model
 from .errors import (
+    HumanInputError,
     PipelineDefinitionError,
     RunExistsError,
     RunNotFoundError,
@@ -30,7 +31,7 @@ from .governor import Governor
 from .limits import UsageLimits
 from .partial import contains
 from .policy.ledger import UsageLedger
-from .results import ZERO, PipelineResult, add_usd
+from .results import ZERO, PausedRun, PipelineResult, add_usd
 from .run.core import Chain, Job, RunState
 from .runner_args import (
     check_backend,
@@ -39,7 +40,8 @@ from .runner_args import (
     resolve_state_backend,
     validate_tree,
 )
-from .runner_checkpoints import changed_message, checkpointer, first_checkpoint
+from .runner_checkpoints import Recorder, changed_message, first_checkpoint, resume_base
+from .runner_human import NO_INPUT, check_sinks, has_human_steps
 from .steps.dsl import (
     Pipeline,
     PipelineStep,
@@ -66,7 +68,7 @@ class Flujo:
             gets its own copy); checked against ``context_model`` here.
         resources: passed to agents that accept ``resources=``.
         usage_limits: :class:`UsageLimits` for each run.
-        state_backend: persist after every top-level step (enables resume); a
+        state_backend: persist every completed step, at any depth (enables resume); a
             ``StateBackend``, or a path (``str``/``os.PathLike``) meaning
             ``SQLiteBackend(path)``.
         cache_backend: where ``cache=True`` steps keep outputs (a ``CacheBackend``).
@@ -157,6 +159,16 @@ class Flujo:
         self._fingerprint: str | None = None
         # Decided once: only pipelines with an asyncio step open an asyncio loop per run.
         self._uses_asyncio = pipeline_uses_asyncio(pipeline)
+        # Decided once: a pipeline with human-input steps can pause; without a
+        # state backend its runs are kept in memory until they finish.
+        self._human = has_human_steps(pipeline)
+        if self._human:
+            check_sinks(pipeline, context_model)
+        self._backend: Any = state_backend
+        if self._human and state_backend is None:
+            from .backends.state import InMemoryStateBackend
+
+            self._backend = InMemoryStateBackend()
         if self._uses_asyncio and executor is not None and executor != "inline":
             check_no_placed_asyncio_steps(pipeline, executor)
         self._built = True  # from here on the checked settings are read-only
@@ -382,13 +394,22 @@ class Flujo:
         )
 
     async def resume_async(
-        self, run_id: str, *, allow_changed_pipeline: bool = False
+        self, run_id: str, *, human_input: Any = NO_INPUT, allow_changed_pipeline: bool = False
     ) -> PipelineResult:
-        """Continue a run from its last persisted step (needs a ``state_backend``).
+        """Continue a stored run (needs a ``state_backend``, or human-input steps).
 
-        Completed steps are not re-run: the run continues after the last
-        persisted step, with the persisted context and totals. A finished run
-        (completed or failed) returns its stored result.
+        Completed steps are not re-run, at any depth: the run continues after
+        the last persisted top-level step, with the persisted context and
+        totals, and the steps of the top-level step in progress that had
+        completed (inside loops, branches, nested pipelines) are replayed from
+        their checkpoints. A finished run (completed or failed) returns its
+        stored result; a paused or cancelled one continues.
+
+        ``human_input`` answers a paused run (see :class:`PausedRun`): the
+        value itself when it waits for one input, or a mapping of
+        :attr:`PendingInput.key` to value (one, several or all pending
+        inputs). It is validated before anything runs. Without it a paused
+        run pauses again at the same place.
 
         Every run stores the structural fingerprint of its pipeline (see
         :mod:`flujo_actors.policy.fingerprint`); a run stored by a different
@@ -403,6 +424,9 @@ class Flujo:
             RunNotFoundError: the backend does not know ``run_id``.
             RunExistsError: the run is already running in this runner.
             UsageLimitExceededError: the resumed part breached the limits.
+            HumanInputError: ``human_input`` for a run that is not paused, that
+                does not say which pending input it answers, or that its
+                step's ``input_model`` refuses (the run stays paused).
         """
         _require_trio("resume_async")
         if not isinstance(allow_changed_pipeline, bool):
@@ -410,7 +434,7 @@ class Flujo:
                 "Flujo.resume_async: allow_changed_pipeline must be True or False, "
                 f"got {allow_changed_pipeline!r}."
             )
-        backend = self.state_backend
+        backend = self._backend
         if backend is None:
             raise PipelineDefinitionError(
                 "Flujo.resume_async needs a state backend: pass "
@@ -435,11 +459,28 @@ class Flujo:
             )
         # Persistence (and cattrs) load only when used: `import flujo_actors` stays light.
         from .persistence import ResumePoint, result_from_snapshot
+        from .runner_human import PAUSED_KEY, answers_for, pending_from_record
 
         if snap.status in ("completed", "failed"):
+            if human_input is not NO_INPUT:
+                raise HumanInputError(
+                    f"Run {run_id!r} is {snap.status}, not paused: it waits for no human "
+                    "input. Resume it without human_input (you get its stored result)."
+                )
             return result_from_snapshot(snap)
         point = ResumePoint(snap)
         point.new_fingerprint = fingerprint if changed else None
+        point.positions = await backend.load_positions(run_id)
+        point.base = resume_base(snap)
+        pending = pending_from_record(point.positions.pop(PAUSED_KEY, None))
+        if human_input is not NO_INPUT:
+            if snap.status != "paused":
+                raise HumanInputError(
+                    f"Run {run_id!r} is {snap.status}, not paused: it waits for no human "
+                    "input. Resume it without human_input."
+                )
+            # Checked before anything runs: an invalid answer leaves the run paused.
+            point.answers = answers_for(self.pipeline, run_id, pending, human_input)
         return await self._execute(None, run_id=run_id, resume=point)
 
     def _pipeline_fingerprint(self) -> str:
@@ -486,15 +527,14 @@ class Flujo:
             context = build_context(
                 self.context_model, self.initial_context_data, initial_input, run_id
             )
-            if self.state_backend is not None:
+            if self._backend is not None:
                 # Durable before anything starts (so a crash in step 0 resumes too),
                 # and atomic: a run id the backend knows is refused here, before
                 # any hook or step runs.
-                await self.state_backend.create_run(
-                    first_checkpoint(
-                        self.pipeline, self._pipeline_fingerprint(), run_id, initial_input, context
-                    )
+                base = first_checkpoint(
+                    self.pipeline, self._pipeline_fingerprint(), run_id, initial_input, context
                 )
+                await self._backend.create_run(base)
         limits = self.usage_limits
         ledger = UsageLedger(
             limits.total_cost_usd_limit if limits else None,
@@ -526,17 +566,26 @@ class Flujo:
         if resume is not None:
             job.history.extend(resume.history)
             start, data = resume.index, resume.data
-        persistence: PersistenceActor | None = None
-        if self.state_backend is not None:
-            from .persistence import PersistenceActor
+        if self._human:
+            from .run.human import HumanState
 
-            persistence = PersistenceActor(self.state_backend, run.dead_letters, run.registry)
-            job.on_step = checkpointer(
+            run.human = HumanState(resume.answers if resume is not None else None)
+        persistence: PersistenceActor | None = None
+        recorder: Recorder | None = None
+        if self._backend is not None:
+            from .persistence import PersistenceActor, open_positions
+
+            persistence = PersistenceActor(self._backend, run.dead_letters, run.registry)
+            run.positions = open_positions(
+                persistence, run_id, resume.positions if resume is not None else None
+            )
+            job.on_step = recorder = Recorder(
                 self.pipeline,
                 run_id,
                 persistence,
-                initial_input,
+                resume.base if resume is not None else base,
                 ledger,
+                run.human,
                 resume.new_fingerprint if resume is not None else None,
             )
         run_nursery = self._run_nursery_on_asyncio if self._uses_asyncio else self._run_nursery
@@ -544,17 +593,25 @@ class Flujo:
             governor = await run_nursery(
                 run, ledger, job, start, data, persistence, resume, context, initial_input
             )
-        except BaseExceptionGroup as group:
-            # An error escaping a run (a hook, a backend, an internal bug) is raised
-            # as itself (its own cause kept), not wrapped in the run nursery's group.
-            leaf = _single(group)
-            raise leaf from leaf.__cause__
+        except BaseException as exc:
+            if recorder is not None and _cancelled(exc):
+                await recorder.cancelled()  # the stored status says what happened
+            if isinstance(exc, BaseExceptionGroup):
+                # An error escaping a run (a hook, a backend, an internal bug) is raised
+                # as itself (its own cause kept), not wrapped in the run nursery's group.
+                leaf = _single(exc)
+                raise leaf from leaf.__cause__
+            raise
         finally:
             self._live.pop(run_id, None)
+        paused = run.human is not None and bool(run.human.pending)
+        if self.state_backend is None and self._backend is not None and not paused:
+            # Kept in memory only while paused (there is no backend to keep it).
+            await self._backend.delete_state(run_id)
         if observer is None:
-            return self._finish(run_id, ledger, job, governor)
+            return self._finish(run_id, ledger, job, governor, run.human)
         try:
-            result = self._finish(run_id, ledger, job, governor)
+            result = self._finish(run_id, ledger, job, governor, run.human)
         except UsageLimitExceededError as breach:
             b = governor.breached
             step = b.result.name if b is not None and b.result is not None else None
@@ -614,7 +671,7 @@ class Flujo:
         return governor
 
     def _finish(
-        self, run_id: str, ledger: UsageLedger, job: Job, governor: Governor
+        self, run_id: str, ledger: UsageLedger, job: Job, governor: Governor, human: Any
     ) -> PipelineResult:
         history = job.history
         result = PipelineResult(
@@ -626,6 +683,9 @@ class Flujo:
             output=job.output if job.success else None,
             run_id=run_id,
         )
+        if human is not None and human.pending and governor.breached is None:
+            result.status = "paused"
+            result.paused = PausedRun(pending=tuple(human.pending))
         if governor.breached is not None:
             b = governor.breached
             # The breaching step sits in the tree (the last leaf of the last entry); a
@@ -635,6 +695,13 @@ class Flujo:
             result.output = None
             raise UsageLimitExceededError(b.message, result)
         return result
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is a cancellation (alone, or every leaf of its groups)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_cancelled(e) for e in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
 
 
 def _asyncio_running() -> bool:

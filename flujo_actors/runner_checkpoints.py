@@ -1,8 +1,8 @@
 """What the runner persists: a new run's first checkpoint, one per finished step, resume checks.
 
-Cancellation: the per-step checkpointer waits until the persistence actor
-has made the step's checkpoint durable; cancelled while it waits, the
-checkpoint may or may not have been written.
+Also the run's status: ``"running"`` while it runs, ``"completed"`` /
+``"failed"`` with its last step, ``"paused"`` when it waits for human
+input, ``"cancelled"`` when its caller cancelled it (see :class:`Recorder`).
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import trio
 
 from .results import add_usd
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from .backends.state import RunCheckpoint
     from .persistence import PersistenceActor
     from .policy.ledger import UsageLedger
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
     from .run.core import Job
     from .steps.dsl import Pipeline
 
-__all__ = ["changed_message", "checkpointer", "first_checkpoint"]
+__all__ = ["Recorder", "changed_message", "first_checkpoint", "resume_base"]
 
 
 def changed_message(pipeline: Pipeline, fingerprint: str, run_id: str, snap: Any) -> str:
@@ -68,45 +67,112 @@ def first_checkpoint(
     )
 
 
-def checkpointer(
-    pipeline: Pipeline,
-    run_id: str,
-    persistence: PersistenceActor,
-    initial_input: Any,
-    ledger: UsageLedger,
-    new_fingerprint: str | None = None,
-) -> Callable[[int, StepResult, Job], Awaitable[None]]:
-    """The top-level job's ``on_step``: persist each finished step before the next."""
-    from .persistence import checkpoint_for
-    from .serialization import dump_typed
+class Recorder:
+    """What the runner persists while a run runs: each top-level step, a pause, a cancel.
 
-    input_json = dump_typed(initial_input, path="initial_input")
-    n_steps = len(pipeline.steps)
-    name = pipeline.name
-    # Totals from the top-level results (each includes its children): exact,
-    # and independent of when the governor applies told usage messages.
-    cost, tokens = ledger.cost, ledger.tokens
+    Call it as the top-level job's ``on_step`` (it persists each finished
+    step before the next starts). It keeps the last checkpoint saved, so a
+    pause or a cancel stores the run as it was after its last completed
+    top-level step, with the new status: the in-progress step's completed
+    positions are replayed from their own records on resume, never counted
+    twice.
 
-    async def on_step(index: int, result: StepResult, job: Job) -> None:
-        nonlocal cost, tokens, new_fingerprint
-        cost = add_usd(cost, result.cost_usd)
-        tokens += result.token_counts
+    Cancellation: ``on_step`` waits until the persistence actor made the
+    checkpoint durable; cancelled while it waits, it may or may not have
+    been written. :meth:`cancelled` writes shielded.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        run_id: str,
+        persistence: PersistenceActor,
+        base: RunCheckpoint,
+        ledger: UsageLedger,
+        human: Any = None,
+        new_fingerprint: str | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.persistence = persistence
+        self.n_steps = len(pipeline.steps)
+        self.name = pipeline.name
+        self.last = base
+        self.human = human
+        self.new_fingerprint = new_fingerprint
+        # Totals from the top-level results (each includes its children): exact,
+        # and independent of when the governor applies told usage messages.
+        self.cost, self.tokens = ledger.cost, ledger.tokens
+
+    async def __call__(self, index: int, result: StepResult, job: Job) -> None:
+        from .persistence import checkpoint_for
+
+        human = self.human
+        if human is not None and human.pending:
+            await self._paused()
+            return
+        self.cost = add_usd(self.cost, result.cost_usd)
+        self.tokens += result.token_counts
         checkpoint = checkpoint_for(
-            run_id=run_id,
-            pipeline_name=name,
+            run_id=self.run_id,
+            pipeline_name=self.name,
             index=index,
-            n_steps=n_steps,
+            n_steps=self.n_steps,
             result=result,
             context=job.context,
-            initial_input_json=input_json,
-            cost=cost,
-            tokens=tokens,
+            initial_input_json=self.last.initial_input,
+            cost=self.cost,
+            tokens=self.tokens,
         )
-        if new_fingerprint is not None:
+        if self.new_fingerprint is not None:
             # A resume with a changed pipeline (allowed): the run now belongs
             # to this pipeline, recorded once, with its first new step.
-            checkpoint = attrs.evolve(checkpoint, pipeline_fingerprint=new_fingerprint)
-            new_fingerprint = None
-        await persistence.save(checkpoint)
+            checkpoint = attrs.evolve(checkpoint, pipeline_fingerprint=self.new_fingerprint)
+            self.new_fingerprint = None
+        await self.persistence.save(checkpoint)
+        self.last = attrs.evolve(checkpoint, new_steps=(), pipeline_fingerprint=None)
 
-    return on_step
+    async def _paused(self) -> None:
+        from .backends.state import PositionRecord
+        from .runner_human import PAUSED_KEY, pending_record
+
+        # The pending inputs first: a run row saying "paused" always has them.
+        await self.persistence.save(
+            PositionRecord(
+                run_id=self.run_id,
+                position=PAUSED_KEY,
+                record=pending_record(self.human.pending),
+            )
+        )
+        await self.persistence.save(self._with_status("paused"))
+
+    def _with_status(self, status: str) -> RunCheckpoint:
+        return attrs.evolve(
+            self.last,
+            status=status,
+            new_steps=(),
+            updated_at=time.time(),
+            pipeline_fingerprint=self.new_fingerprint,
+        )
+
+    async def cancelled(self) -> None:
+        """Store the run as cancelled (shielded: the run's own scope is being cancelled)."""
+        with trio.CancelScope(shield=True):
+            await self.persistence.backend.save_state(self.run_id, self._with_status("cancelled"))
+
+
+def resume_base(snap: Any) -> RunCheckpoint:
+    """The checkpoint a resumed run continues from (its stored run row)."""
+    from .backends.state import RunCheckpoint
+
+    return RunCheckpoint(
+        run_id=snap.run_id,
+        pipeline_name=snap.pipeline_name,
+        status="running",
+        next_step_index=snap.next_step_index,
+        context=snap.context,
+        initial_input=snap.initial_input,
+        output=snap.output,
+        total_cost_usd=snap.total_cost_usd,
+        total_tokens=snap.total_tokens,
+        updated_at=snap.updated_at,
+    )

@@ -28,7 +28,15 @@ from .results import StepResult
 if TYPE_CHECKING:
     from .steps.dsl import Step
 
-__all__ = ["CacheMiss", "lookup", "store"]
+__all__ = [
+    "CacheMiss",
+    "changes_since",
+    "dump_changes",
+    "fork_before",
+    "load_changes",
+    "lookup",
+    "store",
+]
 
 #: Metadata of a miss that a hit reports too.
 _REPLAYED: Final = ("fallback_triggered", "original_error", "original_error_type")
@@ -43,9 +51,14 @@ class CacheMiss:
 
     def __init__(self, key: str, ctx: Any) -> None:
         self.key = key
-        # A copy: the step mutates the live context in place, and the diff needs
-        # the values from before it ran.
-        self.fork = Fork.of(copy_context(ctx)) if ctx is not None else None
+        self.fork = fork_before(ctx)
+
+
+def fork_before(ctx: Any) -> Fork | None:
+    """What :func:`changes_since` compares against: ``ctx`` before a step runs (or None)."""
+    # A copy: the step mutates the live context in place, and the diff needs
+    # the values from before it ran.
+    return Fork.of(copy_context(ctx)) if ctx is not None else None
 
 
 def _skip(message: str) -> None:
@@ -106,13 +119,7 @@ async def store(backend: Any, step: Step, miss: CacheMiss, result: StepResult, c
     """
     from .serialization import dump_typed
 
-    changes = None
-    if miss.fork is not None and ctx is not None:
-        changes = diff_branch(miss.fork, ctx)
-        if not (
-            changes.fields or changes.scratch_set or changes.scratch_deleted or changes.appended
-        ):
-            changes = None
+    changes = changes_since(miss.fork, ctx)
     replayed = {k: result.metadata[k] for k in _REPLAYED if k in result.metadata}
     try:
         # Only what a hit must replay is stored: most entries are just the output.
@@ -121,7 +128,7 @@ async def store(backend: Any, step: Step, miss: CacheMiss, result: StepResult, c
             "output": dump_typed(result.output, path="output"),
         }
         if changes is not None:
-            entry["context"] = _dump_changes(changes)
+            entry["context"] = dump_changes(changes)
         if replayed:
             entry["metadata"] = dump_typed(replayed, path="metadata")
         await backend.put(miss.key, entry)
@@ -129,7 +136,22 @@ async def store(backend: Any, step: Step, miss: CacheMiss, result: StepResult, c
         _skip(f"Step {step.name!r} (cache=True): its result stands but was not cached. {exc}")
 
 
-def _dump_changes(changes: BranchChanges) -> Any:
+def changes_since(fork: Fork | None, ctx: Any) -> BranchChanges | None:
+    """What a step changed in ``ctx`` since ``fork`` was taken, or None for nothing.
+
+    Also used by the checkpoints of completed positions (:mod:`.run.checkpoint`),
+    which replay a step's context effect the way a cache hit does.
+    """
+    if fork is None or ctx is None:
+        return None
+    changes = diff_branch(fork, ctx)
+    if not (changes.fields or changes.scratch_set or changes.scratch_deleted or changes.appended):
+        return None
+    return changes
+
+
+def dump_changes(changes: BranchChanges) -> Any:
+    """``changes`` as JSON data (``dump_typed`` values); :func:`load_changes` rebuilds them."""
     from .serialization import dump_typed
 
     return {
@@ -148,18 +170,26 @@ def _load(entry: Any) -> tuple[Any, BranchChanges, dict[str, Any]]:
     output = load_typed(entry["output"], path="output")
     ctx = entry.get("context")
     metadata = entry.get("metadata")
-    if ctx is None:
-        changes = _NO_CHANGES
-    else:
-        changes = BranchChanges(
-            _mapping(load_typed(ctx["fields"], path="context")),
-            _mapping(load_typed(ctx["scratch_set"], path="context.scratchpad")),
-            tuple(_sequence(load_typed(ctx["scratch_deleted"], path="context.scratchpad"))),
-            {k: list(_sequence(v)) for k, v in _mapping(load_typed(ctx["appended"])).items()},
-        )
+    changes = _NO_CHANGES if ctx is None else load_changes(ctx)
     if metadata is None:
         return output, changes, {}
     return output, changes, _mapping(load_typed(metadata, path="metadata"))
+
+
+def load_changes(data: Any) -> BranchChanges:
+    """Rebuild what :func:`dump_changes` wrote.
+
+    Raises:
+        SerializationError, KeyError, TypeError: ``data`` is not such a record.
+    """
+    from .serialization import load_typed
+
+    return BranchChanges(
+        _mapping(load_typed(data["fields"], path="context")),
+        _mapping(load_typed(data["scratch_set"], path="context.scratchpad")),
+        tuple(_sequence(load_typed(data["scratch_deleted"], path="context.scratchpad"))),
+        {k: list(_sequence(v)) for k, v in _mapping(load_typed(data["appended"])).items()},
+    )
 
 
 def _mapping(value: Any) -> dict[Any, Any]:

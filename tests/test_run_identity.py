@@ -202,6 +202,7 @@ def _downgrade_to_schema_1(path: Path) -> None:
     conn = sqlite3.connect(path)
     with conn:
         conn.execute("DROP TABLE fingerprints")
+        conn.execute("DROP TABLE positions")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {"meta", "runs", "steps"}  # exactly the version-1 layout
@@ -233,7 +234,7 @@ async def test_a_schema_1_store_is_migrated_and_its_runs_need_the_flag(tmp_path:
         snap = await backend.load_state("order-2")
         assert snap is not None and snap.pipeline_fingerprint is not None
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
     conn.close()
 
 

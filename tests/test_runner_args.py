@@ -53,7 +53,8 @@ def _exact(message: str) -> str:
 
 STATE = (
     "Flujo: state_backend must implement the StateBackend protocol (async create_run, "
-    "save_state, save_states, load_state, delete_state, list_runs, prune, aclose); got {value}: "
+    "save_state, save_states, load_state, delete_state, list_runs, prune, save_positions, "
+    "load_positions, aclose); got {value}: "
     "{problem}. Pass e.g. state_backend=SQLiteBackend('runs.db') or InMemoryStateBackend()."
 )
 
@@ -67,10 +68,10 @@ STATE = (
         (
             {},
             "it lacks create_run, save_state, save_states, load_state, delete_state, "
-            "list_runs, prune, aclose",
+            "list_runs, prune, save_positions, load_positions, aclose",
         ),
-        (42, "it lacks create_run, save_state, save_states, load_state, delete_state, list_runs, prune, aclose"),
-        (InMemoryLRUBackend(), "it lacks create_run, save_state, save_states, load_state, delete_state, list_runs, prune, aclose"),
+        (42, "it lacks create_run, save_state, save_states, load_state, delete_state, list_runs, prune, save_positions, load_positions, aclose"),
+        (InMemoryLRUBackend(), "it lacks create_run, save_state, save_states, load_state, delete_state, list_runs, prune, save_positions, load_positions, aclose"),
     ],
     ids=["dict", "int", "a-cache-backend"],
 )  # fmt: skip

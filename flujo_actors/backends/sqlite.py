@@ -1,7 +1,7 @@
 # Over 500 lines on purpose: one backend class whose schema, migrations and file checks must be read together.
 """A durable :class:`~flujo_actors.backends.state.StateBackend` on stdlib ``sqlite3``.
 
-File layout (schema version 2)::
+File layout (schema version 3)::
 
     PRAGMA application_id = 0x464A4143      -- "FJAC": recognises our files
     meta  (key TEXT PRIMARY KEY, value TEXT)  -- app = flujo_actors, schema_version = 2
@@ -10,12 +10,15 @@ File layout (schema version 2)::
            total_cost_usd, total_tokens, updated_at, step_count)
     steps (run_id, idx, json, PRIMARY KEY (run_id, idx))  -- one row per step
     fingerprints (run_id TEXT PRIMARY KEY, fingerprint)   -- the pipeline's (v2)
+    positions (run_id, position, json, PRIMARY KEY (run_id, position))  -- (v3)
 
 The pipeline fingerprint has a table of its own: it is written when a run is
 created (not with every step), and keeping it out of the run row keeps the
-row, rewritten at every step, small. A file of schema version 1 (before
-fingerprints) is migrated when it is opened: the table is added in one
-transaction and its runs have no fingerprint.
+row, rewritten at every step, small. Completed steps below the top level
+(inside loops, branches, nested pipelines) are rows of ``positions``, one
+insert each. A file of an older schema is migrated when it is opened, in one
+transaction: version 1 (before fingerprints) gains ``fingerprints`` (its runs
+have no fingerprint) and ``positions``, version 2 gains ``positions``.
 
 A checkpoint inserts its new step rows and upserts the run row: the work per
 step does not grow with the history. Values are JSON text; nothing is pickled.
@@ -38,19 +41,21 @@ import os
 import sqlite3
 import threading
 import time
-from typing import TYPE_CHECKING, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import trio
 
 from ..errors import StateBackendError
 from ..serialization import loads_json
 from .state import (
+    PositionRecord,
     RunCheckpoint,
     RunSnapshot,
     _check_run_id,
     _check_status,
     _EncodedCheckpoint,
     check_prune,
+    encode_positions,
     prune_matches,
     run_exists_error,
 )
@@ -67,7 +72,7 @@ R = TypeVar("R")
 APPLICATION_ID: Final = 0x464A4143
 """``PRAGMA application_id`` of flujo_actors state files ("FJAC")."""
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema version this module reads and writes."""
 
 _APP_NAME: Final = "flujo_actors"
@@ -76,6 +81,13 @@ _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _CREATE_FINGERPRINTS: Final = (
     "CREATE TABLE fingerprints (run_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)"
 )
+_CREATE_POSITIONS: Final = (
+    "CREATE TABLE positions ("
+    " run_id TEXT NOT NULL, position TEXT NOT NULL, json TEXT NOT NULL,"
+    " PRIMARY KEY (run_id, position)) WITHOUT ROWID"
+)
+#: What each older schema version lacks, created by its migration.
+_MIGRATIONS: Final = {"1": (_CREATE_FINGERPRINTS, _CREATE_POSITIONS), "2": (_CREATE_POSITIONS,)}
 _SCHEMA: Final = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     # runs keeps its rowid: list_runs orders by it (first-save order), and an
@@ -90,8 +102,9 @@ _SCHEMA: Final = (
     " run_id TEXT NOT NULL, idx INTEGER NOT NULL, json TEXT NOT NULL,"
     " PRIMARY KEY (run_id, idx)) WITHOUT ROWID",
     _CREATE_FINGERPRINTS,
+    _CREATE_POSITIONS,
 )
-_TABLES: Final = frozenset({"meta", "runs", "steps", "fingerprints"})
+_TABLES: Final = frozenset({"meta", "runs", "steps", "fingerprints", "positions"})
 
 _UPSERT_RUN: Final = (
     "INSERT INTO runs (run_id, pipeline_name, status, next_step_index, context,"
@@ -352,14 +365,15 @@ class SQLiteBackend:
                 [("app", _APP_NAME), ("schema_version", str(SCHEMA_VERSION))],
             )
 
-    def _migrate_from_1(self, conn: sqlite3.Connection) -> None:
-        """Upgrade a version-1 file in place (one transaction: all or nothing)."""
+    def _migrate(self, conn: sqlite3.Connection, version: str) -> None:
+        """Upgrade an older file in place (one transaction: all or nothing)."""
         conn.execute("BEGIN IMMEDIATE")
         with conn:
             # Re-check under the write lock: another process may have migrated it.
             found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if found is not None and found[0] == "1":
-                conn.execute(_CREATE_FINGERPRINTS)
+            if found is not None and found[0] == version:
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
                 conn.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'",
                     (str(SCHEMA_VERSION),),
@@ -367,11 +381,12 @@ class SQLiteBackend:
 
     def _verify(self, conn: sqlite3.Connection) -> None:
         tables = self._tables(conn)
-        if "meta" in tables and "fingerprints" not in tables:
-            # A version-1 file lacks only the fingerprints table: migrate first.
+        if "meta" in tables:
+            # An older file lacks only the tables added since: migrate first.
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            if meta.get("app") == _APP_NAME and meta.get("schema_version") == "1":
-                self._migrate_from_1(conn)
+            version = meta.get("schema_version")
+            if meta.get("app") == _APP_NAME and version in _MIGRATIONS:
+                self._migrate(conn, version)
         missing = _TABLES - self._tables(conn)
         if missing:
             raise StateBackendError(
@@ -465,6 +480,36 @@ class SQLiteBackend:
             raise StateBackendError(
                 f"SQLite state store {self._path!r}: the stored JSON of run {run_id!r} is "
                 f"damaged: {exc}."
+            ) from exc
+
+    async def save_positions(self, batch: Sequence[PositionRecord]) -> None:
+        """Insert (or replace) completed positions in one transaction (group commit).
+
+        Raises:
+            SerializationError: A record is not JSON data (nothing is written).
+            StateBackendError: As :meth:`save_state`; nothing of the batch is kept.
+        """
+        rows = encode_positions(batch)
+        if not rows:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._call("save_positions", lambda conn: _write_positions(conn, rows), write=True)
+
+    async def load_positions(self, run_id: str) -> dict[str, Any]:
+        """Return ``{position: record}`` of the run's completed positions (empty if none).
+
+        Raises:
+            StateBackendError: The file cannot be used, or stored JSON is damaged.
+        """
+        rows = await self._call(
+            "load_positions", lambda conn: _read_positions(conn, run_id), write=False
+        )
+        try:
+            return {position: loads_json(text) for position, text in rows}
+        except ValueError as exc:
+            raise StateBackendError(
+                f"SQLite state store {self._path!r}: the stored JSON of a position of run "
+                f"{run_id!r} is damaged: {exc}."
             ) from exc
 
     async def delete_state(self, run_id: str) -> None:
@@ -594,6 +639,7 @@ def _delete(conn: sqlite3.Connection, run_id: str) -> None:
     with conn:
         conn.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
         conn.execute("DELETE FROM fingerprints WHERE run_id = ?", (run_id,))
+        conn.execute("DELETE FROM positions WHERE run_id = ?", (run_id,))
         conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
 
@@ -608,9 +654,26 @@ def _prune(
             for run_id, run_status, updated_at in rows.fetchall()
             if prune_matches(run_status, updated_at, older_than_s, status, now)
         ]
-        for table in ("steps", "fingerprints", "runs"):
+        for table in ("steps", "fingerprints", "positions", "runs"):
             conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", [(r,) for r in gone])
     return gone
+
+
+def _write_positions(conn: sqlite3.Connection, rows: list[tuple[str, str, str]]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    with conn:
+        conn.executemany(
+            "INSERT INTO positions (run_id, position, json) VALUES (?, ?, ?)"
+            " ON CONFLICT (run_id, position) DO UPDATE SET json = excluded.json",
+            rows,
+        )
+
+
+def _read_positions(conn: sqlite3.Connection, run_id: str) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = conn.execute(
+        "SELECT position, json FROM positions WHERE run_id = ?", (run_id,)
+    ).fetchall()
+    return rows
 
 
 def _list(conn: sqlite3.Connection, status: str | None) -> list[str]:

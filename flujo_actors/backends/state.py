@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RUN_STATUSES",
     "InMemoryStateBackend",
+    "PositionRecord",
     "RunCheckpoint",
     "RunSnapshot",
     "StateBackend",
@@ -43,7 +44,7 @@ __all__ = [
     "prune_matches",
 ]
 
-RUN_STATUSES: Final = ("running", "completed", "failed", "paused")
+RUN_STATUSES: Final = ("running", "completed", "failed", "paused", "cancelled")
 """The statuses a run can be saved with."""
 
 
@@ -151,6 +152,26 @@ class RunSnapshot:
     pipeline_fingerprint: str | None = None
 
 
+@attrs.frozen(kw_only=True)
+class PositionRecord:
+    """A completed step position below the top level, saved as it completes.
+
+    A *position* names one execution of a step inside a run: the step path
+    plus the loop iteration, parallel branch or map item it belongs to
+    (see :mod:`flujo_actors.run.checkpoint`). On resume a position that has a
+    record is replayed from it instead of running again.
+
+    Attributes:
+        run_id: The run.
+        position: The position's key (text, unique within the run).
+        record: What the runner needs to replay it (JSON data).
+    """
+
+    run_id: str = attrs.field(validator=[attrs.validators.instance_of(str), _non_empty])
+    position: str = attrs.field(validator=[attrs.validators.instance_of(str), _non_empty])
+    record: Any
+
+
 @runtime_checkable
 class StateBackend(Protocol):
     """Where runs are persisted for ``resume_async``.
@@ -174,6 +195,11 @@ class StateBackend(Protocol):
     * :meth:`prune` deletes the runs matching its filters (see
       :func:`check_prune`: at least one filter; without ``status`` a
       ``"running"`` run is never pruned) and returns their ids.
+    * :meth:`save_positions` stores completed positions (a record per
+      ``(run_id, position)``; saving a position again replaces its record),
+      all of a batch or none; :meth:`load_positions` returns a run's records
+      by position (empty for an unknown run); :meth:`delete_state` and
+      :meth:`prune` drop them with the run. The work per record does not grow with the run.
     * Stored data never aliases the caller's objects, in either direction.
 
     Every method is a trio checkpoint. A cancelled write either happened
@@ -208,6 +234,13 @@ class StateBackend(Protocol):
         self, *, older_than_s: float | None = None, status: str | None = None
     ) -> list[str]:
         """Delete the runs not updated for ``older_than_s`` seconds and/or with ``status``."""
+
+    async def save_positions(self, batch: Sequence[PositionRecord]) -> None:
+        """Store completed positions (replacing a position saved before), atomically."""
+        ...
+
+    async def load_positions(self, run_id: str) -> dict[str, Any]:
+        """Return ``{position: record}`` of the run's completed positions (empty if none)."""
         ...
 
     async def aclose(self) -> None:
@@ -336,6 +369,18 @@ class _StoredRun:
     fingerprint: str | None
 
 
+def encode_positions(batch: Sequence[PositionRecord]) -> list[tuple[str, str, str]]:
+    """``(run_id, position, record JSON text)`` of each record (raises SerializationError)."""
+    return [
+        (
+            item.run_id,
+            item.position,
+            dumps_json(item.record, path=f"position[{item.run_id!r}][{item.position!r}]"),
+        )
+        for item in batch
+    ]
+
+
 class InMemoryStateBackend:
     """A :class:`StateBackend` in a dict, for tests and single-process use.
 
@@ -352,6 +397,8 @@ class InMemoryStateBackend:
     def __init__(self) -> None:
         """Create an empty backend."""
         self._runs: dict[str, _StoredRun] = {}
+        # Positions may be saved before the run row (a branch finishing first).
+        self._positions: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
     async def create_run(self, checkpoint: RunCheckpoint) -> None:
@@ -433,6 +480,26 @@ class InMemoryStateBackend:
         await trio.lowlevel.checkpoint()
         with self._lock:
             self._runs.pop(run_id, None)
+            self._positions.pop(run_id, None)
+
+    async def save_positions(self, batch: Sequence[PositionRecord]) -> None:
+        """Store completed positions, all or nothing.
+
+        Raises:
+            SerializationError: A record is not JSON data (nothing is saved).
+        """
+        await trio.lowlevel.checkpoint()
+        encoded = encode_positions(batch)
+        with self._lock:
+            for run_id, position, text in encoded:
+                self._positions.setdefault(run_id, {})[position] = text
+
+    async def load_positions(self, run_id: str) -> dict[str, Any]:
+        """Return ``{position: record}`` of the run (new objects; empty if none)."""
+        await trio.lowlevel.checkpoint()
+        with self._lock:
+            stored = dict(self._positions.get(run_id, {}))
+        return {position: loads_json(text) for position, text in stored.items()}
 
     async def list_runs(self, status: str | None = None) -> list[str]:
         """Return run ids in the order the runs were first saved.
@@ -470,6 +537,7 @@ class InMemoryStateBackend:
             ]
             for run_id in gone:
                 del self._runs[run_id]
+                self._positions.pop(run_id, None)
         return gone
 
     async def aclose(self) -> None:

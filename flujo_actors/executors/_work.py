@@ -36,6 +36,7 @@ from ..policy.deadline import (
     to_wall,
     worker_timed_out_message,
 )
+from ..policy.idempotency import POSITION
 from ..policy.stream import ChunkCollector
 from ..policy.usage import UsageUnreadable, usage_of
 from ..results import ZERO, Usage, add_usd
@@ -165,6 +166,8 @@ class WorkItem:
             no longer wanted, or None. A worker that picks the item up after
             its deadline does not call the agent; an async agent is cancelled
             at the deadline.
+        position: ``(run_id, step position)`` when the agent declares
+            ``idempotency_key`` (the worker derives the same key from it).
     """
 
     step_name: str
@@ -174,6 +177,7 @@ class WorkItem:
     resources: Any = None
     attempt: int = 1
     deadline: float | None = None
+    position: tuple[str, tuple[Any, ...]] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -233,6 +237,7 @@ def build_work_item(step: Step, data: Any, context: Any, resources: Any, attempt
         resources=resources if spec.accepts_resources else None,
         attempt=attempt,
         deadline=_wall_deadline(),
+        position=POSITION.get(None) if spec.accepts_idempotency_key else None,
     )
 
 
@@ -336,6 +341,8 @@ async def arun_work_item(item: WorkItem) -> WorkResult:
     done = _expired(item)
     if done is not None:
         return done
+    if item.position is not None:
+        POSITION.set(item.position)  # the agent's idempotency_key, in this worker
     before = snapshot_context(item.context) if item.context is not None else None
     try:
         if item.agent.kind == SYNC:
@@ -369,6 +376,8 @@ def run_work_item(item: WorkItem) -> WorkResult:
     done = _expired(item)
     if done is not None:
         return done
+    if item.position is not None:
+        POSITION.set(item.position)  # the agent's idempotency_key, in this worker
     before = snapshot_context(item.context) if item.context is not None else None
     try:
         if item.agent.kind == SYNC:
@@ -439,6 +448,7 @@ def encode_item(item: WorkItem, where: str) -> bytes:
                     item.resources,
                     item.attempt,
                     item.deadline,
+                    item.position,
                 )
             )
         )
@@ -461,7 +471,7 @@ def encode_item(item: WorkItem, where: str) -> bytes:
 
 
 def _decode_item(cp: Any, payload: bytes) -> WorkItem:
-    spec_bytes, step_name, data, context, resources, attempt, deadline = cp.loads(payload)
+    spec_bytes, step_name, data, context, resources, attempt, deadline, position = cp.loads(payload)
     spec = _SPECS_SEEN.get(spec_bytes)
     if spec is None:
         spec = cp.loads(spec_bytes)
@@ -476,6 +486,7 @@ def _decode_item(cp: Any, payload: bytes) -> WorkItem:
         resources=resources,
         attempt=attempt,
         deadline=deadline,
+        position=position,
     )
 
 

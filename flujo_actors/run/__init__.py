@@ -16,6 +16,7 @@ Imports point down that list. The kinds run steps of any kind beneath them
 
 from .agent import run_agent_step
 from .core import KIND_RUNNERS
+from .human import run_human_step
 from .loop import run_loop_step
 from .map import run_map_step
 from .nested import run_conditional_step, run_pipeline_step
@@ -32,5 +33,6 @@ KIND_RUNNERS.update(
         "router": run_router_step,
         "pipeline": run_pipeline_step,
         "map": run_map_step,
+        "human": run_human_step,
     }
 )

@@ -32,9 +32,11 @@ from ..errors import FlujoInternalError
 from ..frames import ExecutionFrame
 from ..governor import Charge, Governor, Release, Reserve
 from ..limits import UsageLimits
+from ..policy.idempotency import POSITION
 from ..policy.ledger import Reservation
 from ..results import ZERO, StepResult
 from ..steps.placement import CallSites
+from . import checkpoint
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -68,6 +70,10 @@ class RunState:
     partials: dict[int, tuple[Any, StepResult]] = attrs.Factory(dict)
     #: The map steps running, by path: their item counters (see :mod:`.map`), for snapshots.
     live_maps: dict[tuple[str, ...], Any] = attrs.Factory(dict)
+    #: Completed positions below the top level (a Positions, with a state backend).
+    positions: Any = None
+    #: Human inputs: answers brought by a resume, inputs paused for (a HumanState).
+    human: Any = None
 
     async def charge(
         self,
@@ -152,6 +158,7 @@ class Job:
         "on_step",
         "output",
         "path",
+        "position",
         "success",
     )
 
@@ -162,6 +169,7 @@ class Job:
         on_step: Callable[[int, StepResult, Job], Awaitable[None]] | None = None,
         on_chunk: Callable[[Any], Awaitable[None]] | None = None,
         on_finish: Callable[[Job], None] | None = None,
+        position: tuple[str | int, ...] | None = None,
     ) -> None:
         self.context = context
         self.history: list[StepResult] = []
@@ -169,6 +177,8 @@ class Job:
         self.output: Any = None
         self.success = True
         self.path = path
+        # The path plus loop iterations (see ExecutionFrame.position).
+        self.position = path if position is None else position
         self.on_step = on_step
         self.on_chunk = on_chunk
         self.on_finish = on_finish
@@ -210,8 +220,13 @@ class StepActor(Actor):
         job: Job = frame.reply_to
         run = self.chain.run
         hooks = run.hooks
+        # Cheap (a tuple): the key itself is derived only for agents that ask for it.
+        POSITION.set((run.run_id, frame.position))
         try:
-            if hooks is None:
+            if run.positions is not None and job.position:
+                # Below the top level with a state backend: replayed or checkpointed.
+                result = await checkpoint.execute(run.positions, frame, job, self._run)
+            elif hooks is None:
                 result = await run_step(frame)
             else:
                 # Hooks, tracing or logging are on: events and spans around the step.
@@ -227,13 +242,23 @@ class StepActor(Actor):
         job.history.append(result)
         if job.on_step is not None:
             await job.on_step(self.index, result, job)
-        if result.success and not self.last:
+        if (
+            result.success
+            and not self.last
+            and not checkpoint.paused_under(run.human, job.position)
+        ):
             # A cancelled run starts no successor (a chain of sync steps has no
             # checkpoint of its own and would otherwise run to its end).
             await trio.lowlevel.checkpoint_if_cancelled()
             return self.chain.send(self.index + 1, result.output, job)
         job.finish(result)
         return None
+
+    async def _run(self, frame: ExecutionFrame[Any]) -> StepResult:
+        hooks = frame.run.hooks
+        if hooks is None:
+            return await run_step(frame)
+        return await hooks.observe_step(frame, self.index, run_step)  # type: ignore[no-any-return]
 
 
 class Chain:
@@ -286,6 +311,7 @@ class Chain:
             (*job.path, step.name),
             self.nursery,
             job,
+            (*job.position, step.name),
         )
 
     def send(self, index: int, data: Any, job: Job) -> tuple[StepActor, ActorCell]:

@@ -64,7 +64,7 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
     assert exit_cb is not None
     iteration_cb = step.compiled_iteration
     max_loops = step.max_loops
-    path = frame.path
+    path, position = frame.path, frame.position
     in_flight: Job | None = None  # the iteration whose results are not in history yet
     try:
         # The body's actors are reused by every iteration: each gets the
@@ -73,7 +73,8 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
         chain = Chain(step.body.steps, frame.nursery, run, reusable=True)
         try:
             while failure is None:
-                job = in_flight = Job(ctx, path)
+                # The iteration (1-based) is part of its steps' positions.
+                job = in_flight = Job(ctx, path, position=(*position, iterations + 1))
                 await chain.execute(job, data)
                 iterations += 1
                 history.extend(job.history)

@@ -264,6 +264,8 @@ class _MapRun:
                     copy_context(base) if base is not None else None,
                     (*path, item_name(name, index)),
                     on_finish=finish,
+                    # The item index is part of its steps' checkpoint positions.
+                    position=(*frame.position, index),
                 )
                 job.index = index
                 jobs[index] = job

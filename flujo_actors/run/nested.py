@@ -47,7 +47,7 @@ async def _run_nested(
     completed (and the partial result of the one in flight) once they have
     unwound.
     """
-    job = Job(ctx, path, on_chunk=frame.on_chunk if frame.stream else None)
+    job = Job(ctx, path, on_chunk=frame.on_chunk if frame.stream else None, position=frame.position)
     run: RunState = frame.run
     try:
         # The nested chain runs on this step's task (its actors' turns, one after

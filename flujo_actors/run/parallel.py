@@ -19,6 +19,7 @@ from ..steps.dsl import (
     Pipeline,
 )
 from .agent import run_agent_step
+from .checkpoint import paused_under
 from .common import branch_result, concluded, failed, failed_at, sibling_cancelled, sum_usage
 from .core import Chain, Job
 from .isolation import IMMUTABLE_INPUT
@@ -95,7 +96,13 @@ async def _run_branches(
             # Called synchronously as each branch's job completes: no waiting task per branch.
             def on_finish(job: Job) -> None:
                 nonlocal pending, first_failure
-                if propagate and not job.success and first_failure is None:
+                # A branch paused for human input has not failed: its siblings finish.
+                if (
+                    propagate
+                    and not job.success
+                    and first_failure is None
+                    and not paused_under(run.human, job.position)
+                ):
                     first_failure = job
                     scope.cancel()  # cancels the siblings still running
                 pending -= 1
@@ -104,7 +111,12 @@ async def _run_branches(
 
             for bname, pipeline in branches:
                 bctx = copy_context(ctx, copied) if ctx is not None else None
-                job = Job(bctx, (*path, bname), on_finish=on_finish)
+                job = Job(
+                    bctx,
+                    (*path, bname),
+                    on_finish=on_finish,
+                    position=(*frame.position, bname),
+                )
                 jobs.append(job)
                 Chain(pipeline.steps, nursery, run).start(
                     job, data if shared_input else copy_value(data)

@@ -17,6 +17,7 @@ from typing import Any, Final
 import attrs
 
 from ..errors import PipelineDefinitionError
+from ..policy.idempotency import current_key
 
 __all__ = [
     "LATE",
@@ -52,6 +53,8 @@ class AgentSpec:
     accepts_resources: bool
     label: str
     stream_call: Callable[[Any, Any, Any], Any] | None = None
+    #: The agent declares ``idempotency_key`` (it gets the step position's key).
+    accepts_idempotency_key: bool = False
 
 
 def _label(obj: Any) -> str:
@@ -72,9 +75,25 @@ def _keywords(fn: Any) -> tuple[bool, bool, int, bool]:
     return ("context" in names or var_kw), ("resources" in names or var_kw), positional, var_pos
 
 
+def _declares_key(fn: Any) -> bool:
+    """Whether ``fn`` names an ``idempotency_key`` parameter (``**kwargs`` does not count)."""
+    sig = _signature(fn)
+    return sig is not None and "idempotency_key" in sig.parameters
+
+
+def _with_key(fn: Callable[..., Any]) -> Callable[..., Any]:
+    # Only agents that declare the parameter pay for the key (a digest per call).
+    def keyed(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, idempotency_key=current_key(), **kwargs)
+
+    return keyed
+
+
 def _binder(fn: Callable[..., Any], ctx: bool, res: bool) -> Callable[[Any, Any, Any], Any]:
     # One small closure per combination, chosen once: the hot path makes a
     # single call with exactly the keywords the agent declared.
+    if _declares_key(fn):
+        fn = _with_key(fn)
     if ctx and res:
         return lambda d, c, r: fn(d, context=c, resources=r)
     if ctx:
@@ -205,10 +224,10 @@ def compile_agent(step_name: str, agent: Any) -> AgentSpec:
             _check_agent_params(step_name, f"{label}.run", run)
             c, r, _, _ = _keywords(run)
             kind = ASYNC if _is_async_callable(run) else SYNC
-            return AgentSpec(kind, _binder(run, c, r), c, r, label, stream_call)
+            return AgentSpec(kind, _binder(run, c, r), c, r, label, stream_call, _declares_key(run))
         if stream_call is not None and stream is not None:
             c, r, _, _ = _keywords(stream)
-            return AgentSpec(STREAM, stream_call, c, r, label)
+            return AgentSpec(STREAM, stream_call, c, r, label, None, _declares_key(stream))
     if not callable(agent):
         raise PipelineDefinitionError(
             f"Step {step_name!r}: agent must be an async function, a function, or an "
@@ -216,15 +235,16 @@ def compile_agent(step_name: str, agent: Any) -> AgentSpec:
         )
     _check_agent_params(step_name, label, agent)
     c, r, _, _ = _keywords(agent)
+    key = _declares_key(agent)
     if inspect.isasyncgenfunction(agent):
-        return AgentSpec(STREAM, _binder(agent, c, r), c, r, label)
+        return AgentSpec(STREAM, _binder(agent, c, r), c, r, label, None, key)
     # A sync callable (also a plain ``def`` wrapper around an async agent) is
     # "sync": whatever awaitable it hands back is awaited at run time.
     kind = ASYNC if _is_async_callable(agent) else SYNC
-    return AgentSpec(kind, _binder(agent, c, r), c, r, label)
+    return AgentSpec(kind, _binder(agent, c, r), c, r, label, None, key)
 
 
-_INJECTED: Final = frozenset({"context", "resources"})
+_INJECTED: Final = frozenset({"context", "resources", "idempotency_key"})
 
 
 def _signature(fn: Any) -> inspect.Signature | None:

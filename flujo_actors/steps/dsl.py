@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         ParallelStep,
         PipelineStep,
     )
+    from .human import HumanInputStep
     from .map import MapStep
 
 __all__ = [
@@ -305,6 +306,19 @@ class Step:
             on_branch_failure=on_branch_failure,
             context_include_keys=context_include_keys,  # type: ignore[arg-type]
         )
+
+    @staticmethod
+    def human_input(
+        name: str,
+        message: str | Callable[..., Any],
+        *,
+        input_model: type[Any] | None = None,
+        sink_to: str | None = None,
+    ) -> HumanInputStep:
+        """Pause the run here until ``resume_async(run_id, human_input=value)``."""
+        from .human import HumanInputStep
+
+        return HumanInputStep(name=name, message=message, input_model=input_model, sink_to=sink_to)
 
     @staticmethod
     def loop_until(

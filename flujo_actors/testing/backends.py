@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import trio
 
-from ..backends.state import RunCheckpoint, RunSnapshot, StateBackend
+from ..backends.state import PositionRecord, RunCheckpoint, RunSnapshot, StateBackend
 from ..errors import RunExistsError
 
 if TYPE_CHECKING:
@@ -418,6 +418,55 @@ async def _check_fingerprint(backend: StateBackend) -> None:
     )
 
 
+async def _check_positions(backend: StateBackend) -> None:
+    check = "positions"
+    found = await backend.load_positions("p")
+    _expect(check, found == {}, f"load_positions of an unknown run returned {found!r}")
+    await backend.create_run(_checkpoint("p"))
+    await backend.create_run(_checkpoint("other"))
+    output: list[Any] = [1, "ü", None]
+    record = {"result": {"output": output}, "changes": {"fields": {"n": 2**70}}}
+    await backend.save_positions(
+        [
+            PositionRecord(run_id="p", position='["loop",1,"a"]', record=record),
+            PositionRecord(run_id="p", position='["loop","1","a"]', record={"n": 1}),
+            PositionRecord(run_id="other", position='["loop",1,"a"]', record={"n": 3}),
+        ]
+    )
+    output.append("mutated after saving")
+    loaded = await backend.load_positions("p")
+    _expect(
+        check,
+        loaded
+        == {
+            '["loop",1,"a"]': {
+                "result": {"output": [1, "ü", None]},
+                "changes": {"fields": {"n": 2**70}},
+            },
+            '["loop","1","a"]': {"n": 1},
+        },
+        f"load_positions returned {loaded!r} (records must round-trip, keys stay distinct, "
+        "runs stay apart, and the caller's objects are not aliased)",
+    )
+    loaded['["loop","1","a"]']["n"] = 99
+    await backend.save_positions([PositionRecord(run_id="p", position='["x"]', record=None)])
+    await backend.save_positions(
+        [PositionRecord(run_id="p", position='["loop","1","a"]', record={"n": 2})]
+    )
+    again = await backend.load_positions("p")
+    _expect(
+        check,
+        again.get('["loop","1","a"]') == {"n": 2} and len(again) == 3 and again['["x"]'] is None,
+        f"saving a position again must replace its record; loaded {again!r}",
+    )
+    await backend.save_positions([])  # an empty batch is a no-op
+    await backend.delete_state("p")
+    gone = await backend.load_positions("p")
+    _expect(check, gone == {}, f"delete_state kept the run's positions {gone!r}")
+    kept = await backend.load_positions("other")
+    _expect(check, kept == {'["loop",1,"a"]': {"n": 3}}, f"another run's positions: {kept!r}")
+
+
 _CHECKS: tuple[Callable[[StateBackend], Awaitable[None]], ...] = (
     _check_empty,
     _check_round_trip,
@@ -431,6 +480,7 @@ _CHECKS: tuple[Callable[[StateBackend], Awaitable[None]], ...] = (
     _check_create_run,
     _check_concurrent_create,
     _check_fingerprint,
+    _check_positions,
 )
 
 
@@ -449,8 +499,9 @@ async def check_state_backend(factory: StateBackendFactory) -> None:
     with :class:`~flujo_actors.errors.RunExistsError` and changes nothing; of
     five concurrent ``create_run`` calls with one id exactly one succeeds; the
     pipeline fingerprint round-trips (kept by checkpoints without one,
-    replaced by one with one, dropped by ``delete_state``); ``aclose`` is
-    idempotent.
+    replaced by one with one, dropped by ``delete_state``); completed
+    positions round-trip per run (``save_positions`` replaces a position
+    saved again, ``delete_state`` drops them); ``aclose`` is idempotent.
 
     Args:
         factory: Returns a new, empty backend each call (or an awaitable of

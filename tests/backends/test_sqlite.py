@@ -199,13 +199,13 @@ async def test_a_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     async with SQLiteBackend(path) as backend:
         await backend.list_runs()
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     conn.close()
     await _assert_refused(
         path,
         _refuse(
             path,
-            " has state schema version '3'; this flujo_actors reads version 2. "
+            " has state schema version '4'; this flujo_actors reads version 3. "
             "Upgrade flujo_actors to read it.",
         ),
     )

@@ -181,7 +181,7 @@ async def test_list_runs_rejects_unknown_statuses(backend: StateBackend) -> None
     with pytest.raises(
         ValueError,
         match=r"^list_runs: status must be None or one of \('running', 'completed', 'failed', "
-        r"'paused'\), got 'done'\.$",
+        r"'paused', 'cancelled'\), got 'done'\.$",
     ):
         await backend.list_runs("done")
 
@@ -240,7 +240,7 @@ async def test_concurrent_saves_from_many_tasks(backend: StateBackend) -> None:
         (
             {"status": "done"},
             ValueError,
-            "RunCheckpoint.status must be one of ('running', 'completed', 'failed', 'paused'), "
+            "RunCheckpoint.status must be one of ('running', 'completed', 'failed', 'paused', 'cancelled'), "
             "got 'done'.",
         ),
         (

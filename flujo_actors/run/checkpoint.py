@@ -1,0 +1,124 @@
+"""Checkpoints below the top level: completed positions are saved, and replayed on resume.
+
+A *position* is one execution of a step inside a run: the step path plus
+every loop iteration (1-based ``int``) and parallel/router branch (its
+name) on the way down, e.g. ``("outer", "loop", 3, "fan", "a", "call")``; a
+map item would add its index the same way. Each step actor below the top
+level runs its step through :func:`execute`: when the run has a state
+backend, the finished step's :class:`StepResult` and its context effect
+(the changes it made, found the way a cache entry finds them, see
+:mod:`flujo_actors.step_cache`) are saved as a
+:class:`~flujo_actors.backends.state.PositionRecord` before the next step
+of its chain starts. On resume, a position with a record is *replayed*: its
+result is rebuilt, its context effect applied and its usage charged,
+without running anything, so a loop resumes at the iteration in progress and
+a parallel step's completed branches are merged as if they had just
+finished. Top-level steps are covered by the run's own checkpoint.
+
+The rule is at-least-once for the step that was running at a crash (it runs
+again on resume) and exactly-once for every step whose record was committed.
+
+Cancellation: a cancelled step records nothing; a cancel while its record
+is being written abandons the wait, not the write.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from ..policy.merge import apply_changes
+from ..step_cache import changes_since, fork_before
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ..frames import ExecutionFrame
+    from ..policy.merge import BranchChanges
+    from ..results import StepResult
+    from .core import Job
+
+__all__ = ["Positions", "execute", "paused_under", "position_key"]
+
+
+def position_key(position: tuple[Any, ...]) -> str:
+    """The text key of a position (JSON: names and iteration numbers stay distinct)."""
+    return json.dumps(position, ensure_ascii=False, separators=(",", ":"))
+
+
+def paused_under(human: Any, position: tuple[Any, ...]) -> bool:
+    """Whether a human-input step at or below ``position`` paused (so it did not complete).
+
+    ``human`` is the run's :class:`~flujo_actors.run.human.HumanState` or None.
+    """
+    if human is None or not human.pending:
+        return False
+    n = len(position)
+    return any(p.position[:n] == position for p in human.pending)
+
+
+class Positions:
+    """A run's completed positions (loaded on resume) and how new ones are saved.
+
+    The runner builds it (see :func:`flujo_actors.persistence.open_positions`)
+    with the functions that encode a record, decode one and save one, so the
+    step kinds never depend on the serializer or the backend.
+
+    Attributes:
+        done: records not replayed yet, by position key (each replays once).
+        replayed: how many positions this execution replayed instead of running.
+    """
+
+    __slots__ = ("decode", "done", "encode", "replayed", "save")
+
+    def __init__(
+        self,
+        save: Callable[[str, Any], Awaitable[None]],
+        encode: Callable[[StepResult, BranchChanges | None], Any],
+        decode: Callable[[Any, str], tuple[StepResult, BranchChanges | None]],
+        done: dict[str, Any] | None = None,
+    ) -> None:
+        self.save = save
+        self.encode = encode
+        self.decode = decode
+        self.done: dict[str, Any] = done or {}
+        self.replayed = 0
+
+
+async def execute(
+    positions: Positions,
+    frame: ExecutionFrame[Any],
+    job: Job,
+    run_step: Callable[[ExecutionFrame[Any]], Awaitable[StepResult]],
+) -> StepResult:
+    """Replay the frame's position if it completed before, else run it and save it.
+
+    Raises:
+        SerializationError: the step's result or context effect cannot be
+            stored (the message names the step).
+    """
+    key = position_key(frame.position)
+    if positions.done:
+        record = positions.done.pop(key, None)
+        if record is not None:
+            return await _replay(positions, frame, job, record)
+    fork = fork_before(job.context)
+    result = await run_step(frame)
+    if paused_under(frame.run.human, frame.position):
+        return result  # waiting for a human: not completed, nothing to save
+    await positions.save(key, positions.encode(result, changes_since(fork, job.context)))
+    return result
+
+
+async def _replay(
+    positions: Positions, frame: ExecutionFrame[Any], job: Job, record: Any
+) -> StepResult:
+    where = f"the checkpoint of step {frame.step.name!r} at {list(frame.position)!r}"
+    result, changes = positions.decode(record, where)
+    if changes is not None and job.context is not None:
+        apply_changes(job.context, changes)
+    positions.replayed += 1
+    if result.cost_usd or result.token_counts:
+        # The usage was spent before the crash: the resumed run's totals include it.
+        await frame.run.charge(result, result.cost_usd, result.token_counts)
+    return result
