@@ -1,9 +1,8 @@
 """A pipeline tree from a JSON spec, run (or resumed) in a subprocess by test_durable_kill.py.
 
 Usage: python -c "import durable_kill_worker as w; w.main()" run|resume DB EFFECTS SPEC KILL_AT MODE
-(the test starts :func:`child` in processes forked from a forkserver that
-imported this module once: a fresh process each time, without paying the
-imports again).
+(the test starts :func:`child` in forked processes: a fresh process each
+time, without paying the interpreter start and the imports again).
 
 Every agent appends its idempotency key (one per step position) to EFFECTS,
 flushed, before it returns. The KILL_AT-th agent call of the process (1-based;

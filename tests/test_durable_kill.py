@@ -60,10 +60,12 @@ def trees() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
-# Fresh processes forked from a server that imported the worker once (an import
-# costs seconds on a busy 2-core box; a fork does not).
-_PROCESSES = multiprocessing.get_context("forkserver")
-_PROCESSES.set_forkserver_preload(["durable_kill_worker"])
+# Each run is a new process forked from this one before it runs anything of the
+# pipeline (no run, no open database: the test process only reads the file
+# between runs, with its own short-lived connection). An interpreter start and
+# the imports would cost seconds per process on a busy 2-core box; a fork does
+# not. trio resets its thread cache in a forked child.
+_PROCESSES = multiprocessing.get_context("fork")
 
 
 def spawn(out: Path, *args: str) -> int:
