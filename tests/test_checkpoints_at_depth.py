@@ -297,3 +297,21 @@ async def test_without_a_backend_nothing_is_recorded() -> None:
     world = World()
     result = await Flujo(loop_pipeline(world), context_model=Ctx).run_async(0)
     assert result.success and world.calls["b1"] == 4
+
+
+async def test_completed_map_items_are_not_rerun(autojump_clock: trio.abc.Clock) -> None:
+    world = World()
+
+    def build() -> Pipeline:
+        square = world.step("item")
+        return Pipeline.from_step(
+            Step.map("M", square, items=lambda data, ctx: [1, 2, 3, 4], max_concurrency=1)
+        )
+
+    # The third item's body crashes: items 0 and 1 completed and are replayed.
+    resumed = await crash_then_resume(build, world, ("item", 3), InMemoryStateBackend())
+    assert world.calls["item"] == 5  # 4 items + the crashed one again
+    assert world.committed["item"] == 2
+    clean = await Flujo(build(), context_model=Ctx).run_async(0)
+    assert resumed.output == clean.output == [2, 3, 4, 5]
+    assert shape(resumed) == shape(clean)
