@@ -4,12 +4,21 @@ Scenarios:
     persistence.memory: N trivial steps with ``InMemoryStateBackend()``.
     persistence.sqlite: the same with ``SQLiteBackend(<temporary file>)``; the target is
         at most twice the in-memory cost, flat across sizes (see the scaling table).
+    persistence.sqlite_normal: the same with ``SQLiteBackend(..., synchronous="NORMAL")``
+        (issue #15: <= 2x the in-memory step).
+    persistence.parallel: one parallel step of N trivial branches, each branch's step
+        checkpointed at depth to ``SQLiteBackend(..., synchronous="NORMAL")``, against the
+        same step without persistence (issue #15: <= 3x at 1,000 branches; branches
+        finishing together share commits).
+    persistence.depth: a loop inside a parallel step inside a nested pipeline, every step
+        at every depth checkpointed (SQLite, NORMAL), against no persistence.
 """
 
 from __future__ import annotations
 
 import tempfile
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,6 +62,78 @@ async def in_sqlite(size: int) -> AsyncIterator[Workload]:
         yield _runs(Flujo(_pipeline(size), state_backend=backend), size)
 
 
+@asynccontextmanager
+async def in_sqlite_normal(size: int) -> AsyncIterator[Workload]:
+    """``size`` steps persisted to a SQLite file with ``synchronous="NORMAL"``."""
+    with tempfile.TemporaryDirectory(prefix="flujo-bench-") as tmp:
+        backend = SQLiteBackend(Path(tmp) / "state.sqlite", synchronous="NORMAL")
+        yield _runs(Flujo(_pipeline(size), state_backend=backend), size)
+
+
+def _fan(size: int) -> Pipeline:
+    branches = {f"b{i}": Step.from_callable(increment, name="inc") for i in range(size)}
+    return Pipeline.from_step(Step.parallel("fan", branches))
+
+
+def _fan_runs(runner: Flujo, size: int) -> Workload:
+    async def once() -> None:
+        result = await runner.run_async(0)
+        expect(result.success, "the parallel step failed")
+        expect(len(result.output) == size, f"{len(result.output)} branch outputs, not {size}")
+
+    return Workload(once, ops=1)
+
+
+def fan_unpersisted(size: int) -> Workload:
+    """One parallel step of ``size`` trivial branches, no state backend."""
+    return _fan_runs(Flujo(_fan(size)), size)
+
+
+@asynccontextmanager
+async def fan_sqlite(size: int) -> AsyncIterator[Workload]:
+    """The same, every branch's step checkpointed to SQLite (NORMAL)."""
+    with tempfile.TemporaryDirectory(prefix="flujo-bench-") as tmp:
+        backend = SQLiteBackend(Path(tmp) / "state.sqlite", synchronous="NORMAL")
+        yield _fan_runs(Flujo(_fan(size), state_backend=backend), size)
+
+
+def _deep(size: int) -> Pipeline:
+    """nested( parallel of 4 branches, each a loop of ``size`` iterations of one step )."""
+
+    def loop(i: int) -> Step:
+        return Step.loop_until(
+            f"loop{i}",
+            Step.from_callable(increment, name="inc"),
+            lambda out, ctx: out >= size,
+            max_loops=size,
+        )
+
+    fan = Step.parallel("fan", {f"b{i}": loop(i) for i in range(4)})
+    return Pipeline.from_step(Pipeline.from_step(fan).as_step("nested"))
+
+
+def _deep_runs(runner: Flujo, size: int) -> Workload:
+    async def once() -> None:
+        result = await runner.run_async(0)
+        expect(result.success, "the nested pipeline failed")
+        expect(result.output == {f"b{i}": size for i in range(4)}, f"output {result.output!r}")
+
+    return Workload(once, ops=4 * size)
+
+
+def deep_unpersisted(size: int) -> Workload:
+    """A loop inside a parallel step inside a nested pipeline, no state backend."""
+    return _deep_runs(Flujo(_deep(size)), size)
+
+
+@asynccontextmanager
+async def deep_sqlite(size: int) -> AsyncIterator[Workload]:
+    """The same, every step at every depth checkpointed to SQLite (NORMAL)."""
+    with tempfile.TemporaryDirectory(prefix="flujo-bench-") as tmp:
+        backend = SQLiteBackend(Path(tmp) / "state.sqlite", synchronous="NORMAL")
+        yield _deep_runs(Flujo(_deep(size), state_backend=backend), size)
+
+
 SCENARIOS = [
     Scenario(
         name="persistence.memory",
@@ -74,5 +155,40 @@ SCENARIOS = [
         unit="us/step",
         sizes=(10, 100, 1000),
         targets=(Target(max=2.0, metric="vs_reference"),),
+    ),
+    Scenario(
+        name="persistence.sqlite_normal",
+        description='One run of N trivial steps with SQLiteBackend(tmpfile, synchronous="NORMAL").',
+        measure=in_sqlite_normal,
+        baseline=baselines.sqlite_chain,
+        baseline_label="N chained tasks appending rows, committed to SQLite once per run in a worker thread",
+        reference=in_memory,
+        reference_label="InMemoryStateBackend",
+        unit="us/step",
+        sizes=(10, 100, 1000),
+        targets=(Target(max=2.0, metric="vs_reference"),),
+    ),
+    Scenario(
+        name="persistence.parallel",
+        description="One parallel step of N trivial branches, each checkpointed to SQLite (NORMAL).",
+        measure=fan_sqlite,
+        baseline=partial(baselines.fanout, merge=False),
+        baseline_label="N tasks in one nursery, each awaiting value + 1 into a dict",
+        reference=fan_unpersisted,
+        reference_label="the same parallel step without a state backend",
+        unit="ms",
+        sizes=(10, 1000),
+        targets=(Target(max=3.0, metric="vs_reference", at_size=1000),),
+    ),
+    Scenario(
+        name="persistence.depth",
+        description="nested(parallel(4 x loop of N iterations)), every step checkpointed (SQLite NORMAL).",
+        measure=deep_sqlite,
+        baseline=baselines.chain,
+        baseline_label="N tasks chained by memory channels, no persistence",
+        reference=deep_unpersisted,
+        reference_label="the same tree without a state backend",
+        unit="us/step",
+        sizes=(10, 100),
     ),
 ]

@@ -315,3 +315,26 @@ async def test_completed_map_items_are_not_rerun(autojump_clock: trio.abc.Clock)
     clean = await Flujo(build(), context_model=Ctx).run_async(0)
     assert resumed.output == clean.output == [2, 3, 4, 5]
     assert shape(resumed) == shape(clean)
+
+
+async def test_an_updates_context_step_replays_its_context_effect() -> None:
+    crash = {"on": True}
+
+    def build() -> Pipeline:
+        def bump(x: int) -> dict[str, int]:  # no context parameter: writes via updates_context
+            return {"total": x + 10}
+
+        def after(x: Any, *, context: Ctx) -> int:
+            if crash["on"]:
+                raise Crash()
+            return context.total
+
+        body = Step.from_callable(bump, updates_context=True) >> Step.from_callable(after)
+        return Pipeline.from_step(Step.loop_until("L", body, lambda out, ctx: True, max_loops=1))
+
+    backend = InMemoryStateBackend()
+    with pytest.raises(Crash):
+        await Flujo(build(), context_model=Ctx, state_backend=backend).run_async(1, run_id="r")
+    crash["on"] = False
+    resumed = await Flujo(build(), context_model=Ctx, state_backend=backend).resume_async("r")
+    assert resumed.output == 11 and resumed.final_pipeline_context.total == 11

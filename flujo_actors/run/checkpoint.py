@@ -102,12 +102,27 @@ async def execute(
         record = positions.done.pop(key, None)
         if record is not None:
             return await _replay(positions, frame, job, record)
-    fork = fork_before(job.context)
+    step = frame.step
+    # An agent step that cannot see the context cannot change it: no copy to diff.
+    fork = fork_before(job.context) if _may_change_context(step) else None
     result = await run_step(frame)
     if paused_under(frame.run.human, frame.position):
         return result  # waiting for a human: not completed, nothing to save
     await positions.save(key, positions.encode(result, changes_since(fork, job.context)))
     return result
+
+
+def _may_change_context(step: Any) -> bool:
+    spec = step.spec
+    if step.kind != "agent" or spec is None:
+        return True  # control-flow steps run children that may
+    return bool(
+        spec.accepts_context
+        or step.updates_context
+        or step.validators
+        or step.plugins
+        or step.fallback is not None
+    )
 
 
 async def _replay(
