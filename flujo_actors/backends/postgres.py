@@ -53,6 +53,7 @@ from .state import (
     _check_status,
     _EncodedCheckpoint,
     check_prune,
+    encode_positions,
     run_exists_error,
 )
 
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
     from typing import Self
 
     import psycopg
+
+    from .state import PositionRecord
 
 __all__ = ["LeaseLostError", "PostgresBackend", "PostgresStatistics", "RunLeased"]
 
@@ -375,6 +378,33 @@ class PostgresBackend:
             for run_id in gone:
                 self._held.pop(run_id, None)
         return gone
+
+    async def save_positions(self, batch: Sequence[PositionRecord]) -> None:
+        """Insert (or replace) completed positions, atomically (shares group commits).
+
+        Raises:
+            SerializationError: A record is not JSON data (nothing is written).
+            StateBackendError: The server cannot be used (nothing is written).
+        """
+        rows = encode_positions(batch)
+        if not rows:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._write("save_positions", lambda conn: sql.write_positions(conn, rows))
+
+    async def load_positions(self, run_id: str) -> dict[str, Any]:
+        """Return ``{position: record}`` of the run's completed positions (empty if none).
+
+        Raises:
+            StateBackendError: The server cannot be used, or stored JSON is damaged.
+        """
+        rows = await self._read("load_positions", lambda conn: sql.read_positions(conn, run_id))
+        try:
+            return {position: loads_json(text) for position, text in rows}
+        except ValueError as exc:
+            raise StateBackendError(
+                f"{self!r}: the stored JSON of a position of run {run_id!r} is damaged: {exc}."
+            ) from exc
 
     async def aclose(self) -> None:
         """Close the pool (idempotent). Later calls raise StateBackendError.

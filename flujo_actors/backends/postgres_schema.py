@@ -1,6 +1,6 @@
 """The PostgreSQL state schema: its versions and the migrations applied at connect.
 
-Tables (schema version 2)::
+Tables (schema version 3)::
 
     flujo_schema (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)  -- one row per migration
     flujo_runs   (seq IDENTITY, run_id TEXT PRIMARY KEY, pipeline_name, status,
@@ -9,6 +9,8 @@ Tables (schema version 2)::
                   step_count INTEGER, fingerprint TEXT,
                   owner TEXT, lease_expires_at TIMESTAMPTZ, lease_epoch BIGINT)   -- (v2)
     flujo_steps  (run_id, idx, row JSON, PRIMARY KEY (run_id, idx))
+    flujo_positions (run_id, position TEXT, record JSON,
+                     PRIMARY KEY (run_id, position))  -- completed steps below the top (v3)
 
 Payloads are ``json``, not ``jsonb``: ``jsonb`` re-normalises what it stores
 (it sorts object keys, turns the float ``1e16`` into the integer
@@ -61,6 +63,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         " ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0",
         "CREATE INDEX flujo_runs_by_lease ON flujo_runs (lease_expires_at)"
         " WHERE status = 'running' AND owner IS NOT NULL",
+    ),
+    # Version 3: completed positions below the top level (checkpoints at every depth).
+    (
+        "CREATE TABLE flujo_positions ("
+        " run_id TEXT NOT NULL, position TEXT NOT NULL, record JSON NOT NULL,"
+        " PRIMARY KEY (run_id, position))",
     ),
 )
 

@@ -145,6 +145,7 @@ def read_run(conn: psycopg.Connection[tuple[Any, ...]], run_id: str) -> tuple[An
 
 def delete_run(conn: psycopg.Connection[tuple[Any, ...]], run_id: str) -> None:
     conn.execute("DELETE FROM flujo_steps WHERE run_id = %s", (run_id,))
+    conn.execute("DELETE FROM flujo_positions WHERE run_id = %s", (run_id,))
     conn.execute("DELETE FROM flujo_runs WHERE run_id = %s", (run_id,))
 
 
@@ -172,11 +173,32 @@ def prune_runs(
         "  ELSE status = %(status)s END"
         " AND (%(older)s::float8 IS NULL OR updated_at <= %(now)s - %(older)s::float8)"
         " RETURNING run_id, seq),"
-        " steps AS (DELETE FROM flujo_steps s USING gone WHERE s.run_id = gone.run_id)"
+        " steps AS (DELETE FROM flujo_steps s USING gone WHERE s.run_id = gone.run_id),"
+        " positions AS (DELETE FROM flujo_positions p USING gone WHERE p.run_id = gone.run_id)"
         " SELECT run_id FROM gone ORDER BY seq",
         {"status": status, "older": older_than_s, "now": now},
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def write_positions(
+    conn: psycopg.Connection[tuple[Any, ...]], rows: Sequence[tuple[str, str, str]]
+) -> None:
+    """Insert (or replace) completed positions: ``(run_id, position, record JSON text)``."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO flujo_positions (run_id, position, record) VALUES (%s, %s, %s::json)"
+            " ON CONFLICT (run_id, position) DO UPDATE SET record = excluded.record",
+            rows,
+        )
+
+
+def read_positions(conn: psycopg.Connection[tuple[Any, ...]], run_id: str) -> list[tuple[str, str]]:
+    """``(position, record JSON text)`` of the run's completed positions."""
+    rows = conn.execute(
+        "SELECT position, record::text FROM flujo_positions WHERE run_id = %s", (run_id,)
+    ).fetchall()
+    return [(row[0], row[1]) for row in rows]
 
 
 def write_batch(

@@ -100,7 +100,7 @@ async def test_an_older_schema_is_migrated_at_connect_and_keeps_its_runs(
     with psycopg.connect(dsn) as conn:
         versions = conn.execute("SELECT version FROM flujo_schema ORDER BY version").fetchall()
         owner = conn.execute("SELECT owner FROM flujo_runs WHERE run_id = 'new'").fetchone()
-    assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1)) == [1, 2]
+    assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1)) == [1, 2, 3]
     assert owner is not None and owner[0] is not None  # the v2 lease column is in use
 
 
@@ -130,7 +130,7 @@ async def test_backends_connecting_together_migrate_once(pg_dsn: Callable[[], st
         await backend.aclose()
     with psycopg.connect(dsn) as conn:
         versions = conn.execute("SELECT version FROM flujo_schema ORDER BY version").fetchall()
-    assert [v for (v,) in versions] == [1, 2]
+    assert [v for (v,) in versions] == [1, 2, 3]
 
 
 async def test_concurrent_creates_across_backend_objects_have_one_winner(
@@ -361,3 +361,32 @@ async def test_a_runner_persists_resumes_and_refuses_a_reused_run_id(
         assert again.output == 16 and calls == [0, 1, 2, 3]
         assert await backend.list_runs("completed") == ["first"]
         assert backend.statistics().held_leases == 0
+
+
+async def test_a_loop_resumes_at_its_iteration_from_postgres(pg_dsn: Callable[[], str]) -> None:
+    calls: list[int] = []
+    crash = {"at": 3}
+
+    class Crash(BaseException):
+        pass
+
+    def body(x: int) -> int:
+        calls.append(x)
+        if len(calls) == crash["at"]:
+            raise Crash()
+        return x + 1
+
+    def pipeline() -> Pipeline:
+        return Pipeline.from_step(
+            Step.loop_until("L", Step.from_callable(body), lambda out, ctx: out >= 5, max_loops=9)
+        )
+
+    dsn = pg_dsn()
+    async with PostgresBackend(dsn) as backend:
+        with pytest.raises(Crash):
+            await Flujo(pipeline(), state_backend=backend).run_async(0, run_id="deep")
+    crash["at"] = 0
+    async with PostgresBackend(dsn) as backend:
+        result = await Flujo(pipeline(), state_backend=backend).resume_async("deep")
+    assert result.output == 5
+    assert calls == [0, 1, 2, 2, 3, 4]  # iterations 1 and 2 replayed, the third ran again
