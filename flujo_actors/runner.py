@@ -41,7 +41,7 @@ from .runner_args import (
     validate_tree,
 )
 from .runner_checkpoints import Recorder, changed_message, first_checkpoint, resume_base
-from .runner_human import NO_INPUT, check_sinks, has_human_steps
+from .runner_human import NO_INPUT, check_sinks, has_human_steps, has_keyed_agents
 from .steps.dsl import (
     Pipeline,
     PipelineStep,
@@ -162,6 +162,7 @@ class Flujo:
         # Decided once: a pipeline with human-input steps can pause; without a
         # state backend its runs are kept in memory until they finish.
         self._human = has_human_steps(pipeline)
+        self._keyed = has_keyed_agents(pipeline)
         if self._human:
             check_sinks(pipeline, context_model)
         self._backend: Any = state_backend
@@ -566,6 +567,7 @@ class Flujo:
         if resume is not None:
             job.history.extend(resume.history)
             start, data = resume.index, resume.data
+        run.track = self._keyed or self._backend is not None
         if self._human:
             from .run.human import HumanState
 

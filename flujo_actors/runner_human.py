@@ -20,14 +20,18 @@ from .run.checkpoint import position_key
 from .steps.human import HumanInputStep
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .steps.dsl import Pipeline, Step
 
 __all__ = [
     "NO_INPUT",
     "PAUSED_KEY",
     "answers_for",
+    "any_step",
     "check_sinks",
     "has_human_steps",
+    "has_keyed_agents",
     "pending_from_record",
     "pending_record",
 ]
@@ -63,14 +67,29 @@ def _children(step: Step) -> list[tuple[str | None, Pipeline]]:
     return found
 
 
-def has_human_steps(pipeline: Pipeline) -> bool:
-    """Whether a human-input step sits anywhere in ``pipeline`` (decided once per runner)."""
+def any_step(pipeline: Pipeline, pred: Callable[[Step], bool]) -> bool:
+    """Whether ``pred`` holds for a step anywhere in ``pipeline`` (fallbacks included)."""
     for step in pipeline.steps:
-        if isinstance(step, HumanInputStep):
-            return True
-        if any(has_human_steps(sub) for _name, sub in _children(step)):
+        at: Step | None = step
+        while at is not None:
+            if pred(at):
+                return True
+            at = at.fallback
+        if any(any_step(sub, pred) for _name, sub in _children(step)):
             return True
     return False
+
+
+def has_human_steps(pipeline: Pipeline) -> bool:
+    """Whether a human-input step sits anywhere in ``pipeline`` (decided once per runner)."""
+    return any_step(pipeline, lambda step: isinstance(step, HumanInputStep))
+
+
+def has_keyed_agents(pipeline: Pipeline) -> bool:
+    """Whether an agent anywhere in ``pipeline`` declares ``idempotency_key``."""
+    return any_step(
+        pipeline, lambda step: step.spec is not None and step.spec.accepts_idempotency_key
+    )
 
 
 def check_sinks(pipeline: Pipeline, context_model: type[Any]) -> None:

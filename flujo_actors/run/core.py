@@ -74,6 +74,8 @@ class RunState:
     positions: Any = None
     #: Human inputs: answers brought by a resume, inputs paused for (a HumanState).
     human: Any = None
+    #: Whether frames carry their position (checkpoints, human input, idempotency keys).
+    track: bool = False
 
     async def charge(
         self,
@@ -220,8 +222,9 @@ class StepActor(Actor):
         job: Job = frame.reply_to
         run = self.chain.run
         hooks = run.hooks
-        # Cheap (a tuple): the key itself is derived only for agents that ask for it.
-        POSITION.set((run.run_id, frame.position))
+        if run.track:
+            # Cheap (a tuple): the key itself is derived only for agents that ask for it.
+            POSITION.set((run.run_id, frame.position))
         try:
             if run.positions is not None and job.position:
                 # Below the top level with a state backend: replayed or checkpointed.
@@ -311,7 +314,8 @@ class Chain:
             (*job.path, step.name),
             self.nursery,
             job,
-            (*job.position, step.name),
+            # Decided per run: only checkpoints, human input and idempotency keys need it.
+            (*job.position, step.name) if run.track else (),
         )
 
     def send(self, index: int, data: Any, job: Job) -> tuple[StepActor, ActorCell]:
