@@ -707,3 +707,17 @@ def test_a_map_step_refuses_retries() -> None:
         match=r"^Map step 'm': max_retries=2 is not honoured by control-flow steps\. ",
     ):
         MapStep(name="m", body=Pipeline.from_step(body()), config=StepConfig(max_retries=2))
+
+
+async def test_a_trace_shows_each_item_as_a_branch_span_named_by_index() -> None:
+    step = Step.map("m", Step.from_callable(lambda x: x + 1, name="inc"), max_concurrency=2)
+    result = await Flujo(step, trace=True).run_async([1, 2, 3])
+    assert result.trace is not None
+    (m,) = result.trace.children
+    assert (m.name, m.kind, m.outcome) == ("m", "map", "success")
+    # Spans come in the order the bodies started (trio decides): compare by item.
+    assert sorted((c.name, c.kind, [g.name for g in c.children]) for c in m.children) == [
+        ("m[0]", "branch", ["inc"]),
+        ("m[1]", "branch", ["inc"]),
+        ("m[2]", "branch", ["inc"]),
+    ]
