@@ -182,6 +182,34 @@ class ActorCell:
         dead_letters: where undeliverable messages go (a fresh log if None).
     """
 
+    # Slotted: a run creates one cell per step it executes (allocation is on the hot path).
+    __slots__ = (
+        "_active",
+        "_cancel_scope",
+        "_injected",
+        "_monitors",
+        "_stopped",
+        "cancellable",
+        "current",
+        "dead_letters",
+        "down",
+        "exit_reason",
+        "handled",
+        "instance",
+        "kind",
+        "last_error",
+        "mailbox",
+        "name",
+        "path",
+        "ref",
+        "registry",
+        "restarts",
+        "state",
+        "stop_grace_s",
+        "supervised",
+        "task",
+    )
+
     def __init__(
         self,
         name: str,
