@@ -1,13 +1,23 @@
 """The run core: per-run services, jobs, chains of step actors, and the step dispatch.
 
-A *chain* runs one pipeline: each step is an actor, started lazily in the
-chain's nursery with its first frame in hand and kept for later frames (a
-loop body's actors are reused across iterations). A step actor receives a
-:class:`~flujo_actors.frames.ExecutionFrame`, executes its step kind, records
-the :class:`StepResult` on the job and sends the next frame to the next
-step's actor; the last one (or a failure) completes the job. Control-flow
-kinds open nurseries of their own for their branches, so a cancel scope
-bounds every branch and nothing outlives the step that started it.
+How a frame travels (one way, through mailboxes):
+
+1. ``Flujo.run_async`` (:mod:`flujo_actors.runner`) opens the run's nursery
+   under a :class:`~flujo_actors.actors.run_supervisor.RunSupervisor` and
+   calls :meth:`Chain.execute` on the top-level pipeline with a :class:`Job`.
+2. :meth:`Chain.send` builds step 0's :class:`~flujo_actors.frames.ExecutionFrame`
+   (``reply_to`` = the job) and puts it in that step actor's mailbox; the
+   chain's task runs the actor's turn (:func:`~flujo_actors.actors.run_turn`).
+3. :class:`StepActor` runs :func:`run_step`. For a parallel step
+   (:mod:`.parallel`) each branch gets a job and a chain of its own on a task
+   of its own (:meth:`Chain.start`); the branch's leaf agent step
+   (:mod:`.agent`) receives its frame the same way, and the branch's last
+   step replies to the branch job (:meth:`Job.finish`), which tells the
+   parallel step. Loops (:mod:`.loop`), conditionals and nested pipelines
+   (:mod:`.nested`) do the same with one job per iteration or sub-pipeline.
+4. The step actor records its result on the job and sends the next frame to
+   the next step actor's mailbox; the last one replies to the run's job, and
+   the runner builds the :class:`~flujo_actors.results.PipelineResult`.
 
 :func:`run_step` dispatches on ``Step.kind`` through :data:`KIND_RUNNERS`.
 The step kinds' modules sit above this one (their steps run chains of step
