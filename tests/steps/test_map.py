@@ -721,3 +721,42 @@ async def test_a_trace_shows_each_item_as_a_branch_span_named_by_index() -> None
         ("m[1]", "branch", ["inc"]),
         ("m[2]", "branch", ["inc"]),
     ]
+
+
+class Crash(BaseException):
+    """Stands in for the process dying mid-run (not a step failure: nothing handles it)."""
+
+
+async def test_a_resumed_map_does_not_redo_completed_items(autojump_clock: trio.abc.Clock) -> None:
+    # In memory: the mock clock would outrun SQLite's commit thread.
+    from flujo_actors import InMemoryStateBackend
+
+    calls: list[int] = []
+    crash = [True]
+
+    async def work(x: int, context: Ctx) -> int:
+        await trio.sleep(10 - x)  # later items finish first
+        calls.append(x)
+        if x == 2 and crash[0]:
+            raise Crash()
+        context.scratchpad[f"k{x}"] = x
+        return x * 10
+
+    def gen(data: Any) -> Iterator[int]:
+        yield from range(5)
+
+    def build() -> Step:
+        return Step.map("m", body(work), items=gen, merge_strategy=MergeStrategy.CONTEXT_UPDATE)
+
+    backend = InMemoryStateBackend()
+    with pytest.raises(Crash):
+        await Flujo(build(), context_model=Ctx, state_backend=backend).run_async(0, run_id="r")
+    # Items 4 and 3 completed (checkpointed) before item 2 crashed the run.
+    assert sorted(calls) == [2, 3, 4]
+    calls.clear()
+    crash[0] = False
+    resumed = await Flujo(build(), context_model=Ctx, state_backend=backend).resume_async("r")
+    assert sorted(calls) == [0, 1, 2]  # completed items are not run again
+    assert resumed.success and resumed.output == [0, 10, 20, 30, 40]
+    assert resumed.final_pipeline_context.scratchpad == {f"k{i}": i for i in range(5)}
+    assert [c.name for c in resumed.step_history[0].step_history] == [f"m[{i}]" for i in range(5)]
