@@ -35,9 +35,11 @@ if TYPE_CHECKING:
     from .run.checkpoint import Positions
 
 __all__ = [
+    "CONTEXT_AFTER",
     "PersistenceActor",
     "ResumePoint",
     "checkpoint_for",
+    "context_after",
     "open_positions",
     "result_from_snapshot",
     "step_from_row",
@@ -65,8 +67,7 @@ class ResumePoint:
     def __init__(self, snap: RunSnapshot) -> None:
         self.index = snap.next_step_index
         self.history: list[StepResult] = [
-            _as_step_result(load_typed(row, path=f"step_history[{i}]"))
-            for i, row in enumerate(snap.step_history)
+            step_from_row(row, f"step_history[{i}]") for i, row in enumerate(snap.step_history)
         ]
         self.context = load_typed(snap.context, path="context")
         self.initial_input = load_typed(snap.initial_input, path="initial_input")
@@ -85,6 +86,38 @@ class ResumePoint:
         # The stored run row (a RunCheckpoint) and the validated human answers.
         self.base: Any = None
         self.answers: dict[str, Any] = {}
+
+
+#: The key of a top-level step row that holds the context the step left (for forks).
+CONTEXT_AFTER = "context_after"
+
+
+def step_from_row(row: Any, where: str) -> StepResult:
+    """Rebuild a StepResult saved by :func:`step_row` (``where`` names it in errors).
+
+    A top-level row's ``context_after`` (see :func:`checkpoint_for`) is not part of it.
+    """
+    if isinstance(row, dict) and CONTEXT_AFTER in row:
+        row = {k: v for k, v in row.items() if k != CONTEXT_AFTER}
+    return _as_step_result(load_typed(row, path=where))
+
+
+def context_after(row: Any, run_id: str, index: int) -> Any:
+    """The context top-level step ``index`` of run ``run_id`` left, from its stored row.
+
+    Raises:
+        PipelineDefinitionError: the row was stored without it (by a
+            flujo_actors before forks), so the run cannot be forked there.
+    """
+    if not isinstance(row, dict) or CONTEXT_AFTER not in row:
+        from .errors import PipelineDefinitionError
+
+        raise PipelineDefinitionError(
+            f"Run {run_id!r}: step {index} was stored without the context it left (by a "
+            "flujo_actors version before forks), so the run cannot be forked after it; fork "
+            "at step 0, or at a step recorded since."
+        )
+    return load_typed(row[CONTEXT_AFTER], path=f"step_history[{index}].{CONTEXT_AFTER}")
 
 
 def _as_step_result(value: object) -> StepResult:
@@ -132,13 +165,18 @@ def checkpoint_for(
         status, next_index = "completed", index + 1
     else:
         status, next_index = "running", index + 1
+    context_json = dump_typed(context, path="context")
     output, row = step_row(result)
+    if isinstance(row, dict):
+        # Each row keeps the context its step left, so a fork can start after any
+        # step (O(context) per step; the run row holds only the latest context).
+        row[CONTEXT_AFTER] = context_json
     return RunCheckpoint(
         run_id=run_id,
         pipeline_name=pipeline_name,
         status=status,
         next_step_index=next_index,
-        context=dump_typed(context, path="context"),
+        context=context_json,
         initial_input=initial_input_json,
         output=output,
         new_steps=(row,),
@@ -164,11 +202,6 @@ def step_row(result: StepResult) -> tuple[Any, Any]:
     else:  # a registered serializer for StepResult: keep its own format
         row = dump_typed(result, path=f"step {result.name!r} result")
     return output, row
-
-
-def step_from_row(row: Any, where: str) -> StepResult:
-    """Rebuild a StepResult saved by :func:`step_row` (``where`` names it in errors)."""
-    return _as_step_result(load_typed(row, path=where))
 
 
 def open_positions(

@@ -484,6 +484,40 @@ class Flujo:
             point.answers = answers_for(self.pipeline, run_id, pending, human_input)
         return await self._execute(None, run_id=run_id, resume=point)
 
+    async def fork_async(
+        self,
+        source_run_id: str,
+        /,
+        *,
+        at: str | int,
+        context_updates: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> PipelineResult:
+        """Start a new run from a stored run's checkpoint before top-level step ``at``.
+
+        ``at`` is a top-level step name or index. The new run gets the stored
+        history and context up to there (plus ``context_updates``, checked
+        against the context model), keeps the run's input, and runs steps
+        ``at`` onwards on this runner's pipeline, which may differ from the
+        original's after ``at`` (a changed prompt or model) but not before.
+        The steps before ``at`` are not run or paid for again; their usage
+        counts in the new run's totals. The original run is left untouched.
+        The stored run is the first (positional) argument; ``run_id=`` names
+        the new run (by default it gets a new id). Needs a ``state_backend``; see :mod:`flujo_actors.runner_fork`.
+
+        Raises:
+            PipelineDefinitionError: a bad argument, no state backend, ``at``
+                past what the run completed, or a reused step that differs.
+            RunNotFoundError: the backend does not know ``source_run_id``.
+            RunExistsError: the new ``run_id`` names a stored run.
+        """
+        _require_trio("fork_async")
+        from .runner_fork import fork_run
+
+        return await fork_run(
+            self, source_run_id, at=at, context_updates=context_updates, run_id=run_id
+        )
+
     def _pipeline_fingerprint(self) -> str:
         """The pipeline's fingerprint, computed once per runner (on first use)."""
         fingerprint = self._fingerprint

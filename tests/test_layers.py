@@ -83,6 +83,7 @@ LAYERS: Final[dict[str, int]] = {
     "runner_args": RUNNER,
     "runner_checkpoints": RUNNER,
     "runner_human": RUNNER,
+    "runner_fork": RUNNER,
     "hooks": RUNNER,
     "hook_events": RUNNER,
     "hook_logging": RUNNER,

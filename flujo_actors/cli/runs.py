@@ -213,10 +213,7 @@ async def _fork(backend: StateBackend, args: argparse.Namespace) -> int:
         raise UsageError(
             f"--context must be a JSON object of field -> value, got {args.context!r}."
         )
-    fork = getattr(runner, "fork_async", None)
-    if fork is None:
-        raise UsageError("this flujo_actors has no Flujo.fork_async yet.")
-    run = fork(args.run_id, at=at, context_updates=updates, run_id=args.new_run_id)
+    run = runner.fork_async(args.run_id, at=at, context_updates=updates, run_id=args.new_run_id)
     return await _report(run, args.json)
 
 

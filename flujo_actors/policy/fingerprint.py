@@ -31,7 +31,13 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["FINGERPRINT_VERSION", "agent_identity", "first_difference", "pipeline_fingerprint"]
+__all__ = [
+    "FINGERPRINT_VERSION",
+    "agent_identity",
+    "first_difference",
+    "pipeline_fingerprint",
+    "prefix_difference",
+]
 
 FINGERPRINT_VERSION: Final = 1
 """The format version recorded in every fingerprint."""
@@ -136,6 +142,29 @@ def first_difference(stored: str, current: str) -> str | None:
         return "the stored fingerprint is damaged (not a pipeline description)"
     # Equal documents always have equal canonical text; a difference exists.
     return found if found is not None else "the fingerprints differ in their encoding"
+
+
+def prefix_difference(stored: str, current: str, n_steps: int) -> str | None:
+    """Where the first ``n_steps`` top-level steps of two fingerprints differ, or ``None``.
+
+    A fork reuses the results of the steps before its fork point, so those
+    steps must be the same; what follows may change freely. Pipeline names
+    and later steps are ignored.
+
+    Returns:
+        A path and both sides, as :func:`first_difference` explains them.
+    """
+    try:
+        old, new = json.loads(stored), json.loads(current)
+        if old.get("fingerprint") != new.get("fingerprint"):
+            return first_difference(stored, current)
+        old_pipe, new_pipe = old["pipeline"], new["pipeline"]
+        heads = [
+            {"name": "", "steps": list(p.get("steps", []))[:n_steps]} for p in (old_pipe, new_pipe)
+        ]
+        return _diff_pipeline("", heads[0], heads[1])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return "the stored fingerprint is damaged (not a pipeline description)"
 
 
 def _show(step: Any) -> str:

@@ -368,3 +368,41 @@ def test_on_a_terminal_the_tables_are_drawn_with_rich(
     assert main(["runs", "--backend", str(store), "list"]) == 0
     out = capsys.readouterr().out
     assert "┃ RUN ID" in out and run_id[:8] in out and "completed" in out
+
+
+def test_fork_starts_a_new_run_after_the_reused_steps(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs.db"
+    [run_id] = _runs(store, n_ok=1)
+    assert _effects(env) == ["first", "second", "third"]
+    done = _cli(
+        env,
+        "runs",
+        "--backend",
+        str(store),
+        "fork",
+        run_id,
+        "--pipeline",
+        "cli_pipes:pipeline",
+        "--at",
+        "third",
+        "--run-id",
+        "forked",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["run_id"], result["status"], result["output"]) == ("forked", "completed", 13)
+    assert _effects(env) == ["first", "second", "third", "third"]
+    assert sorted(_stored_ids(store)) == sorted([run_id, "forked"])
+    base = ["runs", "--backend", str(store), "fork", run_id, "--pipeline", "cli_pipes:pipeline"]
+    assert main([*base, "--at", "9"]) == 2
+    assert capsys.readouterr().err == (
+        "flujo-actors: error: Flujo.fork_async: at=9 is not a top-level step index of pipeline "
+        "'pipeline', which has steps 0..2.\n"
+    )
+    assert main([*base, "--at", "1", "--context", "[1]"]) == 2
+    assert capsys.readouterr().err == (
+        "flujo-actors: error: --context must be a JSON object of field -> value, got '[1]'.\n"
+    )
