@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..backends.state import RunSnapshot
-    from ..results import PipelineResult, StepResult
+    from ..results import PendingInput, PipelineResult, StepResult
 
 __all__ = ["print_json", "run_list", "run_result", "run_tree", "snapshot_json", "use_rich"]
 
@@ -71,13 +71,32 @@ def _table(
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def snapshot_json(snap: RunSnapshot) -> dict[str, Any]:
-    """A stored run as JSON data (the stored values, never decoded into objects)."""
+def _pending_json(item: PendingInput) -> dict[str, Any]:
+    return {
+        "key": item.key,
+        "step": item.step,
+        "message": item.message,
+        "input_schema": item.input_schema,
+    }
+
+
+def snapshot_json(snap: RunSnapshot, pending: Sequence[PendingInput] = ()) -> dict[str, Any]:
+    """A stored run as JSON data (the stored values, never decoded into objects).
+
+    ``pending`` (a paused run's human inputs) is listed under ``"pending"``.
+    """
     import attrs
 
     return attrs.asdict(snap, recurse=False, value_serializer=None) | {
-        "step_history": list(snap.step_history)
+        "step_history": list(snap.step_history),
+        "pending": [_pending_json(item) for item in pending],
     }
+
+
+def _print_pending(pending: Sequence[PendingInput]) -> None:
+    for item in pending:
+        schema = json.dumps(item.input_schema, ensure_ascii=False) if item.input_schema else "any"
+        print(f"waiting for input at {item.key}: {item.message} (input schema: {schema})")
 
 
 def run_list(runs: Sequence[RunSnapshot], now: float, *, as_json: bool) -> None:
@@ -134,7 +153,9 @@ def _step_rows(steps: Sequence[StepResult], depth: int, rows: list[tuple[str, ..
         _step_rows(step.step_history, depth + 1, rows)
 
 
-def run_tree(snap: RunSnapshot, result: PipelineResult) -> None:
+def run_tree(
+    snap: RunSnapshot, result: PipelineResult, pending: Sequence[PendingInput] = ()
+) -> None:
     """Print one run: its header, its step tree, its failure or pause."""
     print(f"run {snap.run_id}: {snap.status}, pipeline {snap.pipeline_name}")
     print(f"total cost {result.total_cost_usd} USD, {result.total_tokens} tokens")
@@ -147,14 +168,13 @@ def run_tree(snap: RunSnapshot, result: PipelineResult) -> None:
     failed = [s for s in result.step_history if not s.success]
     if failed and failed[-1].feedback:
         print(f"failed at {failed[-1].name}: {failed[-1].feedback}")
-    paused = getattr(snap, "paused", None)
-    if paused is not None:
-        print(f"paused: {paused}")
+    _print_pending(pending)
 
 
 def run_result(result: PipelineResult, *, as_json: bool) -> None:
     """Print the outcome of a resumed or forked run."""
-    status = getattr(result, "status", "completed" if result.success else "failed")
+    status = result.status
+    pending = result.paused.pending if result.paused is not None else ()
     if as_json:
         from ..serialization import safe_serialize
 
@@ -166,6 +186,7 @@ def run_result(result: PipelineResult, *, as_json: bool) -> None:
                 "output": safe_serialize(result.output),
                 "total_cost_usd": str(result.total_cost_usd),
                 "total_tokens": result.total_tokens,
+                "pending": [_pending_json(item) for item in pending],
             }
         )
         return
@@ -174,8 +195,6 @@ def run_result(result: PipelineResult, *, as_json: bool) -> None:
     _step_rows(result.step_history, 0, rows)
     if rows:
         _table(_TREE_COLUMNS, rows)
-    paused = getattr(result, "paused", None)
-    if paused is not None:
-        print(f"paused: {paused}")
-    elif result.success:
+    _print_pending(pending)
+    if result.success:
         print(f"output: {result.output!r}")

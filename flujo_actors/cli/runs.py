@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from ..backends.state import RunSnapshot, StateBackend
-    from ..results import PipelineResult
+    from ..results import PendingInput, PipelineResult
     from ..runner import Flujo
 
 __all__ = ["UsageError", "parse_age", "run_command"]
@@ -156,10 +156,21 @@ async def _list(backend: StateBackend, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _pending(backend: StateBackend, snap: RunSnapshot) -> list[PendingInput]:
+    """The human inputs a paused run waits for (empty for any other run)."""
+    if snap.status != "paused":
+        return []
+    from ..runner_human import PAUSED_KEY, pending_from_record
+
+    positions = await backend.load_positions(snap.run_id)
+    return pending_from_record(positions.get(PAUSED_KEY))
+
+
 async def _show(backend: StateBackend, args: argparse.Namespace) -> int:
     snap = await _snapshot(backend, args.run_id)
+    pending = await _pending(backend, snap)
     if args.json:
-        render.print_json(render.snapshot_json(snap))
+        render.print_json(render.snapshot_json(snap, pending))
         return 0
     from ..persistence import result_from_snapshot
 
@@ -170,13 +181,12 @@ async def _show(backend: StateBackend, args: argparse.Namespace) -> int:
             f"run {args.run_id!r} cannot be shown as results ({exc}); `show --json` prints "
             "it as stored."
         ) from None
-    render.run_tree(snap, result)
+    render.run_tree(snap, result, pending)
     return 0
 
 
 def _exit_status(result: PipelineResult) -> int:
-    status = getattr(result, "status", "completed" if result.success else "failed")
-    return {"completed": 0, "paused": 3}.get(status, 1)
+    return {"completed": 0, "paused": 3}.get(result.status, 1)
 
 
 async def _report(run: Awaitable[PipelineResult], as_json: bool) -> int:

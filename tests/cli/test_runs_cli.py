@@ -64,6 +64,22 @@ PIPES = textwrap.dedent(
     )
     runner = Flujo(pipeline)
     not_a_pipeline = 42
+
+    import attrs
+
+    @attrs.define
+    class Approval:
+        ok: bool
+
+    def ship(answer: Approval) -> str:
+        record("ship")
+        return "shipped" if answer.ok else "held"
+
+    approval = (
+        Step.from_callable(first, name="first")
+        >> Step.human_input("approve", "Ship it?", input_model=Approval)
+        >> Step.from_callable(ship, name="ship")
+    )
     """
 )
 
@@ -406,3 +422,34 @@ def test_fork_starts_a_new_run_after_the_reused_steps(
     assert capsys.readouterr().err == (
         "flujo-actors: error: --context must be a JSON object of field -> value, got '[1]'.\n"
     )
+
+
+def test_a_paused_run_shows_its_question_and_resumes_with_input(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli_pipes = importlib.import_module("cli_pipes")
+    store = tmp_path / "runs.db"
+    paused = Flujo(cli_pipes.approval, state_backend=str(store)).run(1)
+    assert paused.status == "paused"
+    base = ["runs", "--backend", str(store)]
+    capsys.readouterr()
+    assert main([*base, "show", paused.run_id]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"run {paused.run_id}: paused, pipeline pipeline"
+    assert out[-1].startswith("waiting for input at approve: Ship it? (input schema: {")
+    assert main([*base, "show", paused.run_id, "--json"]) == 0
+    [pending] = json.loads(capsys.readouterr().out)["pending"]
+    assert (pending["key"], pending["message"]) == ("approve", "Ship it?")
+    assert pending["input_schema"]["required"] == ["ok"]
+
+    resume = [*base, "resume", paused.run_id, "--pipeline", "cli_pipes:approval"]
+    assert main([*resume, "--input", '{"ok": "maybe"}']) == 2
+    assert "flujo-actors: error: " in capsys.readouterr().err
+    assert main([*resume, "--input", "{bad"]) == 2
+    assert capsys.readouterr().err.startswith("flujo-actors: error: --input must be JSON")
+    assert main([*resume]) == 3  # still paused: no input given
+    assert capsys.readouterr().out.splitlines()[-1].startswith("waiting for input at approve")
+    done = _cli(env, *resume, "--input", '{"ok": true}', "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["output"] == "shipped"
+    assert _effects(env) == ["first", "ship"]
