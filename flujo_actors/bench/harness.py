@@ -130,10 +130,13 @@ class Unit:
 
 # --------------------------------------------------------------------------- targets
 
-Metric: TypeAlias = Literal["figure", "ratio", "vs_reference", "peak_rss_mib", "rss_delta_mib"]
+Metric: TypeAlias = Literal[
+    "figure", "ratio", "over_baseline", "vs_reference", "peak_rss_mib", "rss_delta_mib"
+]
 _METRIC_LABEL: Final = {
     "figure": "",
     "ratio": "ratio ",
+    "over_baseline": "over raw trio ",
     "vs_reference": "vs ref ",
     "peak_rss_mib": "RSS ",
     "rss_delta_mib": "RSS growth ",
@@ -148,7 +151,8 @@ class Target:
         max: the metric must be <= this.
         min: the metric must be >= this.
         metric: ``"figure"`` (in the scenario's unit), ``"ratio"`` (figure / raw-trio
-            baseline), ``"vs_reference"`` (figure / reference), ``"peak_rss_mib"`` or
+            baseline), ``"over_baseline"`` (figure - raw-trio baseline, in the unit),
+            ``"vs_reference"`` (figure / reference), ``"peak_rss_mib"`` or
             ``"rss_delta_mib"`` (peak RSS growth over the process before the case).
         at_size: only judge the case of this size (None: every size).
     """
@@ -164,9 +168,12 @@ class Target:
 
     def label(self, unit: str) -> str:
         """E.g. ``"<= 25 us/step"``, ``"RSS <= 2,048 MiB"``, ``"vs ref <= 2"``."""
-        suffix = {"figure": f" {unit}", "peak_rss_mib": " MiB", "rss_delta_mib": " MiB"}.get(
-            self.metric, ""
-        )
+        suffix = {
+            "figure": f" {unit}",
+            "over_baseline": f" {unit}",
+            "peak_rss_mib": " MiB",
+            "rss_delta_mib": " MiB",
+        }.get(self.metric, "")
         bounds = []
         if self.min is not None:
             bounds.append(f">= {self.min:,g}{suffix}")
@@ -500,6 +507,7 @@ def run_case(
     values = {
         "figure": figure.median if figure else None,
         "ratio": ratio,
+        "over_baseline": figure.median - baseline.median if figure and baseline else None,
         "vs_reference": vs_reference,
         "peak_rss_mib": rss_after if figure else None,
         "rss_delta_mib": delta,

@@ -30,7 +30,7 @@ JSON schema (``schema_version`` 1), one object::
          "higher_is_better": bool,                     # true for rates ("msg/s")
          "peak_rss_mib": float|null,                   # ru_maxrss after the figure
          "rss_delta_mib": float|null,                  # ... minus ru_maxrss before it
-         "targets": [{"metric": "figure"|"ratio"|"vs_reference"|"peak_rss_mib"|"rss_delta_mib",
+         "targets": [{"metric": "figure"|"ratio"|"over_baseline"|"vs_reference"|"peak_rss_mib"|"rss_delta_mib",
                       "label": str, "max": float|null, "min": float|null,
                       "at_size": int|null, "actual": float|null, "passed": bool|null}],
          "wall_s": float, "isolated": bool}

@@ -184,7 +184,12 @@ def test_run_case_ok_with_ratio_reference_targets_and_rss() -> None:
         reference_label="twice the time",
         unit="ms/op",
         sizes=(4,),
-        targets=(Target(max=1.0), Target(max=3.0, metric="ratio"), Target(max=1.0, at_size=99)),
+        targets=(
+            Target(max=1.0),
+            Target(max=3.0, metric="ratio"),
+            Target(max=1.0, at_size=99),
+            Target(max=0.5, metric="over_baseline"),
+        ),
     )
     result = run_case(scenario, 4, FAST)
     assert result.status == "ok"
@@ -196,6 +201,7 @@ def test_run_case_ok_with_ratio_reference_targets_and_rss() -> None:
     assert [(t.label, t.passed) for t in result.targets] == [
         ("<= 1 ms/op", False),
         ("ratio <= 3", True),
+        ("over raw trio <= 0.5 ms/op", False),  # 2 ms - 1 ms
     ]
     assert result.peak_rss_mib is None or result.peak_rss_mib > 0
     assert result.label == "tiny.fixed[4]"

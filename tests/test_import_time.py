@@ -1,0 +1,55 @@
+"""What ``import flujo_actors`` (and the pipeline core) import: nothing optional, nothing heavy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+NEVER_AT_IMPORT = (
+    "cattrs",
+    "asyncio",
+    "trio_asyncio",
+    "pydantic",
+    "sqlite3",
+    "psycopg",
+    "ray",
+    "rich",
+    "genai_prices",
+    "openai",
+    "anthropic",
+)
+
+
+def _modules_after(code: str) -> set[str]:
+    script = f"import sys\n{code}\nimport json\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_import_flujo_actors_imports_no_submodule_and_no_optional_dependency() -> None:
+    loaded = _modules_after("import flujo_actors")
+    assert sorted(m for m in loaded if m.split(".")[0] in NEVER_AT_IMPORT) == []
+    assert sorted(m for m in loaded if m.startswith("flujo_actors.")) == []
+    assert "trio" not in loaded
+
+
+def test_the_pipeline_core_and_a_run_import_no_optional_dependency() -> None:
+    loaded = _modules_after(
+        "import trio\n"
+        "from flujo_actors import Flujo, Pipeline, Step\n"
+        "pipeline = Pipeline([Step.from_callable(lambda x: x + 1, name='a')])\n"
+        "assert trio.run(Flujo(pipeline).run_async, 1).output == 2"
+    )
+    assert sorted(m for m in loaded if m.split(".")[0] in NEVER_AT_IMPORT) == []
+    assert "trio.testing" not in loaded
+
+
+def test_public_names_load_on_first_use() -> None:
+    loaded = _modules_after(
+        "import flujo_actors\n"
+        "assert flujo_actors.Step.__module__ == 'flujo_actors.steps.dsl'\n"
+        "assert 'Flujo' in dir(flujo_actors)"
+    )
+    assert "flujo_actors.steps.dsl" in loaded
+    assert "cattrs" not in loaded
