@@ -53,3 +53,13 @@ def test_public_names_load_on_first_use() -> None:
     )
     assert "flujo_actors.steps.dsl" in loaded
     assert "cattrs" not in loaded
+
+
+def test_stored_package_types_load_in_a_process_that_only_imported_flujo_actors() -> None:
+    loaded = _modules_after(
+        "from flujo_actors.serialization import load_typed\n"
+        "ctx = load_typed({'__flujo_type__': 'flujo_actors.context:PipelineContext',\n"
+        "                  'value': {'initial_prompt': 'p', 'run_id': 'r'}})\n"
+        "assert type(ctx).__name__ == 'PipelineContext' and ctx.run_id == 'r'"
+    )
+    assert "flujo_actors.context" in loaded

@@ -269,6 +269,15 @@ def _load_list(payload: object, depth: int, load: _Handler) -> list[Any]:
     return typing.cast("list[Any]", load(payload, depth))
 
 
+def _own_module(name: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
 def _resolve_tag(tag: str) -> type:
     """Map a ``module:qualname`` tag to a class, without running any code.
 
@@ -284,6 +293,10 @@ def _resolve_tag(tag: str) -> type:
     if not module_name or not all(part.isidentifier() for part in parts):
         raise _Failure("tag", tag, f"the type tag {tag!r} is not of the form 'module:qualname'.")
     module = sys.modules.get(module_name)
+    if module is None and module_name.startswith("flujo_actors."):
+        # The package's own value types (PipelineContext, results...) always
+        # resolve: `import flujo_actors` loads its modules on first use only.
+        module = _own_module(module_name)
     if module is None:
         raise _Failure(
             "tag",

@@ -338,9 +338,10 @@ def load_typed(value: object, *, path: str = "$") -> object:
 
     A type tag resolves only to a class that dump_typed tagged in this
     process, a registered class, or a class reachable by attribute lookups
-    in a module that is *already imported*; it must be a kind dump_typed
-    tags (attrs class, dataclass, enum, named tuple, registered type,
-    subclass of a supported scalar). Nothing is imported or evaluated.
+    in a module that is *already imported* (a module of flujo_actors itself
+    is imported if needed); it must be a kind dump_typed tags (attrs class,
+    dataclass, enum, named tuple, registered type, subclass of a supported
+    scalar). No other module is imported, and nothing is evaluated.
 
     Args:
         value: JSON data from :func:`dump_typed`.
