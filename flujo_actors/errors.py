@@ -23,12 +23,14 @@ __all__ = [
     "HookError",
     "HumanInputError",
     "InfiniteFallbackError",
+    "LeaseLostError",
     "MailboxFull",
     "MaxChildrenExceeded",
     "PipelineDefinitionError",
     "PricingNotConfiguredError",
     "RestartIntensityExceeded",
     "RunExistsError",
+    "RunLeasedError",
     "RunNotFoundError",
     "SerializationError",
     "StateBackendError",
@@ -113,6 +115,19 @@ class CacheSkippedWarning(UserWarning):
 
 class StateBackendError(FlujoError):
     """A state backend cannot be used (corrupt or foreign file, schema mismatch, ...)."""
+
+
+class LeaseLostError(StateBackendError):
+    """This process no longer holds the lease of a run it was running.
+
+    Its lease expired (not renewed within ``lease_s``) and another process
+    took the run over: this process's run stops, and its writes to the run
+    are refused, so the other process's progress is never overwritten.
+    """
+
+
+class RunLeasedError(StateBackendError):
+    """A run cannot be resumed here: another live process holds its lease."""
 
 
 class RunNotFoundError(FlujoError, KeyError):

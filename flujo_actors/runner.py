@@ -42,6 +42,7 @@ from .runner_args import (
 )
 from .runner_checkpoints import Recorder, changed_message, first_checkpoint, resume_base
 from .runner_human import NO_INPUT, check_sinks, has_human_steps, has_keyed_agents
+from .runner_recovery import claim_for_resume, keep_lease, recover
 from .steps.dsl import (
     Pipeline,
     PipelineStep,
@@ -482,6 +483,7 @@ class Flujo:
                 )
             # Checked before anything runs: an invalid answer leaves the run paused.
             point.answers = answers_for(self.pipeline, run_id, pending, human_input)
+        await claim_for_resume(backend, run_id)  # a shared backend: this process runs it now
         return await self._execute(None, run_id=run_id, resume=point)
 
     async def fork_async(
@@ -517,6 +519,23 @@ class Flujo:
         return await fork_run(
             self, source_run_id, at=at, context_updates=context_updates, run_id=run_id
         )
+
+    async def recover_async(self) -> list[PipelineResult]:
+        """Resume every run of this pipeline whose owner process died; their results.
+
+        Needs a state backend with run leases shared by the runner processes
+        (:class:`~flujo_actors.backends.postgres.PostgresBackend`): a run whose
+        owner stopped renewing its lease for ``lease_s`` is claimed (row lock,
+        ``SKIP LOCKED``: two processes never resume one run) and resumed here,
+        after its last persisted step; the step that was running when its
+        process died runs again (at least once). Paused runs are not
+        recovered. See :mod:`flujo_actors.runner_recovery`.
+
+        Raises:
+            PipelineDefinitionError: the state backend does not lease runs.
+        """
+        _require_trio("recover_async")
+        return await recover(self)
 
     def _pipeline_fingerprint(self) -> str:
         """The pipeline's fingerprint, computed once per runner (on first use)."""
@@ -626,9 +645,10 @@ class Flujo:
             )
         run_nursery = self._run_nursery_on_asyncio if self._uses_asyncio else self._run_nursery
         try:
-            governor = await run_nursery(
-                run, ledger, job, start, data, persistence, resume, context, initial_input
-            )
+            async with keep_lease(self.state_backend, run_id):
+                governor = await run_nursery(
+                    run, ledger, job, start, data, persistence, resume, context, initial_input
+                )
         except BaseException as exc:
             if recorder is not None and _cancelled(exc):
                 await recorder.cancelled()  # the stored status says what happened

@@ -84,6 +84,7 @@ LAYERS: Final[dict[str, int]] = {
     "runner_checkpoints": RUNNER,
     "runner_human": RUNNER,
     "runner_fork": RUNNER,
+    "runner_recovery": RUNNER,
     "hooks": RUNNER,
     "hook_events": RUNNER,
     "hook_logging": RUNNER,

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import attrs
 import trio
 
-from ..errors import StateBackendError
+from ..errors import LeaseLostError, RunLeasedError, RunNotFoundError, StateBackendError
 from ..serialization import loads_json
 from . import postgres_leases as leases
 from . import postgres_sql as sql
@@ -66,24 +66,12 @@ if TYPE_CHECKING:
 
     from .state import PositionRecord
 
-__all__ = ["LeaseLostError", "PostgresBackend", "PostgresStatistics", "RunLeased"]
+
+__all__ = ["PostgresBackend", "PostgresStatistics"]
 
 R = TypeVar("R")
 
 _RECOVER_LIMIT: Final = 1000
-
-
-class LeaseLostError(StateBackendError):
-    """This process no longer holds the lease of a run it was running.
-
-    Its lease expired (it did not renew within ``lease_s``) and another
-    process recovered the run: this process's run stops, and its writes to
-    the run are refused, so the other process's progress is never overwritten.
-    """
-
-
-class RunLeased(StateBackendError):
-    """A run cannot be resumed here: another live process holds its lease."""
 
 
 @attrs.frozen
@@ -210,6 +198,8 @@ class PostgresBackend:
         self._writes = GroupCommit(self._connections)
         # run_id -> lease epoch of the runs this backend runs now.
         self._held: dict[str, int] = {}
+        # Runs claim_expired leased here that recovery is about to resume.
+        self._pending: set[str] = set()
         self._held_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -431,29 +421,34 @@ class PostgresBackend:
         """Lease ``run_id`` to this backend before resuming it.
 
         Raises:
-            RunLeased: Another live owner holds its lease, or this backend
+            RunLeasedError: Another live owner holds its lease, or this backend
                 runs it already.
             RunNotFoundError: The run is unknown.
         """
         with self._held_lock:
-            if run_id in self._held:
-                raise RunLeased(
-                    f"{self!r}: run {run_id!r} is running in this process already; wait for "
-                    "it to finish."
-                )
+            # Claimed by claim_expired for this very resume (recover_async).
+            pending = run_id in self._pending
+            self._pending.discard(run_id)
+            running_here = not pending and run_id in self._held
+        if pending:
+            await trio.lowlevel.checkpoint()
+            return
+        if running_here:
+            raise RunLeasedError(
+                f"{self!r}: run {run_id!r} is running in this process already; wait for it "
+                "to finish."
+            )
         epoch, holder = await self._write(
             "claim_run", lambda conn: leases.claim_run(conn, run_id, self.owner_id, self.lease_s)
         )
         if epoch is None:
             if holder is None:
-                from ..errors import RunNotFoundError
-
                 raise RunNotFoundError(f"Run {run_id!r} is not in the state backend {self!r}.")
-            raise RunLeased(
-                f"{self!r}: run {run_id!r} is leased by {holder[0]!r}, which renewed it "
-                f"{self.lease_s - max(0.0, holder[1]):.1f} s ago (lease_s={self.lease_s}); it is "
-                "running there. If that process died, `await runner.recover_async()` takes "
-                f"the run over once the lease expires (in {max(0.0, holder[1]):.1f} s)."
+            raise RunLeasedError(
+                f"{self!r}: run {run_id!r} is running in another process (its lease is held "
+                f"by {holder[0]!r} for another {max(0.0, holder[1]):.1f} s). If that process "
+                "died, `await runner.recover_async()` takes the run over once the lease "
+                "expires."
             )
         with self._held_lock:
             self._held[run_id] = epoch
@@ -473,6 +468,7 @@ class PostgresBackend:
         claimed = await self._write("claim_expired", op)
         with self._held_lock:
             self._held.update(claimed)
+            self._pending.update(run_id for run_id, _ in claimed)
         return [run_id for run_id, _ in claimed]
 
     async def renew_lease(self, run_id: str) -> None:
@@ -494,6 +490,8 @@ class PostgresBackend:
         )
         with self._held_lock:
             still_held = self._held.get(run_id) == epoch
+            # Kept while lost: the run's later writes stay fenced by the old epoch
+            # (the runner's release at the run's end forgets it).
         if not kept and still_held:
             raise LeaseLostError(
                 f"{self!r}: lost the lease of run {run_id!r}: it was not renewed within "
@@ -509,7 +507,9 @@ class PostgresBackend:
         """
         with self._held_lock:
             epoch = self._held.pop(run_id, None)
+            self._pending.discard(run_id)
         if epoch is None:
+            await trio.lowlevel.checkpoint()
             return
         with trio.CancelScope(shield=True):
             await self._write(
