@@ -39,6 +39,9 @@ def llm_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_readme_python_block_runs(code: str, request: pytest.FixtureRequest) -> None:
     if "AsyncOpenAI" in code or "AsyncAnthropic" in code:
         request.getfixturevalue("llm_server")
+    if "PostgresBackend(" in code:  # a fresh schema on the session's throwaway server
+        dsn = request.getfixturevalue("pg_dsn")()
+        request.getfixturevalue("monkeypatch").setenv("FLUJO_PG_DSN", dsn)
     # dont_inherit: compiled as a user runs it, without this module's __future__ imports.
     exec(compile(code, str(README), "exec", dont_inherit=True), {"__name__": "readme_example"})
 

@@ -4,7 +4,8 @@ Actors: :class:`Probe` (records what it receives; ``expect_message`` /
 ``expect_no_message``), :func:`crash` and :func:`crash_storm`.
 
 Also: :func:`check_state_backend`, the conformance suite for state backends,
-:func:`check_leases`, the one for the run leases of shared backends,
+:func:`flujo_actors.testing.leases.check_leases`, the one for the run leases of
+shared backends (it needs a real shared store, e.g. a PostgreSQL server),
 :func:`isolated_serializer_registry` / :func:`assert_round_trips` for custom
 serializers, and (as a pytest plugin, ``pytest_plugins =
 ["flujo_actors.testing.serializers"]``) a fixture that isolates the serializer
@@ -18,8 +19,6 @@ from .agents import UsageOutput as UsageOutput
 from .agents import run_with_mock_clock as run_with_mock_clock
 from .backends import StateBackendFactory as StateBackendFactory
 from .backends import check_state_backend as check_state_backend
-from .leases import LeaseStoreFactory as LeaseStoreFactory
-from .leases import check_leases as check_leases
 from .probe import CrashedOnPurpose as CrashedOnPurpose
 from .probe import CrashStorm as CrashStorm
 from .probe import Probe as Probe
@@ -32,14 +31,12 @@ __all__ = [
     "CrashStorm",
     "CrashedOnPurpose",
     "FlakyAgent",
-    "LeaseStoreFactory",
     "Probe",
     "SleepAgent",
     "StateBackendFactory",
     "StubAgent",
     "UsageOutput",
     "assert_round_trips",
-    "check_leases",
     "check_state_backend",
     "crash",
     "crash_storm",

@@ -29,7 +29,7 @@ from flujo_actors import (
 )
 from flujo_actors.backends.postgres import PostgresBackend
 from flujo_actors.errors import LeaseLostError, RunLeasedError
-from flujo_actors.testing import check_leases
+from flujo_actors.testing.leases import check_leases
 
 if TYPE_CHECKING:
     from collections.abc import Callable
