@@ -5,11 +5,12 @@ Only a leasing state backend (:mod:`flujo_actors.backends.leasing`, e.g.
 any other backend (or none) every function here is free: :func:`keep_lease`
 returns a shared no-op context manager.
 
-Cancellation: :func:`keep_lease` gives the lease up (shielded) when the run
-stops without a final checkpoint, including when it is cancelled, so a run
-stopped on purpose is not recovered by another process (it can be resumed
-with ``resume_async``). A process killed outright gives nothing up: its
-leases expire after ``lease_s`` and :func:`recover` takes the runs over.
+Cancellation: a cancelled run keeps its lease, which expires after
+``lease_s``: a process that shuts down (or whose caller gave up on a run)
+hands its runs over to :func:`recover` in another process, as a killed one
+does. A run that stops with an error (a usage breach, a hook or backend
+error) gives its lease up (shielded): its caller saw the error, so it is not
+recovered automatically; ``resume_async`` continues it.
 """
 
 from __future__ import annotations
@@ -67,23 +68,30 @@ def keep_lease(backend: Any, run_id: str) -> Any:
 
 @asynccontextmanager
 async def _leased(backend: LeasingStateBackend, run_id: str) -> AsyncIterator[None]:
-    finished = False
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_renew, backend, run_id)
             yield
             nursery.cancel_scope.cancel()
-        finished = True
-    finally:
-        # A no-op when the run's last checkpoint ended it (the backend gave the
-        # lease up with it); otherwise the run stopped here without finishing.
-        if finished:
-            await backend.release_run(run_id)
-        else:
-            # The run's own error is the one to report (a lost server fails
-            # both); the lease then expires after lease_s instead.
+    except BaseException as exc:
+        if not _only_cancelled(exc):
+            # The run stopped with an error: it is no longer anyone's (not
+            # recovered; resumable). The run's own error is the one to report
+            # (a lost server fails both): the lease then expires instead.
             with contextlib.suppress(Exception):
                 await backend.release_run(run_id)
+        # Cancelled (its process shuts down, or a caller gave up on it): the
+        # lease is kept and expires, and another process recovers the run.
+        raise
+    # A no-op when the run's last checkpoint ended it (the backend gave the
+    # lease up with it); else it ended without a final checkpoint.
+    await backend.release_run(run_id)
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_cancelled(inner) for inner in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
 
 
 async def _renew(backend: LeasingStateBackend, run_id: str) -> None:

@@ -23,6 +23,7 @@ import trio
 
 from flujo_actors import Flujo, Pipeline, PipelineContext, RunExistsError, Step
 from flujo_actors.backends.postgres import PostgresBackend
+from flujo_actors.errors import LeaseLostError
 
 N_STEPS = 5
 
@@ -70,7 +71,8 @@ async def main() -> None:
 
         async def loop() -> None:
             while True:
-                await runner.recover_async()
+                with contextlib.suppress(LeaseLostError):
+                    await runner.recover_async()
                 jobs, unfinished = await trio.to_thread.run_sync(pending_jobs, pool)
                 if unfinished == 0:
                     return
@@ -78,7 +80,9 @@ async def main() -> None:
                     await trio.sleep(0.05)  # the rest is running, or waits for recovery
                     continue
                 run_id, data = rng.choice(jobs)
-                with contextlib.suppress(RunExistsError):  # another worker started it first
+                # RunExistsError: another worker started it first. LeaseLostError: this
+                # worker stalled past its lease and another took the run over.
+                with contextlib.suppress(RunExistsError, LeaseLostError):
                     await runner.run_async(data, run_id=run_id)
 
         async with trio.open_nursery() as nursery:
