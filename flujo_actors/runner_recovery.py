@@ -5,10 +5,9 @@ Only a leasing state backend (:mod:`flujo_actors.backends.leasing`, e.g.
 any other backend (or none) every function here is free: :func:`keep_lease`
 returns a shared no-op context manager.
 
-Cancellation: a cancelled run keeps its lease, which expires after
-``lease_s``: a process that shuts down (or whose caller gave up on a run)
-hands its runs over to :func:`recover` in another process, as a killed one
-does. A run that stops with an error (a usage breach, a hook or backend
+Cancellation: a cancelled run is stored with the status ``"cancelled"``,
+which gives its lease up with it (the release below is then a no-op); it is
+not recovered. If that write fails, the kept lease expires after ``lease_s``. A run that stops with an error (a usage breach, a hook or backend
 error) gives its lease up (shielded): its caller saw the error, so it is not
 recovered automatically; ``resume_async`` continues it.
 """
@@ -80,8 +79,7 @@ async def _leased(backend: LeasingStateBackend, run_id: str) -> AsyncIterator[No
             # (a lost server fails both): the lease then expires instead.
             with contextlib.suppress(Exception):
                 await backend.release_run(run_id)
-        # Cancelled (its process shuts down, or a caller gave up on it): the
-        # lease is kept and expires, and another process recovers the run.
+        # Cancelled: the run's "cancelled" checkpoint gave the lease up.
         raise
     # A no-op when the run's last checkpoint ended it (the backend gave the
     # lease up with it); else it ended without a final checkpoint.

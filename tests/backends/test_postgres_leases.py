@@ -299,39 +299,3 @@ async def test_recover_async_needs_a_leasing_backend(kind: str, tmp_path: Path) 
         r"state, continue a stopped run with `await runner\.resume_async\(run_id\)`\.$",
     ):
         await runner.recover_async()
-
-
-async def test_a_cancelled_run_keeps_its_lease_and_is_recovered_after_it_expires(
-    pg_dsn: Callable[[], str],
-) -> None:
-    dsn = pg_dsn()
-    calls: list[str] = []
-    started = trio.Event()
-
-    async def first(x: int) -> int:
-        calls.append("first")
-        return x + 1
-
-    async def second(x: int) -> int:
-        calls.append("second")
-        if len(calls) == 2:  # the first time only: hang until cancelled
-            started.set()
-            await trio.sleep_forever()
-        return x * 2
-
-    pipeline = Pipeline(
-        steps=[Step.from_callable(first, name="a"), Step.from_callable(second, name="b")],
-        name="cancelled",
-    )
-    async with PostgresBackend(dsn, lease_s=0.5) as owner, PostgresBackend(dsn) as survivor:
-        async with trio.open_nursery() as nursery:
-
-            async def run() -> None:
-                await Flujo(pipeline, state_backend=owner).run_async(1, run_id="c")
-
-            nursery.start_soon(run)
-            await started.wait()
-            nursery.cancel_scope.cancel()  # as a shutting-down process cancels its runs
-        [result] = await _recover_when_expired(Flujo(pipeline, state_backend=survivor), 1)
-        assert result.run_id == "c" and result.success and result.output == 4
-        assert calls == ["first", "second", "second"]
