@@ -338,3 +338,24 @@ async def test_an_updates_context_step_replays_its_context_effect() -> None:
     crash["on"] = False
     resumed = await Flujo(build(), context_model=Ctx, state_backend=backend).resume_async("r")
     assert resumed.output == 11 and resumed.final_pipeline_context.total == 11
+
+
+async def test_a_router_does_not_route_again_on_resume() -> None:
+    world = World()
+    choices = iter([["x", "y"], ["y"]])  # asked again, it would choose differently
+    routed: list[list[str]] = []
+
+    def build() -> Pipeline:
+        def route(data: Any) -> list[str]:
+            choice = next(choices)
+            routed.append(choice)
+            return choice
+
+        branches = {"x": world.step("x1"), "y": world.step("y1") >> world.step("y2")}
+        return Pipeline.from_step(Step.dynamic_parallel_branch("R", route, branches))
+
+    resumed = await crash_then_resume(build, world, ("y2", 1), InMemoryStateBackend())
+    assert routed == [["x", "y"]]  # replayed from its checkpoint
+    assert resumed.output == {"x": 1, "y": 2}
+    assert resumed.step_history[0].metadata["selected_branches"] == ["x", "y"]
+    assert world.calls == Counter({"x1": 1, "y1": 1, "y2": 2})

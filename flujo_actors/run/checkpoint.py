@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from ..policy.merge import apply_changes
 from ..step_cache import changes_since, fork_before
 
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from ..results import StepResult
     from .core import Job
 
-__all__ = ["Positions", "execute", "paused_under", "position_key"]
+__all__ = ["Positions", "execute", "execute_part", "paused_under", "position_key"]
 
 
 def position_key(position: tuple[Any, ...]) -> str:
@@ -110,6 +112,24 @@ async def execute(
         return result  # waiting for a human: not completed, nothing to save
     await positions.save(key, positions.encode(result, changes_since(fork, job.context)))
     return result
+
+
+async def execute_part(
+    frame: ExecutionFrame[Any],
+    part: str,
+    run_part: Callable[[ExecutionFrame[Any]], Awaitable[StepResult]],
+) -> StepResult:
+    """Run one part of a step (a router's routing call) as a position of its own.
+
+    With a state backend the part is checkpointed at ``(*frame.position,
+    part)`` and replayed on resume (a router does not route again, so the
+    branches it chose are the ones resumed); without one it just runs.
+    """
+    positions: Positions | None = frame.run.positions
+    if positions is None:
+        return await run_part(frame)
+    sub = attrs.evolve(frame, position=(*frame.position, part))
+    return await execute(positions, sub, frame.reply_to, run_part)
 
 
 def _may_change_context(step: Any) -> bool:

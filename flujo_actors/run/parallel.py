@@ -19,7 +19,7 @@ from ..steps.dsl import (
     Pipeline,
 )
 from .agent import run_agent_step
-from .checkpoint import paused_under
+from .checkpoint import execute_part, paused_under
 from .common import branch_result, concluded, failed, failed_at, sibling_cancelled, sum_usage
 from .core import Chain, Job
 from .isolation import IMMUTABLE_INPUT
@@ -249,7 +249,8 @@ async def _run_router(frame: ExecutionFrame[Any], routing: list[StepResult]) -> 
     t0 = _perf()
     step = frame.step
     assert isinstance(step, DynamicParallelRouterStep)
-    routed = await run_agent_step(frame)
+    # The routing decision is completed work too: replayed on resume, never re-asked.
+    routed = await execute_part(frame, "@route", run_agent_step)
     routing.append(routed)
     history: list[StepResult] = [routed]
     if not routed.success:
