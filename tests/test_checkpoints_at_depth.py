@@ -351,7 +351,10 @@ async def test_a_router_does_not_route_again_on_resume() -> None:
             routed.append(choice)
             return choice
 
-        branches = {"x": world.step("x1"), "y": world.step("y1") >> world.step("y2")}
+        branches: dict[str, Step | Pipeline] = {
+            "x": world.step("x1"),
+            "y": world.step("y1") >> world.step("y2"),
+        }
         return Pipeline.from_step(Step.dynamic_parallel_branch("R", route, branches))
 
     resumed = await crash_then_resume(build, world, ("y2", 1), InMemoryStateBackend())
