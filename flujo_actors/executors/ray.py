@@ -8,6 +8,7 @@ the pickled :class:`~flujo_actors.executors.WorkItem` travels.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Mapping
 from functools import partial
@@ -253,9 +254,9 @@ class RayExecutor(_ExecutorBase):
                 token.run_sync_soon(done.set)
 
         future.add_done_callback(wake)
-        await done.wait()
+        await _settled(conn, ref, done)
         try:
-            future.result()
+            _result(conn, future, ref)
         except conn.ray_error as exc:
             raise ExecutorLost(
                 f"Step {item.step_name!r} attempt {item.attempt}: its Ray actor did not come "
@@ -278,7 +279,7 @@ class RayExecutor(_ExecutorBase):
 
         future.add_done_callback(wake)
         try:
-            await done.wait()
+            await _settled(conn, ref, done)
         finally:
             if not done.is_set():
                 c.cancelled += 1
@@ -288,9 +289,9 @@ class RayExecutor(_ExecutorBase):
                 with trio.CancelScope(
                     deadline=trio.current_time() + self.cancel_timeout_s, shield=True
                 ):
-                    await done.wait()
+                    await _settled(conn, ref, done)
         try:
-            raw = future.result()
+            raw = _result(conn, future, ref)
         except conn.cancelled_error as exc:
             c.lost += 1
             raise ExecutorLost(
@@ -378,3 +379,41 @@ def _check_scheduling(options: Mapping[str, Any]) -> None:
                 f"RayExecutor: task_options['resources'][{name!r}] must be a number > 0, "
                 f"got {amount!r}."
             )
+
+
+async def _settled(conn: _Connection, ref: Any, done: trio.Event) -> None:
+    """Wait until ``ref`` is settled: ``done`` is set by the future's callback.
+
+    The callback was seen to be lost under load (a fresh-clone CI run waited
+    forever on a finished task), so ``ray.wait`` in a worker thread is the
+    backstop: it sets ``done`` itself once the object is ready, polling every
+    second of real time (never trio's clock, which tests may drive).
+
+    Cancellation: both waits stop; an abandoned ``ray.wait`` ends within 1 s.
+    """
+    if done.is_set():
+        return
+
+    async def backstop() -> None:
+        wait = functools.partial(conn.ray.wait, [ref], timeout=1.0)
+        while not done.is_set():
+            ready, _ = await trio.to_thread.run_sync(wait, abandon_on_cancel=True)
+            if ready:
+                done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(backstop)
+        await done.wait()
+        nursery.cancel_scope.cancel()
+
+
+def _result(conn: _Connection, future: Any, ref: Any) -> Any:
+    """The settled ``ref``'s value (raises its error) without blocking.
+
+    The future holds it once its callback ran; when the backstop of
+    :func:`_settled` saw the object ready first, ``ray.get`` reads it (ready,
+    so it returns at once).
+    """
+    if future.done():
+        return future.result()
+    return conn.ray.get(ref, timeout=0)
