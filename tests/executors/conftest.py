@@ -72,8 +72,11 @@ class RayNodes:
 
     def add(self, name: str) -> None:
         """Start worker node ``name`` (blocking until it has joined)."""
+        # 10 units of the node's own resource: a task pinned with 1 still fits beside an
+        # actor host pinned there with a fraction (with 1 unit, an actor holding 0.1 left
+        # 0.9 and the tasks waited forever: a fresh-clone CI run hung on exactly that).
         self.nodes[name] = self.cluster.add_node(
-            num_cpus=1, resources={name: 1, "pool": 1}, object_store_memory=_STORE
+            num_cpus=1, resources={name: 10, "pool": 1}, object_store_memory=_STORE
         )
 
     def kill(self, name: str) -> None:
