@@ -27,6 +27,11 @@ wait and retry: a commit whose outcome is unknown cannot be retried blindly).
 Everything committed before stays; once the server is back the same backend
 object reconnects (dead pooled connections are replaced) and
 ``resume_async`` continues the run after its last committed step.
+
+(Just over 500 lines: the backend's methods are the protocol's, each a thin
+transaction over ``postgres_sql``; the pool, schema and lease code already
+live in their own modules, and splitting the methods would scatter one
+class.)
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ Every value a backend stores is JSON data (the runner serializes with
 :func:`~flujo_actors.serialization.dump_typed` first); backends never pickle.
 Use :func:`flujo_actors.testing.backends.check_state_backend` to check a backend
 of your own against this contract.
+
+(Over 500 lines: the protocol, its value types and the in-memory reference
+backend are read together; the reference backend is the executable spec of
+the protocol, so it stays beside it.)
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Call it from your own tests, inside trio::
 
 Every check gets a fresh backend from ``factory`` and closes it afterwards.
 A failed check raises AssertionError naming the check and what differed.
+
+(Over 500 lines: one check function per protocol rule, in the order the
+protocol lists them; lease checks are already in ``testing.leases``.)
 """
 
 from __future__ import annotations
