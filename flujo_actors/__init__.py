@@ -105,9 +105,11 @@ if TYPE_CHECKING:
     from .steps.dsl import PipelineStep as PipelineStep
     from .steps.dsl import PluginOutcome as PluginOutcome
     from .steps.dsl import Step as Step
+    from .steps.dsl import StepBase as StepBase
     from .steps.dsl import StepConfig as StepConfig
     from .steps.dsl import step as step
     from .steps.human import HumanInputStep as HumanInputStep
+    from .steps.kinds import AnyStep as AnyStep
     from .steps.map import MapStep as MapStep
     from .tracing import Span as Span
 
@@ -124,6 +126,7 @@ _LAZY: dict[str, str] = {
     "AskTimeout": ".errors",
     "AsyncioInTrioError": ".errors",
     "Backoff": ".actors",
+    "AnyStep": ".steps.kinds",
     "BranchFailureStrategy": ".steps.dsl",
     "CacheBackend": ".backends.cache",
     "CacheSkippedWarning": ".errors",
@@ -186,6 +189,7 @@ _LAZY: dict[str, str] = {
     "StateBackend": ".backends.state",
     "StateBackendError": ".errors",
     "Step": ".steps.dsl",
+    "StepBase": ".steps.dsl",
     "StepConfig": ".steps.dsl",
     "StepFailed": ".errors",
     "StepResult": ".results",
@@ -236,6 +240,7 @@ __all__ = [
     "ActorSnapshot",
     "ActorStatistics",
     "ActorStopped",
+    "AnyStep",
     "AskTimeout",
     "AsyncioInTrioError",
     "Backoff",
@@ -301,6 +306,7 @@ __all__ = [
     "StateBackend",
     "StateBackendError",
     "Step",
+    "StepBase",
     "StepConfig",
     "StepFailed",
     "StepResult",

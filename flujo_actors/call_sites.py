@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from .steps.agent import AgentStep
     from .steps.callables import AgentSpec
-    from .steps.dsl import Step
 
 __all__ = ["CALL_SITES", "EdgeCallSites"]
 
@@ -29,7 +29,7 @@ class EdgeCallSites:
         return resolve_executor(placement)
 
     async def submit_step(
-        self, executor: Any, step: Step, data: Any, context: Any, resources: Any, attempt: int
+        self, executor: Any, step: AgentStep, data: Any, context: Any, resources: Any, attempt: int
     ) -> tuple[Any, Any]:
         """:func:`flujo_actors.executors.submit_step`."""
         from .executors import submit_step

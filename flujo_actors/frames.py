@@ -11,10 +11,12 @@ import trio
 from .limits import UsageLimits
 
 if TYPE_CHECKING:
-    # A frame carries the step it is for; only the annotation names the class
-    # (steps sit above the value types: tests/test_layers.py). Frames are never
-    # structured by cattrs, so nothing resolves the annotation at run time.
-    from .steps.dsl import Step  # noqa: TC004
+    # A frame carries the step it is for and the run's services; only the
+    # annotations name their classes (both sit above the value types:
+    # tests/test_layers.py). Frames hold live trio objects and are never
+    # structured by cattrs, so nothing resolves the annotations at run time.
+    from .run.core import RunState  # noqa: TC004
+    from .steps.kinds import AnyStep  # noqa: TC004
 
 __all__ = ["ExecutionFrame"]
 
@@ -26,7 +28,7 @@ class ExecutionFrame(Generic[ContextT]):
     """Everything one step execution needs, as one immutable message.
 
     Attributes:
-        step: the step to execute.
+        step: the step to execute (of any kind).
         data: the step's input.
         context: the live context of the pipeline the step belongs to.
         resources: the run's shared resources (passed to agents that accept them).
@@ -35,7 +37,8 @@ class ExecutionFrame(Generic[ContextT]):
         on_chunk: where chunks go when ``stream`` is set.
         breach_event: set by the governor when the run's limits are breached.
         context_setter: replaces the context seen by the rest of this pipeline.
-        run: the run's internal state (governor, hooks, backends); opaque.
+        run: the run's services (governor, hooks, backends; opaque to users),
+            None for a frame built outside a run (it cannot be executed).
         path: where the step sits in the pipeline tree, e.g. ``("fan", "a", "s1")``.
         nursery: where the step may start child actors (its chain's nursery):
             cancelling it cancels the step and everything beneath it.
@@ -48,7 +51,7 @@ class ExecutionFrame(Generic[ContextT]):
             it names the step's checkpoint and its ``idempotency_key``.
     """
 
-    step: Step
+    step: AnyStep
     data: Any
     context: ContextT
     resources: Any = None
@@ -57,7 +60,7 @@ class ExecutionFrame(Generic[ContextT]):
     on_chunk: Callable[[Any], Awaitable[None]] | None = None
     breach_event: trio.Event | None = None
     context_setter: Callable[[ContextT], None] | None = None
-    run: Any = None
+    run: RunState | None = None
     path: tuple[str, ...] = ()
     nursery: trio.Nursery | None = None
     reply_to: Any = None

@@ -64,6 +64,7 @@ from .hook_events import renamed
 from .hook_logging import log_event
 from .hook_logging import logger as logger
 from .results import PipelineResult, StepResult
+from .steps.agent import AgentStep
 from .tracing import ListenerError, SpanListener, Tracer, is_span_listener
 
 if TYPE_CHECKING:
@@ -180,6 +181,8 @@ def _breaching_result(frame: ExecutionFrame[Any] | None) -> StepResult | None:
         return None
     event = frame.breach_event
     if event is None or not event.is_set():
+        return None
+    if frame.run is None:
         return None
     governor = frame.run.governor
     # The governor itself, or an ActorRef to it (its cell holds the instance).
@@ -408,7 +411,7 @@ class RunObserver:
 
     async def fallback(self, frame: ExecutionFrame[Any], primary: StepResult) -> None:
         """The frame's step failed (``primary``); its fallback step runs next."""
-        fb = frame.step.fallback
+        fb = frame.step.fallback if isinstance(frame.step, AgentStep) else None
         if fb is None:
             return
         if self.tracer is not None:

@@ -43,12 +43,13 @@ from .runner_args import (
 from .runner_checkpoints import Recorder, changed_message, first_checkpoint, resume_base
 from .runner_human import NO_INPUT, check_sinks, has_human_steps, has_keyed_agents
 from .runner_recovery import claim_for_resume, keep_lease, recover
+from .steps.base import StepBase
 from .steps.dsl import (
     Pipeline,
     PipelineStep,
-    Step,
 )
 from .steps.event_loop import check_no_placed_asyncio_steps, pipeline_uses_asyncio
+from .steps.kinds import AnyStep, agent_steps
 from .steps.options import ReadOnlyDict
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class Flujo:
 
     def __init__(
         self,
-        pipeline_or_step: Pipeline | Step,
+        pipeline_or_step: Pipeline | AnyStep,
         *,
         context_model: type[Any] = PipelineContext,
         initial_context_data: Mapping[str, Any] | None = None,
@@ -102,7 +103,7 @@ class Flujo:
         hooks: Sequence[Any] = (),
         trace: bool = False,
     ) -> None:
-        if isinstance(pipeline_or_step, Step):
+        if isinstance(pipeline_or_step, StepBase):
             pipeline = Pipeline(steps=[pipeline_or_step])
         elif isinstance(pipeline_or_step, Pipeline):
             pipeline = pipeline_or_step
@@ -159,7 +160,7 @@ class Flujo:
         self._claimed: set[str] = set()
         self._fingerprint: str | None = None
         # Decided once: only pipelines with an asyncio step open an asyncio loop per run.
-        self._uses_asyncio = pipeline_uses_asyncio(pipeline)
+        self._uses_asyncio = pipeline_uses_asyncio(agent_steps(pipeline))
         # Decided once: a pipeline with human-input steps can pause; without a
         # state backend its runs are kept in memory until they finish.
         self._human = has_human_steps(pipeline)
@@ -172,7 +173,7 @@ class Flujo:
 
             self._backend = InMemoryStateBackend()
         if self._uses_asyncio and executor is not None and executor != "inline":
-            check_no_placed_asyncio_steps(pipeline, executor)
+            check_no_placed_asyncio_steps(agent_steps(pipeline), executor)
         self._built = True  # from here on the checked settings are read-only
 
     def __setattr__(self, attr: str, value: Any) -> None:

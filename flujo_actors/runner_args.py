@@ -13,23 +13,26 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, assert_never
 
 import attrs
 
 from .context import build_context
 from .errors import PipelineDefinitionError
 from .steps.dsl import (
+    AgentStep,
     ConditionalStep,
     DynamicParallelRouterStep,
     LoopStep,
     ParallelStep,
     Pipeline,
     PipelineStep,
-    Step,
     check_fallback_chain,
 )
 from .steps.map import MapStep
+
+if TYPE_CHECKING:
+    from .steps.kinds import AnyStep
 
 __all__ = [
     "check_backend",
@@ -204,25 +207,29 @@ def validate_tree(pipeline: Pipeline, active: list[int], path: tuple[str, ...], 
     active.pop()
 
 
-def _validate_step(s: Step, active: list[int], path: tuple[str, ...], model: Any) -> None:
-    if s.fallback is not None:
-        check_fallback_chain(s)
-        _validate_step(s.fallback, active, (*path, s.fallback.name), model)
-    if isinstance(s, (ParallelStep, DynamicParallelRouterStep)):
-        for k, p in s.branches.items():
-            validate_tree(p, active, (*path, str(k)), model)
-    elif isinstance(s, (LoopStep, MapStep)):
-        validate_tree(s.body, active, path, model)
-    elif isinstance(s, ConditionalStep):
-        for k, p in s.branches.items():
-            validate_tree(p, active, (*path, str(k)), model)
-        if s.default_branch is not None:
-            validate_tree(s.default_branch, active, (*path, "default"), model)
-    elif isinstance(s, PipelineStep):
-        if not s.inherit_context:
-            # A fresh context of the step's model, or of the one it is nested in.
-            model = s.context_model or model
-            check_initial_context_data(
-                f"Nested pipeline step {s.name!r}", model, s.initial_context_data or {}
-            )
-        validate_tree(s.pipeline, active, path, model)
+def _validate_step(s: AnyStep, active: list[int], path: tuple[str, ...], model: Any) -> None:
+    match s:
+        case AgentStep():
+            if s.fallback is not None:
+                check_fallback_chain(s)
+                _validate_step(s.fallback, active, (*path, s.fallback.name), model)
+        case ParallelStep() | DynamicParallelRouterStep():
+            for k, p in s.branches.items():
+                validate_tree(p, active, (*path, str(k)), model)
+        case LoopStep() | MapStep():
+            validate_tree(s.body, active, path, model)
+        case ConditionalStep():
+            for k, p in s.branches.items():
+                validate_tree(p, active, (*path, str(k)), model)
+            if s.default_branch is not None:
+                validate_tree(s.default_branch, active, (*path, "default"), model)
+        case PipelineStep():
+            if not s.inherit_context:
+                # A fresh context of the step's model, or of the one it is nested in.
+                model = s.context_model or model
+                check_initial_context_data(
+                    f"Nested pipeline step {s.name!r}", model, s.initial_context_data or {}
+                )
+            validate_tree(s.pipeline, active, path, model)
+        case _:
+            assert_never(s)

@@ -17,12 +17,16 @@ from typing import TYPE_CHECKING, Any, Final
 from .errors import HumanInputError
 from .results import PendingInput
 from .run.checkpoint import position_key
+from .steps.agent import AgentStep
+from .steps.base import PipelineStep
 from .steps.human import HumanInputStep
+from .steps.kinds import agent_steps, children
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .steps.dsl import Pipeline, Step
+    from .steps.base import Pipeline
+    from .steps.kinds import AnyStep
 
 __all__ = [
     "NO_INPUT",
@@ -49,33 +53,15 @@ NO_INPUT: Final = _NoInput()
 """``resume_async``'s default: no human input given."""
 
 
-def _children(step: Step) -> list[tuple[str | None, Pipeline]]:
-    """The sub-pipelines of a control-flow step, with the path name that leads into each.
-
-    Parallel and router branches appear in a position's path by name; the
-    other kinds' sub-pipelines do not (None).
-    """
-    found: list[tuple[str | None, Pipeline]] = []
-    branches = getattr(step, "branches", None)
-    named = step.kind in ("parallel", "router")
-    if isinstance(branches, Mapping):
-        found.extend((str(k) if named else None, p) for k, p in branches.items())
-    for attr in ("body", "pipeline", "default_branch"):
-        sub = getattr(step, attr, None)
-        if sub is not None and hasattr(sub, "steps"):
-            found.append((None, sub))
-    return found
-
-
-def any_step(pipeline: Pipeline, pred: Callable[[Step], bool]) -> bool:
+def any_step(pipeline: Pipeline, pred: Callable[[AnyStep], bool]) -> bool:
     """Whether ``pred`` holds for a step anywhere in ``pipeline`` (fallbacks included)."""
     for step in pipeline.steps:
-        at: Step | None = step
+        at: AnyStep | None = step
         while at is not None:
             if pred(at):
                 return True
-            at = at.fallback
-        if any(any_step(sub, pred) for _name, sub in _children(step)):
+            at = at.fallback if isinstance(at, AgentStep) else None
+        if any(any_step(sub, pred) for _name, sub in children(step)):
             return True
     return False
 
@@ -87,8 +73,9 @@ def has_human_steps(pipeline: Pipeline) -> bool:
 
 def has_keyed_agents(pipeline: Pipeline) -> bool:
     """Whether an agent anywhere in ``pipeline`` declares ``idempotency_key``."""
-    return any_step(
-        pipeline, lambda step: step.spec is not None and step.spec.accepts_idempotency_key
+    return any(
+        step.spec is not None and step.spec.accepts_idempotency_key
+        for step in agent_steps(pipeline)
     )
 
 
@@ -114,9 +101,9 @@ def check_sinks(pipeline: Pipeline, context_model: type[Any]) -> None:
                     f"{sorted(names)!r}); add the field to the model or fix sink_to."
                 )
         model = context_model
-        if getattr(step, "inherit_context", True) is False:
-            model = getattr(step, "context_model", None) or context_model
-        for _name, sub in _children(step):
+        if isinstance(step, PipelineStep) and step.inherit_context is False:
+            model = step.context_model or context_model
+        for _name, sub in children(step):
             check_sinks(sub, model)
 
 
@@ -126,7 +113,7 @@ def _find(pipeline: Pipeline, path: tuple[str, ...]) -> HumanInputStep | None:
             continue
         if len(path) == 1:
             return step if isinstance(step, HumanInputStep) else None
-        for name, sub in _children(step):
+        for name, sub in children(step):
             if name is None:
                 found = _find(sub, path[1:])
             elif name == path[1] and len(path) > 2:

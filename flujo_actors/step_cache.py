@@ -26,7 +26,7 @@ from .policy.merge import BranchChanges, Fork, apply_changes, diff_branch
 from .results import StepResult
 
 if TYPE_CHECKING:
-    from .steps.dsl import Step
+    from .steps.agent import AgentStep
 
 __all__ = [
     "CacheMiss",
@@ -66,7 +66,7 @@ def _skip(message: str) -> None:
 
 
 async def lookup(
-    backend: Any, step: Step, identity: str, data: Any, ctx: Any
+    backend: Any, step: AgentStep, identity: str, data: Any, ctx: Any
 ) -> StepResult | CacheMiss | None:
     """A hit (its context changes already applied to ``ctx``), a :class:`CacheMiss`, or None.
 
@@ -112,7 +112,9 @@ async def lookup(
     return result
 
 
-async def store(backend: Any, step: Step, miss: CacheMiss, result: StepResult, ctx: Any) -> None:
+async def store(
+    backend: Any, step: AgentStep, miss: CacheMiss, result: StepResult, ctx: Any
+) -> None:
     """Store a successful miss: its output, its context changes, its replayed metadata.
 
     What cannot be serialized is not stored (warned); the result stands.

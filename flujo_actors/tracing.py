@@ -39,7 +39,7 @@ from .spans import Span as Span
 
 if TYPE_CHECKING:
     from .results import StepResult
-    from .steps.dsl import Step
+    from .steps.kinds import AnyStep
 
 __all__ = [
     "OUTCOMES",
@@ -275,7 +275,7 @@ class Tracer:
         return branch
 
     # -- notifications from the run ----------------------------------------------
-    def step_started(self, path: tuple[str, ...], index: int, step: Step) -> SpanRecord:
+    def step_started(self, path: tuple[str, ...], index: int, step: AnyStep) -> SpanRecord:
         """Open the span of ``step`` (at ``path``, position ``index`` of its pipeline)."""
         parent = self._container(path[:-1], index)
         rec = self._open_child(parent, step.name, step.kind, path, trio.current_time())
@@ -288,7 +288,7 @@ class Tracer:
         if rec is not None:
             rec._retries.append((trio.current_time(), delay_s, feedback))
 
-    def fallback(self, path: tuple[str, ...], fallback: Step) -> None:
+    def fallback(self, path: tuple[str, ...], fallback: AnyStep) -> None:
         """The step at ``path`` spent its attempts; ``fallback`` runs now, beneath it."""
         rec = self._open.get(path)
         if rec is None:

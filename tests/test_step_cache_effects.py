@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -19,6 +19,9 @@ from flujo_actors import (
     UsageLimits,
 )
 from flujo_actors.testing import UsageOutput
+
+if TYPE_CHECKING:
+    from flujo_actors.steps.kinds import AnyStep
 
 
 @attrs.define
@@ -34,7 +37,7 @@ class Opaque:
         self.cost_usd = cost_usd
 
 
-def _runner(*steps: Step, **kwargs: Any) -> Flujo:
+def _runner(*steps: AnyStep, **kwargs: Any) -> Flujo:
     pipeline: Any = steps[0]
     for s in steps[1:]:
         pipeline = pipeline >> s

@@ -47,7 +47,7 @@ from .base import _Counters, _ExecutorBase
 from .base import require_extra as require_extra
 
 if TYPE_CHECKING:
-    from ..steps.dsl import Step
+    from ..steps.agent import AgentStep
 
 __all__ = [
     "ErrorInfo",
@@ -161,7 +161,7 @@ def resolve_executor(placement: Any) -> Executor:
 
 
 async def submit_step(
-    executor: Executor, step: Step, data: Any, context: Any, resources: Any, attempt: int
+    executor: Executor, step: AgentStep, data: Any, context: Any, resources: Any, attempt: int
 ) -> tuple[Any, Any]:
     """Run one attempt of ``step`` on ``executor``; the step actor's side of the boundary.
 

@@ -43,7 +43,7 @@ from ..results import ZERO, Usage, add_usd
 from ..steps.callables import LATE, STREAM, SYNC, AgentSpec, settle
 
 if TYPE_CHECKING:
-    from ..steps.dsl import Step
+    from ..steps.agent import AgentStep
 
 __all__ = [
     "ErrorInfo",
@@ -220,7 +220,9 @@ def _timed_out_in_worker(item: WorkItem) -> WorkResult:
     return WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
 
 
-def build_work_item(step: Step, data: Any, context: Any, resources: Any, attempt: int) -> WorkItem:
+def build_work_item(
+    step: AgentStep, data: Any, context: Any, resources: Any, attempt: int
+) -> WorkItem:
     """The work item for one attempt of ``step`` (call inside trio).
 
     The context is copied only when the agent declares ``context``; the

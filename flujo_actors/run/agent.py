@@ -46,15 +46,16 @@ from ..policy.failure import failure_metadata
 from ..policy.merge import IDENTITY_ORDER, IDENTITY_RULE, identity_change, identity_of
 from ..policy.usage import NO_USAGE, charge_of, usage_of
 from ..results import ZERO, StepResult, StreamRetried, add_usd
+from ..steps.agent import AgentStep, check_fallback_chain
 from ..steps.callables import LATE, settle
-from ..steps.dsl import PluginOutcome, Step, check_fallback_chain
+from ..steps.strategies import PluginOutcome
 from .core import breached, run_step
 from .invoke import FROM_OUTPUT, call, invoke, no_stream, streams_inline
 from .isolation import IMMUTABLE_INPUT, ContextSnapshot, Pristine, immutable
 
 if TYPE_CHECKING:
     from ..frames import ExecutionFrame
-    from .core import RunState
+    from ..steps.kinds import AnyStep
 
 __all__ = ["run_agent_step"]
 
@@ -70,7 +71,7 @@ class _Rejected(Exception):
         self.message = message
 
 
-async def _check(step: Step, output: Any, ctx: Any) -> Any:
+async def _check(step: AgentStep, output: Any, ctx: Any) -> Any:
     """Run the validators, then the plugins, on one attempt's output.
 
     Returns the output (a plugin's ``new_solution`` replaces it). Raises
@@ -108,7 +109,7 @@ async def _check(step: Step, output: Any, ctx: Any) -> Any:
     return output
 
 
-def _apply_context_update(step: Step, output: Any, ctx: Any) -> str | None:
+def _apply_context_update(step: AgentStep, output: Any, ctx: Any) -> str | None:
     """Write a mapping, attrs or pydantic output onto the context's fields.
 
     Nothing is written unless every key is a field, so a refused update
@@ -172,7 +173,9 @@ async def run_agent_step(
     """
     t0 = _perf()
     step = frame.step
-    run: RunState = frame.run
+    assert isinstance(step, AgentStep)  # the dispatch (or the router) sends agent steps only
+    run = frame.run
+    assert run is not None  # every frame a run executes carries it
     if run.limited:
         if run.breach_event.is_set():
             await breached()  # the run is over: start nothing new
@@ -287,7 +290,7 @@ def _pristine(data: Any) -> Pristine | None:
 async def _attempt(
     machine: AttemptMachine,
     frame: ExecutionFrame[Any],
-    step: Step,
+    step: AgentStep,
     data: Any,
     command: Invoke,
     checks: bool,
@@ -316,7 +319,9 @@ async def _attempt(
         if reading is FROM_OUTPUT:
             reading = None if type(output) in NO_USAGE else usage_of(output, step_name=step.name)
         if reading is not None:
-            cost, tokens = charge_of(reading, step_name=step.name, limits=frame.run.limits)
+            run = frame.run
+            assert run is not None  # every frame a run executes carries it
+            cost, tokens = charge_of(reading, step_name=step.name, limits=run.limits)
         if late:
             timed_out = True
             raise TimeoutError(blocked_message(step.name, timeout, late))
@@ -344,7 +349,7 @@ async def _attempt(
     return machine.handle(event)
 
 
-def _concluded(step: Step, machine: AttemptMachine, *, so_far: bool = False) -> StepResult:
+def _concluded(step: AgentStep, machine: AttemptMachine, *, so_far: bool = False) -> StepResult:
     """The step's result from the machine's state (``so_far``: a failed attempt's, before a retry)."""
     m = machine
     output = None if so_far else m.output
@@ -367,9 +372,11 @@ async def _charge(
     t0: float,
 ) -> None:
     """Report usage to the governor: a failed attempt's before a retry, or the step's."""
-    run: RunState = frame.run
+    run = frame.run
+    assert run is not None  # every frame a run executes carries it
     if command.interim:
         # A failed attempt's usage before the retry, with the step's result so far.
+        assert isinstance(frame.step, AgentStep)
         failed = _concluded(frame.step, machine, so_far=True)
         failed.latency_s = _perf() - t0
         await run.charge(failed, command.cost, command.tokens, owner=frame)
@@ -392,7 +399,9 @@ async def _run_reserved(frame: ExecutionFrame[Any], charge: bool) -> StepResult:
     The reservation is reconciled with the step's actual usage, or released
     if the step ends without reporting (cancelled, or an internal error).
     """
-    run: RunState = frame.run
+    run = frame.run
+    assert run is not None  # every frame a run executes carries it
+    assert isinstance(frame.step, AgentStep)
     rid = await run.reserve(frame.step)
     held: list[int | None] = [rid]
     try:
@@ -403,7 +412,7 @@ async def _run_reserved(frame: ExecutionFrame[Any], charge: bool) -> StepResult:
 
 
 async def _run_fallback(
-    frame: ExecutionFrame[Any], primary: StepResult, fallback: Step
+    frame: ExecutionFrame[Any], primary: StepResult, fallback: AnyStep
 ) -> StepResult:
     """Run ``fallback`` after the primary's attempts are spent; combine both results.
 
@@ -416,7 +425,9 @@ async def _run_fallback(
         InfiniteFallbackError: the fallback chain was changed after the
             pipeline was built and now revisits a step.
     """
-    run: RunState = frame.run
+    run = frame.run
+    assert run is not None  # every frame a run executes carries it
+    assert isinstance(frame.step, AgentStep)
     check_fallback_chain(frame.step)  # cheap, and only on this path
     # A primary that failed because its scope was cancelled (a timeout racing
     # an outer cancel) must not hand over: a sync fallback would run to the end.
@@ -461,7 +472,7 @@ async def _run_fallback(
     return result
 
 
-def _step_identity(step: Step) -> str:
+def _step_identity(step: AgentStep) -> str:
     # Decided when the step was built: name, agent identity and agent state
     # (or its cache_key); see policy/cache_key.py.
     identity = step.cache_identity

@@ -17,7 +17,7 @@ from ..results import ZERO, StepResult, add_usd
 if TYPE_CHECKING:
     from decimal import Decimal
 
-    from ..steps.dsl import Step
+    from ..steps.kinds import AnyStep
     from .core import Job
 
 __all__ = [
@@ -94,12 +94,12 @@ def failed_at(job: Job) -> str:
     return f"at step {last.name!r}: {last.feedback}"
 
 
-def failed(step: Step, t0: float, feedback: str, history: list[StepResult]) -> StepResult:
+def failed(step: AnyStep, t0: float, feedback: str, history: list[StepResult]) -> StepResult:
     return concluded(step, t0, None, feedback, history)
 
 
 def concluded(
-    step: Step, t0: float, output: Any, failure: str | None, history: list[StepResult]
+    step: AnyStep, t0: float, output: Any, failure: str | None, history: list[StepResult]
 ) -> StepResult:
     """The result of a control-flow step started at ``t0``: its children's usage, summed."""
     cost, tokens = sum_usage(history)

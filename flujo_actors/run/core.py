@@ -19,16 +19,17 @@ How a frame travels (one way, through mailboxes):
    the next step actor's mailbox; the last one replies to the run's job, and
    the runner builds the :class:`~flujo_actors.results.PipelineResult`.
 
-:func:`run_step` dispatches on ``Step.kind`` through :data:`KIND_RUNNERS`.
-The step kinds' modules sit above this one (their steps run chains of step
-actors, and an agent's fallback may be any step), so this module imports
-none of them: :mod:`flujo_actors.run` fills the table when the package is
-first imported, before any of its modules can be used.
+:func:`run_step` runs a frame's step of any kind through the exhaustive
+``match`` of :mod:`.dispatch`. The step kinds' modules sit above this one
+(their steps run chains of step actors, and an agent's fallback may be any
+step), so this module imports none of them: :mod:`flujo_actors.run`
+installs the dispatch when the package is first imported, before any of its
+modules can be used.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 import trio
@@ -52,9 +53,20 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
     from decimal import Decimal
 
-    from ..steps.dsl import Pipeline, Step
+    from ..steps.agent import AgentStep
+    from ..steps.base import Pipeline
+    from ..steps.kinds import AnyStep
 
-__all__ = ["KIND_RUNNERS", "Chain", "Job", "RunState", "StepActor", "run_pipeline", "run_step"]
+__all__ = [
+    "Chain",
+    "Job",
+    "RunState",
+    "StepActor",
+    "StepRunner",
+    "install_dispatch",
+    "run_pipeline",
+    "run_step",
+]
 
 
 @attrs.define(eq=False)
@@ -123,7 +135,7 @@ class RunState:
                 partial.record(self, owner, result)
             raise
 
-    async def reserve(self, step: Step) -> int | None:
+    async def reserve(self, step: AgentStep) -> int | None:
         """Reserve a step's expected usage before it starts; the reservation id or None.
 
         Returns None without limits (nothing to protect). A refused
@@ -296,7 +308,12 @@ class Chain:
     __slots__ = ("cells", "nursery", "run", "steps")
 
     def __init__(
-        self, steps: Sequence[Step], nursery: trio.Nursery, run: RunState, *, reusable: bool = False
+        self,
+        steps: Sequence[AnyStep],
+        nursery: trio.Nursery,
+        run: RunState,
+        *,
+        reusable: bool = False,
     ) -> None:
         self.steps = steps
         self.nursery = nursery
@@ -408,15 +425,23 @@ async def run_pipeline(
     return await Chain(pipeline.steps, nursery, run).execute(Job(context, path), data)
 
 
-#: The executor of each step kind, by ``Step.kind`` (filled by :mod:`flujo_actors.run`).
-KIND_RUNNERS: Final[dict[str, Callable[[ExecutionFrame[Any]], Awaitable[StepResult]]]] = {}
+#: Runs a frame's step and returns its result (never raises for a step failure).
+StepRunner: TypeAlias = "Callable[[ExecutionFrame[Any]], Awaitable[StepResult]]"
+
+
+async def _not_installed(frame: ExecutionFrame[Any]) -> StepResult:
+    raise FlujoInternalError("the step dispatch is not installed (import flujo_actors.run)")
+
+
+_dispatch: StepRunner = _not_installed
+
+
+def install_dispatch(dispatch: StepRunner) -> None:
+    """Install the dispatch on step kinds (done once by :mod:`flujo_actors.run`)."""
+    global _dispatch
+    _dispatch = dispatch
 
 
 async def run_step(frame: ExecutionFrame[Any]) -> StepResult:
     """Execute the frame's step by its kind; never raises for a step failure."""
-    kind = frame.step.kind
-    try:
-        runner = KIND_RUNNERS[kind]
-    except KeyError:
-        raise FlujoInternalError(f"no executor for step kind {kind!r}") from None
-    return await runner(frame)
+    return await _dispatch(frame)

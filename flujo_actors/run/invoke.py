@@ -15,7 +15,7 @@ from ..steps.event_loop import asyncio_in_trio
 
 if TYPE_CHECKING:
     from ..frames import ExecutionFrame
-    from ..steps.dsl import Step
+    from ..steps.agent import AgentStep
     from ..steps.placement import CallSites
     from .core import RunState
 
@@ -61,16 +61,18 @@ FROM_OUTPUT: Final = object()
 
 
 async def invoke(
-    frame: ExecutionFrame[Any], step: Step, data: Any, attempt: int = 1
+    frame: ExecutionFrame[Any], step: AgentStep, data: Any, attempt: int = 1
 ) -> tuple[Any, Any]:
     """One agent call: its output, and its usage reading (or ``FROM_OUTPUT``)."""
     spec = step.spec
     assert spec is not None
-    if step.placement is not None or frame.run.executor is not None:
-        executor = _executor_for(step, frame.run)
+    run = frame.run
+    assert run is not None  # every frame a run executes carries it
+    if step.placement is not None or run.executor is not None:
+        executor = _executor_for(step, run)
         if executor is not None:
             # Placed steps do not stream: the output comes back whole.
-            return await _sites(frame.run).submit_step(
+            return await _sites(run).submit_step(
                 executor, step, data, frame.context, frame.resources, attempt
             )
     if step.on_asyncio:
@@ -140,19 +142,21 @@ async def _invoke_on_asyncio(
     return collector.output(), collector.readings()
 
 
-def streams_inline(frame: ExecutionFrame[Any], step: Step) -> bool:
+def streams_inline(frame: ExecutionFrame[Any], step: AgentStep) -> bool:
     """Whether ``step`` streams its chunks to the frame's consumer (not placed elsewhere)."""
     spec = step.spec
     if frame.on_chunk is None or spec is None:
         return False
     if spec.kind != STREAM and spec.stream_call is None:
         return False
-    if step.placement is None and frame.run.executor is None:
+    run = frame.run
+    assert run is not None
+    if step.placement is None and run.executor is None:
         return True
-    return _executor_for(step, frame.run) is None
+    return _executor_for(step, run) is None
 
 
-def _executor_for(step: Step, run: RunState) -> Any:
+def _executor_for(step: AgentStep, run: RunState) -> Any:
     """The executor for ``step`` (its placement, else the run's), or None for inline.
 
     A step's explicit ``placement="inline"`` wins over ``Flujo(executor=...)``.
@@ -165,8 +169,8 @@ def _executor_for(step: Step, run: RunState) -> Any:
     return _sites(run).executor_for(placement)
 
 
-def _sites(run: RunState) -> CallSites:
-    sites = run.call_sites
+def _sites(run: RunState | None) -> CallSites:
+    sites = run.call_sites if run is not None else None
     if sites is None:
         raise FlujoInternalError(
             "This run has no call sites for placed or asyncio steps: a RunState built "

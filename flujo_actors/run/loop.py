@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .. import partial
 from ..policy.merge import identity_of
-from ..steps.dsl import LoopStep, Step
+from ..steps.dsl import LoopStep
 from .common import concluded, failed_at, hijacked
 from .core import Chain, Job
 from .invoke import call
@@ -15,14 +15,14 @@ from .invoke import call
 if TYPE_CHECKING:
     from ..frames import ExecutionFrame
     from ..results import StepResult
-    from .core import RunState
+    from ..steps.kinds import AnyStep
 
 __all__ = ["run_loop_step"]
 
 _perf = time.perf_counter
 
 
-def _raised(step: Step, what: str, exc: Exception) -> str:
+def _raised(step: AnyStep, what: str, exc: Exception) -> str:
     return f"Loop {step.name!r}: {what} raised {type(exc).__name__}: {exc}"
 
 
@@ -42,7 +42,8 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
     step = frame.step
     assert isinstance(step, LoopStep)
     ctx = frame.context
-    run: RunState = frame.run
+    run = frame.run
+    assert run is not None  # every frame a run executes carries it
     history: list[StepResult] = []
     data = frame.data
     iterations = 0

@@ -171,7 +171,9 @@ class _MapRun:
         self.frame = frame
         self.step = step
         self.items = items
-        self.run_state: RunState = frame.run
+        run = frame.run
+        assert run is not None  # every frame a run executes carries it
+        self.run_state: RunState = run
         ctx = frame.context
         self.ctx = ctx
         merge = step.merge_strategy

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from ..frames import ExecutionFrame
     from ..results import StepResult
     from ..steps.callables import Callback
-    from .core import RunState
 
 __all__ = ["run_conditional_step", "run_pipeline_step"]
 
@@ -48,7 +47,8 @@ async def _run_nested(
     unwound.
     """
     job = Job(ctx, path, on_chunk=frame.on_chunk if frame.stream else None, position=frame.position)
-    run: RunState = frame.run
+    run = frame.run
+    assert run is not None  # every frame a run executes carries it
     try:
         # The nested chain runs on this step's task (its actors' turns, one after
         # another), under this step's cancel scope: no nursery of its own.
@@ -172,7 +172,8 @@ async def run_pipeline_step(frame: ExecutionFrame[Any]) -> StepResult:
     t0 = _perf()
     step = frame.step
     assert isinstance(step, PipelineStep)
-    run: RunState = frame.run
+    run = frame.run
+    assert run is not None  # every frame a run executes carries it
     if step.inherit_context:
         ctx = frame.context
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from .. import partial
@@ -74,7 +75,8 @@ async def _run_branches(
         problem = _include_problem(owner, ctx, include)
         if problem is not None:
             return {}, [], problem
-    run: RunState = frame.run
+    run = frame.run
+    assert run is not None  # every frame a run executes carries it
     data = frame.data
     path = frame.path
     propagate = on_failure is BranchFailureStrategy.PROPAGATE
@@ -229,12 +231,17 @@ async def run_router_step(frame: ExecutionFrame[Any]) -> StepResult:
     ones too) is appended to ``context.executed_branches`` after the merge.
     """
     routing: list[StepResult] = []
+    step = frame.step
+    assert isinstance(step, DynamicParallelRouterStep)
+    # The router agent's call runs as the agent step it was compiled to.
+    routed = attrs.evolve(frame, step=step.router)
     try:
-        return await _run_router(frame, routing)
+        return await _run_router(frame, routed, routing)
     except BaseException:
-        run: RunState = frame.run
+        run = frame.run
+        assert run is not None  # every frame a run executes carries it
         # The record is the router agent's (routing not done) or the branches'.
-        done = partial.take(run, frame)
+        done = partial.take(run, frame) or partial.take(run, routed)
         history = routing
         if done is not None:
             history = [*routing, *done.step_history] if routing else [done]
@@ -245,12 +252,14 @@ async def run_router_step(frame: ExecutionFrame[Any]) -> StepResult:
         raise
 
 
-async def _run_router(frame: ExecutionFrame[Any], routing: list[StepResult]) -> StepResult:
+async def _run_router(
+    frame: ExecutionFrame[Any], router: ExecutionFrame[Any], routing: list[StepResult]
+) -> StepResult:
     t0 = _perf()
     step = frame.step
     assert isinstance(step, DynamicParallelRouterStep)
     # The routing decision is completed work too: replayed on resume, never re-asked.
-    routed = await execute_part(frame, "@route", run_agent_step)
+    routed = await execute_part(router, "@route", run_agent_step)
     routing.append(routed)
     history: list[StepResult] = [routed]
     if not routed.success:

@@ -1,9 +1,12 @@
-"""The control-flow step kinds: parallel, loop, conditional, router and nested pipeline.
+"""The control-flow step kinds: parallel, loop, conditional and router.
 
-Each is a :class:`~flujo_actors.steps.dsl.Step` with no agent attempt of its
-own (the router's agent call excepted), so the agent options it does not
-honour are refused when it is built (see :func:`.options.refuse_unhonoured`).
-Build them with the ``Step`` factories and ``pipeline.as_step(name)``.
+Each is a sibling of the agent step (:class:`~.agent.AgentStep`) on
+:class:`~.base.StepBase` (as is the nested pipeline, :class:`~.base.PipelineStep`), with exactly the options it honours: none has
+``fallback``, ``validators``, ``cache``, ... (the router has its router
+agent's ``agent``, ``config``, ``placement`` and ``event_loop``). Given an
+agent option anyway, a kind refuses it by name when built
+(:func:`.options.refuse_unhonoured`). Build them with the ``Step`` factories
+and ``pipeline.as_step(name)``.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from typing import Any, ClassVar
 import attrs
 
 from ..errors import PipelineDefinitionError
+from .agent import AgentStep
+from .base import Pipeline, StepBase, as_pipeline, branch_map
 from .callables import Callback, compile_callback
-from .dsl import Pipeline, Step, _as_pipeline, _branch_map
-from .options import ReadOnlyDict
+from .config import StepConfig
+from .options import refuse_unhonoured
 from .strategies import (
     BranchFailureStrategy,
     MergeSpec,
@@ -31,12 +36,12 @@ __all__ = [
     "DynamicParallelRouterStep",
     "LoopStep",
     "ParallelStep",
-    "PipelineStep",
 ]
 
 
+@refuse_unhonoured
 @attrs.define(eq=False, repr=False)
-class ParallelStep(Step):
+class ParallelStep(StepBase):
     """Branches run concurrently; output ``{branch_name: branch_output}``."""
 
     kind: ClassVar[str] = "parallel"
@@ -48,13 +53,13 @@ class ParallelStep(Step):
     )
     context_include_keys: frozenset[str] | None = attrs.field(default=None, kw_only=True)
 
-    def _compile(self) -> None:
+    def _validate(self) -> None:
         _compile_fan_out(self)
 
 
 def _compile_fan_out(step: ParallelStep | DynamicParallelRouterStep) -> None:
     """Validate and normalise what parallel and router steps share."""
-    step.branches = _branch_map(step.branches, step.name)
+    step.branches = branch_map(step.branches, step.name)
     check_branch_names(step.name, step.branches)
     step.merge_strategy, step.on_branch_failure = check_merge(
         step.name, step.merge_strategy, step.on_branch_failure
@@ -62,8 +67,9 @@ def _compile_fan_out(step: ParallelStep | DynamicParallelRouterStep) -> None:
     step.context_include_keys = include_keys(step.name, step.context_include_keys)
 
 
+@refuse_unhonoured
 @attrs.define(eq=False, repr=False)
-class LoopStep(Step):
+class LoopStep(StepBase):
     """Runs its body until the exit condition holds or ``max_loops`` is reached."""
 
     kind: ClassVar[str] = "loop"
@@ -79,9 +85,9 @@ class LoopStep(Step):
     compiled_iteration: Callback | None = attrs.field(init=False, default=None)
     compiled_output: Callback | None = attrs.field(init=False, default=None)
 
-    def _compile(self) -> None:
+    def _validate(self) -> None:
         n = self.name
-        self.body = _as_pipeline(self.body, owner=n, what="loop_body_pipeline")
+        self.body = as_pipeline(self.body, owner=n, what="loop_body_pipeline")
         ml = self.max_loops
         if type(ml) is not int or ml < 1:
             raise PipelineDefinitionError(f"Loop step {n!r}: max_loops must be >= 1, got {ml!r}.")
@@ -110,8 +116,9 @@ class LoopStep(Step):
             )
 
 
+@refuse_unhonoured
 @attrs.define(eq=False, repr=False)
-class ConditionalStep(Step):
+class ConditionalStep(StepBase):
     """Runs the branch selected by ``condition(data, context)``.
 
     ``branch_input_mapper(data, context)`` (optional) is the chosen branch's
@@ -130,7 +137,7 @@ class ConditionalStep(Step):
     compiled_input_mapper: Callback | None = attrs.field(init=False, default=None)
     compiled_output_mapper: Callback | None = attrs.field(init=False, default=None)
 
-    def _compile(self) -> None:
+    def _validate(self) -> None:
         n = self.name
         if self.condition is None:
             raise PipelineDefinitionError(
@@ -140,9 +147,9 @@ class ConditionalStep(Step):
         self.compiled_condition = compile_callback(
             self.condition, what="condition_callable", step_name=n, max_args=2
         )
-        self.branches = _branch_map(self.branches, n, allow_empty=self.default_branch is not None)
+        self.branches = branch_map(self.branches, n, allow_empty=self.default_branch is not None)
         if self.default_branch is not None:
-            self.default_branch = _as_pipeline(
+            self.default_branch = as_pipeline(
                 self.default_branch, owner=n, what="default_branch_pipeline"
             )
         if self.branch_input_mapper is not None:
@@ -155,69 +162,39 @@ class ConditionalStep(Step):
             )
 
 
+@refuse_unhonoured
 @attrs.define(eq=False, repr=False)
-class DynamicParallelRouterStep(Step):
+class DynamicParallelRouterStep(StepBase):
     """The router agent picks branch names; those run as a parallel step."""
 
     kind: ClassVar[str] = "router"
-    # The router agent's call is supervised like an agent step.
-    honoured: ClassVar[frozenset[str]] = frozenset({"agent", "config", "placement", "event_loop"})
 
+    # The router agent's call is supervised like an agent step: these are its options.
+    agent: Any = attrs.field(default=None, kw_only=True)
+    config: StepConfig = attrs.field(factory=StepConfig, kw_only=True)
+    placement: Any = attrs.field(default=None, kw_only=True)
+    event_loop: Any = attrs.field(default=None, kw_only=True)
     branches: Mapping[str, Pipeline] = attrs.field(factory=dict, kw_only=True)
     merge_strategy: MergeSpec = attrs.field(default=MergeStrategy.CONTEXT_UPDATE, kw_only=True)
     on_branch_failure: BranchFailureStrategy = attrs.field(
         default=BranchFailureStrategy.PROPAGATE, kw_only=True
     )
     context_include_keys: frozenset[str] | None = attrs.field(default=None, kw_only=True)
+    #: The router agent's call as an agent step of the same name (built once, here).
+    router: AgentStep = attrs.field(init=False, repr=False)
 
-    def _compile(self) -> None:
+    def _validate(self) -> None:
         if self.agent is None:
             raise PipelineDefinitionError(
                 f"Router step {self.name!r}: router_agent is required; pass a function or "
                 "agent returning the name (or list of names) of the branches to run."
             )
-        super()._compile()  # the router agent
+        self.router = AgentStep(
+            name=self.name,
+            agent=self.agent,
+            config=self.config,
+            placement=self.placement,
+            event_loop=self.event_loop,
+        )
+        self.event_loop = self.router.event_loop  # resolved, as on an agent step
         _compile_fan_out(self)
-
-
-@attrs.define(eq=False, repr=False)
-class PipelineStep(Step):
-    """A nested pipeline run as one step (``pipeline.as_step(name)``)."""
-
-    kind: ClassVar[str] = "pipeline"
-
-    pipeline: Pipeline = attrs.field(default=None, kw_only=True)
-    inherit_context: bool = attrs.field(default=True, kw_only=True)
-    context_model: Any = attrs.field(default=None, kw_only=True)
-    initial_context_data: Mapping[str, Any] | None = attrs.field(default=None, kw_only=True)
-
-    def _compile(self) -> None:
-        self.pipeline = _as_pipeline(self.pipeline, owner=self.name, what="pipeline")
-        if not isinstance(self.inherit_context, bool):
-            raise PipelineDefinitionError(
-                f"Step {self.name!r}: inherit_context must be True or False, "
-                f"got {self.inherit_context!r}."
-            )
-        data = self.initial_context_data
-        if data is not None and not isinstance(data, Mapping):
-            raise PipelineDefinitionError(
-                f"Step {self.name!r}: initial_context_data must be a mapping of "
-                f"field -> value, got {data!r}."
-            )
-        if self.inherit_context and (data or self.context_model is not None):
-            # The parent's context is used as it is: these would be ignored.
-            given = "initial_context_data" if data else "context_model"
-            raise PipelineDefinitionError(
-                f"Step {self.name!r}: {given} has no effect with inherit_context=True (the "
-                "nested pipeline shares the parent's context); pass inherit_context=False "
-                "for a fresh context built from it."
-            )
-        if self.context_model is not None:
-            from ..context import check_context_model
-
-            check_context_model(self.context_model)
-        if data is not None:
-            # A copy the caller's dict cannot change after the step was validated.
-            self.initial_context_data = ReadOnlyDict(
-                f"Step {self.name!r}", data, what="initial_context_data"
-            )

@@ -17,7 +17,9 @@ from ..results import Usage
 from .callables import ASYNC, AgentSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable
+
+    from .agent import AgentStep
 
 __all__ = [
     "ASYNCIO",
@@ -178,44 +180,29 @@ def asyncio_in_trio(step_name: str, exc: BaseException) -> AsyncioInTrioError | 
     )
 
 
-def pipeline_uses_asyncio(pipeline: Any) -> bool:
-    """Whether any agent step in the tree (fallbacks, branches, bodies, nested) is on asyncio.
+def pipeline_uses_asyncio(agent_steps: Iterable[AgentStep]) -> bool:
+    """Whether any of a tree's agent steps (``steps.kinds.agent_steps``) is on asyncio.
 
     Called once when a runner is built (the tree was checked for cycles first).
     """
-    return any(step.on_asyncio for step in _agent_steps(pipeline))
+    return any(step.on_asyncio for step in agent_steps)
 
 
-def check_no_placed_asyncio_steps(pipeline: Any, executor: Any) -> None:
+def check_no_placed_asyncio_steps(agent_steps: Iterable[AgentStep], executor: Any) -> None:
     """Refuse ``Flujo(executor=...)`` when it would place an asyncio step on that executor.
+
+    Args:
+        agent_steps: the tree's agent steps (``steps.kinds.agent_steps``).
+        executor: the runner's default executor.
 
     Raises:
         PipelineDefinitionError: naming the first asyncio step without its own
             placement, and the fix (``placement="inline"`` on that step).
     """
-    for step in _agent_steps(pipeline):
+    for step in agent_steps:
         if step.on_asyncio and step.placement is None:
             raise PipelineDefinitionError(
                 f"Flujo(executor={executor!r}): step {step.name!r} runs on asyncio "
                 "(event_loop='asyncio'), in this process, and cannot run on an executor. "
                 "Give it placement='inline'."
             )
-
-
-def _agent_steps(pipeline: Any) -> Iterator[Any]:
-    """Every step of the tree, control-flow kinds by the attributes holding their pipelines."""
-    for step in pipeline.steps:
-        yield from _with_children(step)
-
-
-def _with_children(step: Any) -> Iterator[Any]:
-    yield step
-    if step.fallback is not None:
-        yield from _with_children(step.fallback)
-    subs: list[Any] = list(getattr(step, "branches", {}).values())
-    for attr in ("body", "default_branch", "pipeline"):
-        sub = getattr(step, attr, None)
-        if sub is not None:
-            subs.append(sub)
-    for sub in subs:
-        yield from _agent_steps(sub)

@@ -18,14 +18,16 @@ from typing import Any, ClassVar
 import attrs
 
 from ..errors import PipelineDefinitionError
+from .base import StepBase
 from .callables import Callback, compile_callback
-from .dsl import Step
+from .options import refuse_unhonoured
 
 __all__ = ["HumanInputStep", "input_schema"]
 
 
+@refuse_unhonoured
 @attrs.define(eq=False, repr=False)
-class HumanInputStep(Step):
+class HumanInputStep(StepBase):
     """Pauses the run until :meth:`Flujo.resume_async` brings a human's input.
 
     Attributes:
@@ -44,7 +46,7 @@ class HumanInputStep(Step):
     schema: dict[str, Any] = attrs.field(init=False, factory=dict)
     compiled_message: Callback | None = attrs.field(init=False, default=None)
 
-    def _compile(self) -> None:
+    def _validate(self) -> None:
         n = self.name
         message = self.message
         if callable(message):

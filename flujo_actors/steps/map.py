@@ -1,9 +1,10 @@
 """The map step kind: one body pipeline run once per item, at most ``max_concurrency`` at once.
 
 Build it with :meth:`Step.map <flujo_actors.Step.map>`. Like the other
-control-flow kinds it has no agent attempt of its own, so the agent options
-(``max_retries``, validators, plugins, ``fallback``, ...) are refused when it
-is built (see :func:`.options.refuse_unhonoured`): put them on the body's
+control-flow kinds it is a sibling of the agent step on
+:class:`~.base.StepBase` with no agent attempt of its own, so it has none of
+the agent options (``max_retries``, validators, plugins, ``fallback``, ...)
+and refuses them by name when it is built (see :func:`.options.refuse_unhonoured`): put them on the body's
 steps. Every argument is checked here, at build time; only what the items
 turn out to be is checked when the step runs.
 """
@@ -14,9 +15,9 @@ from typing import Any, ClassVar
 
 import attrs
 
+from .base import Pipeline, StepBase, as_pipeline
 from .callables import Callback, compile_callback
-from .dsl import Pipeline, Step, _as_pipeline
-from .options import check_count
+from .options import check_count, refuse_unhonoured
 from .strategies import BranchFailureStrategy, MergeSpec, MergeStrategy, check_merge
 
 __all__ = ["MapStep", "item_name"]
@@ -27,8 +28,9 @@ def item_name(step: str, index: int) -> str:
     return f"{step}[{index}]"
 
 
+@refuse_unhonoured
 @attrs.define(eq=False, repr=False)
-class MapStep(Step):
+class MapStep(StepBase):
     """Runs ``body`` once per item; output: the outputs in item order, or ``reduce(outputs)``.
 
     Attributes:
@@ -56,9 +58,9 @@ class MapStep(Step):
     compiled_items: Callback | None = attrs.field(init=False, default=None)
     compiled_reduce: Callback | None = attrs.field(init=False, default=None)
 
-    def _compile(self) -> None:
+    def _validate(self) -> None:
         n = self.name
-        self.body = _as_pipeline(self.body, owner=n, what="body")
+        self.body = as_pipeline(self.body, owner=n, what="body")
         if self.max_concurrency is not None:
             check_count(
                 f"Map step {n!r}",

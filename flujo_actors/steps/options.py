@@ -10,6 +10,7 @@ pipelines are sealed, their branch maps read-only.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 K = TypeVar("K")
+S = TypeVar("S")
 V = TypeVar("V")
 
 
@@ -138,11 +140,24 @@ _KIND_LABELS: Final = {
 }
 
 
-def _default(field: attrs.Attribute[Any]) -> Any:
-    d = field.default
-    if isinstance(d, attrs.Factory):  # type: ignore[arg-type]
-        return d.factory()  # type: ignore[union-attr]
-    return d
+#: The agent step's options (``AgentStep``'s init fields after ``name``) and their
+#: defaults, in declaration order; ``config`` is a StepConfig, compared by its fields.
+#: Kept here, below the kinds, so each control-flow kind can refuse them by name
+#: without importing the agent kind (tests/steps/test_options.py checks they match).
+AGENT_OPTIONS: Final[Mapping[str, Any]] = {
+    "agent": None,
+    "config": "<a default StepConfig>",
+    "validators": (),
+    "plugins": (),
+    "fallback": None,
+    "updates_context": False,
+    "cache": False,
+    "cache_key": None,
+    "expected_cost_usd": None,
+    "expected_tokens": None,
+    "placement": None,
+    "event_loop": None,
+}
 
 
 def _is_default(value: Any, default: Any) -> bool:
@@ -154,34 +169,60 @@ def _is_default(value: Any, default: Any) -> bool:
         return False
 
 
-def refuse_unhonoured(step: Any, options: Iterable[attrs.Attribute[Any]], config: Any) -> None:
-    """Refuse every agent option a control-flow ``step`` was given but does not honour.
+def _shown(value: Any) -> Any:
+    # validators=[f] is stored (and shown) as the tuple (f,), as on an agent step.
+    return tuple(value) if isinstance(value, list) else value
 
-    Args:
-        step: a control-flow step (``step.kind != "agent"``), being built.
-        options: the fields of the base ``Step`` (the agent options).
-        config: a default ``StepConfig``, to find the supervision settings that were set.
 
-    Raises:
-        PipelineDefinitionError: naming the step, the option and what to do instead.
-    """
-    label = f"{_KIND_LABELS.get(step.kind, 'Control-flow step')} {step.name!r}"
-    honoured = step.honoured
+def _unhonoured(kwargs: Mapping[str, Any], foreign: Iterable[str]) -> list[tuple[str, Any]]:
     given: list[tuple[str, Any]] = []
-    for f in options:
-        if not f.init or f.name in ("name", "config") or f.name in honoured:
+    settings: list[tuple[str, Any]] = []
+    for option in foreign:
+        if option not in kwargs:
             continue
-        value = getattr(step, f.name)
-        if not _is_default(value, _default(f)):
-            given.append((f.name, value))
-    if "config" not in honoured:
-        for f in attrs.fields(type(config)):
-            if f.init:
-                value = getattr(step.config, f.name)
-                if not _is_default(value, getattr(config, f.name)):
-                    given.append((f.name, value))
-    if not given:
-        return
+        value = _shown(kwargs[option])
+        if option == "config" and attrs.has(type(value)):
+            # Name the supervision settings that were set (last), not "config=StepConfig(...)".
+            default = type(value)()
+            for c in attrs.fields(type(value)):
+                if c.init and not _is_default(getattr(value, c.name), getattr(default, c.name)):
+                    settings.append((c.name, getattr(value, c.name)))
+        elif not _is_default(value, AGENT_OPTIONS[option]):
+            given.append((option, value))
+    return given + settings
+
+
+def refuse_unhonoured(cls: type[S]) -> type[S]:
+    """Make a control-flow kind refuse the agent options (:data:`AGENT_OPTIONS`) it lacks.
+
+    A control-flow class has exactly the options it honours. Given one of the
+    agent step's others (say ``LoopStep(..., fallback=f)`` or
+    ``attrs.evolve(loop, cache=True)``), the kind raises a
+    PipelineDefinitionError naming the step, the option and what to do
+    instead, rather than a bare ``TypeError``; an option left at its default
+    (``config=StepConfig()``) is accepted, as it changes nothing. Applied on
+    top of ``attrs.define``.
+    """
+    own = {a.alias for a in attrs.fields(cls) if a.init}  # type: ignore[arg-type]
+    foreign = tuple(o for o in AGENT_OPTIONS if o not in own)
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if not kwargs.keys().isdisjoint(foreign):
+            given = _unhonoured(kwargs, foreign)
+            if given:
+                name = kwargs.get("name", args[0] if args else None)
+                _refuse(cls.kind, name, given)  # type: ignore[attr-defined]
+            kwargs = {k: v for k, v in kwargs.items() if k not in foreign}
+        init(self, *args, **kwargs)
+
+    setattr(cls, "__init__", __init__)  # noqa: B010 - mypy refuses assigning a method
+    return cls
+
+
+def _refuse(kind: str, name: Any, given: list[tuple[str, Any]]) -> NoReturn:
+    label = f"{_KIND_LABELS.get(kind, 'Control-flow step')} {name!r}"
     agent = [v for o, v in given if o == "agent"]
     if agent:
         raise PipelineDefinitionError(
@@ -191,7 +232,7 @@ def refuse_unhonoured(step: Any, options: Iterable[attrs.Attribute[Any]], config
     router = (
         " (a router step honours only its router agent's max_retries, timeout_s, backoff "
         "and placement)"
-        if step.kind == "router"
+        if kind == "router"
         else ""
     )
     shown = ", ".join(f"{o}={v!r}" for o, v in given)

@@ -18,8 +18,8 @@ from ..errors import PipelineDefinitionError
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from .agent import AgentStep
     from .callables import AgentSpec
-    from .dsl import Step
 
 __all__ = ["PLACEMENTS", "CallSites", "check_placement", "require_extra"]
 
@@ -87,7 +87,7 @@ class CallSites(Protocol):
         ...
 
     async def submit_step(
-        self, executor: Any, step: Step, data: Any, context: Any, resources: Any, attempt: int
+        self, executor: Any, step: AgentStep, data: Any, context: Any, resources: Any, attempt: int
     ) -> tuple[Any, Any]:
         """Run one attempt of ``step`` on ``executor``: its output and usage reading.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import decimal
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 from flujo_actors import Flujo, Pipeline, Step, UsageLimitExceededError, UsageLimits
 from flujo_actors.policy.ledger import Breach, UsageLedger
 from flujo_actors.testing import UsageOutput
+
+if TYPE_CHECKING:
+    from flujo_actors.steps.kinds import AnyStep
 
 TINY = Decimal("0.50000000000000000000000000001")  # 29 significant digits
 
@@ -69,7 +72,7 @@ def _run(costs: list[Decimal], limit: Decimal | None, parallel: bool) -> Any:
 
         steps.append(Step.from_callable(spend, name=f"s{i}"))
     if parallel:
-        pipeline: Step | Pipeline = Step.parallel("fan", {s.name: s for s in steps})
+        pipeline: AnyStep | Pipeline = Step.parallel("fan", {s.name: s for s in steps})
     else:
         pipeline = Pipeline(steps=steps)
     runner = Flujo(pipeline, usage_limits=UsageLimits(total_cost_usd_limit=limit))

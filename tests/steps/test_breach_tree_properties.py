@@ -21,7 +21,7 @@ import itertools
 import re
 from collections import Counter
 from decimal import Decimal
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 import trio
@@ -40,6 +40,9 @@ from flujo_actors import (
     UsageLimits,
 )
 from flujo_actors.testing import UsageOutput
+
+if TYPE_CHECKING:
+    from flujo_actors.steps.kinds import AnyStep
 
 M = 97
 
@@ -104,7 +107,7 @@ def num(value: Any) -> int:
     return 0
 
 
-def build(node: Node, names: itertools.count[int], log: list[str]) -> list[Step]:
+def build(node: Node, names: itertools.count[int], log: list[str]) -> list[AnyStep]:
     n = next(names)
     if isinstance(node, Leaf):
         name = f"leaf{n}"

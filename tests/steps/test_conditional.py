@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -17,6 +17,9 @@ from flujo_actors import (
     Step,
 )
 
+if TYPE_CHECKING:
+    from flujo_actors.steps.kinds import AnyStep
+
 
 @attrs.define
 class Ctx(PipelineContext):
@@ -24,7 +27,7 @@ class Ctx(PipelineContext):
     trail: list[str] = attrs.Factory(list)
 
 
-async def run(step: Step | Pipeline, data: Any = 1, **kwargs: Any) -> PipelineResult:
+async def run(step: AnyStep | Pipeline, data: Any = 1, **kwargs: Any) -> PipelineResult:
     return await Flujo(step, context_model=Ctx, **kwargs).run_async(data)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import pytest
 
-from flujo_actors import Flujo, PipelineContext, PipelineDefinitionError, Step, StepResult
+from flujo_actors import AnyStep, Flujo, PipelineContext, PipelineDefinitionError, Step, StepResult
 
 
 @attrs.define
@@ -17,7 +17,7 @@ class Ctx(PipelineContext):
     total: int = 0
 
 
-async def run(step: Step, data: Any) -> tuple[StepResult, Ctx]:
+async def run(step: AnyStep, data: Any) -> tuple[StepResult, Ctx]:
     result = await Flujo(step, context_model=Ctx).run_async(data)
     return result.step_history[-1], result.final_pipeline_context
 

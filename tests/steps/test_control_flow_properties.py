@@ -4,7 +4,7 @@ sequential Python evaluation of the same tree computes (output, or failure)."""
 from __future__ import annotations
 
 import itertools
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 import trio
@@ -13,6 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flujo_actors import BranchFailureStrategy, Flujo, Pipeline, PipelineContext, Step
+
+if TYPE_CHECKING:
+    from flujo_actors.steps.kinds import AnyStep
 
 M = 97  # keeps every value small
 
@@ -131,7 +134,7 @@ def total_of(outputs: dict[str, Any]) -> int:
     return sum(v for v in outputs.values() if isinstance(v, int)) % M
 
 
-def build(node: Node, names: itertools.count[int]) -> list[Step]:
+def build(node: Node, names: itertools.count[int]) -> list[AnyStep]:
     n = next(names)
     if isinstance(node, Leaf):
         a, b, fail_mod = node.a, node.b, node.fail_mod

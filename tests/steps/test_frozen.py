@@ -11,7 +11,7 @@ checks for cancellation before it starts its first step.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -24,6 +24,9 @@ from flujo_actors import (
     Step,
     StepConfig,
 )
+
+if TYPE_CHECKING:
+    from flujo_actors.steps.kinds import AnyStep
 
 
 async def echo(data: Any) -> Any:
@@ -128,7 +131,7 @@ def test_attrs_evolve_builds_a_changed_copy_that_is_validated_again() -> None:
 @pytest.mark.parametrize("where", ["as_step", "loop", "parallel", "conditional", "router"])
 def test_a_cycle_forced_past_the_seal_is_still_refused_with_its_path(where: str) -> None:
     p = Pipeline(steps=[Step.from_callable(echo, name="first")])
-    wrapped: Step
+    wrapped: AnyStep
     if where == "as_step":
         wrapped = p.as_step("again")
         at = "pipeline/again"
@@ -153,7 +156,7 @@ def test_a_cycle_forced_past_the_seal_is_still_refused_with_its_path(where: str)
         Flujo(p)
 
 
-def _nest(kind: str, inner: Step) -> Step:
+def _nest(kind: str, inner: AnyStep) -> AnyStep:
     body = Pipeline.from_step(inner)
     if kind == "as_step":
         return body.as_step("nested")
@@ -193,7 +196,7 @@ async def test_a_deep_nesting_of_sync_steps_stops_at_once_when_cancelled() -> No
         ran.append(data)
         return data + 1
 
-    step: Step = Step.from_callable(count, name="leaf")
+    step: AnyStep = Step.from_callable(count, name="leaf")
     for depth in range(50):
         step = (Step.from_callable(count, name=f"c{depth}") >> step).as_step(f"level{depth}")
     with trio.CancelScope() as scope:
@@ -224,3 +227,38 @@ async def test_a_long_chain_of_sync_steps_stops_at_once_when_cancelled() -> None
         await Flujo(Pipeline(steps=[Step.from_callable(cancel), *steps])).run_async(0)
     assert scope.cancelled_caught
     assert ran == []
+
+
+_CHILDREN = {
+    "as_step": ("pipeline",),
+    "loop": ("body",),
+    "parallel": ("branches",),
+    "conditional": ("branches", "default_branch"),
+    "router": ("branches", "router"),
+}
+
+
+@pytest.mark.parametrize("kind", list(_CHILDREN))
+async def test_no_assignment_can_make_a_pipeline_contain_itself(kind: str) -> None:
+    leaf = Step.from_callable(echo, name="leaf")
+    outer = _nest(kind, leaf)
+    inner = Pipeline.from_step(outer)  # what a recursive tree would put back inside
+    for attr in _CHILDREN[kind]:
+        with pytest.raises(PipelineDefinitionError, match=_refused("Step 'nested'", attr)):
+            setattr(outer, attr, inner)
+        with pytest.raises(PipelineDefinitionError, match=_refused("Step 'nested'", attr)):
+            delattr(outer, attr)
+    branches = getattr(outer, "branches", None)
+    if branches is not None:
+        with pytest.raises(PipelineDefinitionError, match=r"^Step 'nested': branches cannot"):
+            branches["b"] = inner
+    with pytest.raises(PipelineDefinitionError, match=_refused("Step 'leaf'", "fallback")):
+        leaf.fallback = outer
+    with pytest.raises(PipelineDefinitionError, match=_refused("Pipeline 'pipeline'", "steps")):
+        inner.steps = (outer, *inner.steps)
+    # attrs.evolve builds a new definition: it cannot refer to itself either.
+    again = attrs.evolve(outer, name="again")
+    assert again is not outer and again.name == "again"
+    # Nothing changed: the tree is finite and the run ends.
+    result = await Flujo(inner).run_async("x")
+    assert result.success

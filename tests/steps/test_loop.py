@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -22,6 +22,9 @@ from flujo_actors import (
 from flujo_actors.run import core as engine
 from flujo_actors.testing import UsageOutput
 
+if TYPE_CHECKING:
+    from flujo_actors.steps.kinds import AnyStep
+
 
 @attrs.define
 class Ctx(PipelineContext):
@@ -29,7 +32,7 @@ class Ctx(PipelineContext):
     total: int = 0
 
 
-async def run(step: Step | Pipeline, data: Any = 0) -> PipelineResult:
+async def run(step: AnyStep | Pipeline, data: Any = 0) -> PipelineResult:
     return await Flujo(step, context_model=Ctx).run_async(data)
 
 

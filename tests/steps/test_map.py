@@ -32,6 +32,8 @@ from flujo_actors.testing import UsageOutput
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
+    from flujo_actors import AnyStep
+
 IGNORE = BranchFailureStrategy.IGNORE
 
 
@@ -49,7 +51,7 @@ def body(fn: Any = double, **kwargs: Any) -> Step:
     return Step.from_callable(fn, **kwargs)
 
 
-async def run(step: Step, data: Any, **kwargs: Any) -> StepResult:
+async def run(step: AnyStep, data: Any, **kwargs: Any) -> StepResult:
     result = await Flujo(step, **kwargs).run_async(data)
     return result.step_history[-1]
 
@@ -706,7 +708,7 @@ def test_a_map_step_refuses_retries() -> None:
         PipelineDefinitionError,
         match=r"^Map step 'm': max_retries=2 is not honoured by control-flow steps\. ",
     ):
-        MapStep(name="m", body=Pipeline.from_step(body()), config=StepConfig(max_retries=2))
+        MapStep(name="m", body=Pipeline.from_step(body()), config=StepConfig(max_retries=2))  # type: ignore[call-arg]
 
 
 async def test_a_trace_shows_each_item_as_a_branch_span_named_by_index() -> None:

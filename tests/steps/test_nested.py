@@ -26,6 +26,8 @@ from flujo_actors.testing import UsageOutput
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from flujo_actors.steps.kinds import AnyStep
+
 
 @attrs.define
 class Ctx(PipelineContext):
@@ -47,7 +49,7 @@ def tracer(tag: str) -> Step:
     return Step.from_callable(trace, name=tag, max_retries=0)
 
 
-async def run(step: Step | Pipeline, data: Any = "in", **kwargs: Any) -> PipelineResult:
+async def run(step: AnyStep | Pipeline, data: Any = "in", **kwargs: Any) -> PipelineResult:
     return await Flujo(step, context_model=Ctx, **kwargs).run_async(data)
 
 
@@ -165,7 +167,7 @@ async def test_streaming_reaches_the_caller_through_nested_and_conditional_steps
 # -- nesting at depth -----------------------------------------------------------------------
 
 
-def deep_pipeline() -> Step:
+def deep_pipeline() -> AnyStep:
     """A parallel inside a loop inside a conditional inside a nested pipeline."""
 
     def branch(tag: str, factor: int) -> Step:

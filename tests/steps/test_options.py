@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -22,8 +22,10 @@ from flujo_actors import (
     PipelineDefinitionError,
     PluginOutcome,
     Step,
+    StepBase,
     StepConfig,
 )
+from flujo_actors.steps.agent import AgentStep
 from flujo_actors.steps.dsl import (
     ConditionalStep,
     DynamicParallelRouterStep,
@@ -31,6 +33,11 @@ from flujo_actors.steps.dsl import (
     ParallelStep,
     PipelineStep,
 )
+from flujo_actors.steps.map import MapStep
+from flujo_actors.steps.options import AGENT_OPTIONS as REFUSED
+
+if TYPE_CHECKING:
+    from flujo_actors.steps.kinds import AnyStep
 
 
 async def echo(data: Any) -> Any:
@@ -323,7 +330,7 @@ def _body() -> Pipeline:
     return Pipeline.from_step(Step.from_callable(echo))
 
 
-def _control_flow(kind: str, **options: Any) -> Step:
+def _control_flow(kind: str, **options: Any) -> AnyStep:
     body = _body()
     if kind == "parallel":
         return ParallelStep(name="cf", branches={"a": body}, **options)
@@ -336,6 +343,8 @@ def _control_flow(kind: str, **options: Any) -> Step:
     if kind == "router":
         options.setdefault("agent", lambda d: ["a"])
         return DynamicParallelRouterStep(name="cf", branches={"a": body}, **options)
+    if kind == "map":
+        return MapStep(name="cf", body=body, **options)
     return PipelineStep(name="cf", pipeline=body, **options)
 
 
@@ -345,6 +354,7 @@ LABELS = {
     "conditional": "Conditional step",
     "router": "Router step",
     "pipeline": "Nested pipeline step",
+    "map": "Map step",
 }
 KINDS = list(LABELS)
 ROUTER_NOTE = (
@@ -388,7 +398,7 @@ def test_control_flow_steps_refuse_agent_options(
         _control_flow(kind, **{arg: value})
 
 
-@pytest.mark.parametrize("kind", ["parallel", "loop", "conditional", "pipeline"])
+@pytest.mark.parametrize("kind", ["parallel", "loop", "conditional", "pipeline", "map"])
 @pytest.mark.parametrize(
     ("cfg", "option", "value"),
     [
@@ -405,7 +415,7 @@ def test_control_flow_steps_refuse_supervision_settings(
         _control_flow(kind, config=cfg)
 
 
-@pytest.mark.parametrize("kind", ["parallel", "loop", "conditional", "pipeline"])
+@pytest.mark.parametrize("kind", ["parallel", "loop", "conditional", "pipeline", "map"])
 def test_control_flow_steps_refuse_placement_and_an_agent(kind: str) -> None:
     with pytest.raises(PipelineDefinitionError, match=_refusal(kind, "placement", "process")):
         _control_flow(kind, placement="process")
@@ -445,10 +455,59 @@ def test_assigning_an_option_after_building_is_refused(kind: str) -> None:
     step = _control_flow(kind)
     with pytest.raises(PipelineDefinitionError, match=r"^Step 'cf' cannot be changed once built"):
         step.fallback = FALLBACK
-    with pytest.raises(PipelineDefinitionError, match=r"^A StepConfig cannot be changed"):
-        step.config.max_retries = 3
     with pytest.raises(PipelineDefinitionError, match=_refusal(kind, "cache", True)):
-        attrs.evolve(step, cache=True)
+        attrs.evolve(step, cache=True)  # type: ignore[arg-type]
+
+
+AGENT_OPTIONS = (
+    "fallback",
+    "validators",
+    "plugins",
+    "cache",
+    "cache_key",
+    "updates_context",
+    "expected_cost_usd",
+    "expected_tokens",
+    "spec",
+)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_control_flow_kinds_are_siblings_without_the_agent_options(kind: str) -> None:
+    step = _control_flow(kind)
+    assert isinstance(step, StepBase) and not isinstance(step, Step)
+    assert [o for o in AGENT_OPTIONS if hasattr(step, o)] == []
+    own = {"agent", "config", "placement", "event_loop"}
+    assert {o for o in own if hasattr(step, o)} == (own if kind == "router" else set())
+    with pytest.raises(PipelineDefinitionError, match=r"^Step 'cf' cannot be changed once built"):
+        step.name = "other"
+    with pytest.raises(PipelineDefinitionError, match=r"^Step 'cf' cannot be changed once built"):
+        del step.name
+
+
+def test_the_refused_options_are_exactly_the_agent_steps_options() -> None:
+    fields = [f for f in attrs.fields(AgentStep) if f.init and f.name != "name"]
+    assert list(REFUSED) == [f.name for f in fields]
+    for f in fields:
+        default = f.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory()  # type: ignore[union-attr]
+        expected = StepConfig() if f.name == "config" else REFUSED[f.name]
+        assert default == expected, f.name
+
+
+def test_an_unknown_option_is_still_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'branchez'"):
+        ParallelStep(name="cf", branchez={"a": _body()})  # type: ignore[call-arg]
+
+
+def test_the_router_runs_its_agent_as_an_agent_step_of_its_name() -> None:
+    step = _control_flow("router", config=StepConfig(max_retries=2), placement="inline")
+    assert isinstance(step, DynamicParallelRouterStep)
+    router = step.router
+    assert type(router) is AgentStep and router.name == "cf"
+    assert (router.config.max_retries, router.placement, router.event_loop) == (2, "inline", "trio")
+    assert step.event_loop == "trio"
 
 
 async def test_the_reported_loop_is_now_refused_instead_of_running_once() -> None:
@@ -462,13 +521,13 @@ async def test_the_reported_loop_is_now_refused_instead_of_running_once() -> Non
             "Flujo(...).run_async)."
         ),
     ):
-        LoopStep(
+        LoopStep(  # type: ignore[call-arg]
             name="cf",
             body=_body(),
             exit_condition=lambda o, c: True,
             fallback=FALLBACK,
             config=StepConfig(max_retries=3),
-            validators=[_never],  # type: ignore[arg-type]
+            validators=[_never],
         )
 
 

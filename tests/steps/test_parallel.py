@@ -27,6 +27,8 @@ from flujo_actors.testing import UsageOutput
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from flujo_actors.steps.kinds import AnyStep
+
 
 @attrs.define
 class Ctx(PipelineContext):
@@ -38,7 +40,7 @@ class Ctx(PipelineContext):
 IGNORE = BranchFailureStrategy.IGNORE
 
 
-async def run(step: Step | Pipeline, data: Any = 1, **kwargs: Any) -> PipelineResult:
+async def run(step: AnyStep | Pipeline, data: Any = 1, **kwargs: Any) -> PipelineResult:
     return await Flujo(step, context_model=Ctx, **kwargs).run_async(data)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -22,6 +22,9 @@ from flujo_actors import (
     StepResult,
 )
 from flujo_actors.testing import UsageOutput
+
+if TYPE_CHECKING:
+    from flujo_actors.steps.kinds import AnyStep
 
 
 @attrs.define
@@ -65,7 +68,7 @@ def router(picks: Any) -> Any:
     return route
 
 
-async def run(step: Step | Pipeline, data: Any = "q") -> PipelineResult:
+async def run(step: AnyStep | Pipeline, data: Any = "q") -> PipelineResult:
     return await Flujo(step, context_model=Ctx).run_async(data)
 
 
