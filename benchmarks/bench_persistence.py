@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flujo_actors import Flujo, InMemoryStateBackend, Pipeline, SQLiteBackend, Step
+from flujo_actors import AnyStep, Flujo, InMemoryStateBackend, Pipeline, SQLiteBackend, Step
 from flujo_actors.bench import Scenario, Target, Workload, baselines, expect
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ async def fan_sqlite(size: int) -> AsyncIterator[Workload]:
 def _deep(size: int) -> Pipeline:
     """nested( parallel of 4 branches, each a loop of ``size`` iterations of one step )."""
 
-    def loop(i: int) -> Step:
+    def loop(i: int) -> AnyStep:
         return Step.loop_until(
             f"loop{i}",
             Step.from_callable(increment, name="inc"),

@@ -29,6 +29,7 @@ from .steps.dsl import (
     PipelineStep,
     check_fallback_chain,
 )
+from .steps.human import HumanInputStep
 from .steps.map import MapStep
 
 if TYPE_CHECKING:
@@ -231,5 +232,7 @@ def _validate_step(s: AnyStep, active: list[int], path: tuple[str, ...], model: 
                     f"Nested pipeline step {s.name!r}", model, s.initial_context_data or {}
                 )
             validate_tree(s.pipeline, active, path, model)
+        case HumanInputStep():
+            pass  # checked when it was built; its sink_to by the runner (runner_human)
         case _:
             assert_never(s)

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from flujo_actors import Flujo, Pipeline, PipelineContext, Step
+from flujo_actors import AnyStep, Flujo, Pipeline, PipelineContext, Step
 from flujo_actors.backends.sqlite import SQLiteBackend
 
 RUN_ID = "r"
@@ -74,7 +74,7 @@ class Builder:
     def count_of(name: str) -> int:
         return int("".join(c for c in name if c.isdigit()) or 0)
 
-    def steps(self, spec: dict[str, Any]) -> list[Step]:
+    def steps(self, spec: dict[str, Any]) -> list[AnyStep]:
         if spec["t"] == "seq":
             return [s for child in spec["c"] for s in self.steps(child)]
         return [self.step(spec)]
@@ -82,7 +82,7 @@ class Builder:
     def pipeline(self, spec: dict[str, Any]) -> Pipeline:
         return Pipeline(steps=self.steps(spec))
 
-    def step(self, spec: dict[str, Any]) -> Step:
+    def step(self, spec: dict[str, Any]) -> AnyStep:
         kind = spec["t"]
         if kind == "leaf":
             return self.leaf(self.name("a"))

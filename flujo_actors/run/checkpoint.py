@@ -31,6 +31,7 @@ import attrs
 
 from ..policy.merge import apply_changes
 from ..step_cache import changes_since, fork_before
+from ..steps.agent import AgentStep
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from ..frames import ExecutionFrame
     from ..policy.merge import BranchChanges
     from ..results import StepResult
+    from ..steps.kinds import AnyStep
     from .core import Job
 
 __all__ = ["Positions", "execute", "execute_part", "paused_under", "position_key"]
@@ -108,6 +110,7 @@ async def execute(
     # An agent step that cannot see the context cannot change it: no copy to diff.
     fork = fork_before(job.context) if _may_change_context(step) else None
     result = await run_step(frame)
+    assert frame.run is not None  # every frame a run executes carries it
     if paused_under(frame.run.human, frame.position):
         return result  # waiting for a human: not completed, nothing to save
     await positions.save(key, positions.encode(result, changes_since(fork, job.context)))
@@ -125,6 +128,7 @@ async def execute_part(
     part)`` and replayed on resume (a router does not route again, so the
     branches it chose are the ones resumed); without one it just runs.
     """
+    assert frame.run is not None  # every frame a run executes carries it
     positions: Positions | None = frame.run.positions
     if positions is None:
         return await run_part(frame)
@@ -132,10 +136,10 @@ async def execute_part(
     return await execute(positions, sub, frame.reply_to, run_part)
 
 
-def _may_change_context(step: Any) -> bool:
-    spec = step.spec
-    if step.kind != "agent" or spec is None:
+def _may_change_context(step: AnyStep) -> bool:
+    if not isinstance(step, AgentStep) or step.spec is None:
         return True  # control-flow steps run children that may
+    spec = step.spec
     return bool(
         spec.accepts_context
         or step.updates_context
@@ -155,5 +159,6 @@ async def _replay(
     positions.replayed += 1
     if result.cost_usd or result.token_counts:
         # The usage was spent before the crash: the resumed run's totals include it.
+        assert frame.run is not None  # every frame a run executes carries it
         await frame.run.charge(result, result.cost_usd, result.token_counts)
     return result

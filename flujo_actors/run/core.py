@@ -280,6 +280,7 @@ class StepActor(Actor):
         return None
 
     async def _run(self, frame: ExecutionFrame[Any]) -> StepResult:
+        assert frame.run is not None  # every frame a run executes carries it
         hooks = frame.run.hooks
         if hooks is None:
             return await run_step(frame)

@@ -60,7 +60,9 @@ async def run_human_step(frame: ExecutionFrame[Any]) -> StepResult:
     t0 = _perf()
     step = frame.step
     assert isinstance(step, HumanInputStep)
-    human: HumanState | None = frame.run.human
+    run = frame.run
+    assert run is not None  # every frame a run executes carries it
+    human: HumanState | None = run.human
     key = position_key(frame.position)
     if human is not None and key in human.answers:
         value = human.answers.pop(key)
@@ -108,7 +110,7 @@ async def run_human_step(frame: ExecutionFrame[Any]) -> StepResult:
         input_schema=step.schema,
     )
     if human is None:  # the runner gives every run of a pipeline with human steps one
-        human = frame.run.human = HumanState()
+        human = run.human = HumanState()
     human.pending.append(pending)
     result = StepResult(
         step.name,

@@ -14,6 +14,7 @@ import trio.lowlevel
 import trio.testing
 
 from flujo_actors import (
+    AnyStep,
     BranchFailureStrategy,
     Flujo,
     MapItemDone,
@@ -747,7 +748,7 @@ async def test_a_resumed_map_does_not_redo_completed_items(autojump_clock: trio.
     def gen(data: Any) -> Iterator[int]:
         yield from range(5)
 
-    def build() -> Step:
+    def build() -> AnyStep:
         return Step.map("m", body(work), items=gen, merge_strategy=MergeStrategy.CONTEXT_UPDATE)
 
     backend = InMemoryStateBackend()
