@@ -41,7 +41,11 @@ class LeasingStateBackend(StateBackend, Protocol):
       concurrent claims by several backends never return one run twice.
     * :meth:`renew_lease` extends a lease this backend holds, or raises
       :class:`~flujo_actors.errors.LeaseLostError` when another backend took
-      the run over; writes of a run taken over raise it too and change nothing.
+      the run over. Every write of a run taken over (``save_state``,
+      ``save_states``, ``save_positions``: steps, status, context, completed
+      positions and the paused run's pending inputs) raises it too and
+      changes nothing: the check and the write are one transaction. So does
+      a write of a run another owner leases that this backend never claimed.
     * A checkpoint that ends the run (any status but ``running``) gives the
       lease up; :meth:`release_run` gives it up without one. A run without an
       owner is never claimed by :meth:`claim_expired`.

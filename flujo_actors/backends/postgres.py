@@ -245,13 +245,21 @@ class PostgresBackend:
         def op(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
             fenced = sql.write_batch(conn, batch, self.owner_id, self.lease_s, epochs)
             if fenced:
-                raise LeaseLostError(
-                    f"{self!r}: run {fenced[0]!r} is no longer leased by this process "
-                    f"({self.owner_id}): its lease expired and another process recovered it, "
-                    "so this write was refused and the run stops here."
-                )
+                raise self._fenced(conn, "save_states", fenced[0], epochs)
 
         return op
+
+    def _fenced(
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        what: str,
+        run_id: str,
+        epochs: dict[str, int],
+    ) -> LeaseLostError:
+        """The error of ``what`` refused by the lease check of ``run_id``."""
+        return leases.fenced_error(
+            conn, repr(self), self.owner_id, self.lease_s, what, run_id, held=run_id in epochs
+        )
 
     def _after_write(self, batch: Sequence[_EncodedCheckpoint]) -> None:
         ended = [item.run_id for item in batch if item.status != "running"]
@@ -377,15 +385,28 @@ class PostgresBackend:
     async def save_positions(self, batch: Sequence[PositionRecord]) -> None:
         """Insert (or replace) completed positions, atomically (shares group commits).
 
+        Fenced like :meth:`save_states`: the positions of a run this backend
+        holds the lease of are written only while the lease is still its own,
+        checked in the same transaction.
+
         Raises:
             SerializationError: A record is not JSON data (nothing is written).
+            LeaseLostError: Another process took one of the runs over (nothing
+                of the batch is written).
             StateBackendError: The server cannot be used (nothing is written).
         """
         rows = encode_positions(batch)
         if not rows:
             await trio.lowlevel.checkpoint()
             return
-        await self._write("save_positions", lambda conn: sql.write_positions(conn, rows))
+        epochs = self._epochs([row[0] for row in rows])
+
+        def op(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+            fenced = sql.write_positions(conn, rows, self.owner_id, epochs)
+            if fenced:
+                raise self._fenced(conn, "save_positions", fenced[0], epochs)
+
+        await self._write("save_positions", op)
 
     async def load_positions(self, run_id: str) -> dict[str, Any]:
         """Return ``{position: record}`` of the run's completed positions (empty if none).

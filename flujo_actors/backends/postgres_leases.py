@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+from ..errors import LeaseLostError
+
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["claim_expired", "claim_run", "release_run", "renew_lease"]
+__all__ = ["claim_expired", "claim_run", "fenced_error", "release_run", "renew_lease"]
 
 _LEASE: Final = "now() + make_interval(secs => %(lease_s)s)"
 
@@ -106,4 +108,43 @@ def release_run(
         "UPDATE flujo_runs SET owner = NULL, lease_expires_at = NULL"
         " WHERE run_id = %s AND owner = %s AND lease_epoch = %s",
         (run_id, owner, epoch),
+    )
+
+
+def fenced_error(
+    conn: psycopg.Connection[tuple[Any, ...]],
+    name: str,
+    owner: str,
+    lease_s: float,
+    what: str,
+    run_id: str,
+    *,
+    held: bool,
+) -> LeaseLostError:
+    """The error of a write ``what`` of ``run_id`` refused by the lease check.
+
+    ``held``: ``owner`` held the run's lease (and lost it), else it never did
+    and another owner leases the run. Built inside the refused write's
+    transaction (the caller raises it, which rolls the transaction back),
+    after looking up who holds the run now.
+    """
+    found = conn.execute("SELECT owner FROM flujo_runs WHERE run_id = %s", (run_id,)).fetchone()
+    if found is None:
+        return LeaseLostError(
+            f"{name}: {what} of run {run_id!r} was refused: the run was deleted from the "
+            f"store while this process ({owner}) ran it. Nothing was written; the run stops "
+            "here."
+        )
+    if not held:
+        return LeaseLostError(
+            f"{name}: {what} of run {run_id!r} was refused: the run is leased by "
+            f"{found[0]!r}, not by this process ({owner}). Nothing was written; claim the run "
+            "first (`resume_async`, or `recover_async` once its owner's lease expired)."
+        )
+    now = "nobody holds it now" if found[0] is None else f"{found[0]!r} holds it now"
+    return LeaseLostError(
+        f"{name}: {what} of run {run_id!r} was refused: this process ({owner}) no longer "
+        f"holds the run's lease (it was not renewed within lease_s={lease_s} s and another "
+        f"process took the run over; {now}). Nothing was written; the run stops here and "
+        "the other process's progress stands."
     )

@@ -6,10 +6,19 @@ the caller's transaction, and is blocking. All SQL is parameterised.
 A checkpoint is one statement: an upsert of the run row that returns the
 run's new step count, and the insert of its new step rows at the indexes
 before that count (``unnest ... WITH ORDINALITY``). The work per step does
-not grow with the history. A checkpoint of a run this backend holds a lease
-on carries the lease's epoch and applies only while the row still has that
-epoch (fencing: a process whose lease was taken over cannot overwrite the new
-owner's progress).
+not grow with the history.
+
+Fencing: every write of a run this backend holds the lease of carries the
+lease's epoch and applies only while the run's row still has that epoch, in
+the same transaction, so a process whose lease was taken over cannot
+overwrite the new owner's progress. A checkpoint of a held run is an
+``UPDATE ... WHERE lease_epoch = epoch`` (never an insert: a held run whose
+row is gone was deleted, and must not come back half-written). A run this
+backend does not hold is written only if no other owner's name is on it.
+Completed positions first lock the run rows they belong to (``FOR SHARE``,
+so a concurrent claim waits for this transaction instead of slipping
+between the check and the insert) and are written only if every run passes
+the same test.
 """
 
 from __future__ import annotations
@@ -35,6 +44,16 @@ __all__ = [
 
 _LEASE: Final = "now() + make_interval(secs => %(lease_s)s)"
 
+# The new step rows, at the indexes before the run's new step count.
+_STEPS: Final = (
+    " steps AS ("
+    " INSERT INTO flujo_steps (run_id, idx, row)"
+    " SELECT %(run_id)s, run.step_count - %(n)s + t.ord - 1, t.row"
+    " FROM run, unnest(%(rows)s::json[]) WITH ORDINALITY AS t(row, ord))"
+    " SELECT count(*) FROM run"
+)
+
+# A run this backend does not hold: inserted, or replaced unless another owner leases it.
 _WRITE: Final = (
     "WITH run AS ("
     " INSERT INTO flujo_runs AS r (run_id, pipeline_name, status, next_step_index, context,"
@@ -52,13 +71,24 @@ _WRITE: Final = (
     "  updated_at = excluded.updated_at, step_count = r.step_count + excluded.step_count,"
     "  fingerprint = COALESCE(excluded.fingerprint, r.fingerprint),"
     "  owner = excluded.owner, lease_expires_at = excluded.lease_expires_at"
-    " WHERE %(epoch)s::bigint IS NULL OR r.lease_epoch = %(epoch)s"
+    " WHERE r.owner IS NULL OR r.owner = %(me)s"
     " RETURNING r.step_count),"
-    " steps AS ("
-    " INSERT INTO flujo_steps (run_id, idx, row)"
-    " SELECT %(run_id)s, run.step_count - %(n)s + t.ord - 1, t.row"
-    " FROM run, unnest(%(rows)s::json[]) WITH ORDINALITY AS t(row, ord))"
-    " SELECT count(*) FROM run"
+    f"{_STEPS}"
+)
+
+# A run this backend holds: only while the row still has the held lease epoch.
+_WRITE_HELD: Final = (
+    "WITH run AS ("
+    " UPDATE flujo_runs AS r SET"
+    "  pipeline_name = %(pipeline_name)s, status = %(status)s, next_step_index = %(next)s,"
+    "  context = %(context)s::json, initial_input = %(initial_input)s::json,"
+    "  output = %(output)s::json, total_cost_usd = %(cost)s, total_tokens = %(tokens)s,"
+    "  updated_at = %(updated_at)s, step_count = r.step_count + %(n)s,"
+    "  fingerprint = COALESCE(%(fingerprint)s, r.fingerprint), owner = %(owner)s,"
+    f"  lease_expires_at = CASE WHEN %(owner)s::text IS NULL THEN NULL ELSE {_LEASE} END"
+    " WHERE r.run_id = %(run_id)s AND r.lease_epoch = %(epoch)s"
+    " RETURNING r.step_count),"
+    f"{_STEPS}"
 )
 
 _CREATE: Final = (
@@ -101,6 +131,7 @@ def _params(
         "rows": list(item.new_steps),
         "fingerprint": item.pipeline_fingerprint,
         "owner": owner if running else None,
+        "me": owner,
         "lease_s": lease_s,
         "epoch": epoch,
     }
@@ -113,8 +144,10 @@ def write_checkpoint(
     lease_s: float,
     epoch: int | None,
 ) -> bool:
-    """Apply one checkpoint; False when fenced (the run's lease epoch moved on)."""
-    row = conn.execute(_WRITE, _params(item, owner, lease_s, epoch)).fetchone()
+    """Apply one checkpoint; False when fenced (the held run's lease epoch moved on, or its
+    row is gone)."""
+    statement = _WRITE if epoch is None else _WRITE_HELD
+    row = conn.execute(statement, _params(item, owner, lease_s, epoch)).fetchone()
     return row is not None and row[0] == 1
 
 
@@ -182,15 +215,42 @@ def prune_runs(
 
 
 def write_positions(
-    conn: psycopg.Connection[tuple[Any, ...]], rows: Sequence[tuple[str, str, str]]
-) -> None:
-    """Insert (or replace) completed positions: ``(run_id, position, record JSON text)``."""
+    conn: psycopg.Connection[tuple[Any, ...]],
+    rows: Sequence[tuple[str, str, str]],
+    owner: str,
+    epochs: dict[str, int],
+) -> list[str]:
+    """Insert (or replace) completed positions: ``(run_id, position, record JSON text)``.
+
+    The rows of the positions' runs are locked (``FOR SHARE``) and checked
+    first: a run in ``epochs`` (held by ``owner``) must still have that lease
+    epoch; any other stored run must not be leased by another owner. Nothing
+    is written unless every run passes.
+
+    Returns:
+        The run ids that failed the check (nothing was written); empty when
+        the positions were written.
+    """
+    run_ids = list(dict.fromkeys(row[0] for row in rows))
+    found = conn.execute(
+        "SELECT run_id, lease_epoch, owner FROM flujo_runs WHERE run_id = ANY(%s) FOR SHARE",
+        (run_ids,),
+    ).fetchall()
+    current = {row[0]: (row[1], row[2]) for row in found}
+    fenced = []
+    for run_id in run_ids:
+        epoch, holder = current.get(run_id, (None, None))
+        if (epoch != epochs[run_id]) if run_id in epochs else (holder not in (None, owner)):
+            fenced.append(run_id)
+    if fenced:
+        return fenced
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO flujo_positions (run_id, position, record) VALUES (%s, %s, %s::json)"
             " ON CONFLICT (run_id, position) DO UPDATE SET record = excluded.record",
             rows,
         )
+    return []
 
 
 def read_positions(conn: psycopg.Connection[tuple[Any, ...]], run_id: str) -> list[tuple[str, str]]:

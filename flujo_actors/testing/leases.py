@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import trio
 
 from ..backends.leasing import LeasingStateBackend
+from ..backends.state import PositionRecord
 from ..errors import LeaseLostError, RunLeasedError
 from .backends import _checkpoint, _expect
 
@@ -68,6 +69,25 @@ async def _check_live_lease(open_: BackendOpener) -> None:
             _expect(check, False, "claim_run of a run leased by a live owner did not raise")
         await owner.renew_lease("r")
         await owner.save_state("r", _checkpoint("r", next_step_index=1))  # still ours
+        await owner.save_positions([PositionRecord(run_id="r", position="p", record={"n": 1})])
+        # Another owner cannot write a run it never claimed, positions included.
+        await _refused(
+            check,
+            "a write of a run leased by another live owner",
+            {
+                "save_state": lambda: other.save_state("r", _checkpoint("r", next_step_index=7)),
+                "save_positions": lambda: other.save_positions(
+                    [PositionRecord(run_id="r", position="p", record={"n": 7})]
+                ),
+            },
+        )
+        snapshot = await owner.load_state("r")
+        positions = await owner.load_positions("r")
+        _expect(
+            check,
+            snapshot is not None and snapshot.next_step_index == 1 and positions == {"p": {"n": 1}},
+            f"a refused write changed the owner's run: {snapshot!r}, positions {positions!r}",
+        )
     finally:
         await owner.aclose()
         await other.aclose()
@@ -79,27 +99,39 @@ async def _check_takeover(open_: BackendOpener) -> None:
     try:
         await dead.create_run(_checkpoint("r", pipeline_fingerprint="fp"))
         await dead.create_run(_checkpoint("elsewhere", pipeline_fingerprint="other-fp"))
+        await dead.save_positions([PositionRecord(run_id="r", position="p", record={"n": 0})])
         claimed = await _claim_when_expired(check, other, "fp")
         _expect(check, claimed == ["r"], f"claim_expired('fp') claimed {claimed!r}, not ['r']")
+        await other.save_positions([PositionRecord(run_id="r", position="p", record={"n": 1})])
 
-        async def renew() -> None:
-            await dead.renew_lease("r")
+        def position(name: str, n: int) -> list[PositionRecord]:
+            return [PositionRecord(run_id="r", position=name, record={"n": n})]
 
-        async def write() -> None:
-            await dead.save_state("r", _checkpoint("r", next_step_index=9))
-
-        for what, call in (("renew_lease", renew), ("save_state", write)):
-            try:
-                await call()
-            except LeaseLostError:
-                pass
-            else:
-                _expect(check, False, f"{what} by the owner that lost the lease did not raise")
+        await _refused(
+            check,
+            "a write by the owner that lost the lease",
+            {
+                "renew_lease": lambda: dead.renew_lease("r"),
+                "save_state": lambda: dead.save_state("r", _checkpoint("r", next_step_index=9)),
+                "save_states": lambda: dead.save_states(
+                    [_checkpoint("r", status="completed", output=9)]
+                ),
+                "save_positions (a replaced position)": lambda: dead.save_positions(
+                    position("p", 9)
+                ),
+                "save_positions (a new position)": lambda: dead.save_positions(position("q", 9)),
+            },
+        )
         snapshot = await other.load_state("r")
+        positions = await other.load_positions("r")
         _expect(
             check,
-            snapshot is not None and snapshot.next_step_index == 0,
-            f"a write of the owner that lost the lease changed the run: {snapshot!r}",
+            snapshot is not None
+            and snapshot.next_step_index == 0
+            and snapshot.status == "running"
+            and positions == {"p": {"n": 1}},
+            f"a write of the owner that lost the lease changed the run: {snapshot!r}, "
+            f"positions {positions!r}",
         )
         await other.save_state("r", _checkpoint("r", next_step_index=1))
         again = await other.claim_expired("fp")
@@ -107,6 +139,17 @@ async def _check_takeover(open_: BackendOpener) -> None:
     finally:
         await dead.aclose()
         await other.aclose()
+
+
+async def _refused(check: str, what: str, calls: dict[str, Callable[[], Awaitable[None]]]) -> None:
+    """Expect every call to raise LeaseLostError."""
+    for name, call in calls.items():
+        try:
+            await call()
+        except LeaseLostError:
+            pass
+        else:
+            _expect(check, False, f"{name}: {what} did not raise LeaseLostError")
 
 
 async def _check_not_recoverable(open_: BackendOpener) -> None:
@@ -183,10 +226,12 @@ async def check_leases(new_store: LeaseStoreFactory) -> None:
     """Run the lease checks against backends opened on stores made by ``new_store``.
 
     Checks: a live owner's run is neither claimed by ``claim_expired`` nor by
-    ``claim_run`` of another owner, and stays writable by its owner; once the
-    owner's lease expired another owner claims it (only runs of the asked
-    fingerprint), after which the old owner's renewals and writes raise
-    :class:`~flujo_actors.errors.LeaseLostError` and change nothing; paused,
+    ``claim_run`` of another owner, stays writable by its owner, and another
+    owner's writes of it (run rows and positions) raise
+    :class:`~flujo_actors.errors.LeaseLostError`; once the owner's lease
+    expired another owner claims it (only runs of the asked fingerprint),
+    after which the old owner's renewals and writes (run rows, statuses and
+    positions, new or replaced) raise ``LeaseLostError`` and change nothing; paused,
     finished and released runs are never claimed by ``claim_expired`` (an
     explicit ``claim_run`` takes a released one); three concurrent
     ``claim_expired`` calls split ten expired runs, each exactly once.
