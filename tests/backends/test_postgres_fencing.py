@@ -27,7 +27,9 @@ from flujo_actors.errors import LeaseLostError
 from flujo_actors.runner_human import PAUSED_KEY
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
+
+    Write = Callable[[], Awaitable[None]]
 
 pytestmark = pytest.mark.postgres
 
@@ -98,23 +100,32 @@ async def test_every_write_of_the_owner_that_lost_the_lease_is_refused(
         await b.save_positions([PositionRecord(run_id="r", position='["l",0]', record="b")])
         await b.save_state("r", _cp("r", next_step_index=1, new_steps=({"by": "b"},)))
         before = _rows(dsn)
-        writes = {
-            "save_positions": lambda: a.save_positions(
-                [PositionRecord(run_id="r", position='["l",1]', record="a")]
+        writes: list[tuple[str, Write]] = [
+            (
+                "save_positions",
+                lambda: a.save_positions(
+                    [PositionRecord(run_id="r", position='["l",1]', record="a")]
+                ),
             ),
             # The pending inputs of a pause, then the paused status, as a pause writes them.
-            "save_positions ": lambda: a.save_positions(
-                [PositionRecord(run_id="r", position=PAUSED_KEY, record=[{"key": "ok"}])]
+            (
+                "save_positions",
+                lambda: a.save_positions(
+                    [PositionRecord(run_id="r", position=PAUSED_KEY, record=[{"key": "ok"}])]
+                ),
             ),
-            "save_states": lambda: a.save_state("r", _cp("r", status="paused")),
-            "save_states  ": lambda: a.save_states(
-                [_cp("r", next_step_index=2, context={"by": "a"}, new_steps=({"by": "a"},))]
+            ("save_states", lambda: a.save_state("r", _cp("r", status="paused"))),
+            (
+                "save_states",
+                lambda: a.save_states(
+                    [_cp("r", next_step_index=2, context={"by": "a"}, new_steps=({"by": "a"},))]
+                ),
             ),
-        }
-        for what, write in writes.items():
+        ]
+        for what, write in writes:
             with pytest.raises(LeaseLostError) as caught:
                 await write()
-            assert str(caught.value) == _lost(a, what.strip(), b.owner_id)
+            assert str(caught.value) == _lost(a, what, b.owner_id)
         assert _rows(dsn) == before
         assert await b.load_positions("r") == {'["l",0]': "b"}
 
@@ -184,13 +195,14 @@ async def test_a_run_leased_by_another_owner_is_not_written_by_one_that_never_cl
     async with PostgresBackend(dsn) as a, PostgresBackend(dsn) as b:
         await a.create_run(_cp("r"))
         before = _rows(dsn)
-        for what, write in (
+        refused: list[tuple[str, Write]] = [
             ("save_states", lambda: b.save_state("r", _cp("r", status="completed"))),
             (
                 "save_positions",
                 lambda: b.save_positions([PositionRecord(run_id="r", position="x", record=1)]),
             ),
-        ):
+        ]
+        for what, write in refused:
             with pytest.raises(LeaseLostError) as caught:
                 await write()
             assert str(caught.value) == (
@@ -208,13 +220,14 @@ async def test_a_run_deleted_while_it_runs_is_not_written_back(pg_dsn: Callable[
         with psycopg.connect(dsn) as conn:  # `runs delete r` from another machine
             conn.execute("DELETE FROM flujo_steps")
             conn.execute("DELETE FROM flujo_runs")
-        for what, write in (
+        refused: list[tuple[str, Write]] = [
             ("save_states", lambda: a.save_state("r", _cp("r", new_steps=({"i": 1},)))),
             (
                 "save_positions",
                 lambda: a.save_positions([PositionRecord(run_id="r", position="x", record=1)]),
             ),
-        ):
+        ]
+        for what, write in refused:
             with pytest.raises(LeaseLostError) as caught:
                 await write()
             assert str(caught.value) == (
