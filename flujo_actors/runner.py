@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .hooks import HookSet
     from .introspection import RuntimeSnapshot
     from .persistence import PersistenceActor, ResumePoint
+    from .results import StepResult
 
 __all__ = ["Flujo"]
 
@@ -647,9 +648,22 @@ class Flujo:
         run_nursery = self._run_nursery_on_asyncio if self._uses_asyncio else self._run_nursery
         try:
             async with keep_lease(self.state_backend, run_id):
-                governor = await run_nursery(
-                    run, ledger, job, start, data, persistence, resume, context, initial_input
-                )
+                try:
+                    governor = await run_nursery(
+                        run, ledger, job, start, data, persistence, resume, context, initial_input
+                    )
+                except BaseException as exc:
+                    # Under the lease (a lost lease cancels the body: no error leaf here).
+                    if recorder is not None and _errored(exc):
+                        await recorder.failed(exc)  # an ended run is never stored as running
+                    raise
+                if recorder is not None and governor.breached is not None:
+                    await recorder.breached(
+                        _with_breaching_step(job.history, governor),
+                        job.context,
+                        ledger.cost,
+                        ledger.tokens,
+                    )
         except BaseException as exc:
             if recorder is not None and _cancelled(exc):
                 await recorder.cancelled()  # the stored status says what happened
@@ -745,13 +759,33 @@ class Flujo:
             result.paused = PausedRun(pending=tuple(human.pending))
         if governor.breached is not None:
             b = governor.breached
-            # The breaching step sits in the tree (the last leaf of the last entry); a
-            # step kind that did not record its partial result still shows it here.
-            if b.result is not None and not contains(history, b.result):
-                history.append(b.result)
+            _with_breaching_step(history, governor)
             result.output = None
             raise UsageLimitExceededError(b.message, result)
         return result
+
+
+def _with_breaching_step(history: list[StepResult], governor: Governor) -> list[StepResult]:
+    """``history``, the breaching step appended if it is not in the tree yet (idempotent)."""
+    b = governor.breached
+    # The breaching step sits in the tree (the last leaf of the last entry); a
+    # step kind that did not record its partial result still shows it here.
+    if b is not None and b.result is not None and not contains(history, b.result):
+        history.append(b.result)
+    return history
+
+
+def _errored(exc: BaseException) -> bool:
+    """Whether an ``Exception`` ended the run (not only cancellations, nor a KeyboardInterrupt).
+
+    A ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``,
+    ``SystemExit``) is the process going down: the run stays ``"running"``,
+    to be resumed (or recovered) like after a crash.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [e for e in exc.exceptions if not _cancelled(e)]
+        return bool(leaves) and all(_errored(e) for e in leaves)
+    return isinstance(exc, Exception)
 
 
 def _cancelled(exc: BaseException) -> bool:

@@ -1,8 +1,11 @@
 """What the runner persists: a new run's first checkpoint, one per finished step, resume checks.
 
-Also the run's status: ``"running"`` while it runs, ``"completed"`` /
-``"failed"`` with its last step, ``"paused"`` when it waits for human
-input, ``"cancelled"`` when its caller cancelled it (see :class:`Recorder`).
+Also the run's status, which always agrees with the run's
+:attr:`~flujo_actors.results.PipelineResult.status`: ``"running"`` while it
+runs, ``"completed"`` / ``"failed"`` with its last step, ``"failed"`` too when
+it breached its usage limits (:meth:`Recorder.breached`) or an error escaped
+it (:meth:`Recorder.failed`), ``"paused"`` when it waits for human input,
+``"cancelled"`` when its caller cancelled it (see :class:`Recorder`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import trio
 from .results import add_usd
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from .backends.state import RunCheckpoint
     from .persistence import PersistenceActor
     from .policy.ledger import UsageLedger
@@ -158,6 +163,57 @@ class Recorder:
         """Store the run as cancelled (shielded: the run's own scope is being cancelled)."""
         with trio.CancelScope(shield=True):
             await self.persistence.backend.save_state(self.run_id, self._with_status("cancelled"))
+
+    async def breached(
+        self, history: list[StepResult], context: Any, cost: Decimal, tokens: int
+    ) -> None:
+        """Store a run that breached its usage limits as ``"failed"``.
+
+        ``history`` is the run's top-level history as the raised
+        :class:`~flujo_actors.errors.UsageLimitExceededError` reports it: the
+        rows not stored yet (the breaching step, cut short) are appended, so
+        the stored run reads back as that result. ``next_step_index`` stays
+        at the breaching step: ``fork_async(run_id, at=<it>)`` continues the
+        run there (under raised limits) without re-running the steps before.
+        Shielded: the run's scope was cancelled by the breach.
+
+        Raises:
+            SerializationError: a value of the breaching step cannot be stored.
+        """
+        from .persistence import step_row
+        from .serialization import dump_typed
+
+        rows = tuple(step_row(r)[1] for r in history[self.last.next_step_index :])
+        checkpoint = attrs.evolve(
+            self._with_status("failed"),
+            new_steps=rows,
+            context=dump_typed(context, path="context"),
+            total_cost_usd=str(cost),
+            total_tokens=tokens,
+        )
+        with trio.CancelScope(shield=True):
+            await self.persistence.backend.save_state(self.run_id, checkpoint)
+
+    async def failed(self, error: BaseException) -> None:
+        """Store the run as ``"failed"``: ``error`` (an ``Exception``) escaped it.
+
+        The run raised instead of returning a result (a hook, the state
+        backend, an unserializable output, a bug of ours), so it ended: the
+        stored run keeps its completed steps and says ``"failed"``, never
+        ``"running"`` forever. If this write fails too, ``error`` is the one
+        raised, with a note saying the status could not be stored. Shielded.
+        """
+        with trio.CancelScope(shield=True):
+            try:
+                await self.persistence.backend.save_state(
+                    self.run_id, self._with_status("failed")
+                )
+            except Exception as exc:
+                error.add_note(
+                    f"flujo_actors: the run's status could not be stored as 'failed' "
+                    f"({type(exc).__name__}: {exc}); the state backend still says "
+                    f"{self.last.status!r}."
+                )
 
 
 def resume_base(snap: Any) -> RunCheckpoint:
