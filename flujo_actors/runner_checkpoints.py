@@ -205,9 +205,7 @@ class Recorder:
         """
         with trio.CancelScope(shield=True):
             try:
-                await self.persistence.backend.save_state(
-                    self.run_id, self._with_status("failed")
-                )
+                await self.persistence.backend.save_state(self.run_id, self._with_status("failed"))
             except Exception as exc:
                 error.add_note(
                     f"flujo_actors: the run's status could not be stored as 'failed' "

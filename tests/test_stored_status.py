@@ -110,7 +110,7 @@ async def test_a_breached_run_continues_by_a_fork_at_the_breaching_step(tmp_path
 
 async def test_a_breach_inside_a_parallel_step_is_stored_as_failed(tmp_path: Path) -> None:
     async def costly(x: int) -> UsageOutput:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return UsageOutput(x, cost_usd=0.4)
 
     fan = Step.parallel(
