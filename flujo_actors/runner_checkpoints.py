@@ -177,13 +177,14 @@ class Recorder:
         run there (under raised limits) without re-running the steps before.
         Shielded: the run's scope was cancelled by the breach.
 
-        Raises:
-            SerializationError: a value of the breaching step cannot be stored.
+        The breach is what the caller is told: a breaching step whose output
+        cannot be serialized is stored without it (``output`` None, the
+        reason in ``metadata["output_not_stored"]``) rather than turning the
+        breach into a SerializationError; the step runs again in a fork anyway.
         """
-        from .persistence import step_row
         from .serialization import dump_typed
 
-        rows = tuple(step_row(r)[1] for r in history[self.last.next_step_index :])
+        rows = tuple(_breach_row(r) for r in history[self.last.next_step_index :])
         checkpoint = attrs.evolve(
             self._with_status("failed"),
             new_steps=rows,
@@ -212,6 +213,22 @@ class Recorder:
                     f"({type(exc).__name__}: {exc}); the state backend still says "
                     f"{self.last.status!r}."
                 )
+
+
+def _breach_row(result: StepResult) -> Any:
+    from .errors import SerializationError
+    from .persistence import step_row
+
+    try:
+        return step_row(result)[1]
+    except SerializationError as exc:
+        kept = attrs.evolve(result, output=None, metadata=dict(result.metadata))
+        kept.metadata["output_not_stored"] = str(exc)
+    try:
+        return step_row(kept)[1]
+    except SerializationError:
+        # A child's output: the children are dropped too (their positions stay stored).
+        return step_row(attrs.evolve(kept, step_history=[]))[1]
 
 
 def resume_base(snap: Any) -> RunCheckpoint:

@@ -248,3 +248,25 @@ async def test_the_process_going_down_leaves_the_run_resumable(tmp_path: Path) -
         result = await runner.resume_async("k")
         assert (result.status, result.output) == ("completed", 2)
         assert await _stored_status(backend, "k") == "completed"
+
+
+async def test_a_breach_whose_output_cannot_be_stored_is_still_the_breach(tmp_path: Path) -> None:
+    class Opaque:
+        cost_usd = 2.0
+
+    async def costly(x: int) -> Opaque:
+        return Opaque()
+
+    async with SQLiteBackend(tmp_path / "runs.db") as backend:
+        runner = Flujo(
+            Step.from_callable(costly, name="costly"),
+            state_backend=backend,
+            usage_limits=UsageLimits(total_cost_usd_limit=Decimal("1")),
+        )
+        with pytest.raises(UsageLimitExceededError):
+            await runner.run_async(1, run_id="o")
+        stored = await runner.resume_async("o")
+        assert stored.status == "failed"
+        (step,) = stored.step_history
+        assert (step.name, step.output, step.cost_usd) == ("costly", None, Decimal("2.0"))
+        assert step.metadata["output_not_stored"].startswith("Cannot serialize an object of type ")

@@ -276,7 +276,7 @@ async def test_a_run_that_stops_with_an_error_is_released_not_recovered(
             await runner.run_async(1, run_id="breach")
         with psycopg.connect(dsn) as conn:
             row = conn.execute("SELECT status, owner FROM flujo_runs").fetchone()
-        assert row == ("running", None)  # stored as it stopped, nobody's
+        assert row == ("failed", None)  # stored as it ended (the breach), nobody's
         await trio.sleep(0.3)
         assert await runner.recover_async() == []
 
