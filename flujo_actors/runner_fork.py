@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .context import build_context, context_field_names
 from .errors import PipelineDefinitionError, RunNotFoundError
 from .results import ZERO, add_usd
+from .runner_recovery import release_created
 
 if TYPE_CHECKING:
     from .backends.state import RunSnapshot
@@ -189,4 +190,5 @@ async def fork_run(
             pipeline_fingerprint=runner._pipeline_fingerprint(),
         )
     )
+    await release_created(backend, new_id)
     return await runner.resume_async(new_id)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .results import PipelineResult
     from .runner import Flujo
 
-__all__ = ["claim_for_resume", "keep_lease", "recover"]
+__all__ = ["claim_for_resume", "keep_lease", "recover", "release_created"]
 
 
 class _NoLease:
@@ -109,6 +109,19 @@ async def claim_for_resume(backend: Any, run_id: str) -> None:
 
     if is_leasing(backend):
         await backend.claim_run(run_id)
+
+
+async def release_created(backend: Any, run_id: str) -> None:
+    """Give up the lease ``create_run`` took, for a run ``resume_async`` starts next (fork).
+
+    ``resume_async`` claims the run itself; a leasing backend refuses to
+    claim a run it holds already (it would be running twice in one process).
+    No-op for other backends.
+    """
+    from .backends.leasing import is_leasing
+
+    if is_leasing(backend):
+        await backend.release_run(run_id)
 
 
 async def recover(runner: Flujo) -> list[PipelineResult]:

@@ -138,6 +138,7 @@ class PostgresBackend:
         lease_s: float = 30.0,
         timeout_s: float = 10.0,
         owner_id: str | None = None,
+        create_tables: bool = True,
     ) -> None:
         """Prepare a backend for the database at ``dsn`` (connected on first use).
 
@@ -153,6 +154,11 @@ class PostgresBackend:
                 pooled one) before failing.
             owner_id: This backend's name in the leases (default: host, pid
                 and a random part, unique per backend object).
+            create_tables: Create the tables in a database that has none (an
+                older schema is migrated either way). ``False`` makes such a
+                database an error (``StateBackendError`` at first use): what
+                the runs CLI uses, so that a mistyped DSN is not silently
+                given an empty store.
 
         Raises:
             ImportError: The ``postgres`` extra is not installed.
@@ -189,6 +195,10 @@ class PostgresBackend:
         for name, number in (("lease_s", lease_s), ("timeout_s", timeout_s)):
             if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0:
                 raise ValueError(f"PostgresBackend: {name} must be a number > 0, got {number!r}.")
+        if not isinstance(create_tables, bool):
+            raise ValueError(
+                f"PostgresBackend: create_tables must be True or False, got {create_tables!r}."
+            )
         if owner_id is not None and (not isinstance(owner_id, str) or not owner_id):
             raise ValueError(
                 f"PostgresBackend: owner_id must be a non-empty str or None, got {owner_id!r}."
@@ -198,7 +208,12 @@ class PostgresBackend:
         self.lease_s = float(lease_s)
         self.owner_id = owner_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._connections = Connections(
-            dsn, repr(self), min_size=min_size, max_size=max_size, timeout_s=float(timeout_s)
+            dsn,
+            repr(self),
+            min_size=min_size,
+            max_size=max_size,
+            timeout_s=float(timeout_s),
+            create_tables=create_tables,
         )
         self._writes = GroupCommit(self._connections)
         # run_id -> lease epoch of the runs this backend runs now.

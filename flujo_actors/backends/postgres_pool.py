@@ -38,10 +38,18 @@ class Connections:
     """The backend's pool, opened on first use; ``call`` runs one transaction on it."""
 
     def __init__(
-        self, dsn: str, name: str, *, min_size: int, max_size: int, timeout_s: float
+        self,
+        dsn: str,
+        name: str,
+        *,
+        min_size: int,
+        max_size: int,
+        timeout_s: float,
+        create_tables: bool = True,
     ) -> None:
         self._dsn = dsn
         self._name = name
+        self._create_tables = create_tables
         self._min_size = min_size
         self._max_size = max_size
         self._timeout_s = timeout_s
@@ -51,7 +59,9 @@ class Connections:
         self._closed = False
 
     def _connect_error(self, exc: psycopg.Error) -> StateBackendError:
-        text = str(exc).strip()
+        text = _one_line(exc)
+        if not text.endswith((".", "?", "!")):
+            text += "."
         hint = "Check the DSN and that the server is running and reachable."
         if "does not exist" in text and "database" in text:
             hint = (
@@ -60,7 +70,7 @@ class Connections:
             )
         elif "authentication" in text or "password" in text:
             hint = "Check the user and password in the DSN."
-        return StateBackendError(f"{self._name}: cannot connect to PostgreSQL: {text}. {hint}")
+        return StateBackendError(f"{self._name}: cannot connect to PostgreSQL: {text} {hint}")
 
     def pool(self) -> psycopg_pool.ConnectionPool[Conn]:
         """The open pool; opened (connect, migrate, fill) when there is none.
@@ -78,7 +88,7 @@ class Connections:
                 return self._pool
             # A direct connection first: its error names the cause (a pool's does not).
             with psycopg.connect(self._dsn, connect_timeout=max(1, int(self._timeout_s))) as conn:
-                migrate(conn, self._name)
+                migrate(conn, self._name, create=self._create_tables)
             pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
                 self._dsn,
                 min_size=self._min_size,
@@ -171,7 +181,7 @@ class Connections:
 
     def failed(self, what: str, exc: psycopg.Error, outcome: str) -> StateBackendError:
         """The StateBackendError of ``what`` failing with ``exc``."""
-        text = str(exc).strip()
+        text = _one_line(exc)
         if isinstance(exc, psycopg.OperationalError):
             return StateBackendError(
                 f"{self._name}: {what} failed: the connection to the server was lost "
@@ -186,6 +196,16 @@ class Connections:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+
+def _one_line(exc: psycopg.Error) -> str:
+    """The server's or libpq's words on one line.
+
+    libpq puts its hints on lines of their own ("...failed: No such file or
+    directory\n\tIs the server running locally...?"): one line reads better
+    in a log line and a command-line error.
+    """
+    return " ".join(str(exc).split())
 
 
 class Ticket(Generic[R]):

@@ -77,7 +77,11 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
 def migrate(
-    conn: psycopg.Connection[tuple[object, ...]], where: str, *, to: int = SCHEMA_VERSION
+    conn: psycopg.Connection[tuple[object, ...]],
+    where: str,
+    *,
+    to: int = SCHEMA_VERSION,
+    create: bool = True,
 ) -> int:
     """Apply the missing migrations up to version ``to``, in one transaction.
 
@@ -85,16 +89,27 @@ def migrate(
         conn: A connection outside any transaction.
         where: The backend's name in error messages.
         to: The version to stop at (tests build older schemas with it).
+        create: Whether a database without the tables gets them; when
+            False it is an error (an older schema is still migrated).
 
     Returns:
         The version the database had before.
 
     Raises:
         StateBackendError: The database's schema is newer than ``to``, or
-            its ``flujo_schema`` table is damaged.
+            its ``flujo_schema`` table is damaged, or (``create=False``) it
+            has no state tables.
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        if not create:
+            found_table = conn.execute("SELECT to_regclass('flujo_schema')").fetchone()
+            if found_table is None or found_table[0] is None:
+                raise StateBackendError(
+                    f"{where}: no flujo_actors state store there (the database has no "
+                    "flujo_schema table on its search_path). Point the DSN at the database "
+                    "(and schema) the runners use as their state_backend."
+                )
         conn.execute(
             "CREATE TABLE IF NOT EXISTS flujo_schema ("
             " version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"

@@ -1,8 +1,11 @@
 """``flujo-actors runs ...``: list, show, resume, fork, delete and prune stored runs.
 
-Every command opens the store named by ``--backend``, does its work inside
-one ``trio.run`` and closes the store. A store that does not exist is an
-error (the command never creates an empty one by accident).
+Every command opens the store named by ``--backend`` (a SQLite file, or a
+``postgresql://`` URL with the postgres extra), does its work inside one
+``trio.run`` and closes the store. A store that does not exist is an error
+(the command never creates an empty one by accident: no SQLite file, no
+tables in a PostgreSQL database); so are a malformed URL, a missing database
+and an unreachable server, each one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -59,14 +62,20 @@ def _json_arg(text: str, option: str) -> Any:
 def open_backend(spec: str) -> StateBackend:
     """The state backend a ``--backend`` value names (UsageError if there is none)."""
     if spec.startswith(("postgresql://", "postgres://")):
+        # The URL is never echoed: it may hold a password (the backend's repr hides it).
         try:
             module = importlib.import_module("flujo_actors.backends.postgres")
         except ImportError as exc:
             raise UsageError(
-                f"--backend {spec!r} is a PostgreSQL URL, which needs the postgres extra: "
+                "--backend is a PostgreSQL URL, which needs the postgres extra: "
                 f"pip install 'flujo-actors[postgres]' ({exc})."
             ) from None
-        backend: StateBackend = module.PostgresBackend(spec)
+        try:
+            # Never create tables from the command line: a mistyped database or
+            # schema is an error, not a new empty store.
+            backend: StateBackend = module.PostgresBackend(spec, create_tables=False)
+        except ValueError as exc:
+            raise UsageError(f"--backend: {exc}") from None
         return backend
     if not os.path.isfile(spec):
         raise UsageError(

@@ -7,8 +7,7 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,95 +15,14 @@ from flujo_actors import Flujo, SQLiteBackend
 from flujo_actors.cli import main
 from flujo_actors.cli.runs import parse_age
 
-PIPES = textwrap.dedent(
-    """
-    import os, signal
+if TYPE_CHECKING:
     from pathlib import Path
-    from flujo_actors import Flujo, Step
 
-    LOG = Path(os.environ["CLI_LOG"])
-
-    def record(name):
-        with LOG.open("a") as f:
-            f.write(name + "\\n")
-
-    def first(x: int) -> int:
-        record("first")
-        return x + 1
-
-    def second(x: int) -> int:
-        if os.environ.get("CLI_KILL") == "second":
-            os.kill(os.getpid(), signal.SIGKILL)
-        if os.environ.get("CLI_FAIL"):
-            raise RuntimeError("second refused")
-        record("second")
-        return x * 10
-
-    def third(x: int) -> int:
-        record("third")
-        return x + 3
-
-    def left(x: int) -> int:
-        return x - 1
-
-    def right(x: int) -> int:
-        return x + 1
-
-    pipeline = (
-        Step.from_callable(first, name="first")
-        >> Step.from_callable(second, name="second", max_retries=0)
-        >> Step.from_callable(third, name="third")
-    )
-    fanned = Step.from_callable(first, name="first") >> Step.parallel(
-        "fan",
-        {
-            "l": Step.from_callable(left, name="left"),
-            "r": Step.from_callable(right, name="right"),
-        },
-    )
-    runner = Flujo(pipeline)
-    not_a_pipeline = 42
-
-    import attrs
-
-    @attrs.define
-    class Approval:
-        ok: bool
-
-    def ship(answer: Approval) -> str:
-        record("ship")
-        return "shipped" if answer.ok else "held"
-
-    approval = (
-        Step.from_callable(first, name="first")
-        >> Step.human_input("approve", "Ship it?", input_model=Approval)
-        >> Step.from_callable(ship, name="ship")
-    )
-    """
-)
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    (tmp_path / "cli_pipes.py").write_text(PIPES)
-    log = tmp_path / "effects.log"
-    log.touch()
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("CLI_LOG", str(log))
-    sys.modules.pop("cli_pipes", None)
-    environ = dict(os.environ)
-    environ["PYTHONPATH"] = os.pathsep.join([str(tmp_path), environ.get("PYTHONPATH", "")])
-    return environ
-
-
-def _cli(env: dict[str, str], *args: str, script: bool = False) -> subprocess.CompletedProcess[str]:
-    if script:
-        exe = Path(sys.executable).with_name("flujo-actors")
-        assert exe.exists(), f"the console script is not installed at {exe}"
-        command = [str(exe), *args]
-    else:
-        command = [sys.executable, "-m", "flujo_actors", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    from tests.cli.cli_support import cli as _cli  # mypy names test modules by path
+    from tests.cli.cli_support import effects as _effects
+else:
+    from cli_support import cli as _cli  # pytest puts tests/cli on sys.path
+    from cli_support import effects as _effects
 
 
 def _run_in_child(
@@ -120,10 +38,6 @@ def _run_in_child(
     return subprocess.run(
         [sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True
     )
-
-
-def _effects(env: dict[str, str]) -> list[str]:
-    return Path(env["CLI_LOG"]).read_text().split()
 
 
 def _runs(store: Path, n_ok: int = 0, n_failed: int = 0) -> list[str]:
