@@ -391,3 +391,27 @@ async def test_a_loop_resumes_at_its_iteration_from_postgres(pg_dsn: Callable[[]
         result = await Flujo(pipeline(), state_backend=backend).resume_async("deep")
     assert result.output == 5
     assert calls == [0, 1, 2, 2, 3, 4]  # iterations 1 and 2 replayed, the third ran again
+
+
+def test_create_tables_must_be_a_bool() -> None:
+    with pytest.raises(
+        ValueError, match=r"^PostgresBackend: create_tables must be True or False, got 'no'\.$"
+    ):
+        PostgresBackend("dbname=x", create_tables="no")  # type: ignore[arg-type]
+
+
+async def test_without_create_tables_a_store_is_used_and_an_empty_database_refused(
+    pg_dsn: Callable[[], str],
+) -> None:
+    dsn = pg_dsn()
+    async with PostgresBackend(dsn, create_tables=False) as reader:
+        with pytest.raises(
+            StateBackendError,
+            match=rf"^{re.escape(repr(reader))}: no flujo_actors state store there \(the "
+            r"database has no flujo_schema table on its search_path\)\. Point the DSN at the "
+            r"database \(and schema\) the runners use as their state_backend\.$",
+        ):
+            await reader.list_runs()
+        async with PostgresBackend(dsn) as writer:
+            await writer.save_state("r", _cp("r", status="completed"))
+        assert await reader.list_runs() == ["r"]
