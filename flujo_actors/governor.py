@@ -13,6 +13,12 @@ channel, because a flood of updates from thousands of concurrent branches
 must not cost a scheduler round trip per message:
 
 * Senders append to the mailbox's deque: no checkpoint, a tell never blocks.
+* *Tallies*: a step's usage that needs no answer is not a message of its own
+  (:meth:`Governor.tally`): it is added to the :class:`Tally` at the
+  mailbox's tail (or starts one there), so a flood of updates costs two
+  additions each, no object and no queue slot. The tally stays in arrival
+  order with the other messages, and Decimal sums are exact, so the totals
+  are the same as one message per update.
 * *Admission* (:meth:`Governor.offer`): the governor keeps the running sum
   of the usage queued but not yet applied (:meth:`Governor.queued_usage`).
   Messages are applied in order, so when ``applied + queued + this`` is
@@ -39,7 +45,7 @@ import trio
 
 from .actors.actor import Actor, ActorCell, ActorStatistics, run_actor
 from .actors.mailbox import BatchingMailbox, Request
-from .errors import ActorStopped
+from .errors import ActorStopped, FlujoInternalError
 from .policy.ledger import Breach, Reservation, UsageLedger
 from .results import ZERO, StepResult, add_usd, sub_usd
 
@@ -52,7 +58,16 @@ if TYPE_CHECKING:
     from .actors.registry import Registry
     from .actors.run_supervisor import RunSupervisor
 
-__all__ = ["TELL_BATCH", "Charge", "Flush", "Governor", "GovernorBreach", "Release", "Reserve"]
+__all__ = [
+    "TELL_BATCH",
+    "Charge",
+    "Flush",
+    "Governor",
+    "GovernorBreach",
+    "Release",
+    "Reserve",
+    "Tally",
+]
 
 #: Told messages (no answer awaited) wake the governor only once this many are
 #: queued; an ask, a flush or ``close`` wakes it at once. Waking it for every
@@ -90,6 +105,26 @@ class Charge(_Message):
             f"Charge(step={self.result.name!r}, cost={self.cost!r}, tokens={self.tokens!r}, "
             f"reservation_id={self.reservation_id!r})"
         )
+
+
+class Tally(_Message):
+    """Told usage updates summed into one message (see :meth:`Governor.tally`).
+
+    Applied as ``updates`` charges of ``cost`` and ``tokens`` in total.
+    Never asked: admission proved that none of its updates can breach.
+    """
+
+    __slots__ = ("cost", "tokens", "updates")
+
+    def __init__(self, cost: Decimal, tokens: int) -> None:
+        self.waiter = None
+        self.error = None
+        self.cost = cost
+        self.tokens = tokens
+        self.updates = 1
+
+    def __repr__(self) -> str:
+        return f"Tally(updates={self.updates!r}, cost={self.cost!r}, tokens={self.tokens!r})"
 
 
 class Reserve(_Message):
@@ -247,9 +282,13 @@ class Governor(Actor):
 
     def _admit(self, charge: Charge) -> bool:
         # The mailbox's admission rule: see ``offer``.
+        return self._fits(charge.cost, charge.tokens)
+
+    def _fits(self, cost: Decimal, tokens: int) -> bool:
+        # Whether usage provably cannot breach (then it counts as queued): see ``offer``.
         ledger = self.ledger
-        cost = add_usd(self._queued_cost, charge.cost)
-        tokens = self._queued_tokens + charge.tokens
+        cost = add_usd(self._queued_cost, cost)
+        tokens = self._queued_tokens + tokens
         limit = ledger.cost_limit
         if limit is not None and add_usd(ledger.cost, cost) > limit:
             return False
@@ -278,6 +317,35 @@ class Governor(Actor):
         except trio.ClosedResourceError:
             self.cell._dead(charge, "stopped")
             return True
+
+    def tally(self, cost: Decimal, tokens: int) -> bool:
+        """Queue usage that provably cannot breach a limit; False (nothing queued) if it might.
+
+        The admission rule of :meth:`offer`, without a message per update:
+        the usage is added to the :class:`Tally` at the mailbox's tail (or
+        starts one there). Nobody waits for it and no step result goes with
+        it (none is needed: it cannot breach). Near a limit this returns
+        False and the caller asks with a :class:`Charge`. Never blocks; not
+        a checkpoint. Usage tallied after the governor stopped goes to dead
+        letters as a one-update tally.
+        """
+        if self._supervisor is not None:
+            self._start()
+        if not self._fits(cost, tokens):
+            return False
+        mailbox = self.mailbox
+        tail = mailbox.tail()
+        if type(tail) is Tally:  # still queued: nothing has been queued behind it
+            tail.cost = add_usd(tail.cost, cost)
+            tail.tokens += tokens
+            tail.updates += 1
+            mailbox.merged()
+            return True
+        try:
+            mailbox.put_nowait(Tally(cost, tokens))
+        except trio.ClosedResourceError:
+            self.cell._dead(Tally(cost, tokens), "stopped")
+        return True
 
     def tell_nowait(self, message: _Message) -> None:
         """Queue a message without waiting (never blocks, not a checkpoint).
@@ -373,6 +441,17 @@ class Governor(Actor):
     def _apply(self, message: Any) -> Any:
         ledger = self.ledger
         t = type(message)
+        if t is Tally:
+            self._queued_cost = sub_usd(self._queued_cost, message.cost)
+            self._queued_tokens -= message.tokens
+            # The mailbox counted it as one message; it is ``updates`` of them.
+            self.cell.handled += message.updates - 1
+            if ledger.charge(message.cost, message.tokens, message.updates) is not None:
+                raise FlujoInternalError(
+                    f"the governor admitted {message!r} without a check, but it breached "
+                    f"(cost {ledger.cost}, tokens {ledger.tokens})"
+                )
+            return None
         if t is Charge:
             self._queued_cost = sub_usd(self._queued_cost, message.cost)
             self._queued_tokens -= message.tokens

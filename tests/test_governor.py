@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flujo_actors import ActorStopped
+from flujo_actors.errors import FlujoInternalError
 from flujo_actors.governor import TELL_BATCH, Charge, Flush, Governor, Release, Reserve
 from flujo_actors.policy.ledger import Breach, Reservation, UsageLedger
 from flujo_actors.results import StepResult
@@ -322,3 +323,149 @@ def test_concurrent_reserved_steps_never_overspend(
     assert ledger.check() is None
     assert ledger.open_reservations == 0
     assert ledger.charges == len(script) - refused
+
+
+# -- tallies: told usage without a message per update -------------------------------------
+
+
+async def test_tallied_usage_is_merged_into_the_tail_and_counted_as_updates() -> None:
+    h = Harness(cost_limit=Decimal(10), token_limit=100)
+    async with trio.open_nursery() as nursery:
+        gov = await nursery.start(h.governor.serve)
+        assert gov.tally(Decimal("0.1"), 1) is True
+        assert gov.tally(Decimal("0.2"), 2) is True
+        assert gov.queued_usage() == (Decimal("0.3"), 3)
+        assert gov.statistics().mailbox_depth == 2  # two updates wait, in one Tally
+        (tally,) = list(gov.mailbox._queue)
+        assert repr(tally) == "Tally(updates=2, cost=Decimal('0.3'), tokens=3)"
+        await gov.ask(Flush())
+        assert (h.ledger.cost, h.ledger.tokens, h.ledger.charges) == (Decimal("0.3"), 3, 2)
+        assert gov.queued_usage() == (Decimal(0), 0)
+        assert gov.statistics().handled == 3  # two updates and the flush
+        gov.close()
+
+
+async def test_a_message_behind_a_tally_closes_it_so_order_is_kept() -> None:
+    h = Harness(cost_limit=Decimal("1.0"))
+    async with trio.open_nursery() as nursery:
+        gov = await nursery.start(h.governor.serve)
+        assert gov.tally(Decimal("0.6"), 0) is True
+        gov.tell_nowait(charge("told", "0.1"))
+        assert gov.tally(Decimal("0.3"), 0) is True  # a new tally behind the Charge
+        assert [type(m).__name__ for m in gov.mailbox._queue] == ["Tally", "Charge", "Tally"]
+        assert gov.tally(Decimal("0.01"), 0) is False  # 1.01 > 1.0 once all three apply
+        await gov.ask(Flush())
+        gov.close()
+    assert (h.ledger.cost, h.ledger.charges, h.breaches) == (Decimal("1.0"), 3, 0)
+
+
+async def test_a_tally_taken_by_the_governor_is_not_merged_into() -> None:
+    h = Harness()
+    async with trio.open_nursery() as nursery:
+        gov = await nursery.start(h.governor.serve)
+        gov.tally(Decimal(1), 0)
+        await gov.ask(Flush())  # the governor took and applied the first tally
+        gov.tally(Decimal(2), 0)
+        assert gov.statistics().mailbox_depth == 1
+        await gov.ask(Flush())
+        gov.close()
+    assert (h.ledger.cost, h.ledger.charges) == (Decimal(3), 2)
+
+
+async def test_tallied_updates_wake_the_governor_once_per_batch() -> None:
+    h = Harness()
+    async with trio.open_nursery() as nursery:
+        gov = await nursery.start(h.governor.serve)
+        for _ in range(TELL_BATCH - 1):
+            gov.tally(Decimal("0.01"), 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.ledger.charges == 0
+        assert gov.statistics().mailbox_depth == TELL_BATCH - 1
+        gov.tally(Decimal("0.01"), 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (h.ledger.charges, h.ledger.tokens) == (TELL_BATCH, TELL_BATCH)
+        assert (gov.statistics().mailbox_depth, gov.statistics().handled) == (0, TELL_BATCH)
+        gov.close()
+    assert h.ledger.cost == Decimal("0.01") * TELL_BATCH
+
+
+async def test_tallies_left_by_a_cancelled_or_stopped_governor_are_dead_letters() -> None:
+    h = Harness()
+    gov = h.governor
+    scope = trio.CancelScope()
+
+    async def serve() -> None:
+        with scope:
+            await gov.serve()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        await trio.testing.wait_all_tasks_blocked()
+        scope.cancel()
+        gov.tally(Decimal("0.5"), 5)
+        gov.tally(Decimal("0.25"), 1)
+    assert gov.tally(Decimal(1), 0) is True  # stopped: nothing to refuse, it is recorded
+    assert h.ledger.charges == 0
+    assert [(repr(d.message), d.reason) for d in gov.dead_letters.snapshot()] == [
+        ("Tally(updates=2, cost=Decimal('0.75'), tokens=6)", "stopped"),
+        ("Tally(updates=1, cost=Decimal('1'), tokens=0)", "stopped"),
+    ]
+
+
+async def test_a_tally_that_breaches_is_a_governor_bug_not_a_silent_overspend() -> None:
+    h = Harness(cost_limit=Decimal(1))
+    gov = h.governor
+    assert gov.tally(Decimal("0.5"), 0) is True
+    h.ledger.cost = Decimal("0.9")  # behind the governor's back: its proof no longer holds
+    gov.close()
+    with pytest.raises(
+        FlujoInternalError,
+        match=r"^the governor admitted Tally\(updates=1, cost=Decimal\('0\.5'\), tokens=0\) "
+        r"without a check, but it breached \(cost 1\.4, tokens 0\)$",
+    ):
+        await gov.serve()
+    assert gov.state == "stopped"
+
+
+@given(
+    updates=st.lists(
+        st.tuples(st.booleans(), st.decimals(0, 1, places=3), st.integers(0, 20)), max_size=60
+    ),
+    cost_limit=st.decimals(0, 10, places=2),
+    token_limit=st.integers(0, 400),
+)
+def test_tallies_and_asked_charges_total_exactly_and_breach_at_the_first_overspend(
+    updates: list[tuple[bool, Decimal, int]], cost_limit: Decimal, token_limit: int
+) -> None:
+    """Tasks charge in order (tally when admitted, else ask), like RunState.charge does:
+    the totals are exact, and the breach is the first update that took a total over."""
+
+    async def main() -> Harness:
+        h = Harness(cost_limit, token_limit)
+        async with trio.open_nursery() as nursery:
+            gov = await nursery.start(h.governor.serve)
+            for i, (tally, cost, tokens) in enumerate(updates):
+                if tally and gov.tally(cost, tokens):
+                    continue
+                msg = charge(f"s{i}", cost, tokens)  # type: ignore[arg-type]
+                if not gov.offer(msg):
+                    await gov.ask(msg)
+            await gov.ask(Flush())
+            gov.close()
+        return h
+
+    h = trio.run(main)
+    assert h.ledger.cost == sum((c for _, c, _ in updates), Decimal(0))
+    assert h.ledger.tokens == sum(t for _, _, t in updates)
+    assert h.ledger.charges == len(updates)
+    cost = Decimal(0)
+    tokens = 0
+    first = None
+    for i, (_, c, t) in enumerate(updates):
+        cost += c
+        tokens += t
+        if first is None and (cost > cost_limit or tokens > token_limit):
+            first = f"s{i}"
+    breached = h.governor.breached
+    assert (breached.result.name if breached and breached.result else None) == first
+    assert h.breaches == (first is not None)

@@ -30,6 +30,10 @@ The three types:
   turn. *Admission*: :meth:`BatchingMailbox.offer` queues a message only if
   the owner's ``admit`` rule accepts it, which is how the governor tells the
   usage updates that provably cannot breach a limit and asks the others.
+  *Merging*: an owner may fold a tell into the message at the queue's tail
+  (:meth:`BatchingMailbox.tail`, :meth:`BatchingMailbox.merged`), so a flood
+  of tells costs no object and no queue slot each; the merged tells still
+  count in ``depth`` and towards ``wake_every``.
 
 :class:`Request` is the ask of a batching mailbox: the message carries its
 own one-shot reply (the asking task parks itself; the actor reschedules it),
@@ -263,6 +267,7 @@ class BatchingMailbox(_Front):
     """
 
     __slots__ = (
+        "_merged",
         "_parked",
         "_queue",
         "admit",
@@ -277,6 +282,8 @@ class BatchingMailbox(_Front):
         self.wake_every = wake_every
         self.admit = admit if admit is not None else _admit_all
         self._queue: collections.deque[Any] = collections.deque()
+        # Tells folded into a queued message (see ``merged``): counted, not queued.
+        self._merged = 0
         self._parked: trio.lowlevel.Task | None = None
         self.closed = False
         self.finishing = False
@@ -284,7 +291,28 @@ class BatchingMailbox(_Front):
 
     @property
     def depth(self) -> int:
-        return len(self._queue) + self._has_front
+        """Messages waiting, merged tells included (the head slot too)."""
+        return len(self._queue) + self._merged + self._has_front
+
+    def tail(self) -> Any:
+        """The last message queued and not yet taken by the receiver (None if empty).
+
+        Once the receiver takes a batch, its messages are no longer the tail:
+        what ``tail`` returns may be changed in place until the next message
+        is queued behind it (see :meth:`merged`).
+        """
+        queue = self._queue
+        return queue[-1] if queue else None
+
+    def merged(self) -> None:
+        """Count a tell its sender folded into :meth:`tail` instead of queueing it.
+
+        It counts in ``depth`` and towards ``wake_every`` like a queued tell.
+        Never blocks; not a checkpoint.
+        """
+        self._merged = merged = self._merged + 1
+        if len(self._queue) + merged >= self.wake_every:
+            self._wake()
 
     def _wake(self) -> None:
         task = self._parked
@@ -309,7 +337,7 @@ class BatchingMailbox(_Front):
             raise trio.ClosedResourceError("mailbox closed")
         queue = self._queue
         queue.append(message)
-        if len(queue) >= self.wake_every:
+        if len(queue) + self._merged >= self.wake_every:
             self._wake()
 
     async def put(self, message: Any) -> None:
@@ -364,6 +392,7 @@ class BatchingMailbox(_Front):
         await self._wait_nonempty()
         batch = self._queue
         self._queue = collections.deque()
+        self._merged = 0
         message, had = self.take_front()
         if had:
             batch.appendleft(message)
@@ -372,14 +401,20 @@ class BatchingMailbox(_Front):
     async def get(self) -> Any:
         await self._wait_nonempty()
         message, had = self.take_front()
-        return message if had else self._queue.popleft()
+        return message if had else self._pop()
+
+    def _pop(self) -> Any:
+        message = self._queue.popleft()
+        if not self._queue:
+            self._merged = 0  # merged tells live in the tail: it is gone too
+        return message
 
     def get_nowait(self) -> Any:
         message, had = self.take_front()
         if had:
             return message
         if self._queue:
-            return self._queue.popleft()
+            return self._pop()
         if self.closed or self.finishing:
             raise trio.EndOfChannel
         raise trio.WouldBlock
@@ -394,6 +429,7 @@ class BatchingMailbox(_Front):
         self.closed = True
         left = list(self._queue)
         self._queue.clear()
+        self._merged = 0
         message, had = self.take_front()
         if had:
             left.insert(0, message)

@@ -121,11 +121,11 @@ class UsageLedger:
             return Breach("tokens", self.token_limit, self.tokens)
         return None
 
-    def charge(self, cost: Decimal, tokens: int) -> Breach | None:
-        """Add usage; return the breach if a limit is now exceeded."""
+    def charge(self, cost: Decimal, tokens: int, updates: int = 1) -> Breach | None:
+        """Add usage (the sum of ``updates`` usage updates); return the breach if a limit is now exceeded."""
         self.cost = add_usd(self.cost, cost)
         self.tokens += tokens
-        self.charges += 1
+        self.charges += updates
         return self.check()
 
     def reserve(self, cost: Decimal, tokens: int) -> Reservation | Breach:

@@ -122,12 +122,14 @@ class RunState:
         gov = self.governor
         if gov is None:
             return
-        msg = Charge(result, cost, tokens, reservation)
         try:
-            # offer() queues the update when the governor can prove it cannot breach a
+            # tally() queues the update when the governor can prove it cannot breach a
             # limit; otherwise wait for the check before anything after this step starts.
-            if not gov.offer(msg):
-                await gov.ask(msg)
+            # A reconciliation is a message of its own (it names its reservation).
+            if reservation is not None or not gov.tally(cost, tokens):
+                msg = Charge(result, cost, tokens, reservation)
+                if not gov.offer(msg):
+                    await gov.ask(msg)
             if self.limited and self.breach_event.is_set():
                 await breached()
         except BaseException:
