@@ -15,7 +15,6 @@ are seen everywhere and are not rolled back.
 from __future__ import annotations
 
 import copy
-import uuid
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -188,7 +187,11 @@ def build_context(
     # Copied: a run that mutates a field must not change the next run's start.
     values = {k: copy_value(v) for k, v in (initial_context_data or {}).items()}
     values.setdefault("initial_prompt", _initial_prompt(data))
-    values.setdefault("run_id", run_id or uuid.uuid4().hex)
+    if not run_id and "run_id" not in values:
+        import uuid  # only here: a runner always passes its run's id
+
+        run_id = uuid.uuid4().hex
+    values.setdefault("run_id", run_id)
     try:
         return context_model(**values)
     except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError

@@ -1,38 +1,32 @@
 """The runner: :class:`Flujo` runs a pipeline (run, run_async, stream_async, resume_async).
 
 Over 500 lines on purpose: it is the one class :class:`Flujo`, whose entry
-points (run, stream, resume, and their asyncio twins) share one run's setup
-and teardown (``_execute``); reading them apart would scatter a run's
-lifecycle. Its build-time checks live in :mod:`.runner_args`, what it
-persists in :mod:`.runner_checkpoints`.
+points (run, stream, resume, fork, recover, and their asyncio twins) all go
+through one claimed run (``_execute``); its docstrings are most of its
+length. Its build-time checks live in :mod:`.runner_args`, one run from
+start to result in :mod:`.runner_run` (loaded with the first runner), what
+it persists in :mod:`.runner_checkpoints`.
 """
 
 from __future__ import annotations
 
 import contextvars
+import os
 import sys
-import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .actors.run_supervisor import RunSupervisor
-from .call_sites import CALL_SITES
-from .context import PipelineContext, build_context, check_context_model
+from .context import PipelineContext, check_context_model
 from .errors import (
     HumanInputError,
     PipelineDefinitionError,
     RunExistsError,
     RunNotFoundError,
-    UsageLimitExceededError,
 )
-from .governor import Governor
 from .limits import UsageLimits
-from .partial import contains
-from .policy.ledger import UsageLedger
-from .results import ZERO, PausedRun, PipelineResult, add_usd
-from .run.core import Chain, Job, RunState
+from .results import ZERO, PipelineResult, add_usd
 from .runner_args import (
     check_backend,
     check_initial_context_data,
@@ -40,9 +34,9 @@ from .runner_args import (
     resolve_state_backend,
     validate_tree,
 )
-from .runner_checkpoints import Recorder, changed_message, first_checkpoint, resume_base
+from .runner_checkpoints import changed_message, resume_base
 from .runner_human import NO_INPUT, check_sinks, has_human_steps, has_keyed_agents
-from .runner_recovery import claim_for_resume, keep_lease, recover
+from .runner_recovery import claim_for_resume, recover
 from .steps.base import StepBase
 from .steps.dsl import (
     Pipeline,
@@ -55,8 +49,8 @@ from .steps.options import ReadOnlyDict
 if TYPE_CHECKING:
     from .hooks import HookSet
     from .introspection import RuntimeSnapshot
-    from .persistence import PersistenceActor, ResumePoint
-    from .results import StepResult
+    from .persistence import ResumePoint
+    from .runner_run import LiveRun
 
 __all__ = ["Flujo"]
 
@@ -155,7 +149,7 @@ class Flujo:
             self._hook_set = compile_hooks(hooks)
         self.hooks = tuple(hooks)
         self.trace = trace
-        self._live: dict[str, _LiveRun] = {}
+        self._live: dict[str, LiveRun] = {}
         # Run ids of this runner's runs in progress, claimed before the first
         # await of a run: two runs with one id never run side by side.
         self._claimed: set[str] = set()
@@ -175,6 +169,11 @@ class Flujo:
             self._backend = InMemoryStateBackend()
         if self._uses_asyncio and executor is not None and executor != "inline":
             check_no_placed_asyncio_steps(agent_steps(pipeline), executor)
+        # The run machinery (run core, step kinds, governor, actor kernel) loads with
+        # the first runner rather than with `from flujo_actors import Flujo`.
+        from .runner_run import execute_claimed
+
+        self._run_claimed = execute_claimed
         self._built = True  # from here on the checked settings are read-only
 
     def __setattr__(self, attr: str, value: Any) -> None:
@@ -557,7 +556,7 @@ class Flujo:
         on_chunk: Any = None,
         resume: ResumePoint | None = None,
     ) -> PipelineResult:
-        run_id = run_id or uuid.uuid4().hex
+        run_id = run_id or new_run_id()
         # Claimed before the first await: of concurrent runs with one id in this
         # runner exactly one runs (the state backend's create_run covers the rest).
         if run_id in self._claimed:
@@ -569,230 +568,21 @@ class Flujo:
             )
         self._claimed.add(run_id)
         try:
-            return await self._execute_claimed(initial_input, run_id, on_chunk, resume)
+            return await self._run_claimed(self, initial_input, run_id, on_chunk, resume)
         finally:
             self._claimed.discard(run_id)
 
-    async def _execute_claimed(
-        self, initial_input: Any, run_id: str, on_chunk: Any, resume: ResumePoint | None
-    ) -> PipelineResult:
-        if resume is not None:
-            initial_input = resume.initial_input
-            context = resume.context
-        else:
-            context = build_context(
-                self.context_model, self.initial_context_data, initial_input, run_id
-            )
-            if self._backend is not None:
-                # Durable before anything starts (so a crash in step 0 resumes too),
-                # and atomic: a run id the backend knows is refused here, before
-                # any hook or step runs.
-                base = first_checkpoint(
-                    self.pipeline, self._pipeline_fingerprint(), run_id, initial_input, context
-                )
-                await self._backend.create_run(base)
-        limits = self.usage_limits
-        ledger = UsageLedger(
-            limits.total_cost_usd_limit if limits else None,
-            limits.total_tokens_limit if limits else None,
-        )
-        if resume is not None:
-            ledger.cost, ledger.tokens = resume.cost, resume.tokens
-        run = RunState(
-            run_id,
-            resources=self.resources,
-            limits=limits,
-            limited=ledger.limited,
-            cache_backend=self.cache_backend,
-            executor=self.executor,
-            call_sites=CALL_SITES,
-        )
-        observer = None
-        if self._hook_set is not None or self.trace or _logging_enabled():
-            from .hooks import RunObserver
 
-            observer = RunObserver.create(
-                self._hook_set, run_id=run_id, pipeline=self.pipeline.name, trace=self.trace
-            )
-        if observer is not None:
-            run.hooks = observer
-            await observer.run_started(initial_input)
-        job = Job(context, (), None, on_chunk)
-        start, data = 0, initial_input
-        if resume is not None:
-            job.history.extend(resume.history)
-            start, data = resume.index, resume.data
-        run.track = self._keyed or self._backend is not None
-        if self._human:
-            from .run.human import HumanState
+def new_run_id() -> str:
+    """A fresh run id: a random UUID4 as 32 hex digits (``uuid.uuid4().hex``, cheaper).
 
-            run.human = HumanState(resume.answers if resume is not None else None)
-        persistence: PersistenceActor | None = None
-        recorder: Recorder | None = None
-        if self._backend is not None:
-            from .persistence import PersistenceActor, open_positions
-
-            persistence = PersistenceActor(self._backend, run.dead_letters, run.registry)
-            run.positions = open_positions(
-                persistence, run_id, resume.positions if resume is not None else None
-            )
-            job.on_step = recorder = Recorder(
-                self.pipeline,
-                run_id,
-                persistence,
-                resume.base if resume is not None else base,
-                ledger,
-                run.human,
-                resume.new_fingerprint if resume is not None else None,
-            )
-        run_nursery = self._run_nursery_on_asyncio if self._uses_asyncio else self._run_nursery
-        try:
-            async with keep_lease(self.state_backend, run_id):
-                try:
-                    governor = await run_nursery(
-                        run, ledger, job, start, data, persistence, resume, context, initial_input
-                    )
-                except BaseException as exc:
-                    # Under the lease (a lost lease cancels the body: no error leaf here).
-                    if recorder is not None and _errored(exc):
-                        await recorder.failed(exc)  # an ended run is never stored as running
-                    raise
-                if recorder is not None and governor.breached is not None:
-                    await recorder.breached(
-                        _with_breaching_step(job.history, governor),
-                        job.context,
-                        ledger.cost,
-                        ledger.tokens,
-                    )
-        except BaseException as exc:
-            if recorder is not None and _cancelled(exc):
-                await recorder.cancelled()  # the stored status says what happened
-            if isinstance(exc, BaseExceptionGroup):
-                # An error escaping a run (a hook, a backend, an internal bug) is raised
-                # as itself (its own cause kept), not wrapped in the run nursery's group.
-                leaf = _single(exc)
-                raise leaf from leaf.__cause__
-            raise
-        finally:
-            self._live.pop(run_id, None)
-        paused = run.human is not None and bool(run.human.pending)
-        if self.state_backend is None and self._backend is not None and not paused:
-            # Kept in memory only while paused (there is no backend to keep it).
-            await self._backend.delete_state(run_id)
-        if observer is None:
-            return self._finish(run_id, ledger, job, governor, run.human)
-        try:
-            result = self._finish(run_id, ledger, job, governor, run.human)
-        except UsageLimitExceededError as breach:
-            b = governor.breached
-            step = b.result.name if b is not None and b.result is not None else None
-            if breach.result is not None:
-                await observer.run_finished(breach.result, breach, step)
-            raise
-        await observer.run_finished(result)
-        return result
-
-    async def _run_nursery_on_asyncio(self, *args: Any) -> Governor:
-        """:meth:`_run_nursery` inside the run's asyncio loop (for asyncio steps)."""
-        from .bridge.steps import open_run_loop
-
-        async with open_run_loop():
-            return await self._run_nursery(*args)
-
-    async def _run_nursery(
-        self,
-        run: RunState,
-        ledger: UsageLedger,
-        job: Job,
-        start: int,
-        data: Any,
-        persistence: PersistenceActor | None,
-        resume: ResumePoint | None,
-        context: Any,
-        initial_input: Any,
-    ) -> Governor:
-        run_id = run.run_id
-        async with trio.open_nursery() as nursery:
-            # The run's actors run under one supervisor (ONE_FOR_ALL, intensity 0:
-            # see flujo_actors.actors.run_supervisor); each starts only if the run
-            # uses it: the governor at its first message, persistence with a backend.
-            supervisor = RunSupervisor(run_id, nursery)
-            governor = Governor(
-                ledger,
-                run.breach_event,
-                nursery.cancel_scope.cancel,
-                run.dead_letters,
-                run.registry,
-            )
-            governor.start_lazily(supervisor)
-            run.governor = governor
-            self._live[run_id] = _LiveRun(run, nursery, ledger, trio.current_time())
-            if run.hooks is not None:
-                run.hooks.bind(nursery.cancel_scope.cancel)
-            if persistence is not None:
-                supervisor.start(persistence.run, persistence.cell)
-            chain = Chain(self.pipeline.steps, nursery, run)
-            if start < len(self.pipeline.steps):
-                await chain.execute(job, data, start)
-            # Graceful stop: the governor drains the usage messages still queued
-            # (told, not asked), then exits; the nursery waits for it.
-            governor.close()
-            if persistence is not None:
-                persistence.close()
-        return governor
-
-    def _finish(
-        self, run_id: str, ledger: UsageLedger, job: Job, governor: Governor, human: Any
-    ) -> PipelineResult:
-        history = job.history
-        result = PipelineResult(
-            step_history=history,
-            total_cost_usd=ledger.cost,
-            total_tokens=ledger.tokens,
-            final_pipeline_context=job.context,
-            success=job.success and not governor.breached,
-            output=job.output if job.success else None,
-            run_id=run_id,
-        )
-        if human is not None and human.pending and governor.breached is None:
-            result.status = "paused"
-            result.paused = PausedRun(pending=tuple(human.pending))
-        if governor.breached is not None:
-            b = governor.breached
-            _with_breaching_step(history, governor)
-            result.output = None
-            raise UsageLimitExceededError(b.message, result)
-        return result
-
-
-def _with_breaching_step(history: list[StepResult], governor: Governor) -> list[StepResult]:
-    """``history``, the breaching step appended if it is not in the tree yet (idempotent)."""
-    b = governor.breached
-    # The breaching step sits in the tree (the last leaf of the last entry); a
-    # step kind that did not record its partial result still shows it here.
-    if b is not None and b.result is not None and not contains(history, b.result):
-        history.append(b.result)
-    return history
-
-
-def _errored(exc: BaseException) -> bool:
-    """Whether an ``Exception`` ended the run (not only cancellations, nor a KeyboardInterrupt).
-
-    A ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``,
-    ``SystemExit``) is the process going down: the run stays ``"running"``,
-    to be resumed (or recovered) like after a crash.
+    Built from ``os.urandom`` directly: ``uuid.uuid4()`` builds a ``UUID`` object
+    (and ``import uuid`` loads more than a run needs) for each run.
     """
-    if isinstance(exc, BaseExceptionGroup):
-        leaves = [e for e in exc.exceptions if not _cancelled(e)]
-        return bool(leaves) and all(_errored(e) for e in leaves)
-    return isinstance(exc, Exception)
-
-
-def _cancelled(exc: BaseException) -> bool:
-    """Whether ``exc`` is a cancellation (alone, or every leaf of its groups)."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_cancelled(e) for e in exc.exceptions)
-    return isinstance(exc, trio.Cancelled)
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 def _asyncio_running() -> bool:
@@ -814,28 +604,6 @@ def _require_trio(method: str) -> None:
         ) from None
 
 
-def _logging_enabled() -> bool:
-    """Whether the ``flujo_actors`` logger would emit INFO records (checked once per run)."""
-    logging = sys.modules.get("logging")
-    # Never imported: nobody configured logging, so it cannot be enabled.
-    return logging is not None and logging.getLogger("flujo_actors").isEnabledFor(logging.INFO)
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception inside (nested) groups, or the group itself if several."""
-    leaves: list[BaseException] = []
-
-    def walk(g: BaseExceptionGroup[BaseException]) -> None:
-        for e in g.exceptions:
-            if isinstance(e, BaseExceptionGroup):
-                walk(e)
-            else:
-                leaves.append(e)
-
-    walk(group)
-    return leaves[0] if len(leaves) == 1 else group
-
-
 class _Final:
     __slots__ = ("result",)
 
@@ -848,17 +616,3 @@ class _Raised:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
-
-
-class _LiveRun:
-    """What :meth:`Flujo.snapshot` needs of a run in progress."""
-
-    __slots__ = ("ledger", "nursery", "run", "started")
-
-    def __init__(
-        self, run: RunState, nursery: trio.Nursery, ledger: UsageLedger, started: float
-    ) -> None:
-        self.run = run
-        self.nursery = nursery
-        self.ledger = ledger
-        self.started = started

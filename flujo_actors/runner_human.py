@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .errors import HumanInputError
 from .results import PendingInput
-from .run.checkpoint import position_key
 from .steps.agent import AgentStep
 from .steps.base import PipelineStep
 from .steps.human import HumanInputStep
@@ -190,6 +189,9 @@ def answers_for(
             "human_input as a mapping of those keys to their values (one, several or "
             f"all of them), got {human_input!r}."
         )
+    # Here, not at the top: the run machinery loads with the first runner, not with Flujo.
+    from .run.checkpoint import position_key
+
     answers: dict[str, Any] = {}
     for item, value in chosen:
         step = _find(pipeline, item.path)

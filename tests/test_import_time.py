@@ -45,6 +45,35 @@ def test_the_pipeline_core_and_a_run_import_no_optional_dependency() -> None:
     assert "trio.testing" not in loaded
 
 
+#: The run machinery: it loads with the first runner, not with ``Flujo`` itself.
+RUN_MACHINERY = (
+    "flujo_actors.run",
+    "flujo_actors.governor",
+    "flujo_actors.actors",
+    "flujo_actors.runner_run",
+    "flujo_actors.policy.attempt",
+)
+
+
+def test_the_pipeline_core_names_load_no_run_machinery() -> None:
+    loaded = _modules_after("from flujo_actors import Flujo, Pipeline, Step")
+    machinery = [
+        m
+        for m in loaded
+        if m in RUN_MACHINERY or m.startswith(tuple(f"{p}." for p in RUN_MACHINERY))
+    ]
+    assert sorted(machinery) == []
+    assert "uuid" not in loaded
+
+
+def test_the_run_machinery_loads_when_a_runner_is_built() -> None:
+    loaded = _modules_after(
+        "from flujo_actors import Flujo, Step\n"
+        "runner = Flujo(Step.from_callable(lambda x: x, name='a'))"
+    )
+    assert {"flujo_actors.run.core", "flujo_actors.governor", "flujo_actors.runner_run"} <= loaded
+
+
 def test_public_names_load_on_first_use() -> None:
     loaded = _modules_after(
         "import flujo_actors\n"

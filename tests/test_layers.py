@@ -85,6 +85,7 @@ LAYERS: Final[dict[str, int]] = {
     "runner_human": RUNNER,
     "runner_fork": RUNNER,
     "runner_recovery": RUNNER,
+    "runner_run": RUNNER,
     "hooks": RUNNER,
     "hook_events": RUNNER,
     "hook_logging": RUNNER,

@@ -1,0 +1,320 @@
+"""One run of a :class:`~flujo_actors.runner.Flujo`, from its start to its result.
+
+What ``Flujo._execute`` runs once a run id is claimed: the context, the
+ledger and the per-run services (:class:`~flujo_actors.run.core.RunState`),
+the run's nursery under its :class:`~flujo_actors.actors.run_supervisor.RunSupervisor`
+with the governor (started lazily) and the persistence actor (with a
+backend), the top-level chain of step actors, then the
+:class:`~flujo_actors.results.PipelineResult`.
+
+This module holds the run machinery's imports (the run core and every step
+kind's executor, the governor, the actor kernel): :class:`Flujo` loads it
+when the first runner is built, so ``from flujo_actors import Flujo`` stays
+light.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .actors.run_supervisor import RunSupervisor
+from .call_sites import CALL_SITES
+from .context import build_context
+from .errors import UsageLimitExceededError
+from .governor import Governor
+from .partial import contains
+from .policy.ledger import UsageLedger
+from .results import PausedRun, PipelineResult
+from .run.core import Chain, Job, RunState
+from .runner_checkpoints import Recorder, first_checkpoint
+from .runner_recovery import keep_lease
+
+if TYPE_CHECKING:
+    from .persistence import PersistenceActor, ResumePoint
+    from .results import StepResult
+    from .runner import Flujo
+
+__all__ = ["LiveRun", "execute_claimed"]
+
+
+async def execute_claimed(
+    runner: Flujo, initial_input: Any, run_id: str, on_chunk: Any, resume: ResumePoint | None
+) -> PipelineResult:
+    if resume is not None:
+        initial_input = resume.initial_input
+        context = resume.context
+    else:
+        context = build_context(
+            runner.context_model, runner.initial_context_data, initial_input, run_id
+        )
+        if runner._backend is not None:
+            # Durable before anything starts (so a crash in step 0 resumes too),
+            # and atomic: a run id the backend knows is refused here, before
+            # any hook or step runs.
+            base = first_checkpoint(
+                runner.pipeline, runner._pipeline_fingerprint(), run_id, initial_input, context
+            )
+            await runner._backend.create_run(base)
+    limits = runner.usage_limits
+    ledger = UsageLedger(
+        limits.total_cost_usd_limit if limits else None,
+        limits.total_tokens_limit if limits else None,
+    )
+    if resume is not None:
+        ledger.cost, ledger.tokens = resume.cost, resume.tokens
+    run = RunState(
+        run_id,
+        resources=runner.resources,
+        limits=limits,
+        limited=ledger.limited,
+        cache_backend=runner.cache_backend,
+        executor=runner.executor,
+        call_sites=CALL_SITES,
+    )
+    observer = None
+    if runner._hook_set is not None or runner.trace or _logging_enabled():
+        from .hooks import RunObserver
+
+        observer = RunObserver.create(
+            runner._hook_set, run_id=run_id, pipeline=runner.pipeline.name, trace=runner.trace
+        )
+    if observer is not None:
+        run.hooks = observer
+        await observer.run_started(initial_input)
+    job = Job(context, (), None, on_chunk)
+    start, data = 0, initial_input
+    if resume is not None:
+        job.history.extend(resume.history)
+        start, data = resume.index, resume.data
+    run.track = runner._keyed or runner._backend is not None
+    if runner._human:
+        from .run.human import HumanState
+
+        run.human = HumanState(resume.answers if resume is not None else None)
+    persistence: PersistenceActor | None = None
+    recorder: Recorder | None = None
+    if runner._backend is not None:
+        from .persistence import PersistenceActor, open_positions
+
+        persistence = PersistenceActor(runner._backend, run.dead_letters, run.registry)
+        run.positions = open_positions(
+            persistence, run_id, resume.positions if resume is not None else None
+        )
+        job.on_step = recorder = Recorder(
+            runner.pipeline,
+            run_id,
+            persistence,
+            resume.base if resume is not None else base,
+            ledger,
+            run.human,
+            resume.new_fingerprint if resume is not None else None,
+        )
+    run_nursery = _run_nursery_on_asyncio if runner._uses_asyncio else _run_nursery
+    try:
+        async with keep_lease(runner.state_backend, run_id):
+            try:
+                governor = await run_nursery(
+                    runner,
+                    run,
+                    ledger,
+                    job,
+                    start,
+                    data,
+                    persistence,
+                    resume,
+                    context,
+                    initial_input,
+                )
+            except BaseException as exc:
+                # Under the lease (a lost lease cancels the body: no error leaf here).
+                if recorder is not None and _errored(exc):
+                    await recorder.failed(exc)  # an ended run is never stored as running
+                raise
+            if recorder is not None and governor.breached is not None:
+                await recorder.breached(
+                    _with_breaching_step(job.history, governor),
+                    job.context,
+                    ledger.cost,
+                    ledger.tokens,
+                )
+    except BaseException as exc:
+        if recorder is not None and _cancelled(exc):
+            await recorder.cancelled()  # the stored status says what happened
+        if isinstance(exc, BaseExceptionGroup):
+            # An error escaping a run (a hook, a backend, an internal bug) is raised
+            # as itself (its own cause kept), not wrapped in the run nursery's group.
+            leaf = _single(exc)
+            raise leaf from leaf.__cause__
+        raise
+    finally:
+        runner._live.pop(run_id, None)
+    paused = run.human is not None and bool(run.human.pending)
+    if runner.state_backend is None and runner._backend is not None and not paused:
+        # Kept in memory only while paused (there is no backend to keep it).
+        await runner._backend.delete_state(run_id)
+    if observer is None:
+        return _finish(run_id, ledger, job, governor, run.human)
+    try:
+        result = _finish(run_id, ledger, job, governor, run.human)
+    except UsageLimitExceededError as breach:
+        b = governor.breached
+        step = b.result.name if b is not None and b.result is not None else None
+        if breach.result is not None:
+            await observer.run_finished(breach.result, breach, step)
+        raise
+    await observer.run_finished(result)
+    return result
+
+
+async def _run_nursery_on_asyncio(runner: Flujo, *args: Any) -> Governor:
+    """:meth:`_run_nursery` inside the run's asyncio loop (for asyncio steps)."""
+    from .bridge.steps import open_run_loop
+
+    async with open_run_loop():
+        return await _run_nursery(runner, *args)
+
+
+async def _run_nursery(
+    runner: Flujo,
+    run: RunState,
+    ledger: UsageLedger,
+    job: Job,
+    start: int,
+    data: Any,
+    persistence: PersistenceActor | None,
+    resume: ResumePoint | None,
+    context: Any,
+    initial_input: Any,
+) -> Governor:
+    run_id = run.run_id
+    async with trio.open_nursery() as nursery:
+        # The run's actors run under one supervisor (ONE_FOR_ALL, intensity 0:
+        # see flujo_actors.actors.run_supervisor); each starts only if the run
+        # uses it: the governor at its first message, persistence with a backend.
+        supervisor = RunSupervisor(run_id, nursery)
+        governor = Governor(
+            ledger,
+            run.breach_event,
+            nursery.cancel_scope.cancel,
+            run.dead_letters,
+            run.registry,
+        )
+        governor.start_lazily(supervisor)
+        run.governor = governor
+        runner._live[run_id] = LiveRun(run, nursery, ledger, trio.current_time())
+        if run.hooks is not None:
+            run.hooks.bind(nursery.cancel_scope.cancel)
+        if persistence is not None:
+            supervisor.start(persistence.run, persistence.cell)
+        chain = Chain(runner.pipeline.steps, nursery, run)
+        if start < len(runner.pipeline.steps):
+            await chain.execute(job, data, start)
+        # Graceful stop: the governor drains the usage messages still queued
+        # (told, not asked), then exits; the nursery waits for it.
+        governor.close()
+        if persistence is not None:
+            persistence.close()
+    return governor
+
+
+def _finish(
+    run_id: str, ledger: UsageLedger, job: Job, governor: Governor, human: Any
+) -> PipelineResult:
+    history = job.history
+    result = PipelineResult(
+        step_history=history,
+        total_cost_usd=ledger.cost,
+        total_tokens=ledger.tokens,
+        final_pipeline_context=job.context,
+        success=job.success and not governor.breached,
+        output=job.output if job.success else None,
+        run_id=run_id,
+    )
+    if human is not None and human.pending and governor.breached is None:
+        result.status = "paused"
+        result.paused = PausedRun(pending=tuple(human.pending))
+    if governor.breached is not None:
+        b = governor.breached
+        _with_breaching_step(history, governor)
+        result.output = None
+        raise UsageLimitExceededError(b.message, result)
+    return result
+
+
+def _with_breaching_step(history: list[StepResult], governor: Governor) -> list[StepResult]:
+    """``history``, the breaching step appended if it is not in the tree yet (idempotent)."""
+    b = governor.breached
+    # The breaching step sits in the tree (the last leaf of the last entry); a
+    # step kind that did not record its partial result still shows it here.
+    if b is not None and b.result is not None and not contains(history, b.result):
+        history.append(b.result)
+    return history
+
+
+def _errored(exc: BaseException) -> bool:
+    """Whether an ``Exception`` ended the run (not only cancellations, nor a KeyboardInterrupt).
+
+    A ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``,
+    ``SystemExit``) is the process going down: the run stays ``"running"``,
+    to be resumed (or recovered) like after a crash.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [e for e in exc.exceptions if not _cancelled(e)]
+        return bool(leaves) and all(_errored(e) for e in leaves)
+    return isinstance(exc, Exception)
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is a cancellation (alone, or every leaf of its groups)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_cancelled(e) for e in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
+
+
+def _logging_enabled() -> bool:
+    """Whether the ``flujo_actors`` logger would emit INFO records (checked once per run)."""
+    logging = sys.modules.get("logging")
+    # Never imported: nobody configured logging, so it cannot be enabled.
+    if logging is None:
+        return False
+    logger = _LOGGER.get("flujo_actors")
+    if logger is None:
+        # Kept: getLogger takes logging's module lock on every call.
+        logger = _LOGGER["flujo_actors"] = logging.getLogger("flujo_actors")
+    return bool(logger.isEnabledFor(logging.INFO))
+
+
+#: The ``flujo_actors`` logger, once logging is imported (see _logging_enabled).
+_LOGGER: dict[str, Any] = {}
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside (nested) groups, or the group itself if several."""
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup[BaseException]) -> None:
+        for e in g.exceptions:
+            if isinstance(e, BaseExceptionGroup):
+                walk(e)
+            else:
+                leaves.append(e)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else group
+
+
+class LiveRun:
+    """What :meth:`Flujo.snapshot` needs of a run in progress."""
+
+    __slots__ = ("ledger", "nursery", "run", "started")
+
+    def __init__(
+        self, run: RunState, nursery: trio.Nursery, ledger: UsageLedger, started: float
+    ) -> None:
+        self.run = run
+        self.nursery = nursery
+        self.ledger = ledger
+        self.started = started
