@@ -66,14 +66,18 @@ def copy_value(value: Any) -> Any:
     returned as they are: shared by reference, never an error.
     """
     t = type(value)
-    if t in _IMMUTABLE or isinstance(value, Enum):
-        return value
     # Immutable members are shared without a call: contexts are mostly scalars.
     imm = _IMMUTABLE
     if t is dict:
+        if not value:
+            return {}  # a fresh scratchpad: no comprehension to run
         return {k: v if type(v) in imm else copy_value(v) for k, v in value.items()}
     if t is list:
+        if not value:
+            return []
         return [v if type(v) in imm else copy_value(v) for v in value]
+    if t in imm or isinstance(value, Enum):
+        return value
     if t is tuple:
         if all(type(v) in imm for v in value):
             return value
@@ -132,14 +136,17 @@ def copy_context(ctx: ContextT, include: frozenset[str] | None = None) -> Contex
             get their declared default (or keep the value if they have none).
     """
     cls = type(ctx)
-    names = context_field_names(cls)
+    names = _FIELDS_CACHE.get(cls) or context_field_names(cls)
     if cls in _PYDANTIC:
         return _copy_pydantic(ctx, include)  # type: ignore[no-any-return]
     new = object.__new__(cls)
     setter = object.__setattr__
     if include is None:
+        # One copy per branch and item: immutable values are shared without a call.
+        imm = _IMMUTABLE
         for name in names:
-            setter(new, name, copy_value(getattr(ctx, name)))
+            value = getattr(ctx, name)
+            setter(new, name, value if type(value) in imm else copy_value(value))
         return new
     for f in attrs.fields(cls):  # type: ignore[arg-type]
         if f.name in include or f.default is attrs.NOTHING:

@@ -170,7 +170,7 @@ class OneShotMailbox(_Front):
     capacity: ClassVar[int] = 1
 
     def __init__(self, message: Any = None, *, full: bool = False) -> None:
-        super().__init__()
+        # The head slot is set here directly (no super().__init__): one per branch and item.
         self._front = message
         self._has_front = full
         self.closed = full

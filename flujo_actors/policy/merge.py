@@ -166,6 +166,13 @@ def _changed(value: Any, base: Any) -> bool:
 
 def diff_branch(fork: Fork, branch_ctx: Any) -> BranchChanges:
     """The changes a branch made relative to ``fork`` (cost: its fields and scratchpad keys)."""
+    return BranchChanges(*_diff(fork, branch_ctx))
+
+
+def _diff(
+    fork: Fork, branch_ctx: Any
+) -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...], dict[str, list[Any]]]:
+    # diff_branch's parts, without the record (a fold reads them once per branch).
     changed: dict[str, Any] = {}
     appended: dict[str, list[Any]] = {}
     for name, base in fork.fields.items():
@@ -192,7 +199,7 @@ def diff_branch(fork: Fork, branch_ctx: Any) -> BranchChanges:
             changed["scratchpad"] = sp
         else:
             sets, deleted = _diff_scratchpad(fork, base_sp, sp)
-    return BranchChanges(changed, sets, deleted, appended)
+    return changed, sets, deleted, appended
 
 
 def apply_changes(ctx: Any, changes: BranchChanges) -> None:
@@ -224,6 +231,8 @@ def _diff_scratchpad(
     are copies, and real changes) are compared with ``!=`` in Python.
     """
     keys = fork.sp_keys
+    if not keys:
+        return dict(sp), ()  # an empty base (the common fan-out): every key is new
     base_vals = fork.sp_values
     vals = list(map(sp.get, keys, repeat(_MISSING)))
     sets: dict[str, Any] = {}
@@ -377,15 +386,15 @@ class MergeFold:
         if strategy == "overwrite":
             self._last = ctx
             return
-        ch = diff_branch(self.fork, ctx)
+        changed, sets, deleted, appended = _diff(self.fork, ctx)
         fields, keys = self._fields, self._keys
-        for field, value in ch.fields.items():
+        for field, value in changed.items():
             _decide(fields, field, bname, value, strategy, field, False)
-        for key, value in ch.scratch_set.items():
+        for key, value in sets.items():
             _decide(keys, key, bname, value, strategy, "scratchpad", True)
-        for key in ch.scratch_deleted:
+        for key in deleted:
             _decide(keys, key, bname, _DELETED, strategy, "scratchpad", True)
-        for field, tail in ch.appended.items():
+        for field, tail in appended.items():
             self._logs.setdefault(field, []).extend(tail)
 
     def apply(self) -> None:

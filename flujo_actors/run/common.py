@@ -48,19 +48,30 @@ def branch_result(name: str, job: Job, ctx: Any) -> StepResult:
     Its latency is its steps' latencies added up (they ran one after another);
     callers that time the whole job themselves overwrite it.
     """
-    cost, tokens = sum_usage(job.history)
-    last = job.history[-1] if job.history else None
+    history = job.history
+    if len(history) == 1:
+        # One step per branch or item is the common shape: nothing to add up.
+        last: StepResult | None = history[0]
+        assert last is not None
+        cost, tokens, latency = last.cost_usd, last.token_counts, last.latency_s
+        if cost is not ZERO:
+            cost = add_usd(ZERO, cost)  # the sum's exact form, as sum_usage gives it
+    else:
+        cost, tokens = sum_usage(history)
+        last = history[-1] if history else None
+        latency = sum(r.latency_s for r in history)
+    success = job.success
     return StepResult(
         name,
-        job.output if job.success else None,
-        job.success,
+        job.output if success else None,
+        success,
         1,
-        sum(r.latency_s for r in job.history),
+        latency,
         cost,
         tokens,
-        None if job.success or last is None else last.feedback,
+        None if success or last is None else last.feedback,
         ctx,
-        step_history=job.history,
+        step_history=history,
     )
 
 

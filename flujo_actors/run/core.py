@@ -199,7 +199,9 @@ class Job:
     ) -> None:
         self.context = context
         self.history: list[StepResult] = []
-        self.done = trio.Event()
+        #: Whether the job finished (a plain flag: nobody waits on a job, its
+        #: ``on_finish`` or the chain's return says when).
+        self.done = False
         self.output: Any = None
         self.success = True
         self.path = path
@@ -216,7 +218,7 @@ class Job:
         if last is not None:
             self.output = last.output
             self.success = last.success
-        self.done.set()
+        self.done = True
         if self.on_finish is not None:
             self.on_finish(self)
 

@@ -133,7 +133,7 @@ async def _run_branches(
     results: list[StepResult] = []
     ok: list[tuple[str, Any]] = []
     for (bname, _pipeline), job in zip(branches, jobs, strict=True):
-        if job.done.is_set():
+        if job.done:
             r = branch_result(bname, job, job.context)
             if r.success:
                 output[bname] = r.output
@@ -183,7 +183,7 @@ def _branches_cut_short(
     """The result of a parallel step a breach cut short: every branch, the breaching one last."""
     results: list[StepResult] = []
     for (bname, _pipeline), job in zip(branches, jobs, strict=False):
-        if job.done.is_set():
+        if job.done:
             results.append(branch_result(bname, job, job.context))
         else:
             results.append(partial.cut_short(run, bname, job.history, branch_context=job.context))
