@@ -42,6 +42,6 @@ SCENARIOS = [
         unit="ms",
         sizes=(100, 1000, 10_000),
         quick_sizes=(100, 1000),
-        targets=(Target(max=40.0, at_size=1000),),
+        targets=(Target(max=25.0, at_size=1000),),
     ),
 ]

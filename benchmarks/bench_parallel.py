@@ -77,7 +77,7 @@ SCENARIOS = [
         sizes=(10, 1000, 100_000),
         quick_sizes=(10, 1000, 10_000),
         targets=(
-            Target(max=60.0, at_size=1000),
+            Target(max=25.0, at_size=1000),
             Target(max=RSS_BUDGET_MIB, metric="peak_rss_mib", at_size=100_000),
         ),
     ),
