@@ -256,7 +256,7 @@ class StepActor(Actor):
                 # Below the top level with a state backend: replayed or checkpointed.
                 result = await checkpoint.execute(run.positions, frame, job, self._run)
             elif hooks is None:
-                result = await run_step(frame)
+                result = await _dispatch(frame)  # run_step's body: one frame less per step
             else:
                 # Hooks, tracing or logging are on: events and spans around the step.
                 result = await hooks.observe_step(frame, self.index, run_step)
