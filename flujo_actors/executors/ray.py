@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Mapping
 from functools import partial
 from typing import Any, Final
@@ -65,8 +66,11 @@ class RayExecutor(_ExecutorBase):
     When the calling task is cancelled (step timeout, usage breach, failing
     sibling, user cancel) the task is cancelled with ``ray.cancel`` (with
     ``force_cancel``, the default, by killing the worker process, so even
-    blocking code stops) and the call waits up to ``cancel_timeout_s`` for
-    Ray to confirm before ``trio.Cancelled`` propagates. A worker or node
+    blocking code stops) and the call waits up to ``cancel_timeout_s``
+    seconds of real time for Ray to confirm before ``trio.Cancelled``
+    propagates; unconfirmed by then, it raises
+    :class:`~flujo_actors.errors.ExecutorLost` instead (the task may still be
+    running: nothing is left waiting forever). A worker or node
     lost while running the task raises
     :class:`~flujo_actors.errors.ExecutorLost`, which the step's supervisor
     retries like any failed attempt.
@@ -84,7 +88,10 @@ class RayExecutor(_ExecutorBase):
         force_cancel: kill the worker on cancellation (True) or raise
             ``KeyboardInterrupt`` in it (False: the agent can clean up, but
             blocking calls finish first). Tasks only; see ``actors``.
-        cancel_timeout_s: how long a cancelled call waits for Ray to confirm.
+        cancel_timeout_s: how long (real time) a cancelled call waits for Ray
+            to confirm; 0 does not wait (``trio.Cancelled`` propagates at once).
+        restart_timeout_s: how long (real time) a call to an actor that lost a
+            call waits for Ray to restart it before raising ``ExecutorLost``.
         actors: 0 (default) runs each call as a Ray task. N > 0 runs calls on
             N Ray *async actors* instead, each hosting up to
             ``actor_concurrency`` calls at once as tasks of a trio run inside
@@ -113,6 +120,7 @@ class RayExecutor(_ExecutorBase):
         task_options: Mapping[str, Any] | None = None,
         force_cancel: bool = True,
         cancel_timeout_s: float = 10.0,
+        restart_timeout_s: float = 60.0,
         actors: int = 0,
         actor_concurrency: int = 1000,
     ) -> None:
@@ -126,9 +134,13 @@ class RayExecutor(_ExecutorBase):
                 "back). Remove them and set max_retries on the step."
             )
         _check_scheduling(task_options)
-        if not isinstance(cancel_timeout_s, (int, float)) or cancel_timeout_s < 0:
+        if not _is_number(cancel_timeout_s) or cancel_timeout_s < 0:
             raise ValueError(
                 f"RayExecutor: cancel_timeout_s must be >= 0, got {cancel_timeout_s!r}."
+            )
+        if not _is_number(restart_timeout_s) or restart_timeout_s <= 0:
+            raise ValueError(
+                f"RayExecutor: restart_timeout_s must be > 0, got {restart_timeout_s!r}."
             )
         for name, value in (("actors", actors), ("actor_concurrency", actor_concurrency)):
             if type(value) is not int or value < (0 if name == "actors" else 1):
@@ -143,6 +155,7 @@ class RayExecutor(_ExecutorBase):
         self.task_options = task_options
         self.force_cancel = bool(force_cancel)
         self.cancel_timeout_s = float(cancel_timeout_s)
+        self.restart_timeout_s = float(restart_timeout_s)
         self._conn: RunBound[_Connection] = RunBound(
             "RayExecutor's connection", self._open, self._close
         )
@@ -226,7 +239,7 @@ class RayExecutor(_ExecutorBase):
         load[host] += 1
         try:
             if conn.down[host]:
-                await self._wait_restarted(conn, host, item)
+                await _wait_restarted(conn, host, item, self.restart_timeout_s)
             ref = (
                 conn.hosts[host]
                 .run.options(name=f"flujo:{item.step_name}#{item.attempt}")
@@ -235,35 +248,6 @@ class RayExecutor(_ExecutorBase):
             return await self._await(conn, ref, item, host=host)
         finally:
             load[host] -= 1
-
-    @staticmethod
-    async def _wait_restarted(conn: _Connection, host: int, item: WorkItem) -> None:
-        """Wait until ``host``, which lost a call, answers again (Ray restarts it).
-
-        The probe is the host's ``ping``, which Ray may retry until the actor is
-        back (it is idempotent; agent calls never are). Cancellation only stops
-        the waiting.
-        """
-        ref = conn.hosts[host].ping.options(max_task_retries=-1).remote()
-        future = ref.future()
-        done = trio.Event()
-        token = trio.lowlevel.current_trio_token()
-
-        def wake(_: Any) -> None:  # runs on a Ray thread
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(done.set)
-
-        future.add_done_callback(wake)
-        await _settled(conn, ref, done)
-        try:
-            _result(conn, future, ref)
-        except conn.ray_error as exc:
-            raise ExecutorLost(
-                f"Step {item.step_name!r} attempt {item.attempt}: its Ray actor did not come "
-                f"back after losing a call ({type(exc).__name__}). Worker loss is retryable: "
-                "the step's max_retries decides whether it runs again."
-            ) from exc
-        conn.down[host] = False
 
     async def _await(self, conn: _Connection, ref: Any, item: WorkItem, *, host: int) -> WorkResult:
         c = self._counters
@@ -285,11 +269,19 @@ class RayExecutor(_ExecutorBase):
                 c.cancelled += 1
                 # Ray refuses force for actor tasks; the host cancels the call's trio task.
                 self._cancel(conn, ref, force=self.force_cancel and host < 0)
-                # Shielded: when Cancelled leaves this call, the task has stopped.
-                with trio.CancelScope(
-                    deadline=trio.current_time() + self.cancel_timeout_s, shield=True
-                ):
-                    await _settled(conn, ref, done)
+                # Shielded: when Cancelled leaves this call, the task has stopped. The bound
+                # is real time (Ray confirms in real time; a test's mock clock never would).
+                limit = self.cancel_timeout_s
+                with trio.CancelScope(shield=True):
+                    if limit and not await _settled(conn, ref, done, limit_s=limit):
+                        c.lost += 1
+                        raise ExecutorLost(
+                            f"Step {item.step_name!r} attempt {item.attempt}: cancelled, but "
+                            f"Ray did not confirm within cancel_timeout_s={limit!r} s that its "
+                            "task stopped; it may still be running on the cluster. Worker "
+                            "loss is retryable: the step's max_retries decides whether it "
+                            "runs again."
+                        )
         try:
             raw = _result(conn, future, ref)
         except conn.cancelled_error as exc:
@@ -381,30 +373,84 @@ def _check_scheduling(options: Mapping[str, Any]) -> None:
             )
 
 
-async def _settled(conn: _Connection, ref: Any, done: trio.Event) -> None:
-    """Wait until ``ref`` is settled: ``done`` is set by the future's callback.
+async def _settled(
+    conn: _Connection, ref: Any, done: trio.Event, *, limit_s: float | None = None
+) -> bool:
+    """Wait until ``ref`` is settled (``done`` is set); False if ``limit_s`` passed first.
 
-    The callback was seen to be lost under load (a fresh-clone CI run waited
-    forever on a finished task), so ``ray.wait`` in a worker thread is the
-    backstop: it sets ``done`` itself once the object is ready, polling every
-    second of real time (never trio's clock, which tests may drive).
+    ``done`` is set by the future's callback. The callback was seen to be
+    lost under load (a fresh-clone CI run waited forever on a finished task),
+    so ``ray.wait`` in a worker thread is the backstop: it sets ``done``
+    itself once the object is ready, polling every second of real time
+    (never trio's clock, which tests may drive). ``limit_s`` bounds the wait
+    in real time too (``None``: no bound).
 
     Cancellation: both waits stop; an abandoned ``ray.wait`` ends within 1 s.
     """
     if done.is_set():
-        return
+        return True
+    end = None if limit_s is None else time.monotonic() + limit_s
 
     async def backstop() -> None:
-        wait = functools.partial(conn.ray.wait, [ref], timeout=1.0)
         while not done.is_set():
+            step = 1.0 if end is None else min(1.0, end - time.monotonic())
+            if step <= 0:
+                break  # out of time: the caller raises
+            wait = functools.partial(conn.ray.wait, [ref], timeout=step)
             ready, _ = await trio.to_thread.run_sync(wait, abandon_on_cancel=True)
             if ready:
                 done.set()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(backstop)
-        await done.wait()
+
+        async def callback() -> None:
+            await done.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(callback)
+        await backstop()  # returns once the object is ready or the time is up
         nursery.cancel_scope.cancel()
+    return done.is_set()
+
+
+async def _wait_restarted(conn: _Connection, host: int, item: WorkItem, limit_s: float) -> None:
+    """Wait until ``host``, which lost a call, answers again (Ray restarts it).
+
+    The probe is the host's ``ping``, which Ray may retry until the actor is
+    back (it is idempotent; agent calls never are). Bounded by ``limit_s`` of
+    real time: an actor Ray cannot restart (no node can place it) raises
+    :class:`~flujo_actors.errors.ExecutorLost` instead of waiting forever; the
+    host stays marked down, so the next call probes it again. Cancellation
+    only stops the waiting.
+    """
+    ref = conn.hosts[host].ping.options(max_task_retries=-1).remote()
+    future = ref.future()
+    done = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def wake(_: Any) -> None:  # runs on a Ray thread
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(done.set)
+
+    future.add_done_callback(wake)
+    if not await _settled(conn, ref, done, limit_s=limit_s):
+        with contextlib.suppress(Exception):  # stop Ray retrying the probe for nobody
+            conn.ray.cancel(ref)
+        raise ExecutorLost(
+            f"Step {item.step_name!r} attempt {item.attempt}: its Ray actor did not answer "
+            f"within restart_timeout_s={limit_s!r} s after losing a call (Ray could not "
+            "restart it). Worker loss is retryable: the step's max_retries decides whether "
+            "it runs again."
+        )
+    try:
+        _result(conn, future, ref)
+    except conn.ray_error as exc:
+        raise ExecutorLost(
+            f"Step {item.step_name!r} attempt {item.attempt}: its Ray actor did not come "
+            f"back after losing a call ({type(exc).__name__}). Worker loss is retryable: "
+            "the step's max_retries decides whether it runs again."
+        ) from exc
+    conn.down[host] = False
 
 
 def _result(conn: _Connection, future: Any, ref: Any) -> Any:

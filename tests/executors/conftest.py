@@ -1,8 +1,11 @@
-"""Executor fixtures: one session-scoped local Ray cluster for the tests marked ``ray``."""
+"""Executor fixtures: one session-scoped local Ray cluster for the tests marked ``ray``,
+and a hang guard on those tests."""
 
 from __future__ import annotations
 
+import gc
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +35,11 @@ def _inapplicable(item: pytest.Item) -> bool:
     return "remote" in fixtures or getattr(agent, "__name__", None) == "stuck_sync"
 
 
+# Per Ray test (setup, call and teardown; the first one starts the cluster): the slowest
+# takes ~20 s on a loaded 2-core machine. Past this it is a hang, reported with stacks.
+RAY_TEST_TIMEOUT_S = 120
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Not generated rather than skipped: a skip in `pytest -rs` must mean something
     # a user relies on did not run.
@@ -39,6 +47,66 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = [item for item in items if not _inapplicable(item)]
+    for item in items:
+        if item.get_closest_marker("ray") and not item.get_closest_marker("timeout"):
+            # A thread, not SIGALRM: the signal would land inside trio's event loop.
+            item.add_marker(pytest.mark.timeout(RAY_TEST_TIMEOUT_S, method="thread"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout's thread timer for Ray tests, plus what a hang needs explained.
+
+    On expiry: the stacks of the test's trio tasks (the thread dump shows only
+    trio's event loop), then the cluster's processes are killed (they would
+    outlive the session), then pytest-timeout dumps every thread and exits 1.
+    """
+    if item.get_closest_marker("ray") is None or settings.method != "thread":
+        return None
+    timer = threading.Timer(settings.timeout, _on_hang, (item, settings))
+    timer.name = f"ray hang guard {item.nodeid}"
+
+    def cancel() -> None:
+        timer.cancel()
+        timer.join()
+
+    item.cancel_timeout = cancel  # type: ignore[attr-defined]  # pytest-timeout's protocol
+    timer.start()
+    return True
+
+
+def _on_hang(item: pytest.Item, settings: Any) -> None:
+    from pytest_timeout import timeout_timer
+
+    out = item.config.get_terminal_writer()
+    try:
+        out.sep("+", title=f"{item.nodeid} still running after {settings.timeout} s")
+        out.write(_trio_task_stacks())
+        out.flush()
+        for cluster in _CLUSTER:
+            for node in cluster.list_all_nodes():
+                node.kill_all_processes(check_alive=False, allow_graceful=False)
+    finally:
+        timeout_timer(item, settings)  # dumps the threads, then os._exit(1)
+
+
+def _trio_task_stacks() -> str:
+    """Where every live trio task is suspended (read from another thread: diagnostics only)."""
+    import trio
+
+    lines = []
+    for task in [obj for obj in gc.get_objects() if isinstance(obj, trio.lowlevel.Task)]:
+        lines.append(f"trio task {task.name}:\n")
+        awaitable: Any = task.coro
+        while awaitable is not None:
+            frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+            if frame is not None:
+                code = frame.f_code
+                lines.append(f"  {code.co_filename}:{frame.f_lineno} in {code.co_name}\n")
+            awaitable = getattr(awaitable, "cr_await", None) or getattr(
+                awaitable, "gi_yieldfrom", None
+            )
+    return "".join(lines)
 
 
 # Shorter node health checks than Ray's defaults: a killed node is declared dead in

@@ -449,7 +449,13 @@ async def test_timeout_stops_the_remote_work(
     # interrupted inline (that is what a process pool is for).
     assert not (kind == "inline" and agent is stuck_sync)
     finished = tmp_path / "finished"
-    step = Step.from_callable(agent, name="stuck", placement=executor, timeout_s=10, max_retries=0)
+    # The timeout fires when the test jumps the mock clock, but the work item carries it
+    # as a wall-clock deadline: a worker that starts the call later than that (a Ray worker
+    # or actor starting under load) times it out before calling the agent, which then never
+    # signals. An hour of wall clock is far beyond any start-up.
+    step = Step.from_callable(
+        agent, name="stuck", placement=executor, timeout_s=3600, max_retries=0
+    )
     results = []
 
     async def run() -> None:
@@ -458,14 +464,14 @@ async def test_timeout_stops_the_remote_work(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
         pid = await started.wait()
-        mock_clock.jump(10)
+        mock_clock.jump(3600)
     [result] = results
     assert result.success is False
     assert re.match(
-        r"^TimeoutError: [Ss]tep 'stuck' .*timed out after .*10",
+        r"^TimeoutError: [Ss]tep 'stuck' .*timed out after .*3600",
         str(result.step_history[-1].feedback),
     )
-    assert trio.current_time() == 10
+    assert trio.current_time() == 3600
     if kind in REMOTE:
         assert pid != os.getpid()
         # The worker was stopped, not left running (bounded real-time wait, in a thread).

@@ -171,7 +171,11 @@ async def test_cancelling_an_actor_call_stops_it_and_keeps_the_actor(
     path, fd = fifo
     finished = tmp_path / "finished"
     executor = RayExecutor(actors=1)
-    step = Step.from_callable(stuck, placement=executor, timeout_s=5, max_retries=0)
+    # The timeout fires when the test jumps the mock clock; the work item carries it as a
+    # wall-clock deadline. With 5 s, an actor that took 5.1 s to start under load timed the
+    # call out before calling the agent, which never wrote its pid: the test waited forever
+    # (a CI run hung here). An hour of wall clock is far beyond any actor start-up.
+    step = Step.from_callable(stuck, placement=executor, timeout_s=3600, max_retries=0)
     results = []
 
     async def run() -> None:
@@ -180,7 +184,7 @@ async def test_cancelling_an_actor_call_stops_it_and_keeps_the_actor(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
         pid = await _read_pid(fd)
-        mock_clock.jump(5)
+        mock_clock.jump(3600)
     [result] = results
     assert result.success is False
     assert executor.statistics().cancelled == 1

@@ -154,7 +154,9 @@ async def test_cancelling_a_step_stops_its_task_on_a_worker_node(
     path, fd = fifo
     finished = tmp_path / "finished"
     on_b = RayExecutor(task_options={"resources": {"node_b": 1}})
-    step = Step.from_callable(blocked, placement=on_b, timeout_s=10, max_retries=0)
+    # An hour: the item carries the timeout as a wall-clock deadline, which a task started
+    # late under load must not reach before the agent announces itself (see test_ray.py).
+    step = Step.from_callable(blocked, placement=on_b, timeout_s=3600, max_retries=0)
     results = []
 
     async def run() -> None:
@@ -163,7 +165,7 @@ async def test_cancelling_a_step_stops_its_task_on_a_worker_node(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
         node_id, pid = await _read_line(fd)
-        mock_clock.jump(10)  # the step's timeout
+        mock_clock.jump(3600)  # the step's timeout
     [result] = results
     assert node_id == ray_nodes.node_id("node_b")
     assert result.success is False
