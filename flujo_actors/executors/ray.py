@@ -102,7 +102,8 @@ class RayExecutor(_ExecutorBase):
             on); a sync agent runs in a thread of the actor and cannot be
             stopped. A dead actor raises ``ExecutorLost`` for its calls in
             flight and is restarted by Ray; the next call sent to it waits
-            until it answers again (a call sent while it restarts would fail),
+            until it answers again, up to ``restart_timeout_s`` (a call sent
+            while it restarts would fail),
             so a retry runs on the restarted actor. The actors are killed on close.
             ``task_options`` then apply to the actors (``num_cpus``, ...).
         actor_concurrency: most calls one actor runs at once.
