@@ -19,15 +19,20 @@ import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from .actors.actor import Actor, ActorCell, ReplySlot, run_actor
 from .backends.state import PositionRecord, RunCheckpoint, RunSnapshot
 from .results import PipelineResult, StepResult
 from .serialization import dump_typed, load_typed
+from .step_rows import (
+    Saved,
+    expand_row,
+    position_rows,
+    row_from_step,
+    step_from_stored_row,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from .actors.registry import Registry
     from .backends.state import StateBackend
@@ -40,6 +45,8 @@ __all__ = [
     "ResumePoint",
     "checkpoint_for",
     "context_after",
+    "expanded_rows",
+    "history_from_snapshot",
     "open_positions",
     "result_from_snapshot",
     "step_from_row",
@@ -64,11 +71,9 @@ class ResumePoint:
         "tokens",
     )
 
-    def __init__(self, snap: RunSnapshot) -> None:
+    def __init__(self, snap: RunSnapshot, positions: dict[str, Any] | None = None) -> None:
         self.index = snap.next_step_index
-        self.history: list[StepResult] = [
-            step_from_row(row, f"step_history[{i}]") for i, row in enumerate(snap.step_history)
-        ]
+        self.history = history_from_snapshot(snap, positions)
         self.context = load_typed(snap.context, path="context")
         self.initial_input = load_typed(snap.initial_input, path="initial_input")
         self.data = (
@@ -82,7 +87,7 @@ class ResumePoint:
         # the resumed run's next checkpoint.
         self.new_fingerprint: str | None = None
         # Completed positions below the top level (loaded by resume_async).
-        self.positions: dict[str, Any] = {}
+        self.positions: dict[str, Any] = positions if positions is not None else {}
         # The stored run row (a RunCheckpoint) and the validated human answers.
         self.base: Any = None
         self.answers: dict[str, Any] = {}
@@ -92,14 +97,64 @@ class ResumePoint:
 CONTEXT_AFTER = "context_after"
 
 
-def step_from_row(row: Any, where: str) -> StepResult:
-    """Rebuild a StepResult saved by :func:`step_row` (``where`` names it in errors).
+def step_from_row(row: Any, where: str, positions: Mapping[str, Any] | None = None) -> StepResult:
+    """Rebuild a top-level StepResult saved by :func:`checkpoint_for` (or :func:`step_row`).
 
-    A top-level row's ``context_after`` (see :func:`checkpoint_for`) is not part of it.
+    ``where`` names it in errors; ``positions`` (the run's stored position
+    records) resolves the children it stored by reference (see
+    :mod:`flujo_actors.step_rows`). A top-level row's ``context_after`` is
+    not part of it.
+
+    Raises:
+        StateBackendError: a child it refers to is not stored.
     """
+    row = _without_context_after(row)
+    try:
+        return step_from_stored_row(
+            row, where, _row_root(row), None if positions is None else position_rows(positions)
+        )
+    except KeyError as exc:
+        from .errors import StateBackendError
+
+        raise StateBackendError(str(exc.args[0])) from None
+
+
+def history_from_snapshot(
+    snap: RunSnapshot, positions: Mapping[str, Any] | None = None
+) -> list[StepResult]:
+    """The stored top-level history of ``snap``, its children resolved from ``positions``."""
+    return [
+        step_from_row(row, f"step_history[{i}]", positions)
+        for i, row in enumerate(snap.step_history)
+    ]
+
+
+def expanded_rows(rows: Sequence[Any], positions: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Top-level rows with every child stored by reference written inline (for a fork).
+
+    Raises:
+        StateBackendError: a child a row refers to is not stored.
+    """
+    lookup = position_rows(positions)
+    try:
+        return tuple(expand_row(row, _row_root(row), lookup) for row in rows)
+    except KeyError as exc:
+        from .errors import StateBackendError
+
+        raise StateBackendError(str(exc.args[0])) from None
+
+
+def _without_context_after(row: Any) -> Any:
     if isinstance(row, dict) and CONTEXT_AFTER in row:
-        row = {k: v for k, v in row.items() if k != CONTEXT_AFTER}
-    return _as_step_result(load_typed(row, path=where))
+        return {k: v for k, v in row.items() if k != CONTEXT_AFTER}
+    return row
+
+
+def _row_root(row: Any) -> tuple[Any, ...]:
+    """The position of a top-level step from its row: ``(name,)``, what references hang off."""
+    fields = row.get("value") if isinstance(row, dict) else None
+    name = fields.get("name") if isinstance(fields, dict) else None
+    return (name,) if isinstance(name, str) else ()
 
 
 def context_after(row: Any, run_id: str, index: int) -> Any:
@@ -120,15 +175,11 @@ def context_after(row: Any, run_id: str, index: int) -> Any:
     return load_typed(row[CONTEXT_AFTER], path=f"step_history[{index}].{CONTEXT_AFTER}")
 
 
-def _as_step_result(value: object) -> StepResult:
-    if not isinstance(value, StepResult):
-        raise TypeError(f"stored step row is a {type(value).__name__}, not a StepResult")
-    return value
-
-
-def result_from_snapshot(snap: RunSnapshot) -> PipelineResult:
-    """The stored result of a finished run."""
-    point = ResumePoint(snap)
+def result_from_snapshot(
+    snap: RunSnapshot, positions: dict[str, Any] | None = None
+) -> PipelineResult:
+    """The stored result of a finished run (``positions``: its stored position records)."""
+    point = ResumePoint(snap, positions)
     done = snap.status == "completed"
     return PipelineResult(
         step_history=point.history,
@@ -152,8 +203,12 @@ def checkpoint_for(
     initial_input_json: Any,
     cost: Decimal,
     tokens: int,
+    saved: Saved | None = None,
 ) -> RunCheckpoint:
     """The checkpoint after top-level step ``index`` finished with ``result``.
+
+    Its descendants found in ``saved`` (stored as positions of their own)
+    are written as references: the row is O(the step's direct children).
 
     Raises:
         SerializationError: the step's output or the context cannot be
@@ -166,7 +221,7 @@ def checkpoint_for(
     else:
         status, next_index = "running", index + 1
     context_json = dump_typed(context, path="context")
-    output, row = step_row(result)
+    output, row = row_from_step(result, (result.name,), saved)
     if isinstance(row, dict):
         # Each row keeps the context its step left, so a fork can start after any
         # step (O(context) per step; the run row holds only the latest context).
@@ -193,15 +248,7 @@ def step_row(result: StepResult) -> tuple[Any, Any]:
         SerializationError: the output (or another value of the result)
             cannot be serialized; the message names the step.
     """
-    output = dump_typed(result.output, path=f"step {result.name!r} output")
-    # The output is serialized once: the row carries the same JSON.
-    row = dump_typed(attrs.evolve(result, output=None), path=f"step {result.name!r} result")
-    fields = row.get("value") if isinstance(row, dict) else None
-    if isinstance(fields, dict):
-        fields["output"] = output
-    else:  # a registered serializer for StepResult: keep its own format
-        row = dump_typed(result, path=f"step {result.name!r} result")
-    return output, row
+    return row_from_step(result)
 
 
 def open_positions(
@@ -215,24 +262,32 @@ def open_positions(
     from .run.checkpoint import Positions
     from .step_cache import dump_changes, load_changes
 
-    def encode(result: StepResult, changes: BranchChanges | None) -> Any:
-        _output, row = step_row(result)
+    def encode(result: StepResult, changes: BranchChanges | None, position: tuple[Any, ...]) -> Any:
+        # Children stored as positions of their own are references: O(direct children).
+        _output, row = row_from_step(result, position, positions.saved)
         record: dict[str, Any] = {"result": row}
         if changes is not None:
             record["changes"] = dump_changes(changes)
         return record
 
-    def decode(record: Any, where: str) -> tuple[StepResult, BranchChanges | None]:
+    def decode(
+        record: Any, where: str, position: tuple[Any, ...]
+    ) -> tuple[StepResult, BranchChanges | None]:
         changes = record.get("changes")
-        return (
-            step_from_row(record["result"], where),
-            None if changes is None else load_changes(changes),
-        )
+        try:
+            result = step_from_stored_row(record["result"], where, position, lookup)
+        except KeyError as exc:
+            from .errors import StateBackendError
+
+            raise StateBackendError(str(exc.args[0])) from None
+        return result, None if changes is None else load_changes(changes)
 
     async def save(position: str, record: Any) -> None:
         await persistence.save(PositionRecord(run_id=run_id, position=position, record=record))
 
-    return Positions(save, encode, decode, done)
+    positions = Positions(save, encode, decode, done)
+    lookup = position_rows(positions.stored)
+    return positions
 
 
 class _Save:

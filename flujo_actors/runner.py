@@ -470,10 +470,10 @@ class Flujo:
                     f"Run {run_id!r} is {snap.status}, not paused: it waits for no human "
                     "input. Resume it without human_input (you get its stored result)."
                 )
-            return result_from_snapshot(snap)
-        point = ResumePoint(snap)
+            return result_from_snapshot(snap, await backend.load_positions(run_id))
+        # Positions first: the stored steps refer to their children's records.
+        point = ResumePoint(snap, await backend.load_positions(run_id))
         point.new_fingerprint = fingerprint if changed else None
-        point.positions = await backend.load_positions(run_id)
         point.base = resume_base(snap)
         pending = pending_from_record(point.positions.pop(PAUSED_KEY, None))
         if human_input is not NO_INPUT:

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from .persistence import PersistenceActor
     from .policy.ledger import UsageLedger
     from .results import StepResult
+    from .run.checkpoint import Positions
     from .run.core import Job
+    from .step_rows import Saved
     from .steps.dsl import Pipeline
 
 __all__ = ["Recorder", "changed_message", "first_checkpoint", "resume_base"]
@@ -96,6 +98,7 @@ class Recorder:
         ledger: UsageLedger,
         human: Any = None,
         new_fingerprint: str | None = None,
+        positions: Positions | None = None,
     ) -> None:
         self.run_id = run_id
         self.persistence = persistence
@@ -104,6 +107,8 @@ class Recorder:
         self.last = base
         self.human = human
         self.new_fingerprint = new_fingerprint
+        # The run's completed positions: a step's row refers to those of its children.
+        self.saved = positions.saved if positions is not None else None
         # Totals from the top-level results (each includes its children): exact,
         # and independent of when the governor applies told usage messages.
         self.cost, self.tokens = ledger.cost, ledger.tokens
@@ -127,6 +132,7 @@ class Recorder:
             initial_input_json=self.last.initial_input,
             cost=self.cost,
             tokens=self.tokens,
+            saved=self.saved,
         )
         if self.new_fingerprint is not None:
             # A resume with a changed pipeline (allowed): the run now belongs
@@ -135,6 +141,9 @@ class Recorder:
             self.new_fingerprint = None
         await self.persistence.save(checkpoint)
         self.last = attrs.evolve(checkpoint, new_steps=(), pipeline_fingerprint=None)
+        if self.saved:
+            # The step's row refers to them: nothing later encodes them again.
+            self.saved.clear()
 
     async def _paused(self) -> None:
         from .backends.state import PositionRecord
@@ -184,7 +193,7 @@ class Recorder:
         """
         from .serialization import dump_typed
 
-        rows = tuple(_breach_row(r) for r in history[self.last.next_step_index :])
+        rows = tuple(_breach_row(r, self.saved) for r in history[self.last.next_step_index :])
         checkpoint = attrs.evolve(
             self._with_status("failed"),
             new_steps=rows,
@@ -215,20 +224,21 @@ class Recorder:
                 )
 
 
-def _breach_row(result: StepResult) -> Any:
+def _breach_row(result: StepResult, saved: Saved | None) -> Any:
     from .errors import SerializationError
-    from .persistence import step_row
+    from .step_rows import row_from_step
 
+    root = (result.name,)
     try:
-        return step_row(result)[1]
+        return row_from_step(result, root, saved)[1]
     except SerializationError as exc:
         kept = attrs.evolve(result, output=None, metadata=dict(result.metadata))
         kept.metadata["output_not_stored"] = str(exc)
     try:
-        return step_row(kept)[1]
+        return row_from_step(kept, root, saved)[1]
     except SerializationError:
         # A child's output: the children are dropped too (their positions stay stored).
-        return step_row(attrs.evolve(kept, step_history=[]))[1]
+        return row_from_step(attrs.evolve(kept, step_history=[]), root, saved)[1]
 
 
 def resume_base(snap: Any) -> RunCheckpoint:

@@ -138,7 +138,7 @@ async def fork_run(
         RunExistsError: ``run_id`` already names a stored run.
     """
     from .backends.state import RunCheckpoint
-    from .persistence import context_after, step_from_row
+    from .persistence import context_after, expanded_rows, step_from_row
     from .serialization import dump_typed, load_typed
 
     backend = runner.state_backend
@@ -156,7 +156,8 @@ async def fork_run(
             "check the run id (backend.list_runs() lists the known runs)."
         )
     _check_forkable(runner, snap, source_id, k)
-    rows = snap.step_history[:k]
+    # The new run has no positions: its rows carry their children inline.
+    rows = expanded_rows(snap.step_history[:k], await backend.load_positions(source_id))
     history = [step_from_row(row, f"step_history[{i}]") for i, row in enumerate(rows)]
     initial_input = load_typed(snap.initial_input, path="initial_input")
     if k == 0:

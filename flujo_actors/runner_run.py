@@ -111,6 +111,7 @@ async def execute_claimed(
             ledger,
             run.human,
             resume.new_fingerprint if resume is not None else None,
+            positions=run.positions,
         )
     run_nursery = _run_nursery_on_asyncio if runner._uses_asyncio else _run_nursery
     try:

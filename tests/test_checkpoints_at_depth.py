@@ -90,7 +90,8 @@ async def crash_then_resume(
     snap = await backend.load_state("r")
     positions = await backend.load_positions("r")
     world.committed = Counter(
-        [r.name for r in ResumePoint(snap).history] + [json.loads(k)[-1] for k in positions]
+        [r.name for r in ResumePoint(snap, positions).history]
+        + [json.loads(k)[-1] for k in positions]
     )
     world.calls_at_crash = Counter(world.calls)
     return await Flujo(build(), context_model=Ctx, state_backend=backend).resume_async("r")

@@ -178,13 +178,21 @@ async def _pending(backend: StateBackend, snap: RunSnapshot) -> list[PendingInpu
 async def _show(backend: StateBackend, args: argparse.Namespace) -> int:
     snap = await _snapshot(backend, args.run_id)
     pending = await _pending(backend, snap)
+    # The stored steps refer to their children's position records.
+    positions = await backend.load_positions(snap.run_id)
     if args.json:
-        render.print_json(render.snapshot_json(snap, pending))
+        import attrs
+
+        from ..persistence import expanded_rows
+
+        # Each step with its children inline, as they were before references.
+        whole = attrs.evolve(snap, step_history=expanded_rows(snap.step_history, positions))
+        render.print_json(render.snapshot_json(whole, pending))
         return 0
     from ..persistence import result_from_snapshot
 
     try:
-        result = result_from_snapshot(snap)
+        result = result_from_snapshot(snap, positions)
     except (FlujoError, TypeError, ValueError) as exc:
         raise UsageError(
             f"run {args.run_id!r} cannot be shown as results ({exc}); `show --json` prints "

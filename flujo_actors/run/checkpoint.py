@@ -70,22 +70,31 @@ class Positions:
 
     Attributes:
         done: records not replayed yet, by position key (each replays once).
+        stored: every record loaded on resume, by position key (what a
+            stored reference to a child resolves against; never popped).
+        saved: the results of this execution that have a record (saved, or
+            replayed), by ``id()``: the result (kept alive, so the id stays
+            its own) and its position. A parent's record refers to them
+            instead of encoding them again (O(new work) per record); the
+            runner clears it once a top-level step's checkpoint refers to them.
         replayed: how many positions this execution replayed instead of running.
     """
 
-    __slots__ = ("decode", "done", "encode", "replayed", "save")
+    __slots__ = ("decode", "done", "encode", "replayed", "save", "saved", "stored")
 
     def __init__(
         self,
         save: Callable[[str, Any], Awaitable[None]],
-        encode: Callable[[StepResult, BranchChanges | None], Any],
-        decode: Callable[[Any, str], tuple[StepResult, BranchChanges | None]],
+        encode: Callable[[StepResult, BranchChanges | None, tuple[Any, ...]], Any],
+        decode: Callable[[Any, str, tuple[Any, ...]], tuple[StepResult, BranchChanges | None]],
         done: dict[str, Any] | None = None,
     ) -> None:
         self.save = save
         self.encode = encode
         self.decode = decode
         self.done: dict[str, Any] = done or {}
+        self.stored: dict[str, Any] = dict(self.done)
+        self.saved: dict[int, tuple[StepResult, tuple[Any, ...]]] = {}
         self.replayed = 0
 
 
@@ -113,7 +122,9 @@ async def execute(
     assert frame.run is not None  # every frame a run executes carries it
     if paused_under(frame.run.human, frame.position):
         return result  # waiting for a human: not completed, nothing to save
-    await positions.save(key, positions.encode(result, changes_since(fork, job.context)))
+    position = frame.position
+    await positions.save(key, positions.encode(result, changes_since(fork, job.context), position))
+    positions.saved[id(result)] = (result, position)
     return result
 
 
@@ -153,7 +164,8 @@ async def _replay(
     positions: Positions, frame: ExecutionFrame[Any], job: Job, record: Any
 ) -> StepResult:
     where = f"the checkpoint of step {frame.step.name!r} at {list(frame.position)!r}"
-    result, changes = positions.decode(record, where)
+    result, changes = positions.decode(record, where, frame.position)
+    positions.saved[id(result)] = (result, frame.position)
     if changes is not None and job.context is not None:
         apply_changes(job.context, changes)
     positions.replayed += 1

@@ -34,6 +34,8 @@ __all__ = [
     "dump_typed",
     "dumps_json",
     "get_converter",
+    "has_custom_deserializer",
+    "has_custom_serializer",
     "load_typed",
     "loads_json",
     "register_custom_deserializer",
@@ -199,6 +201,20 @@ def _restore_registry(
     global _CODEC
     with _LOCK:
         _CODEC = _Generation(*snapshot)
+
+
+def has_custom_serializer(type_: type) -> bool:
+    """Whether ``register_custom_serializer(type_, ...)`` was called (a cheap check).
+
+    For encoders with a fast path for a type of their own: they take it only
+    while nobody registered a format for that type.
+    """
+    return type_ in _CODEC.serializers
+
+
+def has_custom_deserializer(type_: type) -> bool:
+    """Whether ``register_custom_deserializer(type_, ...)`` was called (a cheap check)."""
+    return type_ in _CODEC.deserializers
 
 
 def get_converter() -> Converter:
