@@ -91,6 +91,7 @@ LAYERS: Final[dict[str, int]] = {
     "hook_logging": RUNNER,
     "introspection": RUNNER,
     "persistence": RUNNER,
+    "step_rows": RUNNER,
     "": ENTRY,  # the package root: flujo_actors/__init__.py
     "bench": ENTRY,
     "cli": ENTRY,
