@@ -12,6 +12,11 @@ Scenarios:
         finishing together share commits).
     persistence.depth: a loop inside a parallel step inside a nested pipeline, every step
         at every depth checkpointed (SQLite, NORMAL), against no persistence.
+
+State size (issue #15: O(completed steps), constant per step at any depth) is counted,
+not timed: ``python benchmarks/bench_persistence.py`` prints the rows and bytes a SQLite
+file holds per completed step of ``flujo_actors.testing.footprint.nested_loops`` at
+depth 1, 3 and 5 (``tests/test_state_size.py`` asserts the same shape).
 """
 
 from __future__ import annotations
@@ -192,3 +197,36 @@ SCENARIOS = [
         sizes=(10, 100),
     ),
 ]
+
+
+async def _footprint_per_step(depth: int, sizes: tuple[int, int]) -> tuple[float, float]:
+    """(rows, bytes) one more completed step adds to the SQLite file at ``depth``."""
+    from flujo_actors.testing.footprint import nested_loops, sqlite_footprint
+
+    prints = []
+    with tempfile.TemporaryDirectory(prefix="flujo-bench-") as tmp:
+        for n in sizes:
+            path = Path(tmp) / f"{n}.sqlite"
+            async with SQLiteBackend(path, synchronous="NORMAL") as backend:
+                result = await Flujo(nested_loops(depth, n), state_backend=backend).run_async(0)
+                expect(result.success, "the nested loops failed")
+            prints.append(sqlite_footprint(path))
+    steps = sizes[1] - sizes[0]
+    return (
+        (prints[1].rows - prints[0].rows) / steps,
+        (prints[1].bytes - prints[0].bytes) / steps,
+    )
+
+
+async def _print_state_size() -> None:
+    print("state stored per completed step (SQLite file; nested_loops(depth, N), N 100 -> 200)")
+    print("depth  rows/step  bytes/step")
+    for depth in (1, 3, 5):
+        rows, size = await _footprint_per_step(depth, (100, 200))
+        print(f"{depth:>5}  {rows:>9.2f}  {size:>10.1f}")
+
+
+if __name__ == "__main__":
+    import trio
+
+    trio.run(_print_state_size)
