@@ -105,7 +105,8 @@ class RayExecutor(_ExecutorBase):
             until it answers again, up to ``restart_timeout_s`` (a call sent
             while it restarts would fail),
             so a retry runs on the restarted actor. The actors are killed on close.
-            ``task_options`` then apply to the actors (``num_cpus``, ...).
+            ``task_options`` then apply to the actors (``resources``, ...); a
+            host holds no CPU unless ``task_options`` sets ``num_cpus``.
         actor_concurrency: most calls one actor runs at once.
 
     Raises:
@@ -192,6 +193,11 @@ class RayExecutor(_ExecutorBase):
                 "max_restarts": -1,  # a dead host comes back for later calls...
                 "max_task_retries": 0,  # ...but the calls it was running are not re-run
                 "max_concurrency": self.actor_concurrency,
+                # A host waits on I/O: it holds no CPU. Ray's default reserves one CPU per
+                # actor for its lifetime as soon as any resource is given, so a host pinned
+                # with resources={"node_b": 0.1} took node_b's only CPU and tasks pinned
+                # there waited forever (a loaded test run hung on exactly that).
+                "num_cpus": 0,
                 **self.task_options,
             }
             hosts = [_HOST.options(**options).remote() for _ in range(self.actors)]

@@ -81,6 +81,10 @@ async def test_steps_pinned_by_resources_land_on_their_node(ray_nodes: RayNodes)
     on_b = RayExecutor(task_options={"resources": {"node_b": 1}})
     # An async-actor host pinned the same way (a fraction: tasks pinned there still fit).
     host_b = RayExecutor(actors=1, task_options={"resources": {"node_b": 0.1}})
+    # The host first, so it is alive while the tasks pinned to its node run (it lives as long
+    # as this trio run): a host holding node_b's only CPU made them wait forever.
+    first = await Flujo(Step.from_callable(node_and_pid, placement=host_b)).run_async(0)
+    assert first.output[0] == ray_nodes.node_id("node_b")
     fan = Step.parallel(
         "fan",
         {
