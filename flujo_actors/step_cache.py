@@ -13,6 +13,10 @@ What the serializer cannot handle never costs the step its result: the
 cache is skipped with a :class:`~flujo_actors.errors.CacheSkippedWarning`
 (an input without a key runs uncached, an output or context change that
 cannot be stored is not stored, an entry that cannot be rebuilt is a miss).
+
+The codec (:mod:`flujo_actors.serialization`) sits below this module, with the
+value types; it is imported inside the functions only to keep ``cattrs`` off
+``import flujo_actors``.
 """
 
 from __future__ import annotations

@@ -64,6 +64,10 @@ LAYERS: Final[dict[str, int]] = {
     "limits": VALUES,
     "context": VALUES,
     "_pydantic_compat": VALUES,
+    # The one codec of value types: it imports only errors and _pydantic_compat, and cache
+    # keys (policy) and cache entries (step kinds) are digests and documents of its typed
+    # encoding, so it sits with the values it encodes rather than at the edges.
+    "serialization": VALUES,
     "policy": POLICY,
     "actors": KERNEL,
     "governor": KERNEL,
@@ -71,7 +75,6 @@ LAYERS: Final[dict[str, int]] = {
     "run": STEPS,
     "partial": STEPS,
     "step_cache": STEPS,
-    "serialization": EDGES,
     "backends": EDGES,
     "executors": EDGES,
     "bridge": EDGES,
@@ -109,27 +112,6 @@ TYPE_ONLY_UPWARD: Final[dict[tuple[str, str], str]] = {
         "a frame names the run's services it carries; only the annotation needs RunState"
     ),
 }
-
-# (importer, imported) -> why this runtime import still points up. Each entry
-# must still exist (a stale one fails), so this list only shrinks.
-KNOWN_UPWARD: Final[dict[tuple[str, str], str]] = {
-    ("policy.cache_key", "serialization"): (
-        "a cache key is the digest of the input's typed encoding: the key policy needs the "
-        "value codec (issue #13: the codec's layer is open)"
-    ),
-    ("step_cache", "serialization"): (
-        "cache entries are stored as typed JSON; same open question as policy.cache_key"
-    ),
-}
-
-# Runtime import cycles still present, each as its sorted modules, with why.
-# Each must still exist (a stale one fails), so this list only shrinks.
-KNOWN_CYCLES: Final[dict[tuple[str, ...], str]] = {
-    ("actors.management", "actors.spec", "actors.supervisor"): (
-        "ChildSpec rejects Supervisor instances by class; the kernel rework of issue #13"
-    ),
-}
-
 
 @attrs.frozen
 class Import:
@@ -253,7 +235,6 @@ def test_every_module_has_a_layer() -> None:
 def test_no_import_points_up() -> None:
     upward: list[str] = []
     used_type_only = set()
-    used_known = set()
     for imp in collect_imports():
         low, high = layer_of(imp.importer), layer_of(imp.imported)
         if low is None or high is None or high <= low:
@@ -262,13 +243,10 @@ def test_no_import_points_up() -> None:
         if imp.kind == "typing" and pair in TYPE_ONLY_UPWARD:
             used_type_only.add(pair)
             continue
-        if imp.kind != "typing" and pair in KNOWN_UPWARD:
-            used_known.add(pair)
-            continue
         if _describe(imp) not in upward:
             upward.append(_describe(imp))
     assert not upward, "Imports pointing up the layer order:\n" + "\n".join(upward)
-    stale = sorted((set(TYPE_ONLY_UPWARD) - used_type_only) | (set(KNOWN_UPWARD) - used_known))
+    stale = sorted(set(TYPE_ONLY_UPWARD) - used_type_only)
     assert not stale, f"Entries allowing imports that no longer exist (remove them): {stale!r}"
 
 
@@ -313,11 +291,8 @@ def test_no_cycle_among_runtime_imports() -> None:
     for imp in collect_imports():
         if imp.kind != "typing" and imp.imported != imp.importer:
             edges.setdefault(imp.importer, set()).add(imp.imported)
-    found = {tuple(component) for component in _cycles(edges)}
-    cycles = [" -> ".join(component) for component in sorted(found - set(KNOWN_CYCLES))]
+    cycles = [" -> ".join(component) for component in sorted(_cycles(edges))]
     assert not cycles, "Import cycles (runtime imports, eager or lazy):\n" + "\n".join(cycles)
-    stale = sorted(set(KNOWN_CYCLES) - found)
-    assert not stale, f"KNOWN_CYCLES entries that no longer exist (remove them): {stale!r}"
 
 
 def test_the_collector_sees_every_kind_of_import(tmp_path: pathlib.Path) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .actor import STOP_GRACE_S, Actor
+from .management import SupervisorManagement
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor  # noqa: TC004 (only annotations; attrs does not resolve them)
@@ -124,9 +125,9 @@ class ChildSpec:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"ChildSpec: name must be a non-empty string, got {name!r}.")
-        from .supervisor import Supervisor  # supervisor imports this module: import late
-
-        if isinstance(factory, (Actor, Supervisor)):
+        # SupervisorManagement is every supervisor's base, defined below supervisor.py (which
+        # imports this module), so checking against it needs no import cycle.
+        if isinstance(factory, (Actor, SupervisorManagement)):
             kind = type(factory).__name__
             raise TypeError(
                 f"ChildSpec {name!r}: factory must be a callable that builds the child, "

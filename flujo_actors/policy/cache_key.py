@@ -5,6 +5,10 @@ A step's identity (:func:`step_cache_identity`) is decided once, when a
 fingerprint of the agent's state (or the user's ``cache_key=``), so that
 ``Translator("fr")`` and ``Translator("de")``, closures ``make(2)`` and
 ``make(3)``, or two ``functools.partial`` objects never share entries.
+
+The key is a digest of the input's typed encoding, so this policy imports the
+codec (:mod:`flujo_actors.serialization`), which sits below it with the value
+types it encodes: the import points down.
 """
 
 from __future__ import annotations

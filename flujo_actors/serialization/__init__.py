@@ -43,6 +43,15 @@ tags, walk failures), :mod:`.scalars` (the scalar rules),
 subclasses), :mod:`.loaders` (the typed variant's structure side),
 :mod:`.hooks` (the unstructure hooks of both variants), :mod:`.converter`
 (the factory), :mod:`.registry` (the registry and the entry points).
+
+Its layer: the codec of the value types, with them at the bottom of the
+layer order (DESIGN.md "Layers"). It imports only :mod:`flujo_actors.errors`
+and ``_pydantic_compat``, and the layers above encode through it: cache keys
+(:mod:`flujo_actors.policy.cache_key`) are digests of its typed encoding,
+cache entries (:mod:`flujo_actors.step_cache`) are its documents, and the
+state backends and executors at the edges store and ship what it produces.
+It is imported lazily where the import of ``cattrs`` would otherwise land on
+``import flujo_actors``.
 """
 
 from ._base import MAX_DEPTH as MAX_DEPTH

@@ -22,6 +22,7 @@ from flujo_actors.actors import (
     ChildStopped,
     DeadLetter,
     DeadLettered,
+    DynamicSupervisor,
     Restart,
     RestartRecord,
     Strategy,
@@ -1194,6 +1195,17 @@ def test_child_spec_validation() -> None:
         ),
     ):
         ChildSpec("a", Probe(journal))  # type: ignore[arg-type]
+    for nested in (Supervisor([]), DynamicSupervisor(ChildSpec("w", Probe, journal))):
+        kind = type(nested).__name__
+        with pytest.raises(
+            TypeError,
+            match=(
+                rf"^ChildSpec 'a': factory must be a callable that builds the child, got a "
+                rf"{kind} instance; pass {kind}, not {kind}\(\.\.\.\) \(the supervisor needs "
+                r"a fresh instance for every restart\)\.$"
+            ),
+        ):
+            ChildSpec("a", nested)  # type: ignore[arg-type]
     with pytest.raises(
         TypeError,
         match=(
