@@ -15,14 +15,13 @@ recovered automatically; ``resume_async`` continues it.
 from __future__ import annotations
 
 import contextlib
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from types import TracebackType
 
     from .backends.leasing import LeasingStateBackend
     from .results import PipelineResult
@@ -31,25 +30,11 @@ if TYPE_CHECKING:
 __all__ = ["claim_for_resume", "keep_lease", "recover", "release_created"]
 
 
-class _NoLease:
-    """The context manager of a run whose backend does not lease (no work, no allocation)."""
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
+# The context manager of a run whose backend does not lease: no work, no allocation.
+_NO_LEASE: Final = contextlib.nullcontext()
 
 
-_NO_LEASE = _NoLease()
-
-
-def keep_lease(backend: Any, run_id: str) -> Any:
+def keep_lease(backend: Any, run_id: str) -> AbstractAsyncContextManager[None]:
     """An async context manager around a run: renews its lease while the body runs.
 
     The renewal runs every ``lease_s / 3`` beside the body; when it finds the

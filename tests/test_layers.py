@@ -113,6 +113,7 @@ TYPE_ONLY_UPWARD: Final[dict[tuple[str, str], str]] = {
     ),
 }
 
+
 @attrs.frozen
 class Import:
     importer: str

@@ -15,11 +15,11 @@ import attrs
 import trio
 
 from .actor import ReplySlot
+from .strategy import Restart
 
 if TYPE_CHECKING:
-    # Annotations only: spec imports this module (ChildSpec rejects supervisor instances).
     from .actor import ActorRef
-    from .spec import Restart, Strategy
+    from .strategy import Strategy
     from .supervisor import Supervisor, _Child
 
 __all__ = ["ChildCounts", "ChildInfo", "SupervisorManagement"]

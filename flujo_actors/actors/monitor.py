@@ -1,6 +1,7 @@
 """Monitors: be told, without polling, when an actor stops for good.
 
-``ref.monitor()`` returns a :class:`Monitor`; use it as an async context
+``ref.monitor()`` returns a :class:`Monitor` (a ``trio.abc.AsyncResource``),
+watching from that moment until it is closed; use it as an async context
 manager::
 
     async with ref.monitor() as down:
@@ -22,15 +23,18 @@ import trio
 from .exits import ActorDown
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from .actor import ActorCell
 
 __all__ = ["ActorDown", "Monitor"]
 
 
-class Monitor:
-    """One watcher of one actor. Cheap; any number may watch the same actor."""
+class Monitor(trio.abc.AsyncResource):
+    """One watcher of one actor. Cheap; any number may watch the same actor.
+
+    It watches from the moment ``ref.monitor()`` returns it until :meth:`aclose`
+    (the end of its ``async with`` block); a monitor that is never closed keeps
+    watching (and is kept alive by the actor) until the actor's cell goes away.
+    """
 
     __slots__ = ("_cell", "_event", "down")
 
@@ -39,6 +43,7 @@ class Monitor:
         self._event = trio.Event()
         #: The notice, once the actor is down (None until then).
         self.down: ActorDown | None = None
+        cell.add_monitor(self)
 
     def _fire(self, down: ActorDown) -> None:
         if self.down is None:
@@ -50,20 +55,17 @@ class Monitor:
 
         Returns at once (after a checkpoint) if it is down already.
         Cancellation only stops the waiting: the monitor stays registered
-        until its ``async with`` block ends.
+        until it is closed.
         """
         await self._event.wait()
         assert self.down is not None
         return self.down
 
-    async def __aenter__(self) -> Monitor:
-        self._cell.add_monitor(self)
-        return self
+    async def aclose(self) -> None:
+        """Stop watching (idempotent); a notice already received stays in :attr:`down`.
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+        A checkpoint; the monitor is unregistered before it, so a cancelled
+        caller still stops watching.
+        """
         self._cell.remove_monitor(self)
+        await trio.lowlevel.checkpoint()

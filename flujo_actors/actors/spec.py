@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -11,6 +10,8 @@ import attrs
 
 from .actor import STOP_GRACE_S, Actor
 from .management import SupervisorManagement
+from .strategy import Restart as Restart
+from .strategy import Strategy as Strategy
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor  # noqa: TC004 (only annotations; attrs does not resolve them)
@@ -23,29 +24,6 @@ __all__ = [
     "check_max_redeliveries",
     "check_shutdown_s",
 ]
-
-
-class Restart(enum.Enum):
-    """When a child is restarted after it exits."""
-
-    #: Always: after a crash and after a normal exit.
-    PERMANENT = "permanent"
-    #: Only after a crash.
-    TRANSIENT = "transient"
-    #: Never.
-    TEMPORARY = "temporary"
-
-
-class Strategy(enum.Enum):
-    """Which children a supervisor restarts when one of them must restart."""
-
-    #: Only the child that exited.
-    ONE_FOR_ONE = "one_for_one"
-    #: All children: the others are stopped in reverse start order, then all
-    #: are restarted in start order.
-    ONE_FOR_ALL = "one_for_all"
-    #: The child that exited and every child started after it.
-    REST_FOR_ONE = "rest_for_one"
 
 
 def check_mailbox_size(where: str, size: object) -> None:

@@ -64,8 +64,6 @@ from .state import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from types import TracebackType
-    from typing import Self
 
     import psycopg
 
@@ -109,7 +107,7 @@ def _safe_dsn(dsn: str) -> str:
     return make_conninfo(**{k: str(v) for k, v in params.items()})
 
 
-class PostgresBackend:
+class PostgresBackend(trio.abc.AsyncResource):
     """A :class:`~flujo_actors.backends.state.StateBackend` in a PostgreSQL database.
 
     Many runner processes, on many machines, may share one database: run ids
@@ -444,17 +442,6 @@ class PostgresBackend:
         """
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(self._connections.close)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- leases ------------------------------------------------------------------------
 

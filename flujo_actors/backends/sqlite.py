@@ -62,8 +62,6 @@ from .state import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from types import TracebackType
-    from typing import Self
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteBackend"]
 
@@ -125,7 +123,7 @@ _SELECT_RUN: Final = (
 _RunRow = tuple[str, str, int, str, str, str, str, int, float]
 
 
-class SQLiteBackend:
+class SQLiteBackend(trio.abc.AsyncResource):
     """A :class:`~flujo_actors.backends.state.StateBackend` stored in one SQLite file.
 
     The file is opened (and created, if missing or empty) on first use. Every
@@ -555,17 +553,6 @@ class SQLiteBackend:
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 # Worker-thread operations (called under the backend's lock).

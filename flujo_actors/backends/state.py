@@ -31,8 +31,6 @@ from ..serialization import dumps_json, loads_json
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
-    from types import TracebackType
-    from typing import Self
 
     from ..errors import RunExistsError
 
@@ -385,7 +383,7 @@ def encode_positions(batch: Sequence[PositionRecord]) -> list[tuple[str, str, st
     ]
 
 
-class InMemoryStateBackend:
+class InMemoryStateBackend(trio.abc.AsyncResource):
     """A :class:`StateBackend` in a dict, for tests and single-process use.
 
     Values are stored as JSON text (``json.dumps`` of what the runner gives),
@@ -547,14 +545,3 @@ class InMemoryStateBackend:
     async def aclose(self) -> None:
         """Nothing to release; the data stays readable (idempotent)."""
         await trio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

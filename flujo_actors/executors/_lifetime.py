@@ -191,7 +191,10 @@ class UntilClosed(Generic[T]):
         caller still waits for it to finish.
         """
         if self._value is not None:
-            await trio.to_thread.run_sync(self.close)
+            # Shielded: under an already-cancelled scope, to_thread.run_sync would raise
+            # before starting the close, leaving the workers running.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.close)
 
 
 # Every UntilClosed that is open, closed at interpreter exit (strong references:

@@ -9,13 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
+import trio
 
 from ..steps.placement import require_extra as require_extra
 
 if TYPE_CHECKING:
-    from types import TracebackType
-    from typing import Self
-
     from ._work import WorkItem, WorkResult
 
 __all__ = ["Executor", "ExecutorStatistics", "require_extra"]
@@ -77,7 +75,7 @@ class _Counters:
         )
 
 
-class _ExecutorBase:
+class _ExecutorBase(trio.abc.AsyncResource):
     """What every executor shares: counters, ``statistics()`` and ``async with``."""
 
     _counters: _Counters
@@ -88,14 +86,3 @@ class _ExecutorBase:
     def statistics(self) -> ExecutorStatistics:
         """Counters since creation."""
         return self._counters.snapshot()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -146,6 +146,17 @@ async def test_aclose_stops_the_workers_and_close_refuses_to_block_trio() -> Non
     await pool.aclose()  # idempotent
 
 
+async def test_leaving_async_with_by_cancellation_still_stops_the_workers() -> None:
+    with trio.CancelScope() as scope:
+        async with ProcessExecutor(max_workers=1) as pool:
+            pid = (await Flujo(Step.from_callable(my_pid), executor=pool).run_async(0)).output
+            assert pid in _children()
+            scope.cancel()
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
+    assert await trio.to_thread.run_sync(_gone, pid)
+
+
 def _run_once_on_a_new_pool() -> int:
     pool = ProcessExecutor(max_workers=1)
     pid: int = Flujo(Step.from_callable(my_pid), executor=pool).run(0).output
