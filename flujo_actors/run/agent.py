@@ -43,7 +43,7 @@ from ..policy.attempt import (
 )
 from ..policy.deadline import attempt_deadline, blocked_message, overran, timed_out_message
 from ..policy.failure import failure_metadata
-from ..policy.merge import IDENTITY_ORDER, IDENTITY_RULE, identity_change, identity_of
+from ..policy.merge import IDENTITY_ORDER, IDENTITY_RULE, identity_change
 from ..policy.usage import NO_USAGE, charge_of, usage_of
 from ..results import ZERO, StepResult, StreamRetried, add_usd
 from ..steps.agent import AgentStep, check_fallback_chain
@@ -51,7 +51,7 @@ from ..steps.callables import LATE, settle
 from ..steps.strategies import PluginOutcome
 from .core import breached, run_step
 from .invoke import FROM_OUTPUT, call, invoke, no_stream, streams_inline
-from .isolation import IMMUTABLE_INPUT, ContextSnapshot, Pristine, immutable
+from .isolation import IMMUTABLE_INPUT, ContextSnapshot, Pristine, immutable, start_snapshot
 
 if TYPE_CHECKING:
     from ..frames import ExecutionFrame
@@ -215,8 +215,7 @@ async def run_agent_step(
                         pristine = _pristine(data)
                     if machine.rolls_back:
                         # One snapshot per step, not per attempt: each rollback thaws a copy.
-                        snap = ContextSnapshot(ctx)
-                        identity = identity_of(ctx)
+                        snap, identity = start_snapshot(frame.reply_to, ctx)
                 if pristine is not None:
                     attempt_data = pristine.thaw()
                 following = await _attempt(

@@ -185,6 +185,7 @@ class Job:
         "output",
         "path",
         "position",
+        "start",
         "success",
     )
 
@@ -210,6 +211,11 @@ class Job:
         self.on_step = on_step
         self.on_chunk = on_chunk
         self.on_finish = on_finish
+        #: Set by a fan-out whose branches start on copies of one context: its
+        #: rollback snapshot and identity, taken once for every branch (see
+        #: :func:`~flujo_actors.run.isolation.fork_start`); the job's first agent
+        #: takes it instead of snapshotting its own copy.
+        self.start: Any = None
 
     def set_context(self, ctx: Any) -> None:
         self.context = ctx

@@ -17,8 +17,16 @@ from typing import Any, Final
 import attrs
 
 from ..context import context_field_names, copy_value
+from ..policy.merge import identity_of
 
-__all__ = ["IMMUTABLE_INPUT", "ContextSnapshot", "Pristine", "immutable"]
+__all__ = [
+    "IMMUTABLE_INPUT",
+    "ContextSnapshot",
+    "Pristine",
+    "fork_start",
+    "immutable",
+    "start_snapshot",
+]
 
 IMMUTABLE_INPUT: Final[frozenset[type]] = frozenset(
     {int, str, float, bool, type(None), bytes, Decimal, frozenset}
@@ -148,3 +156,32 @@ class ContextSnapshot:
                 setter(ctx, name, value)
         for name, kept in self.fields:
             setter(ctx, name, kept.thaw())
+
+
+def fork_start(ctx: Any, run: Any) -> tuple[ContextSnapshot, tuple[Any, ...]] | None:
+    """The rollback snapshot and identity every branch of a fan-out starts with, or None.
+
+    A branch starts on a structural copy of ``ctx`` (all fields), so its first
+    agent's snapshot would hold the same values as one of ``ctx`` taken before
+    any branch ran: taken here once, it replaces one per branch. None when
+    something may touch a branch's context before its first step (hooks
+    around steps, checkpoint replay), which then snapshots its own copy.
+    """
+    if run.hooks is not None or run.positions is not None:
+        return None
+    return ContextSnapshot(ctx), identity_of(ctx)
+
+
+def start_snapshot(job: Any, ctx: Any) -> tuple[ContextSnapshot, tuple[Any, ...]]:
+    """The rollback snapshot and identity of ``ctx`` before an agent step of ``job`` starts.
+
+    The fan-out's shared one (:func:`fork_start`) if this is the job's first
+    step, still on the context the job started with; it is taken once, so a
+    fallback or a later step snapshots the context as it then is.
+    """
+    start = getattr(job, "start", None)
+    if start is not None:
+        job.start = None
+        if not job.history and job.context is ctx:
+            return start  # type: ignore[no-any-return]
+    return ContextSnapshot(ctx), identity_of(ctx)

@@ -35,6 +35,7 @@ from .common import (
 )
 from .core import Chain, Job
 from .invoke import call
+from .isolation import fork_start
 from .merging import ContextMerge
 
 if TYPE_CHECKING:
@@ -240,6 +241,8 @@ class _MapRun:
         progress = self.progress
         finish = self._finish_item
         await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled step draws no item
+        # Every item starts on a copy of base: their first agents share one rollback snapshot.
+        start = fork_start(base, self.run_state) if base is not None else None
         async with trio.open_nursery() as nursery:
             self.scope = nursery.cancel_scope
             chain = Chain(step.body.steps, nursery, self.run_state)
@@ -270,6 +273,7 @@ class _MapRun:
                     position=(*frame.position, index),
                 )
                 job.index = index
+                job.start = start
                 jobs[index] = job
                 self.outputs.append(None)
                 self.results.append(None)

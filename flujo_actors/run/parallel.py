@@ -23,7 +23,7 @@ from .agent import run_agent_step
 from .checkpoint import execute_part, paused_under
 from .common import branch_result, concluded, failed, failed_at, sibling_cancelled, sum_usage
 from .core import Chain, Job
-from .isolation import IMMUTABLE_INPUT
+from .isolation import IMMUTABLE_INPUT, fork_start
 from .merging import ContextMerge
 
 if TYPE_CHECKING:
@@ -111,6 +111,8 @@ async def _run_branches(
                 if pending == 0:
                     all_done.set()
 
+            # Whole copies of one context: their first agents share one rollback snapshot.
+            start = fork_start(ctx, run) if ctx is not None and copied is None else None
             for bname, pipeline in branches:
                 bctx = copy_context(ctx, copied) if ctx is not None else None
                 job = Job(
@@ -119,6 +121,7 @@ async def _run_branches(
                     on_finish=on_finish,
                     position=(*frame.position, bname),
                 )
+                job.start = start
                 jobs.append(job)
                 Chain(pipeline.steps, nursery, run).start(
                     job, data if shared_input else copy_value(data)
