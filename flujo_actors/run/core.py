@@ -391,14 +391,22 @@ class Chain:
         entry[1].mailbox.put_nowait(frame)
         return entry
 
-    async def _drive(self, actor: tuple[StepActor, ActorCell] | None) -> None:
-        # The chain's task: one actor's turn after another, as the frames go.
+    async def _drive(self, job: Job, data: Any, index: int = 0) -> None:
+        # The chain's task: step ``index``'s frame sent, then one actor's turn after
+        # another, as the frames go.
+        actor: tuple[StepActor, ActorCell] | None = self.send(index, data, job)
         while actor is not None:
             actor = await run_turn(*actor)
 
     def start(self, job: Job, data: Any) -> None:
-        """Start ``job`` on a task of its own in ``nursery``, without waiting (a branch)."""
-        self.nursery.start_soon(self._drive, self.send(0, data, job))
+        """Start ``job`` on a task of its own in ``nursery``, without waiting (a branch).
+
+        The first frame is sent (and its actor created) when that task first
+        runs: a fan-out spawns all its branches before any runs, and objects
+        made on the task die with its turn instead of waiting, thousands at
+        once, for the cyclic garbage collector to walk them.
+        """
+        self.nursery.start_soon(self._drive, job, data)
 
     async def execute(self, job: Job, data: Any, index: int = 0) -> Job:
         """Run the pipeline (from step ``index``) for ``job`` on this task; return when done.
@@ -408,7 +416,7 @@ class Chain:
         starting levels after a cancel).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        await self._drive(self.send(index, data, job))
+        await self._drive(job, data, index)
         return job
 
     def close(self) -> None:

@@ -88,7 +88,9 @@ async def test_a_later_step_of_a_branch_rolls_back_to_where_it_started_not_to_th
 
 
 @pytest.mark.trio
-async def test_a_branch_fallback_starts_from_the_rolled_back_context_and_is_rolled_back_itself() -> None:
+async def test_a_branch_fallback_starts_from_the_rolled_back_context_and_is_rolled_back_itself() -> (
+    None
+):
     seen: list[tuple[str, list[str]]] = []
 
     async def primary(value: int, context: Ctx) -> int:
