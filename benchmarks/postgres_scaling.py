@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/postgres_scaling.py [--runs 200]
 
-Starts a throwaway server (tests/pg_server.py) and measures, on this machine:
+Starts a throwaway server (flujo_actors/testing/pg_server.py) and measures, on this machine:
 
 1. The I/O path: one trivial query round trip through the backend's path
    (a worker thread from trio, ``trio.to_thread.run_sync`` + a sync psycopg
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))  # tests/ has no __init__: a namespace package
 
 from flujo_actors.backends import RunCheckpoint  # noqa: E402
 from flujo_actors.backends.postgres import PostgresBackend  # noqa: E402
-from tests.pg_server import PgServer  # noqa: E402
+from flujo_actors.testing.pg_server import PgServer  # noqa: E402
 
 LEASE_S = 1.0
 N = 2000

@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, settings
 
+from flujo_actors.testing.pg_server import PgServer
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from tests.pg_server import PgServer  # mypy names test modules by path
-else:
-    from pg_server import PgServer  # pytest puts tests/ on sys.path
 
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile("fast", max_examples=10, deadline=None)

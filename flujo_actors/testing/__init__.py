@@ -5,7 +5,9 @@ Actors: :class:`Probe` (records what it receives; ``expect_message`` /
 
 Also: :func:`check_state_backend`, the conformance suite for state backends,
 :func:`flujo_actors.testing.leases.check_leases`, the one for the run leases of
-shared backends (it needs a real shared store, e.g. a PostgreSQL server),
+shared backends (it needs a real shared store, e.g. a PostgreSQL server:
+:class:`flujo_actors.testing.pg_server.PgServer` starts a throwaway one from the
+machine's packages),
 :func:`isolated_serializer_registry` / :func:`assert_round_trips` for custom
 serializers, and (as a pytest plugin, ``pytest_plugins =
 ["flujo_actors.testing.serializers"]``) a fixture that isolates the serializer

@@ -20,7 +20,7 @@ from flujo_actors.testing.backends import check_state_backend
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tests.pg_server import PgServer
+    from flujo_actors.testing.pg_server import PgServer
 
 pytestmark = pytest.mark.postgres
 

@@ -11,13 +11,11 @@ import trio
 
 from flujo_actors import Flujo, Pipeline, StateBackendError, Step
 from flujo_actors.backends.postgres import PostgresBackend
+from flujo_actors.testing.pg_server import PgServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from tests.pg_server import PgServer  # mypy names test modules by path
-else:
-    from pg_server import PgServer  # pytest puts tests/ on sys.path
 
 pytestmark = pytest.mark.postgres
 

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from flujo_actors.testing.pg_server import PgServer
     from tests.cli.cli_support import cli, effects  # mypy names test modules by path
-    from tests.pg_server import PgServer
 else:
     from cli_support import cli, effects  # pytest puts tests/cli on sys.path
 

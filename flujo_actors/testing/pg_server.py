@@ -1,16 +1,23 @@
-"""A throwaway PostgreSQL server for the tests, from the machine's own packages.
+"""A throwaway PostgreSQL server from the machine's own packages (tests, benchmarks).
 
-``PgServer.start()`` runs ``initdb`` into a fresh directory under ``/tmp`` and
-starts ``postgres`` on a Unix socket in that directory (no TCP), with fsync
-off (the data is thrown away). As root (CI, containers), initdb refuses to
+``PgServer()`` runs ``initdb`` into a fresh directory under ``/tmp``;
+:meth:`PgServer.start` starts ``postgres`` on a Unix socket in that directory
+(no TCP), with fsync off (the data is thrown away); :meth:`PgServer.destroy`
+stops it and deletes everything. As root (CI, containers), initdb refuses to
 run, so the server's files are owned by, and its processes run as, the
 ``postgres`` user the Debian package creates (else ``nobody``); as a normal
-user they run as that user. A missing installation is a failure with the fix
-in the message, never a skip: ``.ci/run`` installs PostgreSQL when it is
-missing.
+user they run as that user.
 
-Used by ``tests/conftest.py`` (one server for the session) and by tests that
-stop and restart a server of their own.
+A missing installation raises :class:`PostgresNotInstalled` with the fix in
+the message: the test session fails on it (``.ci/run`` installs PostgreSQL
+when it is missing), the benchmark harness reports its PostgreSQL scenario
+"unavailable" with that reason.
+
+Used by ``tests/conftest.py`` (one server for the test session), by tests
+that stop and restart a server of their own, by
+``benchmarks/bench_postgres.py`` and ``benchmarks/postgres_scaling.py``.
+Standard library only (no psycopg): :meth:`PgServer.dsn` is the connection
+string to hand to ``PostgresBackend``.
 """
 
 from __future__ import annotations
@@ -23,13 +30,21 @@ import subprocess
 import tempfile
 from typing import Any
 
-__all__ = ["PgServer", "find_bindir"]
+__all__ = ["PgServer", "PostgresNotInstalled", "find_bindir"]
 
 SUPERUSER = "flujo"
 
 
+class PostgresNotInstalled(RuntimeError):
+    """No PostgreSQL server installation (initdb, pg_ctl, postgres) on this machine."""
+
+
 def find_bindir() -> str:
-    """The directory of ``initdb``/``pg_ctl``/``postgres`` (newest installed major)."""
+    """The directory of ``initdb``/``pg_ctl``/``postgres`` (newest installed major).
+
+    Raises:
+        PostgresNotInstalled: There is none.
+    """
     candidates: list[str] = []
     pg_config = shutil.which("pg_config")
     if pg_config is not None:
@@ -50,10 +65,11 @@ def find_bindir() -> str:
     initdb = shutil.which("initdb")
     if initdb is not None:
         return os.path.dirname(os.path.realpath(initdb))
-    raise RuntimeError(
-        "The PostgreSQL tests need a local PostgreSQL server installation (initdb, pg_ctl, "
-        "postgres), and none was found via `pg_config --bindir`, /usr/lib/postgresql/*/bin "
-        "or PATH. Install it: `apt-get install -y postgresql` (.ci/run does this on CI)."
+    raise PostgresNotInstalled(
+        "A throwaway PostgreSQL server needs a local PostgreSQL server installation (initdb, "
+        "pg_ctl, postgres), and none was found via `pg_config --bindir`, "
+        "/usr/lib/postgresql/*/bin or PATH. Install it: `apt-get install -y postgresql` "
+        "(.ci/run does this on CI)."
     )
 
 
