@@ -147,6 +147,8 @@ def charge_of(
     """
     if readings is None:
         return ZERO, 0
+    if type(readings) is Usage and readings.cost_usd is not None:
+        return add_usd(ZERO, readings.cost_usd), readings.tokens  # the common case, at once
     if not isinstance(readings, list):
         readings = [readings]
     cost = ZERO
@@ -233,11 +235,26 @@ def _none(_output: Any) -> None:
     return None
 
 
+#: Readings of explicit float costs by ``(cost_usd, token_counts)``: an agent
+#: reports the same few values over and over, and a Usage is immutable, so the
+#: conversion (``Decimal(repr(x))``, the checks) runs once per value. Keys
+#: hold a nonzero float and None or an int, compared with their exact types
+#: checked, so equal keys are equal inputs (0.0 and -0.0 would not be).
+_FLOAT_READINGS: dict[tuple[float, int | None], Usage] = {}
+_FLOAT_READINGS_MAX: Final = 1024
+
+
 def _explicit(rest: _Extractor) -> _Extractor:
     def read(output: Any) -> Reading:
         cost = getattr(output, "cost_usd", None)
         tokens = getattr(output, "token_counts", None)
-        if cost is None and tokens is None:
+        key = None
+        if type(cost) is float and cost and (tokens is None or type(tokens) is int):
+            key = (cost, tokens)
+            hit = _FLOAT_READINGS.get(key)
+            if hit is not None:
+                return hit
+        elif cost is None and tokens is None:
             return rest(output)
         c = None if cost is None else usd_amount(cost)
         if cost is not None and c is None:
@@ -248,7 +265,12 @@ def _explicit(rest: _Extractor) -> _Extractor:
                 f"its output reports token_counts={tokens!r}; token counts must be {_COUNTS}."
             )
         # No cost_usd (or None) with tokens is an unknown cost, priced or refused later.
-        return Usage(cost_usd=c, tokens=n)
+        usage = Usage(cost_usd=c, tokens=n)
+        if key is not None:
+            if len(_FLOAT_READINGS) >= _FLOAT_READINGS_MAX:
+                _FLOAT_READINGS.clear()  # a benign race between threads: a value is recomputed
+            _FLOAT_READINGS[key] = usage
+        return usage
 
     return read
 

@@ -361,3 +361,62 @@ def test_stream_usage_from_anthropic_events_takes_the_last_cumulative_delta() ->
         Usage(tokens=34, input_tokens=25, output_tokens=9, model="claude-haiku-4-5")
     ]
     assert ChunkCollector().readings() is None
+
+
+# -- the explicit reading's cache of float costs ----------------------------------------
+
+
+@attrs.define
+class Costed:
+    cost_usd: Any = None
+    token_counts: Any = None
+
+
+def test_a_repeated_float_cost_is_read_once_and_gives_the_same_exact_reading() -> None:
+    usage_policy._FLOAT_READINGS.clear()
+    first = usage_of(Costed(0.001, 3))
+    again = usage_of(Costed(0.001, 3))
+    assert first == Usage(cost_usd=Decimal("0.001"), tokens=3)
+    assert again is first  # from the cache: immutable, so shared
+    assert usage_of(Costed(0.001)) == Usage(cost_usd=Decimal("0.001"))  # another key
+    assert charge_of(again, step_name="s", limits=None) == (Decimal("0.001"), 3)
+
+
+@pytest.mark.parametrize(
+    ("cost", "tokens", "expected"),
+    [
+        (-0.0, None, Usage(cost_usd=Decimal("-0.0"))),  # zero is never cached: 0.0 == -0.0
+        (0.0, None, Usage(cost_usd=Decimal("0.0"))),
+        (0.5, Big.N, Usage(cost_usd=Decimal("0.5"), tokens=5000)),  # an int subclass: not cached
+        (0.5, 7.0, Usage(cost_usd=Decimal("0.5"), tokens=7)),
+        (0.5, 7, Usage(cost_usd=Decimal("0.5"), tokens=7)),
+    ],
+)
+def test_cached_readings_never_conflate_inputs_of_other_types(
+    cost: float, tokens: Any, expected: Usage
+) -> None:
+    usage_policy._FLOAT_READINGS.clear()
+    usage_of(Costed(-cost if cost == 0 else cost, tokens))  # warm with its twin
+    got = usage_of(Costed(cost, tokens))
+    assert isinstance(got, Usage)
+    assert got == expected
+    assert str(got.cost_usd) == str(expected.cost_usd)
+
+
+def test_a_float_cost_with_bad_tokens_still_fails_every_time() -> None:
+    usage_policy._FLOAT_READINGS.clear()
+    for _ in range(2):
+        with pytest.raises(
+            UsageReportError,
+            match=r"^its output reports token_counts=-1; token counts must be a whole number "
+            r">= 0 \(int, integral float or Decimal, or numeric str\)\.$",
+        ):
+            usage_of(Costed(0.25, -1))
+    assert usage_policy._FLOAT_READINGS == {}
+
+
+def test_the_float_readings_cache_is_bounded() -> None:
+    usage_policy._FLOAT_READINGS.clear()
+    for i in range(1, usage_policy._FLOAT_READINGS_MAX + 10):
+        assert usage_of(Costed(i / 1000)) == Usage(cost_usd=Decimal(repr(i / 1000)))
+    assert len(usage_policy._FLOAT_READINGS) <= usage_policy._FLOAT_READINGS_MAX
