@@ -66,8 +66,10 @@ class Flujo:
         resources: passed to agents that accept ``resources=``.
         usage_limits: :class:`UsageLimits` for each run.
         state_backend: persist every completed step, at any depth (enables resume); a
-            ``StateBackend``, or a path (``str``/``os.PathLike``) meaning
-            ``SQLiteBackend(path)``.
+            ``StateBackend``, a ``postgresql://`` (or ``postgres://``) URL meaning
+            ``PostgresBackend(url)`` (extra ``postgres``), or a path (``str``/
+            ``os.PathLike``) meaning ``SQLiteBackend(path)``; another URL scheme
+            raises ``PipelineDefinitionError``.
         cache_backend: where ``cache=True`` steps keep outputs (a ``CacheBackend``).
         executor: where agent calls run by default (``"inline"``, ``"process"``,
             ``"ray"`` or an executor object).

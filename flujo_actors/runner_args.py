@@ -100,18 +100,23 @@ def check_backend(arg: str, value: Any, protocol: type, example: str) -> None:
 def resolve_state_backend(value: Any) -> Any:
     """The state backend for ``Flujo(state_backend=value)``.
 
-    A ``str`` or ``os.PathLike`` is a SQLite file: ``SQLiteBackend(value)``,
-    opened on first use. Anything else must implement ``StateBackend``.
+    A ``str`` or ``os.PathLike`` names one (opened on first use): a
+    ``postgresql://`` / ``postgres://`` URL a ``PostgresBackend``, another URL
+    scheme is refused, anything else is a SQLite file, ``SQLiteBackend(value)``
+    (see :mod:`flujo_actors.backends.named`). Anything else must implement
+    ``StateBackend``.
     """
     if value is None:
         return None
     if isinstance(value, (str, os.PathLike)):
-        from .backends.sqlite import SQLiteBackend
+        from .backends.named import state_backend_named, url_scheme
 
         try:
-            return SQLiteBackend(value)
-        except (TypeError, ValueError) as exc:
-            raise PipelineDefinitionError(f"Flujo: state_backend={value!r}: {exc}") from exc
+            return state_backend_named(value)
+        except (TypeError, ValueError, ImportError) as exc:
+            # A URL is not repeated: it may hold a password.
+            shown = "" if isinstance(value, str) and url_scheme(value) else f"={value!r}"
+            raise PipelineDefinitionError(f"Flujo: state_backend{shown}: {exc}") from exc
     from .backends.state import StateBackend
 
     check_backend(

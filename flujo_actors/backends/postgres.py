@@ -178,8 +178,10 @@ class PostgresBackend(trio.abc.AsyncResource):
         try:
             conninfo_to_dict(dsn)
         except Exception as exc:
+            # libpq quotes a bad URI whole, password included: never repeat it.
+            detail = str(exc).strip().replace(dsn, "<the DSN>")
             raise ValueError(
-                f"PostgresBackend: dsn is not a valid libpq connection string ({str(exc).strip()}). "
+                f"PostgresBackend: dsn is not a valid libpq connection string ({detail}). "
                 "Use 'postgresql://user:password@host:5432/dbname' or "
                 "'host=... dbname=...'."
             ) from None
