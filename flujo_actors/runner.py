@@ -29,6 +29,7 @@ from .limits import UsageLimits
 from .results import ZERO, PipelineResult, add_usd
 from .runner_args import (
     check_backend,
+    check_executor,
     check_initial_context_data,
     check_resources,
     resolve_state_backend,
@@ -47,10 +48,15 @@ from .steps.kinds import AnyStep, agent_steps
 from .steps.options import ReadOnlyDict
 
 if TYPE_CHECKING:
+    from .backends.cache import CacheBackend
+    from .backends.state import StateBackend
+    from .hook_events import Hook
     from .hooks import HookSet
     from .introspection import RuntimeSnapshot
     from .persistence import ResumePoint
     from .runner_run import LiveRun
+    from .steps.placement import Placement
+    from .tracing import SpanListener
 
 __all__ = ["Flujo"]
 
@@ -80,8 +86,8 @@ class Flujo:
             (off by default: an untraced run builds no span).
 
     Raises:
-        PipelineDefinitionError: on an invalid pipeline or argument: a backend
-            without its protocol's async methods, a coroutine object as
+        PipelineDefinitionError: on an invalid pipeline or argument: a backend or
+            executor without its protocol's async methods, an unknown executor name, a coroutine object as
             ``resources``, a non-boolean ``trace``, ``initial_context_data`` the
             model refuses (unknown fields, bad values, ``run_id``/``initial_prompt``).
     """
@@ -90,14 +96,14 @@ class Flujo:
         self,
         pipeline_or_step: Pipeline | AnyStep,
         *,
-        context_model: type[Any] = PipelineContext,
-        initial_context_data: Mapping[str, Any] | None = None,
-        resources: Any = None,
+        context_model: type[object] = PipelineContext,
+        initial_context_data: Mapping[str, object] | None = None,
+        resources: object = None,
         usage_limits: UsageLimits | None = None,
-        state_backend: Any = None,
-        cache_backend: Any = None,
-        executor: Any = None,
-        hooks: Sequence[Any] = (),
+        state_backend: StateBackend | str | os.PathLike[str] | None = None,
+        cache_backend: CacheBackend | None = None,
+        executor: Placement | None = None,
+        hooks: Sequence[Hook | SpanListener] = (),
         trace: bool = False,
     ) -> None:
         if isinstance(pipeline_or_step, StepBase):
@@ -118,17 +124,14 @@ class Flujo:
         # Also without data: a model with a required field fails here, not mid-run.
         check_initial_context_data("Flujo", context_model, initial_context_data or {})
         check_resources(resources)
-        state_backend = resolve_state_backend(state_backend)
+        backend = resolve_state_backend(state_backend)
         if cache_backend is not None:
             from .backends.cache import CacheBackend
 
             check_backend("cache_backend", cache_backend, CacheBackend, "InMemoryLRUBackend()")
         if type(trace) is not bool:
             raise PipelineDefinitionError(f"Flujo: trace must be True or False, got {trace!r}.")
-        if executor is not None:
-            from .steps.placement import check_placement
-
-            check_placement("Flujo(executor=...)", executor)
+        check_executor(executor)
         if usage_limits is not None and not isinstance(usage_limits, UsageLimits):
             raise PipelineDefinitionError(
                 f"Flujo: usage_limits must be a UsageLimits, got {usage_limits!r}."
@@ -140,7 +143,7 @@ class Flujo:
         )
         self.resources = resources
         self.usage_limits = usage_limits
-        self.state_backend = state_backend
+        self.state_backend = backend
         self.cache_backend = cache_backend
         self.executor = executor
         self._hook_set: HookSet | None = None
@@ -164,8 +167,8 @@ class Flujo:
         self._keyed = has_keyed_agents(pipeline)
         if self._human:
             check_sinks(pipeline, context_model)
-        self._backend: Any = state_backend
-        if self._human and state_backend is None:
+        self._backend: StateBackend | None = backend
+        if self._human and backend is None:
             from .backends.state import InMemoryStateBackend
 
             self._backend = InMemoryStateBackend()
@@ -189,7 +192,7 @@ class Flujo:
         object.__setattr__(self, attr, value)
 
     # -- public API ---------------------------------------------------------------
-    def run(self, initial_input: Any) -> PipelineResult:
+    def run(self, initial_input: object) -> PipelineResult:
         """Run to completion from synchronous code (calls ``trio.run``).
 
         Raises:
@@ -214,7 +217,9 @@ class Flujo:
         result: PipelineResult = trio.run(self.run_async, initial_input)
         return result
 
-    async def run_async(self, initial_input: Any, *, run_id: str | None = None) -> PipelineResult:
+    async def run_async(
+        self, initial_input: object, *, run_id: str | None = None
+    ) -> PipelineResult:
         """Run the pipeline inside trio and return its :class:`PipelineResult`.
 
         A failed step ends the run with ``success=False`` (no exception).
@@ -231,7 +236,9 @@ class Flujo:
         _require_trio("run_async")
         return await self._execute(initial_input, run_id=run_id)
 
-    async def run_asyncio(self, initial_input: Any, *, run_id: str | None = None) -> PipelineResult:
+    async def run_asyncio(
+        self, initial_input: object, *, run_id: str | None = None
+    ) -> PipelineResult:
         """Run the pipeline from asyncio code (FastAPI and friends) and return its result.
 
         The run executes on trio in guest mode on the calling asyncio loop (no
@@ -249,7 +256,7 @@ class Flujo:
         return await self.run_async(initial_input, run_id=run_id)
 
     def stream_asyncio(
-        self, initial_input: Any, *, run_id: str | None = None
+        self, initial_input: object, *, run_id: str | None = None
     ) -> AsyncGenerator[Any, None]:
         """:meth:`stream_async` for asyncio code: chunks, then the PipelineResult.
 
@@ -267,7 +274,7 @@ class Flujo:
         return stream_on_trio(stream, initial_input, run_id)
 
     async def stream_async(
-        self, initial_input: Any, *, run_id: str | None = None
+        self, initial_input: object, *, run_id: str | None = None
     ) -> AsyncGenerator[Any, None]:
         """Yield the final step's chunks as it produces them, then the PipelineResult.
 
@@ -399,7 +406,7 @@ class Flujo:
         )
 
     async def resume_async(
-        self, run_id: str, *, human_input: Any = NO_INPUT, allow_changed_pipeline: bool = False
+        self, run_id: str, *, human_input: object = NO_INPUT, allow_changed_pipeline: bool = False
     ) -> PipelineResult:
         """Continue a stored run (needs a ``state_backend``, or human-input steps).
 
@@ -495,7 +502,7 @@ class Flujo:
         /,
         *,
         at: str | int,
-        context_updates: Mapping[str, Any] | None = None,
+        context_updates: Mapping[str, object] | None = None,
         run_id: str | None = None,
     ) -> PipelineResult:
         """Start a new run from a stored run's checkpoint before top-level step ``at``.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, assert_never
+from typing import TYPE_CHECKING, Any, Final, assert_never, cast
 
 import attrs
 
@@ -33,10 +33,12 @@ from .steps.human import HumanInputStep
 from .steps.map import MapStep
 
 if TYPE_CHECKING:
+    from .backends.state import StateBackend
     from .steps.kinds import AnyStep
 
 __all__ = [
     "check_backend",
+    "check_executor",
     "check_initial_context_data",
     "check_resources",
     "resolve_state_backend",
@@ -97,7 +99,26 @@ def check_backend(arg: str, value: Any, protocol: type, example: str) -> None:
     )
 
 
-def resolve_state_backend(value: Any) -> Any:
+def check_executor(value: object) -> None:
+    """Check ``Flujo(executor=value)``: a placement name, or an ``Executor`` object.
+
+    Raises:
+        PipelineDefinitionError: an unknown name, a name whose extra is not
+            installed, or an object without the protocol's async methods.
+    """
+    if value is None:
+        return
+    if isinstance(value, str):
+        from .steps.placement import check_placement
+
+        check_placement("", value, owner="Flujo", arg="executor")
+        return
+    from .executors.base import Executor
+
+    check_backend("executor", value, Executor, "'process' or ProcessExecutor()")
+
+
+def resolve_state_backend(value: object) -> StateBackend | None:
     """The state backend for ``Flujo(state_backend=value)``.
 
     A ``str`` or ``os.PathLike`` names one (opened on first use): a
@@ -122,7 +143,7 @@ def resolve_state_backend(value: Any) -> Any:
     check_backend(
         "state_backend", value, StateBackend, "SQLiteBackend('runs.db') or InMemoryStateBackend()"
     )
-    return value
+    return cast("StateBackend", value)
 
 
 def check_resources(value: Any) -> None:

@@ -328,7 +328,7 @@ async def test_a_raising_hook_never_masks_a_usage_limit_breach(event_type: type)
 def test_hooks_are_checked_when_the_runner_is_built() -> None:
     step = Step.from_callable(inc, name="a")
     with pytest.raises(PipelineDefinitionError) as info:
-        Flujo(step, hooks=[42])
+        Flujo(step, hooks=[42])  # type: ignore[list-item]
     assert str(info.value) == (
         "Flujo: hooks[0] must be a callable taking one event (or a span listener such as "
         "OTelHook()), got 42."
@@ -348,7 +348,7 @@ def test_hooks_are_checked_when_the_runner_is_built() -> None:
 
     coro = hook(RunStarted(run_id="r", pipeline="p", initial_input=None, time=0.0))
     with pytest.raises(PipelineDefinitionError) as info:
-        Flujo(step, hooks=[coro])
+        Flujo(step, hooks=[coro])  # type: ignore[list-item]
     assert str(info.value) == (
         "Flujo: hooks[0] is a coroutine object; pass the function itself "
         "(hooks=[my_hook], not hooks=[my_hook(...)])."

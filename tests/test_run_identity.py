@@ -268,7 +268,7 @@ async def test_reusing_a_run_id_is_refused_and_keeps_the_stored_history(
 ) -> None:
     backend: Any = InMemoryStateBackend() if kind == "memory" else SQLiteBackend(tmp_path / "s.db")
     log: list[str] = []
-    events: list[str] = []
+    events: list[object] = []
     runner = Flujo(two_steps(log), state_backend=backend, hooks=[lambda e: events.append(e)])
     first = await runner.run_async(1, run_id="nightly")
     assert first.output == 4

@@ -20,7 +20,7 @@ runs again in the process that recovers the run; completed steps do not.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 from .state import StateBackend
 
@@ -81,7 +81,7 @@ class LeasingStateBackend(StateBackend, Protocol):
 _LEASING: dict[type, bool] = {}
 
 
-def is_leasing(backend: object) -> bool:
+def is_leasing(backend: object) -> TypeGuard[LeasingStateBackend]:
     """Whether ``backend`` implements :class:`LeasingStateBackend` (decided once per type)."""
     kind = type(backend)
     found = _LEASING.get(kind)

@@ -26,6 +26,7 @@ from .callables import (
 from .config import StepConfig, check_config
 from .event_loop import ASYNCIO, compile_pydantic_ai, is_pydantic_ai_agent, resolve_event_loop
 from .options import check_bool, check_cost, check_count
+from .placement import Placement
 
 if TYPE_CHECKING:
     # Type-only: .kinds imports this module, and steps are never structured by cattrs.
@@ -93,9 +94,9 @@ class AgentStep(StepBase):
     cache_key: str | None = attrs.field(default=None, kw_only=True)
     expected_cost_usd: Decimal | None = attrs.field(default=None, kw_only=True)
     expected_tokens: int | None = attrs.field(default=None, kw_only=True)
-    placement: Any = attrs.field(default=None, kw_only=True)
+    placement: Placement | None = attrs.field(default=None, kw_only=True)
     #: "trio", "asyncio", or None (asyncio for pydantic-ai agents, else trio); resolved at build
-    event_loop: Any = attrs.field(default=None, kw_only=True)
+    event_loop: str | None = attrs.field(default=None, kw_only=True)
     # compiled at build time (never per call)
     spec: AgentSpec | None = attrs.field(init=False, default=None)
     on_asyncio: bool = attrs.field(init=False, default=False)

@@ -57,7 +57,7 @@ class StepConfig:
     timeout_s: float | None = None
     backoff_s: float = 0.0
     backoff_factor: float = 2.0
-    retry_on: Any = RETRY_ALL
+    retry_on: type[Exception] | tuple[type[Exception], ...] = RETRY_ALL
     _sealed: bool = attrs.field(init=False, default=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:

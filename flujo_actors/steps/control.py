@@ -22,6 +22,7 @@ from .base import Pipeline, StepBase, as_pipeline, branch_map
 from .callables import Callback, compile_callback
 from .config import StepConfig
 from .options import refuse_unhonoured
+from .placement import Placement
 from .strategies import (
     BranchFailureStrategy,
     MergeSpec,
@@ -172,8 +173,8 @@ class DynamicParallelRouterStep(StepBase):
     # The router agent's call is supervised like an agent step: these are its options.
     agent: Any = attrs.field(default=None, kw_only=True)
     config: StepConfig = attrs.field(factory=StepConfig, kw_only=True)
-    placement: Any = attrs.field(default=None, kw_only=True)
-    event_loop: Any = attrs.field(default=None, kw_only=True)
+    placement: Placement | None = attrs.field(default=None, kw_only=True)
+    event_loop: str | None = attrs.field(default=None, kw_only=True)
     branches: Mapping[str, Pipeline] = attrs.field(factory=dict, kw_only=True)
     merge_strategy: MergeSpec = attrs.field(default=MergeStrategy.CONTEXT_UPDATE, kw_only=True)
     on_branch_failure: BranchFailureStrategy = attrs.field(

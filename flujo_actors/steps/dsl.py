@@ -13,7 +13,7 @@ the fix, long before anything runs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import attrs
 
@@ -28,8 +28,10 @@ from .strategies import BranchFailureStrategy, MergeSpec, MergeStrategy, PluginO
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
+    from decimal import Decimal
 
     from .kinds import AnyStep
+    from .placement import Placement
 
 __all__ = [
     "AgentStep",
@@ -75,19 +77,19 @@ class Step(AgentStep):
         name: str | None = None,
         max_retries: int = 1,
         timeout_s: float | None = None,
-        validators: Iterable[Any] = (),
+        validators: Iterable[Callable[..., object]] = (),
         plugins: Iterable[Any] = (),
         fallback: AnyStep | None = None,
         updates_context: bool = False,
         cache: bool = False,
         cache_key: str | None = None,
-        expected_cost_usd: Any = None,
+        expected_cost_usd: Decimal | float | int | str | None = None,
         expected_tokens: int | None = None,
-        placement: Any = None,
+        placement: Placement | None = None,
         backoff_s: float = 0.0,
         backoff_factor: float = 2.0,
-        event_loop: str | None = None,
-        retry_on: Any = RETRY_ALL,
+        event_loop: Literal["trio", "asyncio"] | None = None,
+        retry_on: type[Exception] | tuple[type[Exception], ...] = RETRY_ALL,
     ) -> Step:
         """Make an agent step from a function or an object with ``run``.
 
@@ -122,7 +124,7 @@ class Step(AgentStep):
             updates_context=updates_context,
             cache=cache,
             cache_key=cache_key,
-            expected_cost_usd=expected_cost_usd,
+            expected_cost_usd=expected_cost_usd,  # type: ignore[arg-type]  # a Decimal once built
             expected_tokens=expected_tokens,
             placement=placement,
             event_loop=event_loop,

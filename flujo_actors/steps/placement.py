@@ -11,19 +11,34 @@ imports the edges it calls.
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias, get_args
 
 from ..errors import PipelineDefinitionError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from ..executors.base import Executor
     from .agent import AgentStep
     from .callables import AgentSpec
 
-__all__ = ["PLACEMENTS", "CallSites", "check_placement", "require_extra"]
+__all__ = [
+    "PLACEMENTS",
+    "CallSites",
+    "Placement",
+    "PlacementName",
+    "check_placement",
+    "require_extra",
+]
 
-PLACEMENTS: Final = ("inline", "process", "ray")
+#: The executors a step or runner can name instead of passing one.
+PlacementName: TypeAlias = Literal["inline", "process", "ray"]
+#: What ``placement=`` / ``Flujo(executor=...)`` take: a name, or an object
+#: implementing :class:`~flujo_actors.executors.Executor` (a string alias:
+#: the executors sit above the steps and are only named for type checkers).
+Placement: TypeAlias = "PlacementName | Executor"
+
+PLACEMENTS: Final[tuple[str, ...]] = get_args(PlacementName)
 
 # Which extra provides which placement, and the modules it needs.
 _EXTRAS: Final[dict[str, tuple[str, ...]]] = {
@@ -47,8 +62,13 @@ def require_extra(what: str, extra: str) -> None:
         )
 
 
-def check_placement(step_name: str, placement: Any) -> None:
+def check_placement(
+    step_name: str, placement: Any, *, owner: str | None = None, arg: str = "placement"
+) -> None:
     """Validate a ``placement=`` / ``executor=`` value when a step or runner is built.
+
+    ``owner`` names who was given the value in messages (default: the step
+    ``step_name``), ``arg`` the argument.
 
     Raises:
         PipelineDefinitionError: unknown string, an object without ``submit``,
@@ -56,21 +76,21 @@ def check_placement(step_name: str, placement: Any) -> None:
     """
     if placement is None:
         return
+    who = f"Step {step_name!r}" if owner is None else owner
     if isinstance(placement, str):
         if placement not in PLACEMENTS:
             raise PipelineDefinitionError(
-                f"Step {step_name!r}: placement must be one of {PLACEMENTS!r} or an "
-                f"executor, got {placement!r}."
+                f"{who}: {arg} must be one of {PLACEMENTS!r} or an executor, got {placement!r}."
             )
         if placement in _EXTRAS:
             try:
-                require_extra(f"Step {step_name!r} with placement={placement!r}", placement)
+                require_extra(f"{who} with {arg}={placement!r}", placement)
             except ImportError as exc:
                 raise PipelineDefinitionError(str(exc)) from None
         return
     if not callable(getattr(placement, "submit", None)):
         raise PipelineDefinitionError(
-            f"Step {step_name!r}: placement must be one of {PLACEMENTS!r} or an executor "
+            f"{who}: {arg} must be one of {PLACEMENTS!r} or an executor "
             f"(an object with async submit(item) and aclose()), got {placement!r}."
         )
 

@@ -121,7 +121,7 @@ def test_event_loop_is_validated_when_the_step_is_built() -> None:
         match=r"^Step 'f': event_loop must be 'trio' or 'asyncio', got 'uvloop'\. "
         r"Use event_loop='asyncio' for agents built on asyncio libraries\.$",
     ):
-        Step.from_callable(f, event_loop="uvloop")
+        Step.from_callable(f, event_loop="uvloop")  # type: ignore[arg-type]
     with pytest.raises(
         PipelineDefinitionError,
         match=r"^Step 'f': event_loop='asyncio' runs the agent on the run's asyncio loop, in "

@@ -252,8 +252,13 @@ def test_signature_inspection_decides_keywords_once() -> None:
 def test_bad_runner_executor_is_refused_at_build() -> None:
     with pytest.raises(
         PipelineDefinitionError,
-        match=r"^Step 'Flujo\(executor=\.\.\.\)': placement must be one of \('inline', 'process', 'ray'\) or an executor \(an object with async submit\(item\) and aclose\(\)\), got 42\.$",
+        match=r"^Flujo: executor must implement the Executor protocol \(async submit, aclose\); "
+        r"got 42: it lacks submit, aclose\. Pass e\.g\. executor='process' or ProcessExecutor\(\)\.$",
     ):
-        Flujo(Step.from_callable(summarise), executor=42)
-    with pytest.raises(PipelineDefinitionError, match=r"placement must be one of"):
-        Flujo(Step.from_callable(summarise), executor="gpu")
+        Flujo(Step.from_callable(summarise), executor=42)  # type: ignore[arg-type]
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"^Flujo: executor must be one of \('inline', 'process', 'ray'\) or an executor, "
+        r"got 'gpu'\.$",
+    ):
+        Flujo(Step.from_callable(summarise), executor="gpu")  # type: ignore[arg-type]

@@ -590,7 +590,7 @@ def test_a_hook_that_cannot_take_the_event_is_refused() -> None:
             "cannot be called as hook(event): too many positional arguments."
         ),
     ):
-        Flujo(Step.from_callable(echo), hooks=[no_args])
+        Flujo(Step.from_callable(echo), hooks=[no_args])  # type: ignore[list-item]
 
 
 def test_nested_initial_context_data_is_a_copy_that_cannot_change() -> None:
