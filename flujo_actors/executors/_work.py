@@ -215,11 +215,6 @@ def _local_deadline(item: WorkItem) -> float:
     return to_local(item.deadline, trio.current_time(), time.time())
 
 
-def _timed_out_in_worker(item: WorkItem) -> WorkResult:
-    exc = TimeoutError(worker_timed_out_message(item.step_name, item.attempt))
-    return WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
-
-
 def build_work_item(
     step: AgentStep, data: Any, context: Any, resources: Any, attempt: int
 ) -> WorkItem:
@@ -263,11 +258,18 @@ def _worker_name() -> str:
     return f"pid {os.getpid()} on {_host()}"
 
 
-def _expired(item: WorkItem) -> WorkResult | None:
+def _failed(exc: BaseException) -> WorkResult:
+    """The result of an attempt that failed in this worker: the error, as data."""
+    return WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
+
+
+def _begin(item: WorkItem) -> tuple[WorkResult | None, dict[str, Any] | None]:
+    """Before the agent is called: an expired item's result, else the context as it was."""
     if expired(item.deadline, time.time()):
-        exc = TimeoutError(not_started_message(item.step_name, item.attempt))
-        return WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
-    return None
+        return _failed(TimeoutError(not_started_message(item.step_name, item.attempt))), None
+    if item.position is not None:
+        POSITION.set(item.position)  # the agent's idempotency_key, in this worker
+    return None, snapshot_context(item.context) if item.context is not None else None
 
 
 def _totals(
@@ -287,7 +289,7 @@ def _finish(item: WorkItem, raw: Any, before: dict[str, Any] | None) -> WorkResu
     try:
         reading = streamed if streamed is not None else usage_of(output, step_name=item.step_name)
     except Exception as exc:  # a bad report fails the attempt, as data (same message as inline)
-        return WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
+        return _failed(exc)
     cost, tokens = _totals(reading)
     updates: dict[str, Any] = {}
     if before is not None:
@@ -334,38 +336,40 @@ async def _call_async(item: WorkItem, value: Any = _UNCALLED) -> Any:
     return await settle(value, _collect)
 
 
+async def _arun(
+    item: WorkItem, before: dict[str, Any] | None, value: Any = _UNCALLED
+) -> WorkResult:
+    """Call the agent in this trio task (``value``: what its sync call already handed back)."""
+    try:
+        if value is _UNCALLED and item.agent.kind == SYNC:
+            value = item.agent.call(item.data, item.context, item.resources)
+            if not isinstance(value, LATE):
+                return _finish(item, value, before)
+        output = await _call_async(item, value)
+    except Exception as exc:
+        return _failed(exc)
+    return _finish(item, output, before)
+
+
+async def _arun_until(
+    item: WorkItem, before: dict[str, Any] | None, value: Any = _UNCALLED
+) -> WorkResult:
+    """:func:`_arun`, cancelled at the item's deadline (a worker's trio run)."""
+    if item.deadline is None:
+        return await _arun(item, before, value)
+    with trio.move_on_at(_local_deadline(item)):
+        return await _arun(item, before, value)
+    return _failed(TimeoutError(worker_timed_out_message(item.step_name, item.attempt)))
+
+
 async def arun_work_item(item: WorkItem) -> WorkResult:
     """Run ``item`` in the current trio task (the inline executor).
 
     Cancellation reaches the agent directly: ``trio.Cancelled`` propagates
     and is never turned into a result.
     """
-    done = _expired(item)
-    if done is not None:
-        return done
-    if item.position is not None:
-        POSITION.set(item.position)  # the agent's idempotency_key, in this worker
-    before = snapshot_context(item.context) if item.context is not None else None
-    try:
-        if item.agent.kind == SYNC:
-            output = item.agent.call(item.data, item.context, item.resources)
-            if isinstance(output, LATE):
-                output = await _call_async(item, output)
-        else:
-            output = await _call_async(item)
-    except Exception as exc:
-        return WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
-    return _finish(item, output, before)
-
-
-async def _call_async_until(item: WorkItem, value: Any = _UNCALLED) -> Any:
-    if item.deadline is None:
-        return await _call_async(item, value)
-    with trio.move_on_at(_local_deadline(item)) as scope:
-        return await _call_async(item, value)
-    if scope.cancelled_caught:
-        raise TimeoutError(worker_timed_out_message(item.step_name, item.attempt))
-    raise AssertionError("unreachable")  # pragma: no cover
+    done, before = _begin(item)
+    return done if done is not None else await _arun(item, before)
 
 
 def run_work_item(item: WorkItem) -> WorkResult:
@@ -375,23 +379,19 @@ def run_work_item(item: WorkItem) -> WorkResult:
     killing or cancelling the worker. An async agent is also cancelled at the
     item's deadline.
     """
-    done = _expired(item)
+    done, before = _begin(item)
     if done is not None:
         return done
-    if item.position is not None:
-        POSITION.set(item.position)  # the agent's idempotency_key, in this worker
-    before = snapshot_context(item.context) if item.context is not None else None
-    try:
-        if item.agent.kind == SYNC:
-            output = item.agent.call(item.data, item.context, item.resources)
-            if isinstance(output, LATE):
-                # A sync wrapper around an async agent: run what it handed back.
-                output = trio.run(_call_async_until, item, output)
-        else:
-            output = trio.run(_call_async_until, item)
-    except Exception as exc:
-        return WorkResult(error=ErrorInfo.from_exception(exc), worker=_worker_name())
-    return _finish(item, output, before)
+    value: Any = _UNCALLED
+    if item.agent.kind == SYNC:
+        try:
+            value = item.agent.call(item.data, item.context, item.resources)
+        except Exception as exc:
+            return _failed(exc)
+        if not isinstance(value, LATE):
+            return _finish(item, value, before)
+        # A sync wrapper around an async agent: run what it handed back.
+    return trio.run(_arun_until, item, before, value)
 
 
 # -- the wire: cloudpickle both ways -------------------------------------------------
@@ -426,6 +426,8 @@ def _part_that_fails(cp: Any, parts: Mapping[str, Any]) -> tuple[str, Any, Excep
 _SPEC_BYTES: weakref.WeakKeyDictionary[AgentSpec, bytes] = weakref.WeakKeyDictionary()
 _SPECS_SEEN: dict[bytes, AgentSpec] = {}
 _SPECS_SEEN_MAX: Final = 256
+# Every other field of a WorkItem travels as is, in this order.
+_WIRE_FIELDS: Final = tuple(f.name for f in attrs.fields(WorkItem) if f.name != "agent")
 
 
 def encode_item(item: WorkItem, where: str) -> bytes:
@@ -440,20 +442,7 @@ def encode_item(item: WorkItem, where: str) -> bytes:
         spec = _SPEC_BYTES.get(item.agent)
         if spec is None:
             spec = _SPEC_BYTES[item.agent] = bytes(cp.dumps(item.agent))
-        return bytes(
-            cp.dumps(
-                (
-                    spec,
-                    item.step_name,
-                    item.data,
-                    item.context,
-                    item.resources,
-                    item.attempt,
-                    item.deadline,
-                    item.position,
-                )
-            )
-        )
+        return bytes(cp.dumps((spec, tuple(getattr(item, name) for name in _WIRE_FIELDS))))
     except Exception as exc:
         found = _part_that_fails(
             cp,
@@ -473,23 +462,14 @@ def encode_item(item: WorkItem, where: str) -> bytes:
 
 
 def _decode_item(cp: Any, payload: bytes) -> WorkItem:
-    spec_bytes, step_name, data, context, resources, attempt, deadline, position = cp.loads(payload)
+    spec_bytes, values = cp.loads(payload)
     spec = _SPECS_SEEN.get(spec_bytes)
     if spec is None:
         spec = cp.loads(spec_bytes)
         if len(_SPECS_SEEN) >= _SPECS_SEEN_MAX:
             _SPECS_SEEN.clear()
         _SPECS_SEEN[spec_bytes] = spec
-    return WorkItem(
-        step_name=step_name,
-        agent=spec,
-        data=data,
-        context=context,
-        resources=resources,
-        attempt=attempt,
-        deadline=deadline,
-        position=position,
-    )
+    return WorkItem(agent=spec, **dict(zip(_WIRE_FIELDS, values, strict=True)))
 
 
 def _encode_result(result: WorkResult, item_name: str, where: str) -> bytes:
@@ -558,13 +538,9 @@ async def arun_pickled(payload: bytes, where: str) -> bytes:
         return item
     if item.agent.kind == SYNC:
         result = await trio.to_thread.run_sync(run_work_item, item, abandon_on_cancel=True)
-    elif item.deadline is None:
-        result = await arun_work_item(item)
     else:
-        with trio.move_on_at(_local_deadline(item)) as scope:
-            result = await arun_work_item(item)
-        if scope.cancelled_caught:
-            result = _timed_out_in_worker(item)
+        done, before = _begin(item)
+        result = done if done is not None else await _arun_until(item, before)
     return _encode_result(result, item.step_name, where)
 
 

@@ -7,11 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
+import trio
 
 from flujo_actors import Flujo, InlineExecutor, Step, Usage
+from flujo_actors.errors import UsageReportError
+from flujo_actors.executors import WorkItem, WorkResult
+from flujo_actors.executors._work import arun_pickled, decode_result, encode_item, run_pickled
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
 
 @attrs.frozen
@@ -23,6 +27,10 @@ class Reported:
 
 # Module level: process workers import these by reference.
 def bad_cost(data: Any) -> Reported:
+    return Reported(data, cost_usd="abc")
+
+
+async def bad_cost_async(data: Any) -> Reported:
     return Reported(data, cost_usd="abc")
 
 
@@ -72,6 +80,59 @@ async def test_a_bad_cost_fails_the_same_everywhere(placement: Any) -> None:
         "number >= 0 (int, float, Decimal or numeric str)."
     )
     assert inline.step_history[-1].feedback == placed.step_history[-1].feedback == expected
+
+
+BAD_COST = (
+    "Step 'llm': its output reports cost_usd='abc'; usage must be a finite number >= 0 "
+    "(int, float, Decimal or numeric str)."
+)
+
+
+async def _inline_executor(item: WorkItem) -> WorkResult:
+    return await InlineExecutor().submit(item)
+
+
+async def _process_executor(item: WorkItem) -> WorkResult:
+    from flujo_actors.executors.process import ProcessExecutor
+
+    made = ProcessExecutor(max_workers=1, worker_type="forkserver")
+    try:
+        return await made.submit(item)
+    finally:
+        await made.aclose()
+
+
+async def _worker_in_a_thread(item: WorkItem) -> WorkResult:
+    # A process or Ray task's entry point, run in a thread of this process.
+    raw = await trio.to_thread.run_sync(run_pickled, encode_item(item, "test"), "test")
+    return decode_result(raw, item.step_name, "test")
+
+
+async def _worker_in_trio(item: WorkItem) -> WorkResult:
+    # A Ray actor's entry point (sync agents go to one of its threads).
+    return decode_result(await arun_pickled(encode_item(item, "test"), "test"), "llm", "test")
+
+
+@pytest.mark.parametrize("agent", [bad_cost, bad_cost_async], ids=["sync", "async"])
+@pytest.mark.parametrize(
+    "submit",
+    [_inline_executor, _worker_in_a_thread, _worker_in_trio, _process_executor],
+    ids=["inline", "thread", "trio-worker", "process"],
+)
+async def test_a_bad_cost_is_the_inline_usage_report_error_returned_as_data(
+    submit: Callable[[WorkItem], Awaitable[WorkResult]], agent: Any
+) -> None:
+    inline = await Flujo(Step.from_callable(agent, name="llm", max_retries=0)).run_async(1)
+    assert inline.step_history[-1].feedback == f"UsageReportError: {BAD_COST}"
+    spec = Step.from_callable(agent, name="llm").spec
+    assert spec is not None
+    result = await submit(WorkItem(step_name="llm", agent=spec, data=1))
+    assert result.error is not None
+    assert (result.output, result.cost_usd, result.token_counts) == (None, 0, 0)
+    error = result.error.to_exception()
+    assert type(error) is UsageReportError
+    assert isinstance(error, ValueError)
+    assert str(error) == BAD_COST
 
 
 async def test_integral_counts_and_stream_usage_count_on_an_executor(placement: Any) -> None:
