@@ -472,6 +472,12 @@ def _decode_item(cp: Any, payload: bytes) -> WorkItem:
     return WorkItem(agent=spec, **dict(zip(_WIRE_FIELDS, values, strict=True)))
 
 
+def _pickled_failure(cp: Any, problem: Exception, worker: str) -> bytes:
+    """A pickled result failing with ``problem`` (its message and type; not the object)."""
+    info = attrs.evolve(ErrorInfo.from_exception(problem), exception=None)
+    return bytes(cp.dumps(WorkResult(error=info, worker=worker)))
+
+
 def _encode_result(result: WorkResult, item_name: str, where: str) -> bytes:
     cp = _cloudpickle()
     err = result.error
@@ -494,8 +500,7 @@ def _encode_result(result: WorkResult, item_name: str, where: str) -> bytes:
             "(plain data, or instances of importable classes), or run this step inline "
             "(placement='inline')."
         )
-        info = attrs.evolve(ErrorInfo.from_exception(problem), exception=None)
-        return bytes(cp.dumps(WorkResult(error=info, worker=result.worker)))
+        return _pickled_failure(cp, problem, result.worker)
 
 
 def _load_item(payload: bytes, where: str) -> WorkItem | bytes:
@@ -510,8 +515,7 @@ def _load_item(payload: bytes, where: str) -> WorkItem | bytes:
             "importable in the worker (install your package there, or define them in "
             "__main__ so cloudpickle sends them by value)."
         )
-        info = attrs.evolve(ErrorInfo.from_exception(problem), exception=None)
-        return bytes(cp.dumps(WorkResult(error=info, worker=_worker_name())))
+        return _pickled_failure(cp, problem, _worker_name())
     return item
 
 
