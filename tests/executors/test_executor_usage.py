@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -152,3 +153,20 @@ async def test_the_traceback_of_a_placed_step_is_the_workers(placement: Any) -> 
     assert r.metadata["exception_type"] == "test_executor_usage.Deterministic"
     assert 'raise Deterministic(f"cannot handle {data!r}")' in r.metadata["traceback"]
     assert r.metadata["traceback"].count("cannot handle 7") >= 1
+
+
+def test_a_work_item_the_worker_cannot_unpickle_comes_back_as_a_failed_result() -> None:
+    import cloudpickle
+
+    raw = run_pickled(cloudpickle.dumps((b"not a pickle", ())), "process pool")
+    result = decode_result(raw, "llm", "process pool")
+    assert result.error is not None
+    assert result.error.type_name == "flujo_actors.errors.SerializationError"
+    assert re.fullmatch(
+        r"the process pool worker \(pid \d+ on .+\) cannot unpickle a work item: "
+        r"UnpicklingError: .+\. The agent, its input and its context must be importable in "
+        r"the worker \(install your package there, or define them in __main__ so cloudpickle "
+        r"sends them by value\)\.",
+        result.error.message,
+    )
+    assert result.error.exception is None  # only its type and message cross the boundary
