@@ -7,7 +7,7 @@ from decimal import Decimal
 import attrs
 
 from .errors import PipelineDefinitionError
-from .results import to_decimal
+from .results import COST_RULE, usd_amount
 
 __all__ = ["UsageLimits"]
 
@@ -15,16 +15,11 @@ __all__ = ["UsageLimits"]
 def _cost_limit(value: object) -> Decimal | None:
     if value is None:
         return None
-    try:
-        d = to_decimal(value)
-        ok = d.is_finite() and d >= 0
-    except (TypeError, ArithmeticError):
-        ok = False
-    if not ok:
+    d = usd_amount(value)
+    if d is None:
         raise PipelineDefinitionError(
-            "UsageLimits: total_cost_usd_limit must be a finite number >= 0 (int, float, "
-            f"Decimal or numeric str) or None for no limit, got {value!r}; "
-            "for example UsageLimits(total_cost_usd_limit=1.50)."
+            f"UsageLimits: total_cost_usd_limit must be {COST_RULE} or None for no limit, "
+            f"got {value!r}; for example UsageLimits(total_cost_usd_limit=1.50)."
         )
     return d
 

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = [
+    "COST_RULE",
+    "COUNT_RULE",
     "EXACT",
     "RUN_RESULT_STATUSES",
     "ZERO",
@@ -125,14 +127,16 @@ def usd_amount(value: object) -> Decimal | None:
     return d if d.is_finite() and d >= 0 else None
 
 
-_COUNTS: Final = "a whole number >= 0 (int, integral float or Decimal, or numeric str)"
-_COSTS: Final = "a finite number >= 0 (int, float, Decimal or numeric str)"
+#: What a reported or configured cost must be (the wording of every message that refuses one).
+COST_RULE: Final = "a finite number >= 0 (int, float, Decimal or numeric str)"
+#: What a reported token count must be.
+COUNT_RULE: Final = "a whole number >= 0 (int, integral float or Decimal, or numeric str)"
 
 
 def _count_of(field: str, value: object) -> int:
     n = whole_count(value)
     if n is None:
-        raise ValueError(f"Usage: {field} must be {_COUNTS}, got {value!r}.")
+        raise ValueError(f"Usage: {field} must be {COUNT_RULE}, got {value!r}.")
     return n
 
 
@@ -153,7 +157,7 @@ def _usage_cost(value: object) -> Decimal | None:
         return None
     d = usd_amount(value)
     if d is None:
-        raise ValueError(f"Usage: cost_usd must be {_COSTS} or None, got {value!r}.")
+        raise ValueError(f"Usage: cost_usd must be {COST_RULE} or None, got {value!r}.")
     return d
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from ..errors import PricingNotConfiguredError, UsageReportError
-from ..results import ZERO, Usage, add_usd, usd_amount, whole_count
+from ..results import COST_RULE, COUNT_RULE, ZERO, Usage, add_usd, usd_amount, whole_count
 
 if TYPE_CHECKING:
     from ..limits import UsageLimits
@@ -50,8 +50,6 @@ __all__ = [
 NO_USAGE: Final[frozenset[type]] = frozenset(
     {int, str, float, bool, type(None), bytes, dict, list, tuple, set, frozenset, Decimal}
 )
-_COSTS: Final = "a finite number >= 0 (int, float, Decimal or numeric str)"
-_COUNTS: Final = "a whole number >= 0 (int, integral float or Decimal, or numeric str)"
 
 
 @attrs.frozen
@@ -258,11 +256,13 @@ def _explicit(rest: _Extractor) -> _Extractor:
             return rest(output)
         c = None if cost is None else usd_amount(cost)
         if cost is not None and c is None:
-            raise UsageReportError(f"its output reports cost_usd={cost!r}; usage must be {_COSTS}.")
+            raise UsageReportError(
+                f"its output reports cost_usd={cost!r}; usage must be {COST_RULE}."
+            )
         n = 0 if tokens is None else whole_count(tokens)
         if n is None:
             raise UsageReportError(
-                f"its output reports token_counts={tokens!r}; token counts must be {_COUNTS}."
+                f"its output reports token_counts={tokens!r}; token counts must be {COUNT_RULE}."
             )
         # No cost_usd (or None) with tokens is an unknown cost, priced or refused later.
         usage = Usage(cost_usd=c, tokens=n)
@@ -362,7 +362,7 @@ def _num(obj: Any, key: str) -> int | None:
         return None
     n = whole_count(v)
     if n is None:
-        raise UsageReportError(f"its output reports usage.{key}={v!r}; it must be {_COUNTS}.")
+        raise UsageReportError(f"its output reports usage.{key}={v!r}; it must be {COUNT_RULE}.")
     return n
 
 
@@ -408,7 +408,7 @@ def _litellm_cost(output: Any) -> Decimal | None:
     c = usd_amount(cost)
     if c is None:
         raise UsageReportError(
-            f"its output reports _hidden_params['response_cost']={cost!r}; it must be {_COSTS}."
+            f"its output reports _hidden_params['response_cost']={cost!r}; it must be {COST_RULE}."
         )
     return c
 

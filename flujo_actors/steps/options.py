@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 import attrs
 
 from ..errors import PipelineDefinitionError
-from ..results import to_decimal
+from ..results import COST_RULE, usd_amount
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -75,16 +75,9 @@ def check_seconds(
 
 def check_cost(owner: str, arg: str, value: Any) -> Decimal:
     """``value`` as an exact Decimal: finite, >= 0 (int, float, Decimal or numeric str)."""
-    try:
-        cost = to_decimal(value)
-        ok = cost.is_finite() and cost >= 0
-    except (TypeError, ArithmeticError):
-        ok = False
-    if not ok:
-        raise PipelineDefinitionError(
-            f"{owner}: {arg} must be a finite number >= 0 (int, float, Decimal or numeric "
-            f"str) or None, got {value!r}."
-        )
+    cost = usd_amount(value)
+    if cost is None:
+        raise PipelineDefinitionError(f"{owner}: {arg} must be {COST_RULE} or None, got {value!r}.")
     return cost
 
 
