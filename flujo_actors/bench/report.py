@@ -467,29 +467,11 @@ def compare(
         before = old_cases.get(key)
         new_value = _compared_value(case, by)
         if before is None:
-            changes.append(
-                Change(
-                    label=case.label,
-                    unit=case.unit,
-                    old=None,
-                    new=new_value,
-                    change=None,
-                    verdict="new",
-                )
-            )
+            changes.append(_change(case, None, new_value, "new"))
             continue
         old_value = _compared_value(before, by)
         if new_value is None or old_value is None or old_value == 0:
-            changes.append(
-                Change(
-                    label=case.label,
-                    unit=case.unit,
-                    old=old_value,
-                    new=new_value,
-                    change=None,
-                    verdict="n/a",
-                )
-            )
+            changes.append(_change(case, old_value, new_value, "n/a"))
             continue
         delta = (new_value - old_value) / old_value
         worse = -delta if case.higher_is_better else delta
@@ -498,30 +480,23 @@ def compare(
             verdict = "regression"
         elif worse < -threshold:
             verdict = "improvement"
-        changes.append(
-            Change(
-                label=case.label,
-                unit=case.unit,
-                old=old_value,
-                new=new_value,
-                change=delta,
-                verdict=verdict,
-            )
-        )
+        changes.append(_change(case, old_value, new_value, verdict, delta))
     for key, case in old_cases.items():
         if key not in seen:
-            value = _compared_value(case, by)
-            changes.append(
-                Change(
-                    label=case.label,
-                    unit=case.unit,
-                    old=value,
-                    new=None,
-                    change=None,
-                    verdict="missing",
-                )
-            )
+            changes.append(_change(case, _compared_value(case, by), None, "missing"))
     return tuple(changes)
+
+
+def _change(
+    case: CaseResult,
+    old: float | None,
+    new: float | None,
+    verdict: ChangeVerdict,
+    change: float | None = None,
+) -> Change:
+    return Change(
+        label=case.label, unit=case.unit, old=old, new=new, change=change, verdict=verdict
+    )
 
 
 def _compared_value(case: CaseResult, by: str) -> float | None:
