@@ -13,15 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 from ..policy.merge import IDENTITY_ORDER, IDENTITY_RULE, identity_change
 from ..results import ZERO, StepResult, add_usd
+from .invoke import call
 
 if TYPE_CHECKING:
     from decimal import Decimal
 
+    from ..steps.callables import Callback
     from ..steps.kinds import AnyStep
     from .core import Job
 
 __all__ = [
     "branch_result",
+    "call_checked",
     "concluded",
     "failed",
     "failed_at",
@@ -125,6 +128,28 @@ def concluded(
         failure,
         step_history=history,
     )
+
+
+async def call_checked(
+    ctx: Any,
+    before: tuple[Any, ...] | None,
+    kind: str,
+    name: str,
+    what: str,
+    cb: Callback,
+    *args: Any,
+) -> tuple[Any, str | None]:
+    """``cb(*args)``, a step's callback on the live context ``ctx``.
+
+    Returns (its value, None), or (None, why the step fails: the callback
+    raised, or it changed an identity field of ``ctx``, which is put back).
+    ``trio.Cancelled`` propagates.
+    """
+    try:
+        value = await call(cb, *args)
+    except Exception as exc:
+        return None, f"{kind} {name!r}: {what} raised {type(exc).__name__}: {exc}"
+    return value, hijacked(ctx, before, kind, name, what)
 
 
 def hijacked(

@@ -8,22 +8,16 @@ from typing import TYPE_CHECKING, Any, Final
 from .. import partial
 from ..policy.merge import identity_of
 from ..steps.dsl import LoopStep
-from .common import concluded, failed_at, hijacked
+from .common import call_checked, concluded, failed_at
 from .core import Chain, Job
-from .invoke import call
 
 if TYPE_CHECKING:
     from ..frames import ExecutionFrame
     from ..results import StepResult
-    from ..steps.kinds import AnyStep
 
 __all__ = ["run_loop_step"]
 
 _perf = time.perf_counter
-
-
-def _raised(step: AnyStep, what: str, exc: Exception) -> str:
-    return f"Loop {step.name!r}: {what} raised {type(exc).__name__}: {exc}"
 
 
 _LOOP: Final = "Loop"
@@ -53,12 +47,10 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
     # Callbacks get the live context too: they must not change the run's identity.
     identity = identity_of(ctx) if ctx is not None else None
     if step.compiled_initial is not None:
-        try:
-            data = await call(step.compiled_initial, data, ctx)
-        except Exception as exc:
-            failure = _raised(step, "initial_input_to_loop_body_mapper", exc)
-        else:
-            failure = hijacked(ctx, identity, _LOOP, step.name, "initial_input_to_loop_body_mapper")
+        what = "initial_input_to_loop_body_mapper"
+        data, failure = await call_checked(
+            ctx, identity, _LOOP, step.name, what, step.compiled_initial, data, ctx
+        )
         if failure is not None:
             exit_reason = "error"
     exit_cb = step.compiled_exit
@@ -91,12 +83,9 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
                     exit_reason = "body_failed"
                     break
                 output = job.output
-                try:
-                    done = await call(exit_cb, output, ctx)
-                except Exception as exc:
-                    failure = _raised(step, "exit_condition_callable", exc)
-                else:
-                    failure = hijacked(ctx, identity, _LOOP, step.name, "exit_condition_callable")
+                done, failure = await call_checked(
+                    ctx, identity, _LOOP, step.name, "exit_condition_callable", exit_cb, output, ctx
+                )
                 if failure is not None:
                     exit_reason = "error"
                     break
@@ -112,14 +101,10 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
                 if iteration_cb is None:
                     data = output
                 else:
-                    try:
-                        data = await call(iteration_cb, output, ctx, iterations)
-                    except Exception as exc:
-                        failure = _raised(step, "iteration_input_mapper", exc)
-                    else:
-                        failure = hijacked(
-                            ctx, identity, _LOOP, step.name, "iteration_input_mapper"
-                        )
+                    what = "iteration_input_mapper"
+                    data, failure = await call_checked(
+                        ctx, identity, _LOOP, step.name, what, iteration_cb, output, ctx, iterations
+                    )
                     if failure is not None:
                         exit_reason = "error"
         finally:
@@ -132,12 +117,9 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
         partial.record(run, frame, cut)
         raise
     if failure is None and step.compiled_output is not None:
-        try:
-            output = await call(step.compiled_output, output, ctx)
-        except Exception as exc:
-            failure = _raised(step, "loop_output_mapper", exc)
-        else:
-            failure = hijacked(ctx, identity, _LOOP, step.name, "loop_output_mapper")
+        output, failure = await call_checked(
+            ctx, identity, _LOOP, step.name, "loop_output_mapper", step.compiled_output, output, ctx
+        )
         if failure is not None:
             exit_reason = "error"
     output = output if failure is None or exit_reason == "max_loops" else None

@@ -15,14 +15,12 @@ from ..context import build_context
 from ..errors import PipelineDefinitionError
 from ..policy.merge import identity_of
 from ..steps.dsl import ConditionalStep, Pipeline, PipelineStep
-from .common import branch_result, failed, failed_at, hijacked
+from .common import branch_result, call_checked, failed, failed_at
 from .core import Chain, Job
-from .invoke import call
 
 if TYPE_CHECKING:
     from ..frames import ExecutionFrame
     from ..results import StepResult
-    from ..steps.callables import Callback
 
 __all__ = ["run_conditional_step", "run_pipeline_step"]
 
@@ -84,17 +82,16 @@ async def run_conditional_step(frame: ExecutionFrame[Any]) -> StepResult:
     assert step.compiled_condition is not None
     ctx = frame.context
     identity = identity_of(ctx) if ctx is not None else None
-    try:
-        key = await call(step.compiled_condition, frame.data, ctx)
-    except Exception as exc:
-        return failed(
-            step,
-            t0,
-            f"Conditional step {step.name!r}: condition_callable raised "
-            f"{type(exc).__name__}: {exc}",
-            [],
-        )
-    problem = hijacked(ctx, identity, "Conditional step", step.name, "condition_callable")
+    key, problem = await call_checked(
+        ctx,
+        identity,
+        _COND,
+        step.name,
+        "condition_callable",
+        step.compiled_condition,
+        frame.data,
+        ctx,
+    )
     if problem is not None:
         return failed(step, t0, problem, [])
     try:
@@ -115,8 +112,15 @@ async def run_conditional_step(frame: ExecutionFrame[Any]) -> StepResult:
         )
     data = frame.data
     if step.compiled_input_mapper is not None:
-        data, problem = await _mapped(
-            step, step.compiled_input_mapper, data, ctx, identity, "input"
+        data, problem = await call_checked(
+            ctx,
+            identity,
+            _COND,
+            step.name,
+            "branch_input_mapper",
+            step.compiled_input_mapper,
+            data,
+            ctx,
         )
         if problem is not None:
             return failed(step, t0, problem, [])
@@ -132,32 +136,23 @@ async def run_conditional_step(frame: ExecutionFrame[Any]) -> StepResult:
         )
     elif step.compiled_output_mapper is not None:
         # The branch's own context (it may have replaced it) is what the mapper sees.
-        result.output, problem = await _mapped(
-            step, step.compiled_output_mapper, result.output, job.context, identity, "output"
+        mapped, problem = await call_checked(
+            job.context,
+            identity,
+            _COND,
+            step.name,
+            "branch_output_mapper",
+            step.compiled_output_mapper,
+            result.output,
+            job.context,
         )
+        result.output = mapped
         if problem is not None:
             result.output = None
             result.success = False
             result.feedback = problem
     result.latency_s = _perf() - t0
     return result
-
-
-async def _mapped(
-    step: ConditionalStep,
-    mapper: Callback,
-    value: Any,
-    ctx: Any,
-    identity: tuple[Any, ...] | None,
-    which: str,
-) -> tuple[Any, str | None]:
-    """``mapper(value, ctx)``: (the mapped value, None), or (None, why the step fails)."""
-    what = f"branch_{which}_mapper"
-    try:
-        mapped = await call(mapper, value, ctx)
-    except Exception as exc:
-        return None, f"{_COND} {step.name!r}: {what} raised {type(exc).__name__}: {exc}"
-    return mapped, hijacked(ctx, identity, _COND, step.name, what)
 
 
 async def run_pipeline_step(frame: ExecutionFrame[Any]) -> StepResult:
