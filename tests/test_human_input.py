@@ -306,3 +306,14 @@ async def test_a_cancelled_run_is_stored_as_cancelled_and_can_be_resumed(
     done = await runner.resume_async(ids[0])
     assert (done.status, done.output) == ("completed", 2)
     assert calls["a"] == 1
+
+
+async def test_a_message_callable_that_raises_fails_the_step_without_pausing() -> None:
+    def message(data: Any, context: Ctx) -> str:
+        raise KeyError(data)
+
+    result = await Flujo(Step.human_input("ask", message), context_model=Ctx).run_async("q")
+    assert (result.status, result.success) == ("failed", False)
+    [ask] = result.step_history
+    assert (ask.name, ask.success, ask.output, ask.attempts) == ("ask", False, None, 1)
+    assert ask.feedback == "Human input step 'ask': its message callable raised KeyError: 'q'"

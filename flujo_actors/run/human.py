@@ -52,6 +52,12 @@ def user_key(position: tuple[Any, ...]) -> str:
     return "/".join(str(p) for p in position)
 
 
+def _failed(step: HumanInputStep, t0: float, why: str) -> StepResult:
+    return StepResult(
+        step.name, None, False, 1, _perf() - t0, feedback=f"Human input step {step.name!r}: {why}"
+    )
+
+
 async def run_human_step(frame: ExecutionFrame[Any]) -> StepResult:
     """Return the answer for this position, or pause (see the module docstring).
 
@@ -71,17 +77,11 @@ async def run_human_step(frame: ExecutionFrame[Any]) -> StepResult:
         if sink is not None:
             if ctx is None or sink not in context_field_names(type(ctx)):
                 fields = sorted(context_field_names(type(ctx))) if ctx is not None else []
-                return StepResult(
-                    step.name,
-                    None,
-                    False,
-                    1,
-                    _perf() - t0,
-                    feedback=(
-                        f"Human input step {step.name!r}: sink_to={sink!r} is not a field of "
-                        f"the context {type(ctx).__name__} (fields: {fields!r}); add the field "
-                        "to the context model or fix sink_to."
-                    ),
+                return _failed(
+                    step,
+                    t0,
+                    f"sink_to={sink!r} is not a field of the context {type(ctx).__name__} "
+                    f"(fields: {fields!r}); add the field to the context model or fix sink_to.",
                 )
             object.__setattr__(ctx, sink, value)
         return StepResult(step.name, value, True, 1, _perf() - t0)
@@ -90,17 +90,7 @@ async def run_human_step(frame: ExecutionFrame[Any]) -> StepResult:
         try:
             message = await call(step.compiled_message, frame.data, frame.context)
         except Exception as exc:
-            return StepResult(
-                step.name,
-                None,
-                False,
-                1,
-                _perf() - t0,
-                feedback=(
-                    f"Human input step {step.name!r}: its message callable raised "
-                    f"{type(exc).__name__}: {exc}"
-                ),
-            )
+            return _failed(step, t0, f"its message callable raised {type(exc).__name__}: {exc}")
     pending = PendingInput(
         key=user_key(frame.position),
         path=frame.path,
