@@ -27,8 +27,34 @@ if TYPE_CHECKING:
 __all__ = ["Pipeline", "PipelineStep", "StepBase", "as_pipeline", "branch_map"]
 
 
+class _Sealable:
+    """Refuses every assignment and deletion once sealed (steps and pipelines).
+
+    Sealed at the end of ``__attrs_post_init__``: a validated definition (no
+    cycles, no ignored options) cannot be made invalid afterwards.
+    """
+
+    __slots__ = ()
+    _what: ClassVar[str]  # "Step" / "Pipeline", for the error
+    name: str
+    _sealed: bool
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        if getattr(self, "_sealed", False):
+            refuse_mutation(f"{self._what} {self.name!r}", attr)
+        object.__setattr__(self, attr, value)
+
+    def __delattr__(self, attr: str) -> None:
+        if getattr(self, "_sealed", False):
+            refuse_mutation(f"{self._what} {self.name!r}", attr)
+        object.__delattr__(self, attr)
+
+    def _seal(self) -> None:
+        object.__setattr__(self, "_sealed", True)
+
+
 @attrs.define(eq=False, repr=False)
-class StepBase:
+class StepBase(_Sealable):
     """The common base of every step kind: a name, ``>>``, and the seal.
 
     ``isinstance(x, StepBase)`` tells whether ``x`` is a step of any kind
@@ -43,21 +69,10 @@ class StepBase:
     #: A label of the kind for traces, hook events and fingerprints (dispatch
     #: is on the class, never on this string).
     kind: ClassVar[str]
+    _what: ClassVar[str] = "Step"
 
     name: str
     _sealed: bool = attrs.field(init=False, default=False, repr=False)
-
-    def __setattr__(self, attr: str, value: Any) -> None:
-        # Sealed at the end of __attrs_post_init__: a validated definition
-        # (no cycles, no ignored options) cannot be made invalid afterwards.
-        if getattr(self, "_sealed", False):
-            refuse_mutation(f"Step {self.name!r}", attr)
-        object.__setattr__(self, attr, value)
-
-    def __delattr__(self, attr: str) -> None:
-        if getattr(self, "_sealed", False):
-            refuse_mutation(f"Step {self.name!r}", attr)
-        object.__delattr__(self, attr)
 
     def __attrs_post_init__(self) -> None:
         name = self.name
@@ -67,7 +82,7 @@ class StepBase:
                 "Pass name='...' (e.g. the agent's purpose)."
             )
         self._validate()
-        object.__setattr__(self, "_sealed", True)
+        self._seal()
 
     def _validate(self) -> None:
         """Check and compile the kind's options (runs once, before the seal)."""
@@ -118,25 +133,17 @@ def branch_map(value: Any, owner: str, *, allow_empty: bool = False) -> Mapping[
 
 
 @attrs.define(eq=False, repr=False)
-class Pipeline:
+class Pipeline(_Sealable):
     """An ordered, immutable sequence of steps; each step's output is the next step's input.
 
     ``steps`` is a tuple once built; ``>>`` builds a new pipeline.
     """
 
     steps: Sequence[AnyStep] = attrs.field(factory=tuple)
+    _what: ClassVar[str] = "Pipeline"
+
     name: str = attrs.field(default="pipeline", kw_only=True)
     _sealed: bool = attrs.field(init=False, default=False, repr=False)
-
-    def __setattr__(self, attr: str, value: Any) -> None:
-        if getattr(self, "_sealed", False):
-            refuse_mutation(f"Pipeline {self.name!r}", attr)
-        object.__setattr__(self, attr, value)
-
-    def __delattr__(self, attr: str) -> None:
-        if getattr(self, "_sealed", False):
-            refuse_mutation(f"Pipeline {self.name!r}", attr)
-        object.__delattr__(self, attr)
 
     def __attrs_post_init__(self) -> None:
         name = self.name
@@ -168,7 +175,7 @@ class Pipeline:
                 )
         # A tuple: a pipeline cannot grow (or come to contain itself) after it was built.
         self.steps = tuple(steps)
-        object.__setattr__(self, "_sealed", True)
+        self._seal()
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r} [{', '.join(s.name for s in self.steps)}]>"
