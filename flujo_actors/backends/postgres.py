@@ -58,6 +58,7 @@ from .state import (
     _check_status,
     _EncodedCheckpoint,
     check_prune,
+    decode_run,
     encode_positions,
     run_exists_error,
 )
@@ -344,20 +345,7 @@ class PostgresBackend(trio.abc.AsyncResource):
         if row is None:
             return None
         try:
-            return RunSnapshot(
-                run_id=run_id,
-                pipeline_name=row[0],
-                status=row[1],
-                next_step_index=row[2],
-                context=loads_json(row[3]),
-                initial_input=loads_json(row[4]),
-                output=loads_json(row[5]),
-                step_history=tuple(loads_json(step) for step in row[10]),
-                total_cost_usd=row[6],
-                total_tokens=row[7],
-                updated_at=row[8],
-                pipeline_fingerprint=row[9],
-            )
+            return decode_run(run_id, row, row[10], row[9])
         except ValueError as exc:
             raise StateBackendError(
                 f"{self!r}: the stored JSON of run {run_id!r} is damaged: {exc}."

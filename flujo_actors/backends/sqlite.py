@@ -55,6 +55,7 @@ from .state import (
     _check_status,
     _EncodedCheckpoint,
     check_prune,
+    decode_run,
     encode_positions,
     prune_matches,
     run_exists_error,
@@ -460,20 +461,7 @@ class SQLiteBackend(trio.abc.AsyncResource):
             return None
         row, steps, fingerprint = found
         try:
-            return RunSnapshot(
-                run_id=run_id,
-                pipeline_name=row[0],
-                status=row[1],
-                next_step_index=row[2],
-                context=loads_json(row[3]),
-                initial_input=loads_json(row[4]),
-                output=loads_json(row[5]),
-                step_history=tuple(loads_json(step) for step in steps),
-                total_cost_usd=row[6],
-                total_tokens=row[7],
-                updated_at=row[8],
-                pipeline_fingerprint=fingerprint,
-            )
+            return decode_run(run_id, row, steps, fingerprint)
         except ValueError as exc:
             raise StateBackendError(
                 f"SQLite state store {self._path!r}: the stored JSON of run {run_id!r} is "

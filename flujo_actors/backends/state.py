@@ -43,6 +43,7 @@ __all__ = [
     "RunSnapshot",
     "StateBackend",
     "check_prune",
+    "decode_run",
     "prune_matches",
 ]
 
@@ -362,6 +363,38 @@ class _EncodedCheckpoint:
             checkpoint.updated_at,
             checkpoint.pipeline_fingerprint,
         )
+
+
+def decode_run(
+    run_id: str, row: Sequence[Any], steps: Iterable[str], fingerprint: str | None
+) -> RunSnapshot:
+    """A run read back from a SQL store.
+
+    Args:
+        run_id: the run.
+        row: its run columns, in the order both SQL backends select them:
+            pipeline_name, status, next_step_index, context, initial_input,
+            output (JSON text), total_cost_usd, total_tokens, updated_at.
+        steps: its step rows' JSON text, oldest first.
+        fingerprint: the pipeline fingerprint stored with the run.
+
+    Raises:
+        ValueError: stored JSON is damaged (the backend names itself and the run).
+    """
+    return RunSnapshot(
+        run_id=run_id,
+        pipeline_name=row[0],
+        status=row[1],
+        next_step_index=row[2],
+        context=loads_json(row[3]),
+        initial_input=loads_json(row[4]),
+        output=loads_json(row[5]),
+        step_history=tuple(loads_json(step) for step in steps),
+        total_cost_usd=row[6],
+        total_tokens=row[7],
+        updated_at=row[8],
+        pipeline_fingerprint=fingerprint,
+    )
 
 
 @attrs.define
