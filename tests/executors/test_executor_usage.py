@@ -129,7 +129,7 @@ async def test_a_bad_cost_is_the_inline_usage_report_error_returned_as_data(
     assert spec is not None
     result = await submit(WorkItem(step_name="llm", agent=spec, data=1))
     assert result.error is not None
-    assert (result.output, result.cost_usd, result.token_counts) == (None, 0, 0)
+    assert (result.output, result.cost_usd, result.token_counts) == (None, Decimal(0), 0)
     error = result.error.to_exception()
     assert type(error) is UsageReportError
     assert isinstance(error, ValueError)
