@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from .actors import Supervisor as Supervisor
     from .actors import SupervisorEvent as SupervisorEvent
     from .actors import SupervisorStatistics as SupervisorStatistics
+    from .actors import open_actor as open_actor
+    from .actors import open_dynamic_supervisor as open_dynamic_supervisor
+    from .actors import open_supervisor as open_supervisor
     from .actors import start_actor as start_actor
     from .backends.cache import CacheBackend as CacheBackend
     from .backends.cache import InMemoryLRUBackend as InMemoryLRUBackend
@@ -206,6 +209,9 @@ _LAZY: dict[str, str] = {
     "WorkResult": ".executors",
     "dump_typed": ".serialization",
     "load_typed": ".serialization",
+    "open_actor": ".actors",
+    "open_dynamic_supervisor": ".actors",
+    "open_supervisor": ".actors",
     "register_custom_deserializer": ".serialization",
     "register_custom_serializer": ".serialization",
     "register_usage_extractor": ".policy.usage",
@@ -323,6 +329,9 @@ __all__ = [
     "WorkResult",
     "dump_typed",
     "load_typed",
+    "open_actor",
+    "open_dynamic_supervisor",
+    "open_supervisor",
     "register_custom_deserializer",
     "register_custom_serializer",
     "register_usage_extractor",

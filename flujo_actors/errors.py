@@ -37,6 +37,7 @@ __all__ = [
     "StepFailed",
     "UsageLimitExceededError",
     "UsageReportError",
+    "sole_error",
 ]
 
 
@@ -216,3 +217,25 @@ class RestartIntensityExceeded(FlujoError):
 
 class ExecutorLost(FlujoError):
     """The worker running an agent call died; the attempt is retryable."""
+
+
+def sole_error(exc: BaseException) -> BaseException:
+    """The one exception inside ``exc``'s (nested) exception groups, else ``exc`` itself.
+
+    A nursery wraps even a single error in an ``ExceptionGroup``; an API that
+    owns a nursery of its own raises that error as itself (several errors
+    at once stay the group).
+    """
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves: list[BaseException] = []
+
+    def walk(group: BaseExceptionGroup[BaseException]) -> None:
+        for inner in group.exceptions:
+            if isinstance(inner, BaseExceptionGroup):
+                walk(inner)
+            else:
+                leaves.append(inner)
+
+    walk(exc)
+    return leaves[0] if len(leaves) == 1 else exc

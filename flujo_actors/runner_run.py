@@ -23,7 +23,7 @@ import trio
 from .actors.run_supervisor import RunSupervisor
 from .call_sites import CALL_SITES
 from .context import build_context
-from .errors import UsageLimitExceededError
+from .errors import UsageLimitExceededError, sole_error
 from .governor import Governor
 from .partial import contains
 from .policy.ledger import UsageLedger
@@ -147,7 +147,7 @@ async def execute_claimed(
         if isinstance(exc, BaseExceptionGroup):
             # An error escaping a run (a hook, a backend, an internal bug) is raised
             # as itself (its own cause kept), not wrapped in the run nursery's group.
-            leaf = _single(exc)
+            leaf = sole_error(exc)
             raise leaf from leaf.__cause__
         raise
     finally:
@@ -290,21 +290,6 @@ def _logging_enabled() -> bool:
 
 #: The ``flujo_actors`` logger, once logging is imported (see _logging_enabled).
 _LOGGER: dict[str, Any] = {}
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception inside (nested) groups, or the group itself if several."""
-    leaves: list[BaseException] = []
-
-    def walk(g: BaseExceptionGroup[BaseException]) -> None:
-        for e in g.exceptions:
-            if isinstance(e, BaseExceptionGroup):
-                walk(e)
-            else:
-                leaves.append(e)
-
-    walk(group)
-    return leaves[0] if len(leaves) == 1 else group
 
 
 class LiveRun:

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from .management import ChildCounts as ChildCounts
     from .management import ChildInfo as ChildInfo
     from .monitor import Monitor as Monitor
+    from .opening import open_actor as open_actor
+    from .opening import open_dynamic_supervisor as open_dynamic_supervisor
+    from .opening import open_supervisor as open_supervisor
     from .supervisor import ChildSpec as ChildSpec
     from .supervisor import Restart as Restart
     from .supervisor import Strategy as Strategy
@@ -40,6 +43,9 @@ _LAZY: dict[str, str] = {
     "ChildInfo": ".management",
     "DynamicSupervisor": ".dynamic",
     "Monitor": ".monitor",
+    "open_actor": ".opening",
+    "open_dynamic_supervisor": ".opening",
+    "open_supervisor": ".opening",
     "ChildCrashed": ".events",
     "ChildRestarted": ".events",
     "ChildSpec": ".supervisor",
@@ -94,6 +100,9 @@ __all__ = [
     "Supervisor",
     "SupervisorEvent",
     "SupervisorStatistics",
+    "open_actor",
+    "open_dynamic_supervisor",
+    "open_supervisor",
     "run_actor",
     "start_actor",
 ]

@@ -14,14 +14,33 @@ one-for-one under the same intensity, backoff and shutdown rules as any
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from ..errors import MaxChildrenExceeded
 from .actor import ActorRef, ReplySlot
 from .spec import ChildSpec, Strategy
 from .supervisor import Supervisor, _Child, _StartChild
 
-__all__ = ["DynamicSupervisor"]
+if TYPE_CHECKING:
+    from ..policy.intensity import Backoff
+    from .deadletters import DeadLetters
+
+__all__ = ["DynamicSupervisor", "DynamicSupervisorOptions"]
+
+
+class DynamicSupervisorOptions(TypedDict, total=False):
+    """The :class:`Supervisor` options a :class:`DynamicSupervisor` takes (all but the strategy).
+
+    A type for ``**options`` only (so type checkers check them); the
+    supervisor's own signature documents and validates each.
+    """
+
+    max_restarts: int
+    max_seconds: float
+    backoff: Backoff | None
+    name: str | None
+    max_redeliveries: int
+    dead_letters: DeadLetters | None
 
 
 class DynamicSupervisor(Supervisor):
@@ -50,7 +69,13 @@ class DynamicSupervisor(Supervisor):
         ValueError: bad ``max_children``, or a ``strategy`` / ``children`` option.
     """
 
-    def __init__(self, spec: ChildSpec, *, max_children: int | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        spec: ChildSpec,
+        *,
+        max_children: int | None = None,
+        **options: Unpack[DynamicSupervisorOptions],
+    ) -> None:
         label = options.get("name") or "dynamic supervisor"
         if not isinstance(spec, ChildSpec):
             raise TypeError(

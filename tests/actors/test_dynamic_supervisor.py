@@ -186,7 +186,7 @@ def test_dynamic_supervisor_options_are_checked() -> None:
         r"restarts each child on its own \(ONE_FOR_ONE\) and starts its children with "
         r"start_child\(\*args\)\.$",
     ):
-        DynamicSupervisor(template, name="p", strategy=Strategy.ONE_FOR_ALL)
+        DynamicSupervisor(template, name="p", strategy=Strategy.ONE_FOR_ALL)  # type: ignore[call-arg]
     with pytest.raises(
         TypeError,
         match=r"^DynamicSupervisor 'dynamic supervisor': spec must be a ChildSpec \(the "
