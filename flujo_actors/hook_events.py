@@ -75,8 +75,12 @@ class StepStarted:
 
 
 @attrs.frozen(kw_only=True)
-class StepFinished:
-    """A step succeeded; ``result`` is its :class:`StepResult`."""
+class _StepEnded:
+    """The fields of both ends of a step (:class:`StepFinished`, :class:`StepErrored`).
+
+    Not an event itself: match on the two subclasses, which are unrelated to
+    each other (``isinstance(errored, StepFinished)`` is false).
+    """
 
     run_id: str
     step: str
@@ -87,19 +91,17 @@ class StepFinished:
 
 
 @attrs.frozen(kw_only=True)
-class StepErrored:
+class StepFinished(_StepEnded):
+    """A step succeeded; ``result`` is its :class:`StepResult`."""
+
+
+@attrs.frozen(kw_only=True)
+class StepErrored(_StepEnded):
     """A step failed (after its attempts and fallback); ``result.feedback`` says why.
 
     Formerly ``StepFailed`` (that name is the exception
     :class:`flujo_actors.errors.StepFailed`; the old event name is a deprecated alias).
     """
-
-    run_id: str
-    step: str
-    path: tuple[str, ...]
-    kind: str
-    result: StepResult
-    time: float
 
 
 @attrs.frozen(kw_only=True)

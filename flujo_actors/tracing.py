@@ -205,18 +205,18 @@ class Tracer:
 
     # -- listener plumbing ---------------------------------------------------
     def _started(self, rec: SpanRecord) -> None:
-        for listener in self._listeners:
-            try:
-                listener.span_started(rec)
-            except Exception as exc:
-                raise ListenerError(listener, f"span_started({rec.name!r})", exc) from exc
+        self._notify("span_started", rec)
 
     def _ended(self, rec: SpanRecord) -> None:
+        self._notify("span_ended", rec)
+
+    def _notify(self, method: str, rec: SpanRecord) -> None:
+        """Call ``listener.<method>(rec)`` on every listener; the first failure is raised."""
         for listener in self._listeners:
             try:
-                listener.span_ended(rec)
+                getattr(listener, method)(rec)
             except Exception as exc:
-                raise ListenerError(listener, f"span_ended({rec.name!r})", exc) from exc
+                raise ListenerError(listener, f"{method}({rec.name!r})", exc) from exc
 
     def _open_child(
         self, parent: SpanRecord, name: str, kind: str, path: tuple[str, ...], start: float

@@ -344,6 +344,20 @@ class ActorCell:
                 return
         self.dead_letters.record(self.name, msg, reason)
 
+    def finish(self, current_reason: str) -> None:
+        """Stop the cell for good: dead-letter the ``tell`` being handled, close, mark stopped.
+
+        ``current_reason`` is the dead-letter reason of the message in
+        ``current`` (an ``ask`` there is skipped: its asker holds the
+        error). The queued messages go to dead letters as ``"stopped"``.
+        """
+        current = self.current
+        self.current = None
+        if current is not None and type(current) is not _Ask:
+            self.dead_letters.record(self.name, current, current_reason)
+        self.close_mailbox()
+        self.mark_stopped()
+
     def mark_stopped(self) -> None:
         if not self.supervised:
             # Unsupervised: stopped is down for good (a supervisor reports its own).
@@ -857,10 +871,4 @@ async def _run_unsupervised(
     finally:
         # Unsupervised: nobody will restart it, so nothing may stay queued.
         if cell.state != "stopped":
-            current = cell.current
-            cell.current = None
-            if current is not None and type(current) is not _Ask:
-                # The tell that crashed it (an ask's asker has ActorCrashed already).
-                cell.dead_letters.record(cell.name, current, "crashed")
-            cell.close_mailbox()
-            cell.mark_stopped()
+            cell.finish("crashed")  # the tell in hand crashed it

@@ -9,11 +9,11 @@ here, where they can be inspected (:meth:`DeadLetters.snapshot`) or streamed
 
 from __future__ import annotations
 
-import collections
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-import trio
+
+from .eventlog import EventLog
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,57 +43,31 @@ class DeadLetter:
     reason: str
 
 
-class DeadLetters:
-    """A bounded log of dead letters plus live subscribers.
+class DeadLetters(EventLog[DeadLetter]):
+    """A bounded log of dead letters plus live subscribers (an :class:`~.eventlog.EventLog`).
 
-    The log keeps the newest ``capacity`` letters (older ones are counted in
-    ``dropped``). Subscribers get every letter through a memory channel; a
-    subscriber that does not keep up loses letters (counted), it never blocks
-    the actor that produced them.
+    The log keeps the newest ``capacity`` letters; ``dropped`` counts the
+    older ones pushed out and those a subscriber did not keep up with
+    (through a memory channel, :meth:`subscribe`): a slow subscriber never
+    blocks the actor that produced the letter. ``total`` counts every
+    letter recorded.
     """
 
+    __slots__ = ("_listeners", "total")
+
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
-        if capacity < 1:
-            raise ValueError(f"DeadLetters: capacity must be >= 1, got {capacity!r}.")
-        self._log: collections.deque[DeadLetter] = collections.deque(maxlen=capacity)
-        self._subscribers: list[trio.MemorySendChannel[DeadLetter]] = []
+        super().__init__(capacity, owner="DeadLetters")
         self._listeners: list[Callable[[DeadLetter], None]] = []
         self.total = 0
-        self.dropped = 0
 
     def record(self, recipient: str, message: Any, reason: str) -> DeadLetter:
         """Record a dead letter; never blocks and never raises."""
         letter = DeadLetter(recipient=recipient, message=message, reason=reason)
-        if len(self._log) == self._log.maxlen:
-            self.dropped += 1
-        self._log.append(letter)
+        self.emit(letter)
         self.total += 1
-        for send in tuple(self._subscribers):
-            try:
-                send.send_nowait(letter)
-            except trio.WouldBlock:
-                self.dropped += 1
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._subscribers.remove(send)
         for listener in tuple(self._listeners):
             listener(letter)
         return letter
-
-    def snapshot(self) -> list[DeadLetter]:
-        """The letters currently kept, oldest first."""
-        return list(self._log)
-
-    def __len__(self) -> int:
-        return len(self._log)
-
-    def subscribe(self, buffer: int = 1024) -> trio.MemoryReceiveChannel[DeadLetter]:
-        """A channel receiving every letter recorded from now on.
-
-        Close the returned channel to unsubscribe.
-        """
-        send, receive = trio.open_memory_channel[DeadLetter](buffer)
-        self._subscribers.append(send)
-        return receive
 
     def add_listener(self, listener: Callable[[DeadLetter], None]) -> None:
         """Call ``listener(letter)`` synchronously for every letter recorded from now on.

@@ -2,17 +2,18 @@
 
 Every event is a frozen attrs value named in the past tense, carrying the
 supervisor's name, the child's name and the time on trio's clock. A
-supervisor keeps a bounded log of them (``Supervisor.events()``) and feeds
-live subscribers (``Supervisor.subscribe_events()``).
+supervisor keeps a bounded log of them (``Supervisor.events()``, an
+:class:`~.eventlog.EventLog`) and feeds live subscribers
+(``Supervisor.subscribe_events()``).
 """
 
 from __future__ import annotations
 
-import collections
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
 import attrs
-import trio
+
+from .eventlog import EventLog as EventLog
 
 __all__ = [
     "ChildCrashed",
@@ -95,44 +96,3 @@ class DeadLettered:
 
 
 SupervisorEvent = ChildStarted | ChildCrashed | ChildRestarted | ChildStopped | DeadLettered
-
-EventT = TypeVar("EventT")
-
-
-class EventLog(Generic[EventT]):
-    """A bounded log of events plus live subscribers; ``emit`` never blocks.
-
-    A subscriber that does not keep up loses events (counted in ``dropped``);
-    it never slows down the supervisor that emits them.
-    """
-
-    __slots__ = ("_log", "_subscribers", "dropped")
-
-    def __init__(self, capacity: int = DEFAULT_EVENT_CAPACITY) -> None:
-        if capacity < 1:
-            raise ValueError(f"EventLog: capacity must be >= 1, got {capacity!r}.")
-        self._log: collections.deque[EventT] = collections.deque(maxlen=capacity)
-        self._subscribers: list[trio.MemorySendChannel[EventT]] = []
-        self.dropped = 0
-
-    def emit(self, event: EventT) -> None:
-        """Append ``event`` and hand it to every subscriber (never blocks)."""
-        self._log.append(event)
-        if self._subscribers:
-            for send in tuple(self._subscribers):
-                try:
-                    send.send_nowait(event)
-                except trio.WouldBlock:
-                    self.dropped += 1
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._subscribers.remove(send)
-
-    def snapshot(self) -> list[EventT]:
-        """The events currently kept, oldest first."""
-        return list(self._log)
-
-    def subscribe(self, buffer: int = 1024) -> trio.MemoryReceiveChannel[EventT]:
-        """A channel receiving every event emitted from now on; close it to unsubscribe."""
-        send, receive = trio.open_memory_channel[EventT](buffer)
-        self._subscribers.append(send)
-        return receive

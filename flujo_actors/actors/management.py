@@ -184,6 +184,21 @@ class SupervisorManagement:
 
     # -- commands -----------------------------------------------------------
 
+    def _stopped_child(self, name: str, does: str) -> _Child:
+        """Child ``name``, which must be stopped for ``does`` ("delete_child deletes", ...).
+
+        Raises:
+            LookupError: no child has that name.
+            ValueError: the child is running (the message says to stop it first).
+        """
+        child = self._child(name)
+        if not child.stopped:
+            raise ValueError(
+                f"Supervisor {self.name!r}: child {name!r} is running; {does} a stopped "
+                f"child (await sup.stop_child({name!r}) first)."
+            )
+        return child
+
     async def _call(self, what: str, fn: Callable[[], Awaitable[object]]) -> object:
         slot = self._request(_Call(fn, ReplySlot(), what), what)
         return await slot.wait()
@@ -214,12 +229,7 @@ class SupervisorManagement:
         self._child(name)
 
         async def restart() -> None:
-            child = self._child(name)
-            if not child.stopped:
-                raise ValueError(
-                    f"Supervisor {self.name!r}: child {name!r} is running; restart_child "
-                    f"restarts a stopped child (await sup.stop_child({name!r}) first)."
-                )
+            child = self._stopped_child(name, "restart_child restarts")
             child.cell.reopen()
             child.cell.down = None
             child.pending_restart = None
@@ -247,12 +257,7 @@ class SupervisorManagement:
         self._child(name)
 
         async def delete() -> None:
-            child = self._child(name)
-            if not child.stopped:
-                raise ValueError(
-                    f"Supervisor {self.name!r}: child {name!r} is running; delete_child "
-                    f"deletes a stopped child (await sup.stop_child({name!r}) first)."
-                )
+            child = self._stopped_child(name, "delete_child deletes")
             self._order.remove(child)
             del self._children[name]
             await trio.lowlevel.checkpoint()

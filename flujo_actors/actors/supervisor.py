@@ -70,6 +70,7 @@ from ..policy.intensity import Backoff, RestartIntensity, RestartRecord
 from .actor import Actor, ActorCell, ActorRef, ActorStatistics, ReplySlot, _Ask, run_actor
 from .deadletters import DeadLetter, DeadLetters
 from .events import (
+    DEFAULT_EVENT_CAPACITY,
     ChildCrashed,
     ChildRestarted,
     ChildStarted,
@@ -300,7 +301,7 @@ class Supervisor(SupervisorManagement):
         self._specs = specs
         self._owns_dead_letters = dead_letters is None
         self._dead_letters = dead_letters if dead_letters is not None else DeadLetters()
-        self._events: EventLog[SupervisorEvent] = EventLog()
+        self._events: EventLog[SupervisorEvent] = EventLog(DEFAULT_EVENT_CAPACITY)
         self._state = "new"
         self._children: dict[str, _Child] = {}
         self._order: list[_Child] = []
@@ -867,13 +868,7 @@ class Supervisor(SupervisorManagement):
         message, had = cell.take_front()
         if had:
             cell.dead_letters.record(cell.name, message, child.redelivery_reason)
-        current = cell.current
-        cell.current = None
-        if current is not None and type(current) is not _Ask:
-            # A tell whose handler was cancelled from outside: not handled.
-            cell.dead_letters.record(cell.name, current, "stopped")
-        cell.close_mailbox()
-        cell.mark_stopped()
+        cell.finish("stopped")  # a tell in hand was cancelled from outside: not handled
         cell.report_down(_DOWN_REASONS.get(reason, reason), error)
         if child.generation == 0:
             return  # never started: nothing to report
