@@ -62,7 +62,7 @@ __all__ = ["run_agent_step"]
 _perf = time.perf_counter
 
 
-class _Rejected(Exception):
+class _Rejection(Exception):
     """An attempt's output was rejected by a validator or a plugin (``by``)."""
 
     def __init__(self, by: Literal["validator", "plugin"], message: str) -> None:
@@ -75,7 +75,7 @@ async def _check(step: AgentStep, output: Any, ctx: Any) -> Any:
     """Run the validators, then the plugins, on one attempt's output.
 
     Returns the output (a plugin's ``new_solution`` replaces it). Raises
-    :class:`_Rejected` when a validator rejects (raises ``ValueError`` or
+    :class:`_Rejection` when a validator rejects (raises ``ValueError`` or
     returns ``False``) or a plugin fails (``success=False``, a non-outcome,
     or any exception); other exceptions from a validator propagate and fail
     the attempt like an agent error.
@@ -84,26 +84,26 @@ async def _check(step: AgentStep, output: Any, ctx: Any) -> Any:
         try:
             ok = await call(v, output, ctx)
         except ValueError as exc:
-            raise _Rejected(
+            raise _Rejection(
                 "validator", str(exc) or f"validator {v.label} raised ValueError"
             ) from exc
         if ok is False:
-            raise _Rejected("validator", f"validator {v.label} returned False")
+            raise _Rejection("validator", f"validator {v.label} returned False")
     for p in step.compiled_plugins:
         try:
             outcome = p.call(output, ctx)
             if p.is_async or isinstance(outcome, LATE):
                 outcome = await settle(outcome, no_stream)
         except Exception as exc:
-            raise _Rejected(
+            raise _Rejection(
                 "plugin", str(exc) or f"plugin {p.label} raised {type(exc).__name__}"
             ) from exc
         if not isinstance(outcome, PluginOutcome):
-            raise _Rejected(
+            raise _Rejection(
                 "plugin", f"plugin {p.label} returned {outcome!r}, expected a PluginOutcome"
             )
         if not outcome.success:
-            raise _Rejected("plugin", outcome.feedback or f"plugin {p.label} rejected the output")
+            raise _Rejection("plugin", outcome.feedback or f"plugin {p.label} rejected the output")
         if outcome.new_solution is not None:
             output = outcome.new_solution
     return output
@@ -333,7 +333,7 @@ async def _attempt(
                 refused = f"Step {step.name!r} changed {changed}: {IDENTITY_RULE}"
         if refused is None and step.updates_context:
             refused = _apply_context_update(step, output, ctx)
-    except _Rejected as rej:
+    except _Rejection as rej:
         # rej.__cause__: a validator's or plugin's own exception, if it raised.
         event: AttemptEvent = Rejected(rej.by, rej.message, output, rej.__cause__, cost, tokens)
     except Exception as exc:
