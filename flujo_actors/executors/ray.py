@@ -259,16 +259,7 @@ class RayExecutor(_ExecutorBase):
     async def _await(self, conn: _Connection, ref: Any, item: WorkItem, *, host: int) -> WorkResult:
         c = self._counters
         c.submitted += 1
-        future = ref.future()
-        done = trio.Event()
-        token = trio.lowlevel.current_trio_token()
-
-        def wake(_: Any) -> None:  # runs on a Ray thread
-            # If the run is gone, nobody waits for this result.
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(done.set)
-
-        future.add_done_callback(wake)
+        future, done = _done_event(ref)
         try:
             await _settled(conn, ref, done)
         finally:
@@ -380,6 +371,25 @@ def _check_scheduling(options: Mapping[str, Any]) -> None:
             )
 
 
+def _done_event(ref: Any) -> tuple[Any, trio.Event]:
+    """``ref``'s future, and an Event that the future's callback sets in this trio run.
+
+    The callback runs on a Ray thread and hands the ``set`` to the run
+    through its token; once the run has finished, nobody waits for the
+    result and the callback does nothing. Call from inside the trio run.
+    """
+    future = ref.future()
+    done = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def wake(_: Any) -> None:  # runs on a Ray thread
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(done.set)
+
+    future.add_done_callback(wake)
+    return future, done
+
+
 async def _settled(
     conn: _Connection, ref: Any, done: trio.Event, *, limit_s: float | None = None
 ) -> bool:
@@ -431,15 +441,7 @@ async def _wait_restarted(conn: _Connection, host: int, item: WorkItem, limit_s:
     only stops the waiting.
     """
     ref = conn.hosts[host].ping.options(max_task_retries=-1).remote()
-    future = ref.future()
-    done = trio.Event()
-    token = trio.lowlevel.current_trio_token()
-
-    def wake(_: Any) -> None:  # runs on a Ray thread
-        with contextlib.suppress(trio.RunFinishedError):
-            token.run_sync_soon(done.set)
-
-    future.add_done_callback(wake)
+    future, done = _done_event(ref)
     if not await _settled(conn, ref, done, limit_s=limit_s):
         with contextlib.suppress(Exception):  # stop Ray retrying the probe for nobody
             conn.ray.cancel(ref)

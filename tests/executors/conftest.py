@@ -109,14 +109,27 @@ def _trio_task_stacks() -> str:
     return "".join(lines)
 
 
-# Shorter node health checks than Ray's defaults: a killed node is declared dead in
-# seconds (tests wait for that event; this only makes it come sooner).
-_HEALTH_CHECKS = {
+# The test cluster's system config (the head's; worker nodes read it from the GCS).
+_SYSTEM_CONFIG = {
+    # Shorter node health checks than Ray's defaults: a killed node is declared dead in
+    # seconds (tests wait for that event; this only makes it come sooner). A live node
+    # is declared dead only after 4 checks in a row fail or time out (10 s each), so a
+    # starved raylet on a loaded machine is not mistaken for a dead one.
     "health_check_initial_delay_ms": 0,
     "health_check_period_ms": 500,
     "health_check_failure_threshold": 4,
+    # Ray lowers its workers' main thread to nice 15: beside other jobs at nice 0 (a
+    # loaded CI machine) they got a few percent of a core and the suite took 6 minutes.
+    # The tests measure behaviour, not Ray's deference to the machine's other work.
+    "worker_niceness": 0,
+    # Nothing reads the cluster's metrics: do not collect and export them.
+    "enable_metrics_collection": False,
+    # A worker that has not registered within this is killed and started again; under
+    # heavy load a start can take many times its ~1 s of CPU. Only a hang guard.
+    "worker_register_timeout_seconds": 600,
 }
-_STORE = 80 * 1024 * 1024
+# Per node: no log monitor (log_to_driver=False: nothing forwards worker output).
+_NODE_ARGS = {"object_store_memory": 80 * 1024 * 1024, "include_log_monitor": False}
 
 
 @attrs.define
@@ -126,6 +139,8 @@ class RayNodes:
     Each offers one unit of its own custom resource (``{"node_a": 1}``) and one
     unit of ``"pool"``, which both offer; the head node offers neither.
     """
+
+    NAMES = ("node_a", "node_b")
 
     cluster: Any  # ray.cluster_utils.Cluster
     nodes: dict[str, Any]  # name -> ray._private.node.Node
@@ -138,14 +153,19 @@ class RayNodes:
         [name] = [n for n, node in self.nodes.items() if node.node_id == node_id]
         return name
 
-    def add(self, name: str) -> None:
-        """Start worker node ``name`` (blocking until it has joined)."""
-        # 10 units of the node's own resource: a task pinned with 1 still fits beside an
-        # actor host pinned there with a fraction (with 1 unit, an actor holding 0.1 left
-        # 0.9 and the tasks waited forever: a fresh-clone CI run hung on exactly that).
-        self.nodes[name] = self.cluster.add_node(
-            num_cpus=1, resources={name: 10, "pool": 1}, object_store_memory=_STORE
-        )
+    def start(self) -> None:
+        """Start the worker nodes that are not running, together, and wait until all joined."""
+        missing = [name for name in self.NAMES if name not in self.nodes]
+        for name in missing:
+            # 10 units of the node's own resource: a task pinned with 1 still fits beside an
+            # actor host pinned there with a fraction (with 1 unit, an actor holding 0.1 left
+            # 0.9 and the tasks waited forever: a fresh-clone CI run hung on exactly that).
+            self.nodes[name] = self.cluster.add_node(
+                wait=False, num_cpus=1, resources={name: 10, "pool": 1}, **_NODE_ARGS
+            )
+        if missing:
+            # add_node's own wait gives up after 30 s: under heavy load a node took longer.
+            self.cluster.wait_for_nodes(timeout=300)  # the event we mean; a hang guard
 
     def kill(self, name: str) -> None:
         """SIGKILL every process of node ``name``, then wait until Ray declares it dead."""
@@ -159,32 +179,36 @@ _CLUSTER: list[Any] = []  # the session's ray.cluster_utils.Cluster, once starte
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
     """A Ray cluster on this machine for the session: a head node (2 CPUs, no
-    dashboard, small object store); :func:`ray_nodes` adds two worker nodes.
+    dashboard, autoscaler or log monitor, small object store); :func:`ray_nodes`
+    adds two worker nodes.
 
     Workers get this directory on ``PYTHONPATH`` so the agents and types
     defined in the test modules unpickle by reference, as a user's installed
-    package would.
+    package would. It is set in the environment the cluster's processes
+    inherit, not as the job's ``runtime_env``: with a runtime_env every worker
+    starts through Ray's setup script (~0.5 s more CPU each) and the workers
+    Ray prestarts without it cannot run the job's tasks (they sat idle while
+    the first call waited for a new one).
     """
     import ray  # make test-ray installs the ray extra: a missing install fails, never skips
     from ray.cluster_utils import Cluster
 
-    saved = {k: os.environ.get(k) for k in RAY_ENV}
-    os.environ.update(RAY_ENV)
+    path = os.pathsep.join(filter(None, (str(HERE), os.environ.get("PYTHONPATH"))))
+    env = {**RAY_ENV, "PYTHONPATH": path}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     cluster: Any = Cluster(
         initialize_head=True,
         head_node_args={
             "num_cpus": 2,
             "include_dashboard": False,
-            "object_store_memory": _STORE,
-            "_system_config": _HEALTH_CHECKS,
+            "no_monitor": True,  # the autoscaler: nothing to scale on a fixed test cluster
+            "_system_config": _SYSTEM_CONFIG,
+            **_NODE_ARGS,
         },
     )
     _CLUSTER.append(cluster)
-    ray.init(
-        address=cluster.address,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(HERE)}},
-    )
+    ray.init(address=cluster.address, log_to_driver=False)
     try:
         yield str(cluster.address)
     finally:
@@ -199,12 +223,19 @@ def ray_cluster() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def ray_nodes(ray_cluster: str) -> RayNodes:
-    """Worker nodes ``node_a`` and ``node_b`` joined to the session's cluster."""
-    nodes = RayNodes(_CLUSTER[0], {})
-    for name in ("node_a", "node_b"):
-        nodes.add(name)
-    return nodes
+def _ray_worker_nodes(ray_cluster: str) -> RayNodes:
+    return RayNodes(_CLUSTER[0], {})
+
+
+@pytest.fixture
+def ray_nodes(_ray_worker_nodes: RayNodes) -> RayNodes:
+    """Worker nodes ``node_a`` and ``node_b`` joined to the session's cluster.
+
+    Started by the first test that asks for them; one a test killed is started
+    again for the next test that asks (none does when the killing test comes last).
+    """
+    _ray_worker_nodes.start()
+    return _ray_worker_nodes
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -19,6 +20,11 @@ import trio.lowlevel
 import trio.testing
 
 from flujo_actors import Flujo, Step
+
+if TYPE_CHECKING:
+    from tests.executors.ray_bounds import bounded_ray_executor
+else:  # pytest imports test modules by file name (tests/ has no __init__.py)
+    from ray_bounds import bounded_ray_executor
 
 
 def triple(x: int) -> int:
@@ -166,11 +172,9 @@ async def test_cancelling_an_actor_call_stops_it_and_keeps_the_actor(
     tmp_path: Path,
     mock_clock: trio.testing.MockClock,
 ) -> None:
-    from flujo_actors.executors.ray import RayExecutor
-
     path, fd = fifo
     finished = tmp_path / "finished"
-    executor = RayExecutor(actors=1)
+    executor = bounded_ray_executor(actors=1)
     # The timeout fires when the test jumps the mock clock; the work item carries it as a
     # wall-clock deadline. With 5 s, an actor that took 5.1 s to start under load timed the
     # call out before calling the agent, which never wrote its pid: the test waited forever
@@ -198,11 +202,9 @@ async def test_cancelling_an_actor_call_stops_it_and_keeps_the_actor(
 async def test_a_dead_actor_is_lost_then_restarted_for_the_retry(
     ray_cluster: str, tmp_path: Path
 ) -> None:
-    from flujo_actors.executors.ray import RayExecutor
-
     # The retry must wait for Ray's restart of the actor (the executor pings it first):
     # sent at once, it failed with ActorUnavailableError whenever the machine was busy.
-    executor = RayExecutor(actors=1)
+    executor = bounded_ray_executor(actors=1)
     step = Step.from_callable(crash_once, placement=executor, max_retries=1)
     result = await Flujo(step).run_async(str(tmp_path / "crashed"))
     assert result.success is True

@@ -25,8 +25,10 @@ from flujo_actors import Flujo, Step
 
 if TYPE_CHECKING:
     from tests.executors.conftest import RayNodes
+    from tests.executors.ray_bounds import bounded_ray_executor
     from tests.executors.test_executor_contract import _exits_within
 else:  # pytest imports test modules by file name (tests/ has no __init__.py)
+    from ray_bounds import bounded_ray_executor
     from test_executor_contract import _exits_within
 
 
@@ -107,6 +109,39 @@ async def test_steps_pinned_by_resources_land_on_their_node(ray_nodes: RayNodes)
 
 
 @pytest.mark.ray
+async def test_cancelling_a_step_stops_its_task_on_a_worker_node(
+    ray_nodes: RayNodes,
+    fifo: tuple[Path, int],
+    tmp_path: Path,
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    path, fd = fifo
+    finished = tmp_path / "finished"
+    on_b = bounded_ray_executor(task_options={"resources": {"node_b": 1}})
+    # An hour: the item carries the timeout as a wall-clock deadline, which a task started
+    # late under load must not reach before the agent announces itself (see test_ray.py).
+    step = Step.from_callable(blocked, placement=on_b, timeout_s=3600, max_retries=0)
+    results = []
+
+    async def run() -> None:
+        results.append(await Flujo(step).run_async((str(path), str(finished))))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        node_id, pid = await _read_line(fd)
+        mock_clock.jump(3600)  # the step's timeout
+    [result] = results
+    assert node_id == ray_nodes.node_id("node_b")
+    assert result.success is False
+    assert result.step_history[-1].metadata["error_type"] == "TimeoutError"
+    assert on_b.statistics().cancelled == 1
+    assert await trio.to_thread.run_sync(_exits_within, pid, 60.0)  # force-cancel killed it
+    assert not finished.exists()
+
+
+# Last of the tests on worker nodes: the node it kills is started again only if a test
+# after it asks for the nodes.
+@pytest.mark.ray
 async def test_a_node_killed_during_a_step_is_lost_and_the_retry_runs_on_a_survivor(
     ray_nodes: RayNodes,
     fifo: tuple[Path, int],
@@ -125,58 +160,20 @@ async def test_a_node_killed_during_a_step_is_lost_and_the_retry_runs_on_a_survi
     async def run() -> None:
         results.append(await Flujo(step).run_async((str(path), str(tmp_path / "first"))))
 
-    victim = ""
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run)
-            node_id, _pid = await _read_line(fd)
-            victim = ray_nodes.name_of(node_id)
-            # Ray's node handling needs the main thread (signals): the run pauses meanwhile.
-            ray_nodes.kill(victim)
-            mock_clock.autojump_threshold = 0  # the backoff may pass now
-        [result] = results
-        survivor = "node_b" if victim == "node_a" else "node_a"
-        assert result.success is True
-        assert result.output == ray_nodes.node_id(survivor)
-        assert result.step_history[-1].attempts == 2
-        stats = pool.statistics()
-        assert (stats.lost, stats.completed) == (1, 1)
-    finally:
-        if victim and victim not in ray_nodes.nodes:
-            ray_nodes.add(victim)  # for the tests after this
-
-
-@pytest.mark.ray
-async def test_cancelling_a_step_stops_its_task_on_a_worker_node(
-    ray_nodes: RayNodes,
-    fifo: tuple[Path, int],
-    tmp_path: Path,
-    mock_clock: trio.testing.MockClock,
-) -> None:
-    from flujo_actors.executors.ray import RayExecutor
-
-    path, fd = fifo
-    finished = tmp_path / "finished"
-    on_b = RayExecutor(task_options={"resources": {"node_b": 1}})
-    # An hour: the item carries the timeout as a wall-clock deadline, which a task started
-    # late under load must not reach before the agent announces itself (see test_ray.py).
-    step = Step.from_callable(blocked, placement=on_b, timeout_s=3600, max_retries=0)
-    results = []
-
-    async def run() -> None:
-        results.append(await Flujo(step).run_async((str(path), str(finished))))
-
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
-        node_id, pid = await _read_line(fd)
-        mock_clock.jump(3600)  # the step's timeout
+        node_id, _pid = await _read_line(fd)
+        victim = ray_nodes.name_of(node_id)
+        # Ray's node handling needs the main thread (signals): the run pauses meanwhile.
+        ray_nodes.kill(victim)
+        mock_clock.autojump_threshold = 0  # the backoff may pass now
     [result] = results
-    assert node_id == ray_nodes.node_id("node_b")
-    assert result.success is False
-    assert result.step_history[-1].metadata["error_type"] == "TimeoutError"
-    assert on_b.statistics().cancelled == 1
-    assert await trio.to_thread.run_sync(_exits_within, pid, 10.0)  # force-cancel killed it
-    assert not finished.exists()
+    survivor = "node_b" if victim == "node_a" else "node_a"
+    assert result.success is True
+    assert result.output == ray_nodes.node_id(survivor)
+    assert result.step_history[-1].attempts == 2
+    stats = pool.statistics()
+    assert (stats.lost, stats.completed) == (1, 1)
 
 
 # Needs the ray extra (RayExecutor checks it is installed): runs in make test-ray.

@@ -4,6 +4,7 @@ and the bounded ones (a cancel's confirmation, an actor's restart) end in real t
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -14,7 +15,7 @@ import trio
 from flujo_actors import Step
 from flujo_actors.errors import ExecutorLost
 from flujo_actors.executors import WorkItem
-from flujo_actors.executors.ray import _result, _settled, _wait_restarted
+from flujo_actors.executors.ray import _done_event, _result, _settled, _wait_restarted
 
 
 class _WaitReadyOnCall:
@@ -56,6 +57,40 @@ def test_the_result_comes_from_the_future_or_from_ray_get_when_it_never_complete
     assert _result(conn, finished, "ref-1") == "from the future"  # type: ignore[arg-type]
     pending: concurrent.futures.Future[str] = concurrent.futures.Future()
     assert _result(conn, pending, "ref-2") == "value of ref-2"  # type: ignore[arg-type]
+
+
+class _SettlesLater:
+    """An ObjectRef whose future the test completes, from another thread like Ray does."""
+
+    def __init__(self) -> None:
+        self.fut: concurrent.futures.Future[str] = concurrent.futures.Future()
+
+    def future(self) -> concurrent.futures.Future[str]:
+        return self.fut
+
+
+async def test_the_done_event_is_set_in_the_run_when_ray_settles_the_future() -> None:
+    ref = _SettlesLater()
+    future, done = _done_event(ref)
+    assert future is ref.fut and not done.is_set()
+    await trio.to_thread.run_sync(ref.fut.set_result, "value")  # the callback's Ray thread
+    await done.wait()  # set through the run's token, not on the Ray thread
+    assert future.result() == "value"
+
+
+def test_a_future_settling_after_the_run_ended_is_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ref = _SettlesLater()
+
+    async def main() -> trio.Event:
+        return _done_event(ref)[1]
+
+    done = trio.run(main)
+    with caplog.at_level(logging.ERROR, logger="concurrent.futures"):
+        ref.fut.set_result("late")  # nobody waits for it any more
+    assert caplog.records == []  # concurrent.futures logs a callback that raises
+    assert not done.is_set()
 
 
 class _NeverReady:
