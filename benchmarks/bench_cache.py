@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from functools import partial
 
-from flujo_actors import Flujo, InMemoryLRUBackend, Pipeline, Step
+from flujo_actors import Flujo, InMemoryLRUBackend
 from flujo_actors.bench import Scenario, Workload, baselines, expect
+from flujo_actors.bench.workloads import chain_pipeline, runs_of
 
 __all__ = ["SCENARIOS"]
-
-
-async def increment(value: int) -> int:
-    """The trivial agent: ``value + 1``."""
-    return value + 1
 
 
 def cached(size: int, *, hit: bool) -> Workload:
     """``size`` cached steps; ``hit`` repeats one input (all hits after the warm-up
     call), otherwise every call starts from a new input (all misses)."""
-    steps = [Step.from_callable(increment, name=f"step{i}", cache=True) for i in range(size)]
-    runner = Flujo(Pipeline(steps=steps), cache_backend=InMemoryLRUBackend())
+    runner = Flujo(chain_pipeline(size, cache=True), cache_backend=InMemoryLRUBackend())
     calls = [0]
 
     async def once() -> None:
@@ -37,14 +32,7 @@ def cached(size: int, *, hit: bool) -> Workload:
 
 def uncached(size: int) -> Workload:
     """The same steps without caching."""
-    steps = [Step.from_callable(increment, name=f"step{i}") for i in range(size)]
-    runner = Flujo(Pipeline(steps=steps))
-
-    async def once() -> None:
-        result = await runner.run_async(0)
-        expect(result.success and result.output == size, "the uncached pipeline failed")
-
-    return Workload(once, ops=size)
+    return runs_of(Flujo(chain_pipeline(size)), size)
 
 
 SCENARIOS = [

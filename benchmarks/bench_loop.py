@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from flujo_actors import Flujo, PipelineContext, Step
 from flujo_actors.bench import Scenario, Target, Workload, baselines, expect
+from flujo_actors.bench.workloads import increment
 
 __all__ = ["SCENARIOS"]
-
-
-async def increment(value: int) -> int:
-    """The loop body: ``value + 1``."""
-    return value + 1
 
 
 def loop(size: int) -> Workload:

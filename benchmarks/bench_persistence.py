@@ -29,6 +29,13 @@ from typing import TYPE_CHECKING
 
 from flujo_actors import AnyStep, Flujo, InMemoryStateBackend, Pipeline, SQLiteBackend, Step
 from flujo_actors.bench import Scenario, Target, Workload, baselines, expect
+from flujo_actors.bench.workloads import (
+    chain_pipeline,
+    increment,
+    runs_of,
+    sqlite_runs,
+    temp_sqlite,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -36,43 +43,15 @@ if TYPE_CHECKING:
 __all__ = ["SCENARIOS"]
 
 
-async def increment(value: int) -> int:
-    """The trivial agent: ``value + 1``."""
-    return value + 1
-
-
-def _runs(runner: Flujo, size: int) -> Workload:
-    async def once() -> None:
-        result = await runner.run_async(0)
-        expect(result.success, "the persisted pipeline failed")
-        expect(result.output == size, f"pipeline output {result.output!r}, expected {size}")
-
-    return Workload(once, ops=size)
-
-
-def _pipeline(size: int) -> Pipeline:
-    return Pipeline(steps=[Step.from_callable(increment, name=f"step{i}") for i in range(size)])
-
-
 def in_memory(size: int) -> Workload:
     """``size`` steps persisted to an in-memory state backend."""
-    return _runs(Flujo(_pipeline(size), state_backend=InMemoryStateBackend()), size)
+    return runs_of(Flujo(chain_pipeline(size), state_backend=InMemoryStateBackend()), size)
 
 
-@asynccontextmanager
-async def in_sqlite(size: int) -> AsyncIterator[Workload]:
-    """``size`` steps persisted to a SQLite file in a temporary directory (all runs share it)."""
-    with tempfile.TemporaryDirectory(prefix="flujo-bench-") as tmp:
-        backend = SQLiteBackend(Path(tmp) / "state.sqlite")
-        yield _runs(Flujo(_pipeline(size), state_backend=backend), size)
-
-
-@asynccontextmanager
-async def in_sqlite_normal(size: int) -> AsyncIterator[Workload]:
-    """``size`` steps persisted to a SQLite file with ``synchronous="NORMAL"``."""
-    with tempfile.TemporaryDirectory(prefix="flujo-bench-") as tmp:
-        backend = SQLiteBackend(Path(tmp) / "state.sqlite", synchronous="NORMAL")
-        yield _runs(Flujo(_pipeline(size), state_backend=backend), size)
+#: ``size`` steps persisted to a SQLite file in a temporary directory (all runs share it).
+in_sqlite = sqlite_runs
+#: The same with ``synchronous="NORMAL"``.
+in_sqlite_normal = partial(sqlite_runs, synchronous="NORMAL")
 
 
 def _fan(size: int) -> Pipeline:
@@ -97,8 +76,7 @@ def fan_unpersisted(size: int) -> Workload:
 @asynccontextmanager
 async def fan_sqlite(size: int) -> AsyncIterator[Workload]:
     """The same, every branch's step checkpointed to SQLite (NORMAL)."""
-    with tempfile.TemporaryDirectory(prefix="flujo-bench-") as tmp:
-        backend = SQLiteBackend(Path(tmp) / "state.sqlite", synchronous="NORMAL")
+    with temp_sqlite(synchronous="NORMAL") as backend:
         yield _fan_runs(Flujo(_fan(size), state_backend=backend), size)
 
 
@@ -134,8 +112,7 @@ def deep_unpersisted(size: int) -> Workload:
 @asynccontextmanager
 async def deep_sqlite(size: int) -> AsyncIterator[Workload]:
     """The same, every step at every depth checkpointed to SQLite (NORMAL)."""
-    with tempfile.TemporaryDirectory(prefix="flujo-bench-") as tmp:
-        backend = SQLiteBackend(Path(tmp) / "state.sqlite", synchronous="NORMAL")
+    with temp_sqlite(synchronous="NORMAL") as backend:
         yield _deep_runs(Flujo(_deep(size), state_backend=backend), size)
 
 

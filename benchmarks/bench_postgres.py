@@ -21,15 +21,21 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import tempfile
 from contextlib import asynccontextmanager
-from pathlib import Path
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from flujo_actors import Flujo, Pipeline, SQLiteBackend, Step
+from flujo_actors import Flujo
 from flujo_actors.bench import Scenario, Unavailable, Workload, expect
+from flujo_actors.bench.workloads import (
+    chain_pipeline,
+    increment,
+    runs_of,
+    sqlite_runs,
+    temp_sqlite,
+)
 from flujo_actors.testing.pg_server import PgServer, PostgresNotInstalled
 
 if TYPE_CHECKING:
@@ -75,24 +81,6 @@ def fresh_dsn() -> str:
     return f"{server.dsn()} options='-csearch_path={name}'"
 
 
-async def increment(value: int) -> int:
-    """The trivial agent: ``value + 1``."""
-    return value + 1
-
-
-def _pipeline(size: int) -> Pipeline:
-    return Pipeline(steps=[Step.from_callable(increment, name=f"step{i}") for i in range(size)])
-
-
-def _runs(runner: Flujo, size: int) -> Workload:
-    async def once() -> None:
-        result = await runner.run_async(0)
-        expect(result.success, "the persisted pipeline failed")
-        expect(result.output == size, f"pipeline output {result.output!r}, expected {size}")
-
-    return Workload(once, ops=size)
-
-
 @asynccontextmanager
 async def in_postgres(size: int) -> AsyncIterator[Workload]:
     """``size`` steps persisted to PostgreSQL (all runs share one backend)."""
@@ -100,15 +88,11 @@ async def in_postgres(size: int) -> AsyncIterator[Workload]:
     from flujo_actors.backends.postgres import PostgresBackend
 
     async with PostgresBackend(dsn) as backend:
-        yield _runs(Flujo(_pipeline(size), state_backend=backend), size)
+        yield runs_of(Flujo(chain_pipeline(size), state_backend=backend), size)
 
 
-@asynccontextmanager
-async def in_sqlite_normal(size: int) -> AsyncIterator[Workload]:
-    """``size`` steps persisted to a SQLite file with ``synchronous="NORMAL"``."""
-    with tempfile.TemporaryDirectory(prefix="flujo-bench-") as tmp:
-        backend = SQLiteBackend(Path(tmp) / "state.sqlite", synchronous="NORMAL")
-        yield _runs(Flujo(_pipeline(size), state_backend=backend), size)
+#: ``size`` steps persisted to a SQLite file with ``synchronous="NORMAL"``.
+in_sqlite_normal = partial(sqlite_runs, synchronous="NORMAL")
 
 
 @asynccontextmanager
@@ -161,15 +145,14 @@ async def concurrent_postgres(size: int) -> AsyncIterator[Workload]:
     from flujo_actors.backends.postgres import PostgresBackend
 
     async with PostgresBackend(dsn) as backend:
-        yield _concurrent(Flujo(_pipeline(3), state_backend=backend), size)
+        yield _concurrent(Flujo(chain_pipeline(3), state_backend=backend), size)
 
 
 @asynccontextmanager
 async def concurrent_sqlite(size: int) -> AsyncIterator[Workload]:
     """The same on one SQLite file (NORMAL)."""
-    with tempfile.TemporaryDirectory(prefix="flujo-bench-") as tmp:
-        backend = SQLiteBackend(Path(tmp) / "state.sqlite", synchronous="NORMAL")
-        yield _concurrent(Flujo(_pipeline(3), state_backend=backend), size)
+    with temp_sqlite(synchronous="NORMAL") as backend:
+        yield _concurrent(Flujo(chain_pipeline(3), state_backend=backend), size)
 
 
 @asynccontextmanager

@@ -8,42 +8,20 @@ Scenarios:
 from __future__ import annotations
 
 from flujo_actors import Flujo, Pipeline, Step
-from flujo_actors.bench import Scenario, Target, Workload, baselines, expect
+from flujo_actors.bench import Scenario, Target, Workload, baselines
+from flujo_actors.bench.workloads import chain_pipeline, runs_of
 
 __all__ = ["SCENARIOS"]
 
 
-async def increment(value: int) -> int:
-    """The trivial agent: ``value + 1``."""
-    return value + 1
-
-
-def _runs(runner: Flujo, size: int, *, attempts: int) -> Workload:
-    async def once() -> None:
-        result = await runner.run_async(0)
-        expect(
-            result.success,
-            f"the pipeline failed: {result.step_history[-1].feedback if result.step_history else '?'}",
-        )
-        expect(result.output == size, f"pipeline output {result.output!r}, expected {size}")
-        expect(
-            all(s.attempts == attempts for s in result.step_history),
-            f"expected {attempts} attempt(s) per step, got {[s.attempts for s in result.step_history][:5]}",
-        )
-
-    return Workload(once, ops=size)
-
-
 def configured_unused(size: int) -> Workload:
     """``size`` trivial steps with ``max_retries=3``; none fails."""
-    steps = [Step.from_callable(increment, name=f"step{i}", max_retries=3) for i in range(size)]
-    return _runs(Flujo(Pipeline(steps=steps)), size, attempts=1)
+    return runs_of(Flujo(chain_pipeline(size, max_retries=3)), size, attempts=1)
 
 
 def default_retries(size: int) -> Workload:
     """``size`` trivial steps with the default ``max_retries``."""
-    steps = [Step.from_callable(increment, name=f"step{i}") for i in range(size)]
-    return _runs(Flujo(Pipeline(steps=steps)), size, attempts=1)
+    return runs_of(Flujo(chain_pipeline(size)), size, attempts=1)
 
 
 def fail_twice(size: int) -> Workload:
@@ -60,7 +38,7 @@ def fail_twice(size: int) -> Workload:
         return value + 1
 
     steps = [Step.from_callable(flaky, name=f"step{i}", max_retries=3) for i in range(size)]
-    return _runs(Flujo(Pipeline(steps=steps)), size, attempts=3)
+    return runs_of(Flujo(Pipeline(steps=steps)), size, attempts=3)
 
 
 SCENARIOS = [

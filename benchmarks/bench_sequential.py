@@ -8,41 +8,14 @@ Scenarios:
 
 from __future__ import annotations
 
-from typing import Any
-
-from flujo_actors import Flujo, Pipeline, Step, UsageLimits
-from flujo_actors.bench import Scenario, Target, Workload, baselines, expect
+from flujo_actors import Flujo, UsageLimits
+from flujo_actors.bench import Scenario, Target, Workload, baselines
+from flujo_actors.bench.workloads import chain_pipeline, runs_of
 
 __all__ = ["SCENARIOS"]
 
 #: DESIGN.md's budget for one trivial step, end to end.
 STEP_BUDGET_US = 25.0
-
-
-async def increment(value: int) -> int:
-    """The trivial agent: ``value + 1``."""
-    return value + 1
-
-
-def chain_pipeline(size: int, **step_options: Any) -> Pipeline:
-    """``size`` steps of :func:`increment` (input 0 -> output ``size``)."""
-    return Pipeline(
-        steps=[Step.from_callable(increment, name=f"step{i}", **step_options) for i in range(size)]
-    )
-
-
-def runs_of(runner: Flujo, size: int) -> Workload:
-    """A workload running ``runner`` once per call from input 0, checking the output."""
-
-    async def once() -> None:
-        result = await runner.run_async(0)
-        expect(
-            result.success,
-            f"the pipeline failed: {result.step_history[-1].feedback if result.step_history else '?'}",
-        )
-        expect(result.output == size, f"pipeline output {result.output!r}, expected {size}")
-
-    return Workload(once, ops=size)
 
 
 def trivial(size: int) -> Workload:
