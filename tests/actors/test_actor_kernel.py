@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -20,6 +20,11 @@ from flujo_actors.actors import (
     start_actor,
 )
 from flujo_actors.errors import ActorCrashed, ActorStopped, AskTimeout, MailboxFull
+
+if TYPE_CHECKING:
+    from tests.task_tree import all_tasks  # mypy names test modules by path
+else:
+    from task_tree import all_tasks  # pytest puts tests/ on sys.path
 
 
 class Recorder(Actor):
@@ -60,20 +65,6 @@ class Sleeper(Actor):
         await trio.sleep(message)
         self.handled.append(message)
         return ("slept", message)
-
-
-def all_tasks() -> set[trio.lowlevel.Task]:
-    """Every task alive in this trio run (walked from the root task)."""
-    found: set[trio.lowlevel.Task] = set()
-    todo = [trio.lowlevel.current_root_task()]
-    while todo:
-        task = todo.pop()
-        if task is None or task in found:
-            continue
-        found.add(task)
-        for nursery in task.child_nurseries:
-            todo.extend(nursery.child_tasks)
-    return found
 
 
 # -- tell, backpressure ----------------------------------------------------

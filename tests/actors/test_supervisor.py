@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -30,6 +30,11 @@ from flujo_actors.actors import (
     SupervisorStatistics,
 )
 from flujo_actors.errors import ActorCrashed, ActorStopped, AskTimeout, RestartIntensityExceeded
+
+if TYPE_CHECKING:
+    from tests.task_tree import all_tasks  # mypy names test modules by path
+else:
+    from task_tree import all_tasks  # pytest puts tests/ on sys.path
 
 Journal = list[str]
 
@@ -102,19 +107,6 @@ async def crash(sup: Supervisor, name: str) -> None:
     with pytest.raises(ActorCrashed):
         await sup.ref(name).ask("crash")
     await trio.testing.wait_all_tasks_blocked()
-
-
-def all_tasks() -> set[trio.lowlevel.Task]:
-    found: set[trio.lowlevel.Task] = set()
-    todo = [trio.lowlevel.current_root_task()]
-    while todo:
-        task = todo.pop()
-        if task is None or task in found:
-            continue
-        found.add(task)
-        for nursery in task.child_nurseries:
-            todo.extend(nursery.child_tasks)
-    return found
 
 
 def kinds(sup: Supervisor) -> list[str]:

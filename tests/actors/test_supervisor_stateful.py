@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -29,6 +29,11 @@ from flujo_actors.actors import (
 )
 from flujo_actors.errors import ActorCrashed, ActorStopped, RestartIntensityExceeded
 from flujo_actors.policy.intensity import RestartIntensity, backoff_delay
+
+if TYPE_CHECKING:
+    from tests.task_tree import all_tasks  # mypy names test modules by path
+else:
+    from task_tree import all_tasks  # pytest puts tests/ on sys.path
 
 # -- restart intensity against a model -------------------------------------------------
 
@@ -209,19 +214,6 @@ operations = st.lists(
     ),
     max_size=30,
 )
-
-
-def all_tasks() -> set[trio.lowlevel.Task]:
-    found: set[trio.lowlevel.Task] = set()
-    todo = [trio.lowlevel.current_root_task()]
-    while todo:
-        task = todo.pop()
-        if task is None or task in found:
-            continue
-        found.add(task)
-        for nursery in task.child_nurseries:
-            todo.extend(nursery.child_tasks)
-    return found
 
 
 def target(sup: Supervisor, name: str) -> Any:

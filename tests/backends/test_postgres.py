@@ -12,7 +12,6 @@ import pytest
 import trio
 
 from flujo_actors import Flujo, Pipeline, RunExistsError, StateBackendError, Step
-from flujo_actors.backends import RunCheckpoint
 from flujo_actors.backends.postgres import PostgresBackend
 from flujo_actors.backends.postgres_schema import SCHEMA_VERSION, migrate
 from flujo_actors.testing.backends import check_state_backend
@@ -21,21 +20,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from flujo_actors.testing.pg_server import PgServer
+    from tests.backends.backend_cases import checkpoint as _cp  # mypy names test modules by path
+    from tests.backends.backend_cases import waiting_on_lock
+else:
+    from backend_cases import checkpoint as _cp  # pytest puts tests/ on sys.path
+    from backend_cases import waiting_on_lock
 
 pytestmark = pytest.mark.postgres
-
-
-def _cp(run_id: str, /, **changes: Any) -> RunCheckpoint:
-    fields: dict[str, Any] = {
-        "run_id": run_id,
-        "pipeline_name": "p",
-        "status": "running",
-        "next_step_index": 0,
-        "context": {},
-        "initial_input": None,
-    }
-    fields.update(changes)
-    return RunCheckpoint(**fields)
 
 
 async def test_postgres_backend_passes_the_conformance_suite(pg_dsn: Callable[[], str]) -> None:
@@ -177,7 +168,7 @@ async def test_concurrent_writers_share_one_transaction(pg_dsn: Callable[[], str
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(save, 0)
-            while backend.statistics().commits == before and not _waiting_on_lock(dsn):
+            while backend.statistics().commits == before and not waiting_on_lock(dsn):
                 await trio.sleep(0.01)  # until r0's write waits on the row lock
             for i in range(1, 9):
                 nursery.start_soon(save, i)
@@ -191,14 +182,6 @@ async def test_concurrent_writers_share_one_transaction(pg_dsn: Callable[[], str
         for i in range(9):
             snap = await backend.load_state(f"r{i}")
             assert snap is not None and snap.step_history == ({"i": i},)
-
-
-def _waiting_on_lock(dsn: str) -> bool:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        ).fetchone()
-    return row is not None and row[0] > 0
 
 
 async def test_one_refused_write_in_a_shared_transaction_does_not_fail_the_others(
@@ -227,7 +210,7 @@ async def test_one_refused_write_in_a_shared_transaction_does_not_fail_the_other
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(save, "kept")
-            while not _waiting_on_lock(dsn):
+            while not waiting_on_lock(dsn):
                 await trio.sleep(0.01)
             nursery.start_soon(save, "lost")
             nursery.start_soon(save, "kept")

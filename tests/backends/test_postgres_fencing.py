@@ -31,6 +31,13 @@ if TYPE_CHECKING:
 
     Write = Callable[[], Awaitable[None]]
 
+    from tests.backends.backend_cases import (  # mypy names test modules by path
+        checkpoint,
+        waiting_on_lock,
+    )
+else:
+    from backend_cases import checkpoint, waiting_on_lock  # pytest puts tests/ on sys.path
+
 pytestmark = pytest.mark.postgres
 
 
@@ -42,17 +49,7 @@ class _StalledBackend(PostgresBackend):
 
 
 def _cp(run_id: str, /, **changes: Any) -> RunCheckpoint:
-    fields: dict[str, Any] = {
-        "run_id": run_id,
-        "pipeline_name": "p",
-        "status": "running",
-        "next_step_index": 0,
-        "context": {},
-        "initial_input": None,
-        "pipeline_fingerprint": "fp",
-    }
-    fields.update(changes)
-    return RunCheckpoint(**fields)
+    return checkpoint(run_id, **{"pipeline_fingerprint": "fp", **changes})
 
 
 def _expire(dsn: str) -> None:
@@ -170,7 +167,7 @@ async def test_claim_run_waits_for_a_position_write_in_flight(pg_dsn: Callable[[
         async with trio.open_nursery() as nursery:
             nursery.start_soon(claim)
             with trio.fail_after(30):
-                while not _waiting_on_lock(dsn):
+                while not waiting_on_lock(dsn):
                     await trio.sleep(0.01)
             assert not done.is_set()
             writer.commit()
@@ -178,14 +175,6 @@ async def test_claim_run_waits_for_a_position_write_in_flight(pg_dsn: Callable[[
         assert await b.load_positions("r") == {'["l",0]': "a"}
         with pytest.raises(LeaseLostError):
             await a.save_positions([PositionRecord(run_id="r", position='["l",1]', record="a")])
-
-
-def _waiting_on_lock(dsn: str) -> bool:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        ).fetchone()
-    return row is not None and row[0] > 0
 
 
 async def test_a_run_leased_by_another_owner_is_not_written_by_one_that_never_claimed_it(

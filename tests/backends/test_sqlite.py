@@ -18,18 +18,13 @@ from flujo_actors.errors import StateBackendError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from tests.backends.backend_cases import checkpoint  # mypy names test modules by path
+else:
+    from backend_cases import checkpoint  # pytest puts tests/ on sys.path
 
-def _cp(run_id_: str, /, **changes: Any) -> RunCheckpoint:
-    fields: dict[str, Any] = {
-        "run_id": run_id_,
-        "pipeline_name": "p",
-        "status": "running",
-        "next_step_index": 0,
-        "context": {"n": 0},
-        "initial_input": "in",
-    }
-    fields.update(changes)
-    return RunCheckpoint(**fields)
+
+def _cp(run_id: str, /, **changes: Any) -> RunCheckpoint:
+    return checkpoint(run_id, **{"context": {"n": 0}, "initial_input": "in", **changes})
 
 
 def _connection(backend: SQLiteBackend) -> sqlite3.Connection:

@@ -25,19 +25,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from flujo_actors.backends.state import _EncodedCheckpoint
-
-
-def _cp(run_id_: str, /, **changes: Any) -> RunCheckpoint:
-    fields: dict[str, Any] = {
-        "run_id": run_id_,
-        "pipeline_name": "p",
-        "status": "running",
-        "next_step_index": 0,
-        "context": {},
-        "initial_input": None,
-    }
-    fields.update(changes)
-    return RunCheckpoint(**fields)
+    from tests.backends.backend_cases import checkpoint as _cp  # mypy names test modules by path
+else:
+    from backend_cases import checkpoint as _cp  # pytest puts tests/ on sys.path
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from flujo_actors.steps.kinds import AnyStep
+    from tests.task_tree import all_tasks  # mypy names test modules by path
+else:
+    from task_tree import all_tasks  # pytest puts tests/ on sys.path
 
 
 @attrs.define
@@ -232,18 +235,6 @@ async def test_usage_at_depth_reaches_the_one_governor_exactly() -> None:
 
 
 # -- cancellation -----------------------------------------------------------------------------
-
-
-def all_tasks() -> list[trio.lowlevel.Task]:
-    tasks: list[trio.lowlevel.Task] = []
-    todo = [trio.lowlevel.current_root_task()]
-    while todo:
-        task = todo.pop()
-        assert task is not None
-        tasks.append(task)
-        for nursery in task.child_nurseries:
-            todo.extend(nursery.child_tasks)
-    return tasks
 
 
 def sleeper(tag: str, effects: list[str]) -> Step:
