@@ -52,6 +52,13 @@ class _Sealable:
     def _seal(self) -> None:
         object.__setattr__(self, "_sealed", True)
 
+    def _check_name(self, fix: str) -> None:
+        name = self.name
+        if not isinstance(name, str) or not name.strip():
+            raise PipelineDefinitionError(
+                f"{self._what} name must be a non-empty string, got {name!r}{fix}"
+            )
+
 
 @attrs.define(eq=False, repr=False)
 class StepBase(_Sealable):
@@ -75,12 +82,7 @@ class StepBase(_Sealable):
     _sealed: bool = attrs.field(init=False, default=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        name = self.name
-        if not isinstance(name, str) or not name.strip():
-            raise PipelineDefinitionError(
-                f"Step name must be a non-empty string, got {name!r}. "
-                "Pass name='...' (e.g. the agent's purpose)."
-            )
+        self._check_name(". Pass name='...' (e.g. the agent's purpose).")
         self._validate()
         self._seal()
 
@@ -146,12 +148,7 @@ class Pipeline(_Sealable):
     _sealed: bool = attrs.field(init=False, default=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        name = self.name
-        if not isinstance(name, str) or not name.strip():
-            raise PipelineDefinitionError(
-                f"Pipeline name must be a non-empty string, got {name!r}; "
-                "pass name='...' or leave the default."
-            )
+        self._check_name("; pass name='...' or leave the default.")
         steps = self.steps
         if isinstance(steps, StepBase) or not isinstance(steps, Iterable):
             raise PipelineDefinitionError(

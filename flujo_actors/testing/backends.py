@@ -80,33 +80,21 @@ async def _check_round_trip(backend: StateBackend) -> None:
         "big": 2**70,
         "float": 0.1,
     }
-    checkpoint = _checkpoint(
-        _ODD_RUN_ID,
-        status="paused",
-        next_step_index=2,
-        context=context,
-        initial_input={"question": "why?", "n": [1, 2, 3]},
-        output=["out", {"k": 1}],
-        new_steps=({"name": "first", "output": 1}, {"name": "second", "output": [2]}),
-        total_cost_usd="0.30000000000000000001",
-        total_tokens=42,
-        updated_at=1234.5,
-    )
-    await backend.save_state(_ODD_RUN_ID, checkpoint)
+    # What is saved is what loads back, field for field.
+    fields: dict[str, Any] = {
+        "status": "paused",
+        "next_step_index": 2,
+        "context": context,
+        "initial_input": {"question": "why?", "n": [1, 2, 3]},
+        "output": ["out", {"k": 1}],
+        "total_cost_usd": "0.30000000000000000001",
+        "total_tokens": 42,
+        "updated_at": 1234.5,
+    }
+    steps = ({"name": "first", "output": 1}, {"name": "second", "output": [2]})
+    await backend.save_state(_ODD_RUN_ID, _checkpoint(_ODD_RUN_ID, new_steps=steps, **fields))
     snapshot = await _load(check, backend, _ODD_RUN_ID)
-    expected = RunSnapshot(
-        run_id=_ODD_RUN_ID,
-        pipeline_name="pipe",
-        status="paused",
-        next_step_index=2,
-        context=context,
-        initial_input={"question": "why?", "n": [1, 2, 3]},
-        output=["out", {"k": 1}],
-        step_history=({"name": "first", "output": 1}, {"name": "second", "output": [2]}),
-        total_cost_usd="0.30000000000000000001",
-        total_tokens=42,
-        updated_at=1234.5,
-    )
+    expected = RunSnapshot(run_id=_ODD_RUN_ID, pipeline_name="pipe", step_history=steps, **fields)
     _expect(check, snapshot == expected, f"loaded {snapshot!r}, expected {expected!r}")
     _expect(
         check,
