@@ -262,3 +262,13 @@ def test_bad_runner_executor_is_refused_at_build() -> None:
         r"got 'gpu'\.$",
     ):
         Flujo(Step.from_callable(summarise), executor="gpu")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["", "   ", 3])
+def test_a_pipeline_name_must_be_a_non_empty_string(name: Any) -> None:
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=rf"^Pipeline name must be a non-empty string, got {re.escape(repr(name))}; "
+        r"pass name='\.\.\.' or leave the default\.$",
+    ):
+        Pipeline(steps=[Step.from_callable(summarise)], name=name)
