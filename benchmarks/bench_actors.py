@@ -8,11 +8,12 @@ RSS per child reported).
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import trio
 
 from flujo_actors import Actor, ChildSpec, DynamicSupervisor, Restart, Supervisor
-from flujo_actors.bench import Scenario, Target, Workload, expect
+from flujo_actors.bench import Scenario, Target, Workload, expect, workloads
 
 __all__ = ["SCENARIOS"]
 
@@ -25,29 +26,6 @@ class Echo(Actor):
     async def handle(self, message: object) -> object:
         """Echo it."""
         return message
-
-
-class Tally:
-    """Counts handled messages and signals when ``target`` were handled."""
-
-    def __init__(self, target: int) -> None:
-        self.count = 0
-        self.target = target
-        self.done = trio.Event()
-
-
-class Sink(Actor):
-    """Counts every message."""
-
-    def __init__(self, tally: Tally) -> None:
-        self._tally = tally
-
-    async def handle(self, message: object) -> None:
-        """Count it."""
-        tally = self._tally
-        tally.count += 1
-        if tally.count >= tally.target:
-            tally.done.set()
 
 
 class Idle(Actor):
@@ -121,25 +99,8 @@ def raw_request_reply(size: int) -> Workload:
 # -- tell throughput --------------------------------------------------------------------
 
 
-def tell_flood(size: int) -> Workload:
-    """``size`` tells to one supervised actor with a 1024-slot mailbox, until all are handled."""
-
-    async def once() -> float:
-        tally = Tally(size)
-        supervisor = Supervisor([ChildSpec("sink", Sink, tally, mailbox_size=MAILBOX_SIZE)])
-        async with trio.open_nursery() as nursery:
-            running = await nursery.start(supervisor.run)
-            ref = running.ref("sink")
-            began = time.perf_counter()
-            for index in range(size):
-                await ref.tell(index)
-            await tally.done.wait()
-            elapsed = time.perf_counter() - began
-            await running.stop()
-        expect(tally.count == size, f"{tally.count} messages handled, expected {size}")
-        return elapsed
-
-    return Workload(once, ops=size)
+#: ``size`` tells to one supervised actor with a 1024-slot mailbox, until all are handled.
+tell_flood = partial(workloads.tell_flood, mailbox_size=MAILBOX_SIZE)
 
 
 def raw_channel_flood(size: int) -> Workload:

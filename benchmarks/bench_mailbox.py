@@ -2,60 +2,18 @@
 
 from __future__ import annotations
 
-import time
+from functools import partial
 
-import trio
-
-from flujo_actors import Actor, ChildSpec, Supervisor
-from flujo_actors.bench import Scenario, Workload, baselines, expect
+from flujo_actors.bench import Scenario, Workload, baselines
+from flujo_actors.bench.workloads import tell_flood
 
 __all__ = ["SCENARIOS"]
 
 MAILBOX_SIZE = 16
 
 
-class Tally:
-    """Counts handled messages and signals when ``target`` were handled."""
-
-    def __init__(self, target: int) -> None:
-        self.count = 0
-        self.target = target
-        self.done = trio.Event()
-
-
-class Sink(Actor):
-    """Counts every message."""
-
-    def __init__(self, tally: Tally) -> None:
-        self._tally = tally
-
-    async def handle(self, message: object) -> None:
-        """Count it."""
-        tally = self._tally
-        tally.count += 1
-        if tally.count >= tally.target:
-            tally.done.set()
-
-
-def flood(size: int) -> Workload:
-    """Tell ``size`` messages to one actor with a small mailbox; time until all are handled."""
-
-    async def once() -> float:
-        tally = Tally(size)
-        supervisor = Supervisor([ChildSpec("sink", Sink, tally, mailbox_size=MAILBOX_SIZE)])
-        async with trio.open_nursery() as nursery:
-            running = await nursery.start(supervisor.run)
-            ref = running.ref("sink")
-            began = time.perf_counter()
-            for index in range(size):
-                await ref.tell(index)
-            await tally.done.wait()
-            elapsed = time.perf_counter() - began
-            await running.stop()
-        expect(tally.count == size, f"{tally.count} messages handled, expected {size}")
-        return elapsed
-
-    return Workload(once, ops=size)
+#: Tell ``size`` messages to one actor with a small mailbox; time until all are handled.
+flood = partial(tell_flood, mailbox_size=MAILBOX_SIZE)
 
 
 def _channel(size: int) -> Workload:

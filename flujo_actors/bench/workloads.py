@@ -7,10 +7,14 @@ them (``flujo_actors.bench`` itself does not import this module).
 from __future__ import annotations
 
 import tempfile
+import time
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import trio
+
+from ..actors import Actor, ChildSpec, Supervisor
 from ..backends.sqlite import SQLiteBackend
 from ..runner import Flujo
 from ..steps.dsl import Pipeline, Step
@@ -19,7 +23,16 @@ from .harness import Workload, expect
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-__all__ = ["chain_pipeline", "increment", "runs_of", "sqlite_runs", "temp_sqlite"]
+__all__ = [
+    "Sink",
+    "Tally",
+    "chain_pipeline",
+    "increment",
+    "runs_of",
+    "sqlite_runs",
+    "tell_flood",
+    "temp_sqlite",
+]
 
 
 async def increment(value: int) -> int:
@@ -70,3 +83,50 @@ async def sqlite_runs(size: int, **options: Any) -> AsyncIterator[Workload]:
     """Runs of :func:`chain_pipeline` persisted to one :func:`temp_sqlite` (all runs share it)."""
     with temp_sqlite(**options) as backend:
         yield runs_of(Flujo(chain_pipeline(size), state_backend=backend), size)
+
+
+class Tally:
+    """Counts handled messages and signals when ``target`` were handled."""
+
+    def __init__(self, target: int) -> None:
+        self.count = 0
+        self.target = target
+        self.done = trio.Event()
+
+
+class Sink(Actor):
+    """Counts every message."""
+
+    def __init__(self, tally: Tally) -> None:
+        self._tally = tally
+
+    async def handle(self, message: object) -> None:
+        """Count it."""
+        tally = self._tally
+        tally.count += 1
+        if tally.count >= tally.target:
+            tally.done.set()
+
+
+def tell_flood(size: int, *, mailbox_size: int) -> Workload:
+    """``size`` tells to one supervised :class:`Sink` with a ``mailbox_size``-slot mailbox.
+
+    Self-timed: from the first tell until the sink has handled them all.
+    """
+
+    async def once() -> float:
+        tally = Tally(size)
+        supervisor = Supervisor([ChildSpec("sink", Sink, tally, mailbox_size=mailbox_size)])
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(supervisor.run)
+            ref = running.ref("sink")
+            began = time.perf_counter()
+            for index in range(size):
+                await ref.tell(index)
+            await tally.done.wait()
+            elapsed = time.perf_counter() - began
+            await running.stop()
+        expect(tally.count == size, f"{tally.count} messages handled, expected {size}")
+        return elapsed
+
+    return Workload(once, ops=size)
