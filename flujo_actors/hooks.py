@@ -1,5 +1,9 @@
-# Over 500 lines on purpose: the hook dispatcher and its built-in hooks; events and logging already moved out.
 """Run hooks: typed events delivered to user callables as a run goes on.
+
+(Over 500 lines: the per-run observer turns each engine notification into a
+hook event and a span, and its failure rules (a failing hook or listener
+cancels the run; a breach is never masked) read as one piece; the events
+(hook_events.py) and logging (hook_logging.py) already live apart.)
 
 ``Flujo(..., hooks=[fn, ...])`` calls each hook (a plain or ``async``
 function, or any callable) with every event of every run, in order, from the

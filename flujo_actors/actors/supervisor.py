@@ -51,10 +51,11 @@ crash (restarting it builds a fresh subtree from the factory, so refs into
 the old subtree stop working: look them up again). A nested supervisor built
 without ``dead_letters=`` shares its parent's dead-letter log.
 
-(Over 500 lines: the restart machinery is one state machine over shared
-child records; child specs (spec.py), management (management.py) and the
-dynamic supervisor (dynamic.py) live apart, and the kernel issue (#13)
-redesigns the rest.)
+(Over 500 lines: the restart machinery (start, watch, restart, give up,
+stop) is one state machine over child records that its request loop shares;
+cut in two, one invariant would span two files. Child specs (spec.py),
+management (management.py), events (events.py), the dynamic supervisor
+(dynamic.py) and the ``open_*`` factories (opening.py) live apart.)
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-# Over 500 lines on purpose: one backend class whose schema, migrations and file checks must be read together.
 """A durable :class:`~flujo_actors.backends.state.StateBackend` on stdlib ``sqlite3``.
+
+(Over 500 lines on purpose: one backend class whose schema, migrations and file
+checks must be read together.)
 
 File layout (schema version 3)::
 

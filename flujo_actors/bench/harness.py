@@ -1,5 +1,7 @@
-# Over 500 lines on purpose: the case runner and its fresh-process protocol, read as one unit.
 """The scenario model and the measuring loop.
+
+(Over 500 lines on purpose: the case runner and its fresh-process protocol,
+read as one unit.)
 
 A scenario module (``benchmarks/bench_*.py``) exposes ``SCENARIOS``, a list of
 :class:`Scenario`. A scenario names three *workload factories*: ``measure`` (the

@@ -1,5 +1,7 @@
-# Over 500 lines on purpose: the harness's one report (table, scaling verdicts, JSON schema, comparison).
 """The benchmark report: result types, the versioned JSON schema, tables, scaling, compare.
+
+(Over 500 lines on purpose: the harness's one report (table, scaling verdicts,
+JSON schema, comparison).)
 
 Everything here is plain data and pure functions (no trio, no rich), so the CLI,
 the worker processes and the tests share one definition of a result.

@@ -1,5 +1,7 @@
-# Over 500 lines on purpose: the one work-item contract (build, run in the worker, result as data) shared by every executor.
 """What crosses the executor boundary, and how a worker runs it.
+
+(Over 500 lines on purpose: the one work-item contract (build, run in the
+worker, result as data) shared by every executor.)
 
 A step actor never sends itself, its mailbox, the governor or any trio
 object to an executor: it sends a :class:`WorkItem` (how to call the agent,
