@@ -9,6 +9,17 @@ written by the next ``save_states`` call in one transaction, so runs (or
 hooks) that checkpoint concurrently share commits; a single sequential run
 has at most one checkpoint in flight, so it pays one commit per step.
 
+The last step of a parallel branch or of a map item has no next step in its
+chain: its record is queued without waiting (``save(..., wait=False)``), so
+the branch finishes at once instead of sleeping until the commit. The writer
+commits in order, and the record of the fan-out step itself (or of the run,
+at the top level) comes after its branches' and is waited for: nothing after
+the fan-out starts before all of it is durable. A crash before the commit
+re-runs such a step on resume, as it would a step whose commit was in
+flight. A failed write of a queued record fails the next waited save of the
+run (and every one after it), so a run never reports complete over a record
+that was not stored.
+
 The work per step is O(1) in the run's length: the checkpoint carries only
 the new step's row, the context and the next input, never the history.
 """
@@ -19,8 +30,11 @@ import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from .actors.actor import Actor, ActorCell, ReplySlot, run_actor
 from .backends.state import PositionRecord, RunCheckpoint, RunSnapshot
+from .errors import MailboxFull
 from .results import PipelineResult, StepResult
 from .serialization import dump_typed, load_typed
 from .step_rows import (
@@ -282,8 +296,9 @@ def open_positions(
             raise StateBackendError(str(exc.args[0])) from None
         return result, None if changes is None else load_changes(changes)
 
-    async def save(position: str, record: Any) -> None:
-        await persistence.save(PositionRecord(run_id=run_id, position=position, record=record))
+    async def save(position: str, record: Any, wait: bool) -> None:
+        item = PositionRecord(run_id=run_id, position=position, record=record)
+        await persistence.save(item, wait=wait)
 
     positions = Positions(save, encode, decode, done)
     lookup = position_rows(positions.stored)
@@ -293,7 +308,7 @@ def open_positions(
 class _Save:
     __slots__ = ("checkpoint", "slot")
 
-    def __init__(self, checkpoint: RunCheckpoint | PositionRecord, slot: ReplySlot) -> None:
+    def __init__(self, checkpoint: RunCheckpoint | PositionRecord, slot: ReplySlot | None) -> None:
         self.checkpoint = checkpoint
         self.slot = slot
 
@@ -317,16 +332,46 @@ class PersistenceActor(Actor):
             "persistence", 1024, dead_letters, registry=registry, kind="persistence"
         )
         self.commits = 0
+        # The failure of a write nobody waited for: every later save raises it.
+        self._lost: Exception | None = None
+        #: The keys of positions queued without waiting and not committed yet (a
+        #: row written past this actor must not refer to them: see Recorder.breached).
+        self.queued: set[str] = set()
 
-    async def save(self, checkpoint: RunCheckpoint | PositionRecord) -> None:
+    async def save(self, checkpoint: RunCheckpoint | PositionRecord, *, wait: bool = True) -> None:
         """Queue a checkpoint (or a completed position) and wait until it is durable.
 
+        With ``wait=False`` it is only queued (no schedule point unless the
+        mailbox is full): it is committed in order, before anything saved
+        after it; if that write fails, the next waited save raises the error.
+
         Raises:
-            Exception: whatever the backend raised while writing it.
+            Exception: whatever the backend raised while writing it, or while
+                writing a record queued earlier without waiting.
         """
+        if self._lost is not None:
+            raise self._lost
+        ref = self.cell.ref
+        if not wait:
+            message = _Save(checkpoint, None)
+            if isinstance(checkpoint, PositionRecord):
+                self.queued.add(checkpoint.position)
+            try:
+                ref.tell_nowait(message)
+            except MailboxFull:
+                await ref.tell(message)
+            return
+        # A cancelled caller sends nothing (as a tell waiting for room would not).
+        await trio.lowlevel.checkpoint_if_cancelled()
         slot = ReplySlot()
-        await self.cell.ref.tell(_Save(checkpoint, slot))
+        message = _Save(checkpoint, slot)
+        try:
+            ref.tell_nowait(message)  # one schedule point per save: the wait below
+        except MailboxFull:
+            await ref.tell(message)
         await slot.wait()
+        if self._lost is not None:
+            raise self._lost
 
     def close(self) -> None:
         """Finish the queued writes, then stop."""
@@ -340,18 +385,28 @@ class PersistenceActor(Actor):
         """Commit every queued checkpoint in one write; answer each saver.
 
         A backend error fails every save of the batch (each saver gets it)
-        and the writer carries on with the next batch.
+        and the writer carries on with the next batch, unless the batch held
+        a record nobody waits for: then that error fails every later batch
+        unwritten (a later row may refer to the lost record).
         """
         batch: Sequence[_Save] = messages
         try:
+            if self._lost is not None:
+                raise self._lost
             await self._write(batch)
         except Exception as exc:
             for m in batch:
-                m.slot.fail(exc)
+                if m.slot is None:
+                    self._lost = exc
+                else:
+                    m.slot.fail(exc)
             return
         self.commits += 1
         for m in batch:
-            m.slot.set(None)
+            if m.slot is not None:
+                m.slot.set(None)
+            elif isinstance(m.checkpoint, PositionRecord):
+                self.queued.discard(m.checkpoint.position)
 
     async def _write(self, batch: Sequence[_Save]) -> None:
         """One commit per kind of record in the batch: positions first, then run rows."""

@@ -140,7 +140,8 @@ class Recorder:
             checkpoint = attrs.evolve(checkpoint, pipeline_fingerprint=self.new_fingerprint)
             self.new_fingerprint = None
         await self.persistence.save(checkpoint)
-        self.last = attrs.evolve(checkpoint, new_steps=(), pipeline_fingerprint=None)
+        # Kept as saved: every later use evolves it with new_steps=() and its own fingerprint.
+        self.last = checkpoint
         if self.saved:
             # The step's row refers to them: nothing later encodes them again.
             self.saved.clear()
@@ -193,7 +194,8 @@ class Recorder:
         """
         from .serialization import dump_typed
 
-        rows = tuple(_breach_row(r, self.saved) for r in history[self.last.next_step_index :])
+        saved = self._committed(self.saved)
+        rows = tuple(_breach_row(r, saved) for r in history[self.last.next_step_index :])
         checkpoint = attrs.evolve(
             self._with_status("failed"),
             new_steps=rows,
@@ -203,6 +205,20 @@ class Recorder:
         )
         with trio.CancelScope(shield=True):
             await self.persistence.backend.save_state(self.run_id, checkpoint)
+
+    def _committed(self, saved: Saved | None) -> Saved | None:
+        """``saved`` without the positions whose records may not be committed.
+
+        A branch's last step queues its record without waiting; a row written
+        straight to the backend after the run stopped (a breach) must not
+        refer to one its persistence actor did not commit: it holds it inline.
+        """
+        queued = self.persistence.queued
+        if not saved or not queued:
+            return saved
+        from .run.checkpoint import position_key
+
+        return {k: v for k, v in saved.items() if position_key(v[1]) not in queued}
 
     async def failed(self, error: BaseException) -> None:
         """Store the run as ``"failed"``: ``error`` (an ``Exception``) escaped it.

@@ -17,6 +17,9 @@ finished. Top-level steps are covered by the run's own checkpoint.
 
 The rule is at-least-once for the step that was running at a crash (it runs
 again on resume) and exactly-once for every step whose record was committed.
+The last step of a parallel branch or map item does not wait for its
+record's commit (nothing follows it in its chain; the fan-out step's own,
+waited record is committed after it: see :mod:`flujo_actors.persistence`).
 
 Cancellation: a cancelled step records nothing; a cancel while its record
 is being written abandons the wait, not the write.
@@ -45,9 +48,14 @@ if TYPE_CHECKING:
 __all__ = ["Positions", "execute", "execute_part", "paused_under", "position_key"]
 
 
+# What json.dumps(position, ensure_ascii=False, separators=(",", ":")) uses, made once
+# (json.dumps builds an encoder per call when given options).
+_KEY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def position_key(position: tuple[Any, ...]) -> str:
     """The text key of a position (JSON: names and iteration numbers stay distinct)."""
-    return json.dumps(position, ensure_ascii=False, separators=(",", ":"))
+    return _KEY_ENCODER.encode(position)
 
 
 def paused_under(human: Any, position: tuple[Any, ...]) -> bool:
@@ -84,7 +92,7 @@ class Positions:
 
     def __init__(
         self,
-        save: Callable[[str, Any], Awaitable[None]],
+        save: Callable[[str, Any, bool], Awaitable[None]],
         encode: Callable[[StepResult, BranchChanges | None, tuple[Any, ...]], Any],
         decode: Callable[[Any, str, tuple[Any, ...]], tuple[StepResult, BranchChanges | None]],
         done: dict[str, Any] | None = None,
@@ -103,8 +111,14 @@ async def execute(
     frame: ExecutionFrame[Any],
     job: Job,
     run_step: Callable[[ExecutionFrame[Any]], Awaitable[StepResult]],
+    last: bool = False,
 ) -> StepResult:
     """Replay the frame's position if it completed before, else run it and save it.
+
+    ``last``: the step is the last of its chain. The record of the last step
+    of a fan-out's branch (a job with ``on_finish``: parallel branches, map
+    items) is queued, not waited for; every other record is durable when
+    this returns.
 
     Raises:
         SerializationError: the step's result or context effect cannot be
@@ -123,7 +137,9 @@ async def execute(
     if paused_under(frame.run.human, frame.position):
         return result  # waiting for a human: not completed, nothing to save
     position = frame.position
-    await positions.save(key, positions.encode(result, changes_since(fork, job.context), position))
+    record = positions.encode(result, changes_since(fork, job.context), position)
+    # A fan-out's branch ends here: the fan-out step's own record waits for this one.
+    await positions.save(key, record, not (last and job.on_finish is not None))
     positions.saved[id(result)] = (result, position)
     return result
 

@@ -260,7 +260,7 @@ class StepActor(Actor):
         try:
             if run.positions is not None and job.position:
                 # Below the top level with a state backend: replayed or checkpointed.
-                result = await checkpoint.execute(run.positions, frame, job, self._run)
+                result = await checkpoint.execute(run.positions, frame, job, self._run, self.last)
             elif hooks is None:
                 result = await _dispatch(frame)  # run_step's body: one frame less per step
             else:
