@@ -14,11 +14,13 @@ must not cost a scheduler round trip per message:
 
 * Senders append to the mailbox's deque: no checkpoint, a tell never blocks.
 * *Tallies*: a step's usage that needs no answer is not a message of its own
-  (:meth:`Governor.tally`): it is added to the :class:`Tally` at the
-  mailbox's tail (or starts one there), so a flood of updates costs two
-  additions each, no object and no queue slot. The tally stays in arrival
-  order with the other messages, and Decimal sums are exact, so the totals
-  are the same as one message per update.
+  (:meth:`Governor.tally`): it is merged into the :class:`Tally` at the
+  mailbox's tail (or starts one there), no object and no queue slot. The
+  repeated usage of a flood (one cached reading: the same Decimal object)
+  is only counted, against the room the tally holds under the limits, so
+  an update costs no Decimal arithmetic; other usage is summed. The tally
+  stays in arrival order with the other messages, and ``unit * count`` and
+  Decimal sums are exact, so the totals are the same as one message per update.
 * *Admission* (:meth:`Governor.offer`): the governor keeps the running sum
   of the usage queued but not yet applied (:meth:`Governor.queued_usage`).
   Messages are applied in order, so when ``applied + queued + this`` is
@@ -44,8 +46,9 @@ import attrs
 import trio
 
 from .actors.actor import Actor, ActorCell, ActorStatistics, run_actor
-from .actors.mailbox import BatchingMailbox, Request
+from .actors.mailbox import BatchingMailbox
 from .errors import ActorStopped, FlujoInternalError
+from .governor_messages import Charge, Flush, Release, Reserve, Tally, multiply_usd
 from .policy.ledger import Breach, Reservation, UsageLedger
 from .results import ZERO, StepResult, add_usd, sub_usd
 
@@ -57,6 +60,7 @@ if TYPE_CHECKING:
     from .actors.deadletters import DeadLetters
     from .actors.registry import Registry
     from .actors.run_supervisor import RunSupervisor
+    from .governor_messages import GovernorMessage
 
 __all__ = [
     "TELL_BATCH",
@@ -74,106 +78,6 @@ __all__ = [
 #: update would cost a task switch per step, and nothing waits on a told one:
 #: with limits, only updates that provably cannot breach are told.
 TELL_BATCH: Final = 256
-
-
-class _Message(Request):
-    """Base of governor messages: an asker's task waits in ``waiter`` for ``answer``."""
-
-    __slots__ = ()
-
-
-class Charge(_Message):
-    """Usage a step incurred (``reservation_id`` reconciles that reservation).
-
-    Answered with ``None``, or with the :class:`Breach` it caused.
-    """
-
-    __slots__ = ("cost", "reservation_id", "result", "tokens")
-
-    def __init__(
-        self, result: StepResult, cost: Decimal, tokens: int, reservation_id: int | None = None
-    ) -> None:
-        self.waiter = None
-        self.error = None
-        self.result = result
-        self.cost = cost
-        self.tokens = tokens
-        self.reservation_id = reservation_id
-
-    def __repr__(self) -> str:
-        return (
-            f"Charge(step={self.result.name!r}, cost={self.cost!r}, tokens={self.tokens!r}, "
-            f"reservation_id={self.reservation_id!r})"
-        )
-
-
-class Tally(_Message):
-    """Told usage updates summed into one message (see :meth:`Governor.tally`).
-
-    Applied as ``updates`` charges of ``cost`` and ``tokens`` in total.
-    Never asked: admission proved that none of its updates can breach.
-    """
-
-    __slots__ = ("cost", "tokens", "updates")
-
-    def __init__(self, cost: Decimal, tokens: int) -> None:
-        self.waiter = None
-        self.error = None
-        self.cost = cost
-        self.tokens = tokens
-        self.updates = 1
-
-    def __repr__(self) -> str:
-        return f"Tally(updates={self.updates!r}, cost={self.cost!r}, tokens={self.tokens!r})"
-
-
-class Reserve(_Message):
-    """Hold budget for a step before it starts.
-
-    Answered with a :class:`Reservation`, or with the :class:`Breach` it
-    would cause (the run is then cancelled: the step must not start).
-    """
-
-    __slots__ = ("cost", "step_name", "tokens")
-
-    def __init__(self, step_name: str, cost: Decimal, tokens: int) -> None:
-        self.waiter = None
-        self.error = None
-        self.step_name = step_name
-        self.cost = cost
-        self.tokens = tokens
-
-    def __repr__(self) -> str:
-        return f"Reserve(step={self.step_name!r}, cost={self.cost!r}, tokens={self.tokens!r})"
-
-
-class Release(_Message):
-    """Drop a reservation whose step will never report (it was cancelled)."""
-
-    __slots__ = ("reservation_id",)
-    #: Left in a stopped governor's mailbox it is dropped: its ledger is gone.
-    DEAD_LETTER = False
-
-    def __init__(self, reservation_id: int) -> None:
-        self.waiter = None
-        self.error = None
-        self.reservation_id = reservation_id
-
-    def __repr__(self) -> str:
-        return f"Release(reservation_id={self.reservation_id!r})"
-
-
-class Flush(_Message):
-    """Answered (with None) once every message queued before it has been applied."""
-
-    __slots__ = ()
-
-    def __init__(self) -> None:
-        self.waiter = None
-        self.error = None
-
-    def __repr__(self) -> str:
-        return "Flush()"
 
 
 @attrs.frozen(slots=True)
@@ -238,9 +142,12 @@ class Governor(Actor):
             kind="governor",
         )
         self.dead_letters = self.cell.dead_letters
-        # Usage queued but not yet applied (see ``offer``).
+        # Usage queued but not yet applied (see ``offer``); the open tally's
+        # units count as its credit (see ``tally``).
         self._queued_cost = ZERO
         self._queued_tokens = 0
+        # The tally at the mailbox's tail still counting units of one usage.
+        self._open: Tally | None = None
         # Who starts the governor at its first message (see start_lazily).
         self._supervisor: RunSupervisor | None = None
 
@@ -278,7 +185,29 @@ class Governor(Actor):
 
     def queued_usage(self) -> tuple[Decimal, int]:
         """The cost and tokens reported to the governor but not applied yet (never blocks)."""
-        return self._queued_cost, self._queued_tokens
+        t = self._open
+        if t is None:
+            return self._queued_cost, self._queued_tokens
+        # The open tally is counted as its credit (or, without one, not at all).
+        counted = 0 if t.credit is None else t.credit
+        return (
+            add_usd(self._queued_cost, multiply_usd(t.unit_cost, t.units - counted)),
+            self._queued_tokens + t.unit_tokens * (t.units - counted),
+        )
+
+    def _seal(self) -> None:
+        # The open tally takes no more units: what it holds counts as queued, its
+        # unused credit is room again. Done before anything else is queued or applied.
+        t = self._open
+        assert t is not None
+        self._open = None
+        counted = 0 if t.credit is None else t.credit
+        if t.units != counted:
+            self._queued_cost = add_usd(
+                self._queued_cost, multiply_usd(t.unit_cost, t.units - counted)
+            )
+            self._queued_tokens += t.unit_tokens * (t.units - counted)
+        t.credit = t.units
 
     def _admit(self, charge: Charge) -> bool:
         # The mailbox's admission rule: see ``offer``.
@@ -312,6 +241,8 @@ class Governor(Actor):
         """
         if self._supervisor is not None:
             self._start()
+        if self._open is not None:
+            self._seal()
         try:
             return self.mailbox.offer(charge)
         except trio.ClosedResourceError:
@@ -322,32 +253,59 @@ class Governor(Actor):
         """Queue usage that provably cannot breach a limit; False (nothing queued) if it might.
 
         The admission rule of :meth:`offer`, without a message per update:
-        the usage is added to the :class:`Tally` at the mailbox's tail (or
+        the usage is merged into the :class:`Tally` at the mailbox's tail (or
         starts one there). Nobody waits for it and no step result goes with
         it (none is needed: it cannot breach). Near a limit this returns
         False and the caller asks with a :class:`Charge`. Never blocks; not
         a checkpoint. Usage tallied after the governor stopped goes to dead
         letters as a one-update tally.
+
+        A tally starts with *credit*: how many updates of its first usage
+        fit within the limits (:meth:`UsageLedger.room_for`, counting what is
+        queued), held as queued usage. A repeated update of that usage (the
+        same Decimal object, as one cached reading gives) is then admitted by
+        counting it against the credit, without arithmetic; once the credit
+        is spent, one more would breach (nothing else was queued meanwhile),
+        so it is refused. Anything else queued behind the tally, or the
+        governor taking it, seals it (its unused credit is room again), so
+        admission is exactly that of summing every update; another usage
+        merged into it is summed.
         """
         if self._supervisor is not None:
             self._start()
-        if not self._fits(cost, tokens):
-            return False
         mailbox = self.mailbox
         tail = mailbox.tail()
-        if type(tail) is Tally:  # still queued: nothing has been queued behind it
-            tail.cost = add_usd(tail.cost, cost)
-            tail.tokens += tokens
-            tail.updates += 1
+        t = self._open
+        if t is not None and tail is t and cost is t.unit_cost and tokens == t.unit_tokens:
+            if t.credit is not None and t.units >= t.credit:
+                return False  # its credit was all the room there was: one more breaches
+            t.units += 1
             mailbox.merged()
             return True
-        try:
-            mailbox.put_nowait(Tally(cost, tokens))
-        except trio.ClosedResourceError:
+        if t is not None:
+            self._seal()
+        if type(tail) is Tally:  # still queued: nothing has been queued behind it
+            if not self._fits(cost, tokens):
+                return False
+            tail.rest_cost = add_usd(tail.rest_cost, cost)
+            tail.rest_tokens += tokens
+            tail.others += 1
+            mailbox.merged()
+            return True
+        if mailbox.closed:
             self.cell._dead(Tally(cost, tokens), "stopped")
+            return True
+        credit = self.ledger.room_for(cost, tokens, self._queued_cost, self._queued_tokens)
+        if credit is not None:
+            if credit < 1:
+                return False
+            self._queued_cost = add_usd(self._queued_cost, multiply_usd(cost, credit))
+            self._queued_tokens += tokens * credit
+        self._open = t = Tally(cost, tokens, credit)
+        mailbox.put_nowait(t)
         return True
 
-    def tell_nowait(self, message: _Message) -> None:
+    def tell_nowait(self, message: GovernorMessage) -> None:
         """Queue a message without waiting (never blocks, not a checkpoint).
 
         A message for a stopped governor goes to dead letters (a ``Release``
@@ -355,6 +313,8 @@ class Governor(Actor):
         """
         if self._supervisor is not None:
             self._start()
+        if self._open is not None:
+            self._seal()
         if type(message) is Charge:
             self._queued_cost = add_usd(self._queued_cost, message.cost)
             self._queued_tokens += message.tokens
@@ -363,7 +323,7 @@ class Governor(Actor):
         except trio.ClosedResourceError:
             self.cell._dead(message, "stopped")
 
-    async def ask(self, message: _Message) -> Any:
+    async def ask(self, message: GovernorMessage) -> Any:
         """Queue a message and wait for the governor's answer.
 
         Always a schedule point. If the caller is cancelled while waiting,
@@ -377,6 +337,8 @@ class Governor(Actor):
             raise ActorStopped(f"The run's governor has stopped; {message!r} was not applied.")
         if self._supervisor is not None:
             self._start()
+        if self._open is not None:
+            self._seal()
         if type(message) is Charge:
             self._queued_cost = add_usd(self._queued_cost, message.cost)
             self._queued_tokens += message.tokens
@@ -418,7 +380,7 @@ class Governor(Actor):
 
     async def handle_batch(self, messages: Sequence[Any]) -> None:
         """Apply every queued message in one turn, without a checkpoint; wake each asker."""
-        batch: deque[_Message] = messages  # type: ignore[assignment]  # the mailbox's deque
+        batch: deque[GovernorMessage] = messages  # type: ignore[assignment]  # the mailbox's deque
         if len(batch) > self.max_batch:
             self.max_batch = len(batch)
         apply = self._apply
@@ -442,11 +404,15 @@ class Governor(Actor):
         ledger = self.ledger
         t = type(message)
         if t is Tally:
-            self._queued_cost = sub_usd(self._queued_cost, message.cost)
-            self._queued_tokens -= message.tokens
+            if message is self._open:
+                self._seal()
+            cost, tokens = message.total()
+            self._queued_cost = sub_usd(self._queued_cost, cost)
+            self._queued_tokens -= tokens
+            updates = message.updates
             # The mailbox counted it as one message; it is ``updates`` of them.
-            self.cell.handled += message.updates - 1
-            if ledger.charge(message.cost, message.tokens, message.updates) is not None:
+            self.cell.handled += updates - 1
+            if ledger.charge(cost, tokens, updates) is not None:
                 raise FlujoInternalError(
                     f"the governor admitted {message!r} without a check, but it breached "
                     f"(cost {ledger.cost}, tokens {ledger.tokens})"

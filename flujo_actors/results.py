@@ -158,7 +158,9 @@ def _usage_cost(value: object) -> Decimal | None:
     d = usd_amount(value)
     if d is None:
         raise ValueError(f"Usage: cost_usd must be {COST_RULE} or None, got {value!r}.")
-    return d
+    # The form a sum takes (Decimal("1E+1") is Decimal("10"), -0 is 0), so charging it
+    # as it is gives the totals summing it would.
+    return _add(ZERO, d)
 
 
 @attrs.frozen(kw_only=True)

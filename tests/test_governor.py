@@ -469,3 +469,133 @@ def test_tallies_and_asked_charges_total_exactly_and_breach_at_the_first_overspe
     breached = h.governor.breached
     assert (breached.result.name if breached and breached.result else None) == first
     assert h.breaches == (first is not None)
+
+
+# -- units: one repeated usage counted against a credit ------------------------------------------
+
+
+async def test_a_repeated_usage_is_counted_in_one_tally_against_its_credit() -> None:
+    h = Harness(cost_limit=Decimal("1.0"), token_limit=100)
+    unit = Decimal("0.3")  # one reading's cost: the same object every time
+    async with trio.open_nursery() as nursery:
+        gov = await nursery.start(h.governor.serve)
+        assert [gov.tally(unit, 2) for _ in range(4)] == [True, True, True, False]  # 1.2 > 1.0
+        (tally,) = list(gov.mailbox._queue)
+        assert (tally.units, tally.credit, tally.updates) == (3, 3, 3)  # floor(1.0 / 0.3)
+        assert repr(tally) == "Tally(updates=3, cost=Decimal('0.9'), tokens=6)"
+        assert gov.queued_usage() == (Decimal("0.9"), 6)
+        assert gov.statistics().mailbox_depth == 3
+        await gov.ask(Flush())
+        assert (h.ledger.cost, h.ledger.tokens, h.ledger.charges) == (Decimal("0.9"), 6, 3)
+        assert gov.queued_usage() == (Decimal(0), 0)
+        assert gov.tally(Decimal("0.1"), 0) is True  # exactly at the limit: fine
+        gov.close()
+    assert (h.ledger.cost, h.breaches) == (Decimal("1.0"), 0)
+
+
+async def test_other_usage_seals_the_open_tally_and_is_summed_into_it() -> None:
+    h = Harness(cost_limit=Decimal(1))
+    gov = h.governor
+    unit = Decimal("0.25")
+    assert gov.tally(unit, 1) is True  # credit 4: the whole limit is held for its units
+    assert gov.tally(Decimal("0.5"), 2) is True  # sealed first (0.75 room again), then summed
+    assert gov.tally(unit, 1) is True  # sealed: summed too, exactly at the limit
+    assert gov.tally(unit, 1) is False
+    (tally,) = list(gov.mailbox._queue)
+    assert (tally.units, tally.credit, tally.others, tally.updates) == (1, 1, 2, 3)
+    assert repr(tally) == "Tally(updates=3, cost=Decimal('1.00'), tokens=4)"
+    assert gov.queued_usage() == (Decimal(1), 4)
+
+
+async def test_a_message_queued_behind_an_open_tally_gets_its_unused_credit_as_room() -> None:
+    h = Harness(cost_limit=Decimal("1.0"))
+    gov = h.governor
+    unit = Decimal("0.1")
+    assert gov.tally(unit, 0) is True  # credit 10: the whole limit is held for this tally
+    assert gov.offer(charge("a", "0.8")) is True  # sealed first: 0.1 + 0.8 fits
+    assert gov.tally(unit, 0) is True  # a new tally behind the charge, credit 1
+    assert gov.tally(unit, 0) is False  # 1.1 > 1.0
+    assert gov.queued_usage() == (Decimal("1.0"), 0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gov.serve)
+        await gov.ask(Flush())
+        gov.close()
+    assert (h.ledger.cost, h.ledger.charges, h.breaches) == (Decimal("1.0"), 3, 0)
+    assert h.ledger.reserved_cost == 0
+
+
+async def test_without_limits_a_tally_counts_units_without_credit() -> None:
+    h = Harness()
+    gov = h.governor
+    unit = Decimal("0.001")
+    for _ in range(1000):
+        assert gov.tally(unit, 3) is True
+    (tally,) = list(gov.mailbox._queue)
+    assert (tally.units, tally.credit) == (1000, None)
+    assert gov.queued_usage() == (Decimal("1.000"), 3000)
+    gov.close()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(gov.serve)
+    assert (str(h.ledger.cost), h.ledger.tokens, h.ledger.charges) == ("1.000", 3000, 1000)
+
+
+POOL = [Decimal("0.1"), Decimal("0.10"), Decimal("0.25"), Decimal(0), Decimal("0.333")]
+
+
+@given(
+    updates=st.lists(
+        st.tuples(
+            st.sampled_from(["tally", "tally", "tally", "charge", "flush"]),
+            st.integers(0, len(POOL) - 1),
+            st.sampled_from([0, 0, 1, 7]),
+        ),
+        max_size=80,
+    ),
+    cost_limit=st.one_of(st.none(), st.decimals(0, 8, places=2)),
+    token_limit=st.one_of(st.none(), st.integers(0, 200)),
+)
+def test_tally_admits_exactly_what_fits_whatever_the_units_and_totals_are_exact(
+    updates: list[tuple[str, int, int]], cost_limit: Decimal | None, token_limit: int | None
+) -> None:
+    """Repeated readings (the same Decimal objects, equal values of other exponents),
+    charges and flushes in any order: a tally is admitted exactly when everything
+    reported before it plus it fits every limit (credits never refuse what fits),
+    and the ledger's totals equal the plain sum, digit for digit."""
+
+    async def main() -> tuple[Harness, list[bool], list[bool]]:
+        h = Harness(cost_limit, token_limit)
+        told: list[bool] = []
+        fits: list[bool] = []
+        cost, tokens = Decimal(0), 0
+        async with trio.open_nursery() as nursery:
+            gov = await nursery.start(h.governor.serve)
+            for i, (op, k, n) in enumerate(updates):
+                if op == "flush":
+                    await gov.ask(Flush())
+                    continue
+                c = POOL[k]
+                if op == "tally":
+                    fits.append(
+                        (cost_limit is None or cost + c <= cost_limit)
+                        and (token_limit is None or tokens + n <= token_limit)
+                    )
+                    told.append(gov.tally(c, n))
+                    queued_cost, queued_tokens = gov.queued_usage()
+                    assert h.ledger.tokens + queued_tokens == tokens + (n if told[-1] else 0)
+                    assert h.ledger.cost + queued_cost == (cost + c if told[-1] else cost)
+                if op == "charge" or not told[-1]:
+                    msg = charge(f"s{i}", c, n)  # type: ignore[arg-type]
+                    if not gov.offer(msg):
+                        await gov.ask(msg)
+                cost, tokens = cost + c, tokens + n
+            await gov.ask(Flush())
+            gov.close()
+        return h, told, fits
+
+    h, told, fits = trio.run(main)
+    reported = [(POOL[k], n) for op, k, n in updates if op != "flush"]
+    total = sum((c for c, _ in reported), Decimal(0))
+    assert told == fits
+    assert str(h.ledger.cost) == str(total)
+    assert h.ledger.tokens == sum(n for _, n in reported)
+    assert h.ledger.charges == len(reported)

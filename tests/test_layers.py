@@ -71,6 +71,7 @@ LAYERS: Final[dict[str, int]] = {
     "policy": POLICY,
     "actors": KERNEL,
     "governor": KERNEL,
+    "governor_messages": KERNEL,
     "steps": STEPS,
     "run": STEPS,
     "partial": STEPS,

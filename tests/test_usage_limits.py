@@ -25,6 +25,8 @@ from flujo_actors import (
     UsageLimits,
 )
 from flujo_actors.governor import Governor, Tally
+from flujo_actors.policy.ledger import UsageLedger
+from flujo_actors.run.core import RunState
 from flujo_actors.testing import UsageOutput
 
 
@@ -441,6 +443,46 @@ async def test_only_steps_with_usage_message_the_governor(governor_messages: lis
     assert sum(m.cost for m in governor_messages) == Decimal("0.05")
 
 
+async def test_a_flood_of_one_repeated_cost_is_counted_in_one_tally_and_breaches_exactly(
+    governor_messages: list[Any],
+) -> None:
+    # 300 branches report the same float cost: one cached reading, so the governor
+    # counts them (units of one Tally) instead of adding 300 Decimals.
+    fan = Step.parallel("fan", {f"b{i}": costing(f"b{i}", 0.01, 1) for i in range(300)})
+    result = await Flujo(fan, usage_limits=UsageLimits(total_cost_usd_limit=3)).run_async(0)
+    assert (result.total_cost_usd, result.total_tokens) == (Decimal("3.00"), 300)
+    (tally,) = governor_messages
+    assert (type(tally), tally.units, tally.others) == (Tally, 300, 0)
+    # One branch more: the 301st update is asked, breaches, and is the breaching step.
+    governor_messages.clear()
+    fan = Step.parallel("fan", {f"b{i}": costing(f"b{i}", 0.01, 1) for i in range(301)})
+    err = await breach_of(Flujo(fan, usage_limits=UsageLimits(total_cost_usd_limit=3)))
+    assert re.match(
+        r"^Usage limit exceeded after step 'b\d+': total cost \$3\.01 > "
+        r"total_cost_usd_limit \$3\. ",
+        str(err),
+    )
+    assert [type(m).__name__ for m in governor_messages] == ["Tally", "Charge"]
+    assert governor_messages[0].units == 300
+
+
+def test_the_run_tells_usage_at_once_until_it_is_breached() -> None:
+    async def main() -> None:
+        ledger = UsageLedger(Decimal(1), None)
+        run = RunState("r", limited=True)
+        run.governor = Governor(ledger, run.breach_event, lambda: None)
+        cost = Decimal("0.5")
+        assert run.tally(cost, 0) is True
+        assert run.tally(cost, 0) is True
+        assert run.tally(cost, 0) is False  # 1.5 > 1: the step must ask (charge)
+        run.breach_event.set()
+        assert run.tally(Decimal(0), 0) is False  # breached: the step charges, and stops
+        assert run.governor.queued_usage() == (Decimal("1.0"), 0)
+        assert RunState("no governor").tally(cost, 0) is True
+
+    trio.run(main)
+
+
 # -- properties ------------------------------------------------------------------------------------
 
 cost_values = st.one_of(
@@ -585,7 +627,7 @@ async def test_usage_attributes_of_any_output_type_count() -> None:
 async def test_no_step_of_a_breached_run_starts_its_agent() -> None:
     """A step handed a frame after the breach (a sibling's next step) must not run its agent."""
     from flujo_actors import ExecutionFrame
-    from flujo_actors.run.core import RunState, run_step
+    from flujo_actors.run.core import run_step
 
     calls: list[str] = []
 

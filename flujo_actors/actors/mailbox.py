@@ -311,7 +311,8 @@ class BatchingMailbox(_Front):
         Never blocks; not a checkpoint.
         """
         self._merged = merged = self._merged + 1
-        if len(self._queue) + merged >= self.wake_every:
+        # Once past wake_every, the receiver is woken already: no call per later tell.
+        if self._parked is not None and len(self._queue) + merged >= self.wake_every:
             self._wake()
 
     def _wake(self) -> None:

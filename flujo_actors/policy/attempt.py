@@ -323,9 +323,16 @@ class AttemptMachine:
 
     def _unreported(self, interim: bool = False) -> Charge | None:
         cost, tokens = self.cost, self.tokens
-        if cost == self._charged_cost and tokens == self._charged_tokens:
+        charged = self._charged_cost
+        if charged is ZERO and not self._charged_tokens:
+            # Nothing reported yet: all of it is new (and stays the same object).
+            if not cost and not tokens:
+                return None
+            delta = Charge(cost, tokens, interim)
+        elif cost == charged and tokens == self._charged_tokens:
             return None
-        delta = Charge(sub_usd(cost, self._charged_cost), tokens - self._charged_tokens, interim)
+        else:
+            delta = Charge(sub_usd(cost, charged), tokens - self._charged_tokens, interim)
         self._charged_cost, self._charged_tokens = cost, tokens
         return delta
 
@@ -354,7 +361,9 @@ class AttemptMachine:
             )
         self.attempts += 1
         if tokens or cost:
-            self.cost = add_usd(self.cost, cost)
+            # The first usage is the total as it is: the same Decimal object goes on to
+            # the governor, which counts repeats of one object without arithmetic.
+            self.cost = cost if self.cost is ZERO else add_usd(self.cost, cost)
             self.tokens += tokens
         self.succeeded = True
         self.output = output

@@ -19,9 +19,11 @@ from decimal import Decimal
 
 import attrs
 
-from ..results import ZERO, add_usd, sub_usd, sum_usd
+from ..results import EXACT, ZERO, add_usd, sub_usd, sum_usd
 
 __all__ = ["Breach", "Reservation", "UsageLedger"]
+
+_divide_int = EXACT.divide_int
 
 _LIMIT_NAMES = {"cost": "total_cost_usd_limit", "tokens": "total_tokens_limit"}
 
@@ -127,6 +129,34 @@ class UsageLedger:
         self.tokens += tokens
         self.charges += updates
         return self.check()
+
+    def room_for(
+        self, cost: Decimal, tokens: int, queued_cost: Decimal = ZERO, queued_tokens: int = 0
+    ) -> int | None:
+        """How many more updates of ``cost`` and ``tokens`` fit within the limits (exact).
+
+        The largest ``n`` with ``spent + queued + n * usage <= limit`` for every
+        limit set, where ``queued`` is usage on its way that will be charged
+        first; None when no limit bounds ``n`` (no limit, or a zero usage that
+        fits). 0 when not even one fits (or the totals are over a limit already).
+        """
+        n: int | None = None
+        limit = self.cost_limit
+        if limit is not None:
+            room = sub_usd(sub_usd(limit, self.cost), queued_cost)
+            if room < 0:
+                return 0
+            if cost:
+                n = int(_divide_int(room, cost))
+        limit_t = self.token_limit
+        if limit_t is not None:
+            room_t = limit_t - self.tokens - queued_tokens
+            if room_t < 0:
+                return 0
+            if tokens:
+                m = room_t // tokens
+                n = m if n is None or m < n else n
+        return n
 
     def reserve(self, cost: Decimal, tokens: int) -> Reservation | Breach:
         """Hold budget, or return the breach the reservation would cause (nothing held then)."""

@@ -146,7 +146,7 @@ def charge_of(
     if readings is None:
         return ZERO, 0
     if type(readings) is Usage and readings.cost_usd is not None:
-        return add_usd(ZERO, readings.cost_usd), readings.tokens  # the common case, at once
+        return readings.cost_usd, readings.tokens  # the common case, at once (a sum's form)
     if not isinstance(readings, list):
         readings = [readings]
     cost = ZERO

@@ -230,7 +230,13 @@ async def run_agent_step(
                 result.latency_s = _perf() - t0
                 return result
             elif isinstance(command, Charge):
-                await _charge(frame, machine, command, result, _held, t0)
+                # The common case at once: the step's usage told, no reservation to reconcile.
+                if (
+                    command.interim
+                    or _held is not None
+                    or not run.tally(command.cost, command.tokens)
+                ):
+                    await _charge(frame, machine, command, result, _held, t0)
             elif isinstance(command, Rollback):
                 if snap is not None:
                     snap.restore(ctx)

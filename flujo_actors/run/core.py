@@ -99,6 +99,17 @@ class RunState:
     #: Whether frames carry their position (checkpoints, human input, idempotency keys).
     track: bool = False
 
+    def tally(self, cost: Decimal, tokens: int) -> bool:
+        """Tell a step's usage to the governor if it provably cannot breach; never blocks.
+
+        True: it is told (or there is no governor). False: nothing was told,
+        the step must :meth:`charge` it (near a limit, or the run breached).
+        """
+        gov = self.governor
+        if gov is None:
+            return True
+        return not self.breach_event.is_set() and gov.tally(cost, tokens)
+
     async def charge(
         self,
         result: StepResult,

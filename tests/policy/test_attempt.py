@@ -175,6 +175,17 @@ def test_a_step_that_does_not_charge_never_charges() -> None:
     assert state(m)[:4] == (True, 2, Decimal(2), 2)
 
 
+def test_a_first_success_charges_the_reported_cost_object_itself() -> None:
+    cost = Decimal("0.001")
+    m = AttemptMachine(Config(), limited=True)
+    m.start()
+    conclude, charge, finish = m.succeed("ok", cost, 2)
+    assert (conclude, charge, finish) == (Conclude(), Charge(Decimal("0.001"), 2), Finish())
+    assert isinstance(charge, Charge)
+    assert charge.cost is cost  # no arithmetic: the governor counts repeats of one object
+    assert m.cost is cost
+
+
 def test_a_reserved_step_reports_even_no_usage() -> None:
     m = AttemptMachine(Config(), reserved=True)
     m.start()

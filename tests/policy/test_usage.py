@@ -420,3 +420,18 @@ def test_the_float_readings_cache_is_bounded() -> None:
     for i in range(1, usage_policy._FLOAT_READINGS_MAX + 10):
         assert usage_of(Costed(i / 1000)) == Usage(cost_usd=Decimal(repr(i / 1000)))
     assert len(usage_policy._FLOAT_READINGS) <= usage_policy._FLOAT_READINGS_MAX
+
+
+def test_a_reported_cost_takes_the_form_of_a_sum_and_is_charged_as_it_is() -> None:
+    # A sum starts at 0: Decimal("1E+1") + 0 is Decimal("10"), -0.0 + 0 is 0.0. The
+    # reading has that form already, so charging it needs no arithmetic per step.
+    assert str(Usage(cost_usd=Decimal("1E+1")).cost_usd) == "10"
+    assert str(Usage(cost_usd=-0.0).cost_usd) == "0.0"
+    assert str(Usage(cost_usd=Decimal("0.0010")).cost_usd) == "0.0010"
+    usage_policy._FLOAT_READINGS.clear()
+    first = usage_of(Costed(0.001, 3))
+    assert isinstance(first, Usage)
+    for _ in range(3):
+        cost, tokens = charge_of(usage_of(Costed(0.001, 3)), step_name="s", limits=None)
+        assert (cost, tokens) == (Decimal("0.001"), 3)
+        assert cost is first.cost_usd  # one object for every step: the governor counts it
