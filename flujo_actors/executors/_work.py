@@ -39,10 +39,9 @@ from ..policy.deadline import (
     worker_timed_out_message,
 )
 from ..policy.idempotency import POSITION
-from ..policy.stream import ChunkCollector
 from ..policy.usage import UsageUnreadable, usage_of
 from ..results import ZERO, Usage, add_usd
-from ..steps.callables import LATE, STREAM, SYNC, AgentSpec, settle
+from ..steps.callables import LATE, STREAM, SYNC, AgentSpec, drain_stream, settle
 
 if TYPE_CHECKING:
     from ..steps.agent import AgentStep
@@ -321,11 +320,9 @@ class _Streamed:
 
 
 async def _collect(iterator: Any) -> _Streamed:
-    # The same rule as the engine's collector (Usage chunks are usage, not output).
-    collector = ChunkCollector()
-    async for chunk in iterator:
-        collector.add(chunk)
-    return _Streamed(collector.output(), collector.readings())
+    # The inline path's drain: Usage chunks are usage, not output; the generator is closed.
+    output, usage = await drain_stream(iterator)
+    return _Streamed(output, usage)
 
 
 async def _call_async(item: WorkItem, value: Any = _UNCALLED) -> Any:

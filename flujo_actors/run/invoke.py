@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import FlujoInternalError
 from ..policy.stream import ChunkCollector
-from ..steps.callables import LATE, PLAIN, STREAM, SYNC, AgentSpec, Callback, settle
+from ..steps.callables import (
+    LATE,
+    PLAIN,
+    STREAM,
+    SYNC,
+    AgentSpec,
+    Callback,
+    drain_stream,
+    settle,
+)
 from ..steps.event_loop import asyncio_in_trio
 
 if TYPE_CHECKING:
@@ -35,25 +44,8 @@ async def no_stream(value: Any) -> Any:
 
 
 async def _collect_stream(frame: ExecutionFrame[Any], iterator: Any) -> tuple[Any, Any]:
-    """Drain a streaming agent, handing each chunk to ``on_chunk`` as it arrives.
-
-    Returns the output and the stream's usage reports (a ``Usage`` the agent
-    yields is usage, not a chunk; see :class:`ChunkCollector`). Cancelled (or
-    failing) mid-stream, the agent's generator is closed here, before the
-    error propagates, rather than whenever it is garbage collected.
-    """
-    collector = ChunkCollector()
-    add = collector.add
-    on_chunk = frame.on_chunk if frame.stream else None
-    try:
-        async for chunk in iterator:
-            if add(chunk) and on_chunk is not None:
-                await on_chunk(chunk)
-    finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
-    return collector.output(), collector.readings()
+    """Drain a streaming agent, handing each chunk to the frame's consumer as it arrives."""
+    return await drain_stream(iterator, frame.on_chunk if frame.stream else None)
 
 
 # invoke's "read the usage from the output" marker (the inline, non-streaming path).

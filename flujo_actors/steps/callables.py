@@ -12,12 +12,17 @@ import inspect
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from types import AsyncGeneratorType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from ..errors import PipelineDefinitionError
 from ..policy.idempotency import current_key
+from ..policy.stream import ChunkCollector
+
+if TYPE_CHECKING:
+    from ..policy.usage import UsageUnreadable
+    from ..results import Usage
 
 __all__ = [
     "LATE",
@@ -27,6 +32,7 @@ __all__ = [
     "check_positional",
     "compile_agent",
     "compile_callback",
+    "drain_stream",
     "looks_async",
     "refuse_class",
     "settle",
@@ -134,6 +140,30 @@ PLAIN: Final[frozenset[type]] = frozenset(
 )
 
 _SETTLE_DEPTH: Final = 8
+
+
+async def drain_stream(
+    iterator: Any, on_chunk: Callable[[Any], Awaitable[None]] | None = None
+) -> tuple[Any, list[Usage | UsageUnreadable] | None]:
+    """Drain a streaming agent: its output and its usage reports (None: it reported none).
+
+    Every chunk goes through one :class:`~flujo_actors.policy.stream.ChunkCollector`
+    (a ``Usage`` the agent yields is usage, not output); output chunks go to
+    ``on_chunk`` as they arrive. Inline and in every executor's worker alike.
+    Cancelled (or failing) mid-stream, the agent's generator is closed here,
+    before the error propagates, rather than whenever it is garbage collected.
+    """
+    collector = ChunkCollector()
+    add = collector.add
+    try:
+        async for chunk in iterator:
+            if add(chunk) and on_chunk is not None:
+                await on_chunk(chunk)
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return collector.output(), collector.readings()
 
 
 async def settle(value: Any, collect: Callable[[Any], Awaitable[Any]]) -> Any:
