@@ -32,6 +32,7 @@ __all__ = [
     "check_positional",
     "compile_agent",
     "compile_callback",
+    "compile_optional",
     "drain_stream",
     "looks_async",
     "refuse_class",
@@ -337,6 +338,13 @@ class Callback:
 
 
 _ARGS: Final = {1: "(value)", 2: "(value, context)", 3: "(output, context, iteration)"}
+
+
+def compile_optional(fn: Any, *, what: str, step_name: str, max_args: int) -> Callback | None:
+    """:func:`compile_callback` for an optional callback: None (not given) stays None."""
+    if fn is None:
+        return None
+    return compile_callback(fn, what=what, step_name=step_name, max_args=max_args)
 
 
 def compile_callback(fn: Any, *, what: str, step_name: str, max_args: int) -> Callback:

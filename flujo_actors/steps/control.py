@@ -19,7 +19,7 @@ import attrs
 from ..errors import PipelineDefinitionError
 from .agent import AgentStep
 from .base import Pipeline, StepBase, as_pipeline, branch_map
-from .callables import Callback, compile_callback
+from .callables import Callback, compile_callback, compile_optional
 from .config import StepConfig
 from .options import refuse_unhonoured
 from .placement import Placement
@@ -100,21 +100,16 @@ class LoopStep(StepBase):
         self.compiled_exit = compile_callback(
             self.exit_condition, what="exit_condition_callable", step_name=n, max_args=2
         )
-        if self.initial_input_mapper is not None:
-            self.compiled_initial = compile_callback(
-                self.initial_input_mapper,
-                what="initial_input_to_loop_body_mapper",
-                step_name=n,
-                max_args=2,
-            )
-        if self.iteration_input_mapper is not None:
-            self.compiled_iteration = compile_callback(
-                self.iteration_input_mapper, what="iteration_input_mapper", step_name=n, max_args=3
-            )
-        if self.output_mapper is not None:
-            self.compiled_output = compile_callback(
-                self.output_mapper, what="loop_output_mapper", step_name=n, max_args=2
-            )
+        what = "initial_input_to_loop_body_mapper"
+        self.compiled_initial = compile_optional(
+            self.initial_input_mapper, what=what, step_name=n, max_args=2
+        )
+        self.compiled_iteration = compile_optional(
+            self.iteration_input_mapper, what="iteration_input_mapper", step_name=n, max_args=3
+        )
+        self.compiled_output = compile_optional(
+            self.output_mapper, what="loop_output_mapper", step_name=n, max_args=2
+        )
 
 
 @refuse_unhonoured
@@ -153,14 +148,12 @@ class ConditionalStep(StepBase):
             self.default_branch = as_pipeline(
                 self.default_branch, owner=n, what="default_branch_pipeline"
             )
-        if self.branch_input_mapper is not None:
-            self.compiled_input_mapper = compile_callback(
-                self.branch_input_mapper, what="branch_input_mapper", step_name=n, max_args=2
-            )
-        if self.branch_output_mapper is not None:
-            self.compiled_output_mapper = compile_callback(
-                self.branch_output_mapper, what="branch_output_mapper", step_name=n, max_args=2
-            )
+        self.compiled_input_mapper = compile_optional(
+            self.branch_input_mapper, what="branch_input_mapper", step_name=n, max_args=2
+        )
+        self.compiled_output_mapper = compile_optional(
+            self.branch_output_mapper, what="branch_output_mapper", step_name=n, max_args=2
+        )
 
 
 @refuse_unhonoured

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import attrs
 
 from .base import Pipeline, StepBase, as_pipeline
-from .callables import Callback, compile_callback
+from .callables import Callback, compile_optional
 from .options import check_count, refuse_unhonoured
 from .strategies import BranchFailureStrategy, MergeSpec, MergeStrategy, check_merge
 
@@ -72,16 +72,7 @@ class MapStep(StepBase):
         self.merge_strategy, self.on_item_failure = check_merge(
             n, self.merge_strategy, self.on_item_failure, failure_arg="on_item_failure"
         )
-        if self.items is not None:
-            self.compiled_items = compile_callback(
-                self.items, what="items", step_name=n, max_args=2
-            )
-        if self.reduce is not None:
-            self.compiled_reduce = compile_callback(
-                # reduce(outputs) only: builtins such as sum take a second positional
-                # argument that is not a context.
-                self.reduce,
-                what="reduce",
-                step_name=n,
-                max_args=1,
-            )
+        self.compiled_items = compile_optional(self.items, what="items", step_name=n, max_args=2)
+        # reduce(outputs) only: builtins such as sum take a second positional
+        # argument that is not a context.
+        self.compiled_reduce = compile_optional(self.reduce, what="reduce", step_name=n, max_args=1)

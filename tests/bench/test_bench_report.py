@@ -82,6 +82,18 @@ def case(
     )
 
 
+#: A figure of 21.5 us/step against its "<= 25 us/step" target.
+MET_25 = TargetResult(
+    metric="figure",
+    label="<= 25 us/step",
+    max=25.0,
+    min=None,
+    at_size=None,
+    actual=21.5,
+    passed=True,
+)
+
+
 def report(*results: CaseResult) -> Report:
     return Report(
         created_at="2025-01-01T00:00:00+00:00",
@@ -103,17 +115,7 @@ def test_json_round_trip_is_lossless() -> None:
         vs_reference=21.5 / 20.0,
         peak_rss_mib=45.5,
         rss_delta_mib=2.25,
-        targets=(
-            TargetResult(
-                metric="figure",
-                label="<= 25 us/step",
-                max=25.0,
-                min=None,
-                at_size=None,
-                actual=21.5,
-                passed=True,
-            ),
-        ),
+        targets=(MET_25,),
         wall_s=1.5,
         isolated=True,
     )
@@ -294,17 +296,7 @@ def test_results_table_and_summary_show_real_content() -> None:
         ratio=1.25,
         peak_rss_mib=45.0,
         rss_delta_mib=2.0,
-        targets=(
-            TargetResult(
-                metric="figure",
-                label="<= 25 us/step",
-                max=25.0,
-                min=None,
-                at_size=None,
-                actual=21.5,
-                passed=True,
-            ),
-        ),
+        targets=(MET_25,),
     )
     missing = CaseResult(
         scenario="cache.*",
