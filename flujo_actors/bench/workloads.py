@@ -10,7 +10,7 @@ import tempfile
 import time
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -18,6 +18,7 @@ from ..actors import Actor, ChildSpec, Supervisor
 from ..backends.sqlite import SQLiteBackend
 from ..runner import Flujo
 from ..steps.dsl import Pipeline, Step
+from .baselines import trivial
 from .harness import Workload, expect
 
 if TYPE_CHECKING:
@@ -35,9 +36,8 @@ __all__ = [
 ]
 
 
-async def increment(value: int) -> int:
-    """The trivial agent: ``value + 1``."""
-    return value + 1
+#: The trivial agent (``value + 1``): the one the raw-trio baselines await too.
+increment: Final = trivial
 
 
 def chain_pipeline(size: int, **step_options: Any) -> Pipeline:
