@@ -6,9 +6,10 @@ about them (fix the definition, raise a limit, register a serializer, ...).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .policy.intensity import RestartRecord
     from .results import PipelineResult
 
 __all__ = [
@@ -208,9 +209,13 @@ class ActorCrashed(FlujoError):
 
 
 class RestartIntensityExceeded(FlujoError):
-    """A supervisor restarted its children too often; ``history`` lists the restarts."""
+    """A supervisor restarted its children too often; ``history`` lists the restarts.
 
-    def __init__(self, message: str, history: Any = ()) -> None:
+    ``history``: the :class:`~flujo_actors.actors.RestartRecord` entries of
+    the window that broke the limit, oldest first.
+    """
+
+    def __init__(self, message: str, history: tuple[RestartRecord, ...] = ()) -> None:
         super().__init__(message)
         self.history = history
 

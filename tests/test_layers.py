@@ -112,6 +112,9 @@ TYPE_ONLY_UPWARD: Final[dict[tuple[str, str], str]] = {
     ("frames", "run.core"): (
         "a frame names the run's services it carries; only the annotation needs RunState"
     ),
+    ("errors", "policy.intensity"): (
+        "RestartIntensityExceeded carries the restart records; only the annotation names them"
+    ),
     ("steps.placement", "executors.base"): (
         "placement= takes an executor object; only the Placement annotation names its protocol"
     ),

@@ -30,7 +30,11 @@ from flujo_actors import (
     SQLiteBackend,
     Step,
     StepConfig,
+    Usage,
+    register_usage_extractor,
+    usage_of,
 )
+from flujo_actors.errors import RestartIntensityExceeded
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -77,6 +81,8 @@ def _annotation(fn: object, param: str) -> str:
         (Step.from_callable, "event_loop", ("Literal['trio', 'asyncio']", "None")),
         (Step.from_callable, "validators", ("Callable[..., object]",)),
         (StepConfig.__init__, "retry_on", ("type[Exception]",)),
+        (register_usage_extractor, "fn", ("Callable[[OutputT], Usage]",)),
+        (RestartIntensityExceeded.__init__, "history", ("tuple[RestartRecord, ...]",)),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
@@ -241,3 +247,30 @@ async def test_the_real_components_type_check_and_run(tmp_path: Path) -> None:
     )
     postgres = PostgresBackend("postgresql://nobody@localhost/none")  # connects on first use
     assert Flujo(STEP, state_backend=postgres, executor="inline").state_backend is postgres
+
+
+class Reply:
+    tokens = 3
+
+
+class OtherReply:
+    tokens = 5
+
+
+def read_other(reply: OtherReply) -> Usage:
+    return Usage(tokens=reply.tokens)
+
+
+def read_reply(reply: Reply) -> Usage:
+    return Usage(tokens=reply.tokens)
+
+
+def test_a_usage_extractor_must_take_the_registered_type() -> None:
+    register_usage_extractor(Reply, read_reply)  # the right type: no ignore
+    reading = usage_of(Reply())
+    assert isinstance(reading, Usage)
+    assert reading.tokens == 3
+    # A function of another type is a type error (it would get a Reply at run time).
+    register_usage_extractor(OtherReply, read_other)
+    register_usage_extractor(Reply, read_other)  # type: ignore[arg-type]
+    register_usage_extractor(Reply, read_reply)

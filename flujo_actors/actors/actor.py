@@ -16,12 +16,13 @@ eventlog.py, opening.py.)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import attrs
 import trio
 
 from ..errors import ActorCrashed, ActorStopped, AskTimeout, MailboxFull
+from .construct import NoPublicConstructor
 from .deadletters import DeadLetters
 from .exits import ActorDown, ActorExit
 from .mailbox import BatchingMailbox, Mailbox, OneShotMailbox, Request, check_capacity
@@ -273,7 +274,7 @@ class ActorCell:
         """The cell's address (one per cell: refs compare by identity)."""
         ref = self._ref
         if ref is None:
-            ref = self._ref = ActorRef(self)
+            ref = self._ref = ActorRef._create(self)
         return ref
 
     @property
@@ -436,13 +437,16 @@ class ActorCell:
         )
 
 
-class ActorRef:
+class ActorRef(metaclass=NoPublicConstructor):
     """The address of an actor: the only way to talk to it.
 
     Refs are cheap, hashable by identity, and stay valid across restarts.
+    There is no public constructor: :func:`start_actor`, :func:`open_actor`
+    and a supervisor's ``ref(name)`` hand them out.
     """
 
     __slots__ = ("_cell",)
+    _FACTORY: ClassVar[str] = "start_actor(...), open_actor(...) or a supervisor's ref(name)"
 
     def __init__(self, cell: ActorCell) -> None:
         self._cell = cell
@@ -557,7 +561,7 @@ class ActorRef:
         """
         from .monitor import Monitor  # loads on first use: the runtime never monitors
 
-        return Monitor(self._cell)
+        return Monitor._create(self._cell)
 
 
 async def run_actor(

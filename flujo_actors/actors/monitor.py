@@ -16,10 +16,11 @@ reports at once (OTP's ``noproc``), with the reason it went down.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import trio
 
+from .construct import NoPublicConstructor
 from .exits import ActorDown
 
 if TYPE_CHECKING:
@@ -28,8 +29,10 @@ if TYPE_CHECKING:
 __all__ = ["ActorDown", "Monitor"]
 
 
-class Monitor(trio.abc.AsyncResource):
+class Monitor(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
     """One watcher of one actor. Cheap; any number may watch the same actor.
+
+    There is no public constructor: :meth:`ActorRef.monitor` returns one.
 
     It watches from the moment ``ref.monitor()`` returns it until :meth:`aclose`
     (the end of its ``async with`` block); a monitor that is never closed keeps
@@ -37,6 +40,7 @@ class Monitor(trio.abc.AsyncResource):
     """
 
     __slots__ = ("_cell", "_event", "down")
+    _FACTORY: ClassVar[str] = "ref.monitor()"
 
     def __init__(self, cell: ActorCell) -> None:
         self._cell = cell

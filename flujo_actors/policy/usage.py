@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 
@@ -74,7 +74,11 @@ _registered: dict[type, Callable[[Any], Usage]] = {}
 _by_type: dict[type, _Extractor] = {}
 
 
-def register_usage_extractor(type_: type, fn: Callable[[Any], Usage]) -> None:
+#: The output type an extractor reads (``fn`` takes what ``type_`` is).
+OutputT = TypeVar("OutputT")
+
+
+def register_usage_extractor(type_: type[OutputT], fn: Callable[[OutputT], Usage]) -> None:
     """Teach flujo_actors to read the usage of outputs of ``type_`` (and its subclasses).
 
     ``fn(output)`` returns a :class:`~flujo_actors.Usage`. Explicit

@@ -11,7 +11,9 @@ import trio.testing
 from flujo_actors import (
     Actor,
     ActorCrashed,
+    ActorRef,
     ChildSpec,
+    Monitor,
     Restart,
     RestartIntensityExceeded,
     Strategy,
@@ -177,3 +179,28 @@ async def test_an_error_in_the_actor_block_is_raised_as_itself() -> None:
         async with open_actor(Logged(journal), name="echo"):
             raise LookupError("nope")
     assert journal == ["start echo", "stop echo"]
+
+
+# -- no public constructor for what a factory hands out -----------------------------------
+
+
+async def test_refs_and_monitors_come_from_factories_only() -> None:
+    journal: list[str] = []
+    async with open_actor(Logged(journal), name="echo") as ref:
+        with pytest.raises(
+            TypeError,
+            match=_exact(
+                "ActorRef has no public constructor; get one from start_actor(...), "
+                "open_actor(...) or a supervisor's ref(name)."
+            ),
+        ):
+            ActorRef(ref.cell)
+        with pytest.raises(
+            TypeError,
+            match=_exact("Monitor has no public constructor; get one from ref.monitor()."),
+        ):
+            Monitor(ref.cell)
+        async with ref.monitor() as down:  # the factory still works
+            assert isinstance(down, Monitor)
+            assert isinstance(ref, ActorRef)
+            assert down.down is None
