@@ -36,8 +36,8 @@ def _inapplicable(item: pytest.Item) -> bool:
 
 
 # Per Ray test (setup, call and teardown; the first one starts the cluster): the slowest
-# takes ~20 s on a loaded 2-core machine. Past this it is a hang, reported with stacks.
-RAY_TEST_TIMEOUT_S = 120
+# took 59 s on a 2-core machine at load 13. Past this it is a hang, reported with stacks.
+RAY_TEST_TIMEOUT_S = 300
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -143,7 +143,9 @@ class RayNodes:
     NAMES = ("node_a", "node_b")
 
     cluster: Any  # ray.cluster_utils.Cluster
-    nodes: dict[str, Any]  # name -> ray._private.node.Node
+    nodes: dict[str, Any] = attrs.Factory(dict)  # name -> ray._private.node.Node
+    _starting: threading.Thread | None = None
+    _failed: list[Exception] = attrs.Factory(list)
 
     def node_id(self, name: str) -> str:
         node_id: str = self.nodes[name].node_id
@@ -153,8 +155,41 @@ class RayNodes:
         [name] = [n for n, node in self.nodes.items() if node.node_id == node_id]
         return name
 
+    def start_in_background(self) -> None:
+        """Start the worker nodes in a thread: they come up while the tests before
+        the first one on them run (:meth:`start` waits for them)."""
+        self._starting = threading.Thread(target=self._start, name="ray worker nodes")
+        self._starting.start()
+
     def start(self) -> None:
         """Start the worker nodes that are not running, together, and wait until all joined."""
+        self.join()
+        self._add_missing()
+        # add_node's own wait gives up after 30 s: under heavy load a node took longer.
+        self.cluster.wait_for_nodes(timeout=300)  # the event we mean; a hang guard
+
+    def join(self) -> None:
+        """Wait for a start in the background; raise what it raised."""
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        if self._failed:
+            raise self._failed.pop()
+
+    def _start(self) -> None:
+        try:
+            # Ray installs a SIGTERM handler per node it starts, which only the main thread
+            # may do, and starts a node's processes to die with the thread that started
+            # them: started here without either, they still stop with the cluster at the
+            # session's end, or a minute after the head node (once they lose its GCS).
+            self.cluster._shutdown_at_exit = False
+            self._add_missing()
+        except Exception as exc:  # re-raised in the main thread by join()
+            self._failed.append(exc)
+        finally:
+            self.cluster._shutdown_at_exit = True
+
+    def _add_missing(self) -> None:
         missing = [name for name in self.NAMES if name not in self.nodes]
         for name in missing:
             # 10 units of the node's own resource: a task pinned with 1 still fits beside an
@@ -163,9 +198,6 @@ class RayNodes:
             self.nodes[name] = self.cluster.add_node(
                 wait=False, num_cpus=1, resources={name: 10, "pool": 1}, **_NODE_ARGS
             )
-        if missing:
-            # add_node's own wait gives up after 30 s: under heavy load a node took longer.
-            self.cluster.wait_for_nodes(timeout=300)  # the event we mean; a hang guard
 
     def kill(self, name: str) -> None:
         """SIGKILL every process of node ``name``, then wait until Ray declares it dead."""
@@ -174,13 +206,14 @@ class RayNodes:
 
 
 _CLUSTER: list[Any] = []  # the session's ray.cluster_utils.Cluster, once started
+_NODES: list[RayNodes] = []  # its worker nodes
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[str]:
+def ray_cluster(request: pytest.FixtureRequest) -> Iterator[str]:
     """A Ray cluster on this machine for the session: a head node (2 CPUs, no
-    dashboard, autoscaler or log monitor, small object store); :func:`ray_nodes`
-    adds two worker nodes.
+    dashboard, autoscaler or log monitor, small object store) and two worker
+    nodes, started in the background (:func:`ray_nodes` waits for them).
 
     Workers get this directory on ``PYTHONPATH`` so the agents and types
     defined in the test modules unpickle by reference, as a user's installed
@@ -209,12 +242,22 @@ def ray_cluster() -> Iterator[str]:
     )
     _CLUSTER.append(cluster)
     ray.init(address=cluster.address, log_to_driver=False)
+    nodes = RayNodes(cluster)
+    _NODES.append(nodes)
+    if any("ray_nodes" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        # Each node costs seconds of CPU (a raylet, two agents, a worker): started now,
+        # they come up beside the tests before the multi-node ones, not in front of them.
+        nodes.start_in_background()
     try:
         yield str(cluster.address)
     finally:
-        ray.shutdown()
-        cluster.shutdown()
-        _CLUSTER.clear()
+        try:
+            nodes.join()  # a failed start no test waited for fails the teardown
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+            _CLUSTER.clear()
+            _NODES.clear()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -222,20 +265,17 @@ def ray_cluster() -> Iterator[str]:
                 os.environ[k] = v
 
 
-@pytest.fixture(scope="session")
-def _ray_worker_nodes(ray_cluster: str) -> RayNodes:
-    return RayNodes(_CLUSTER[0], {})
-
-
 @pytest.fixture
-def ray_nodes(_ray_worker_nodes: RayNodes) -> RayNodes:
+def ray_nodes(ray_cluster: str) -> RayNodes:
     """Worker nodes ``node_a`` and ``node_b`` joined to the session's cluster.
 
-    Started by the first test that asks for them; one a test killed is started
-    again for the next test that asks (none does when the killing test comes last).
+    The session's cluster starts them in the background; this waits until they
+    have joined. One a test killed is started again for the next test that asks
+    (none does when the killing test comes last).
     """
-    _ray_worker_nodes.start()
-    return _ray_worker_nodes
+    [nodes] = _NODES
+    nodes.start()
+    return nodes
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from flujo_actors.executors.ray import RayExecutor
 
-BOUND_S = 60.0
+BOUND_S = 120.0
 
 
 def bounded_ray_executor(**options: Any) -> RayExecutor:
