@@ -38,7 +38,8 @@ typecheck: $(STAMP)
 test-fast: $(STAMP)
 	FLUJO_PROFILE=$${FLUJO_PROFILE:-dev} $(BIN)/pytest -q -m "not slow and not ray"
 
-# The Ray executor's tests: one local cluster (2 CPUs, no dashboard) for the session.
+# The Ray executor's tests: one local cluster for the session (a head node and two worker
+# nodes; tests/executors/conftest.py), about 35 s of CPU in all.
 test-ray: $(RAY_STAMP)
 	RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled $(BIN)/pytest -q -m ray tests/executors
 
