@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -15,15 +15,10 @@ from flujo_actors.actors import ActorStatistics, ChildSpec, Supervisor
 from flujo_actors.introspection import ActorSnapshot, RuntimeSnapshot, actor_tree
 from flujo_actors.testing.agents import UsageOutput
 
-
-def _gate() -> tuple[trio.Event, Any]:
-    release = trio.Event()
-
-    async def wait(data: Any) -> Any:
-        await release.wait()
-        return data
-
-    return release, wait
+if TYPE_CHECKING:
+    from tests.gates import gate as _gate  # mypy names test modules by path
+else:
+    from gates import gate as _gate  # pytest puts tests/ on sys.path
 
 
 async def test_no_snapshot_without_a_run() -> None:

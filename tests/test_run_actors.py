@@ -14,16 +14,9 @@ from flujo_actors.testing.agents import UsageOutput
 
 if TYPE_CHECKING:
     from flujo_actors.introspection import ActorSnapshot
-
-
-def _gate() -> tuple[trio.Event, Any]:
-    release = trio.Event()
-
-    async def wait(data: Any) -> Any:
-        await release.wait()
-        return data
-
-    return release, wait
+    from tests.gates import gate as _gate  # mypy names test modules by path
+else:
+    from gates import gate as _gate  # pytest puts tests/ on sys.path
 
 
 async def test_a_leaf_actor_deep_in_the_tree_holds_the_frame_its_mailbox_received(
