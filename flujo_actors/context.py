@@ -15,6 +15,7 @@ are seen everywhere and are not rolled back.
 from __future__ import annotations
 
 import copy
+import keyword
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -127,6 +128,54 @@ def _copy_pydantic(ctx: Any, include: frozenset[str] | None) -> Any:
     return new
 
 
+# attrs context class -> its compiled whole-context copier (see _compile_copier).
+_COPIERS: dict[type, Callable[[Any], Any]] = {}
+
+
+def _compile_copier(cls: type, names: tuple[str, ...]) -> Callable[[Any], Any]:
+    """A function copying every field of a ``cls`` instance, written out field by field.
+
+    One copy per branch and map item: a loop of ``getattr``/``setattr`` by
+    name costs several times the straight-line code compiled here (as attrs
+    compiles its ``__init__``). The copier writes past the class's own
+    ``__setattr__`` (frozen classes, validators) unless the class has none,
+    exactly as the loop did; immutable values are shared without a call.
+    """
+    direct = cls.__setattr__ is object.__setattr__  # type: ignore[comparison-overlap]
+    lines = ["def copier(ctx):", "    new = _new(cls)"]
+    for name in names:
+        target = f"new.{name} = " if direct else f"_set(new, {name!r}, "
+        close = "" if direct else ")"
+        lines.append(f"    v = ctx.{name}")
+        lines.append("    t = type(v)")
+        # An empty scratchpad or log (the usual branch start) is made without a call.
+        lines.append(
+            f"    {target}v if t in imm else {{}} if t is dict and not v else [] "
+            f"if t is list and not v else copy_value(v){close}"
+        )
+    lines.append("    return new")
+    scope: dict[str, Any] = {
+        "_new": object.__new__,
+        "_set": object.__setattr__,
+        "cls": cls,
+        "imm": _IMMUTABLE,
+        "copy_value": copy_value,
+    }
+    # Our own source, from field names checked to be identifiers (as attrs does).
+    exec("\n".join(lines), scope)
+    copier: Callable[[Any], Any] = scope["copier"]
+    return copier
+
+
+def _copier(cls: type, names: tuple[str, ...]) -> Callable[[Any], Any] | None:
+    copier = _COPIERS.get(cls)
+    if copier is None:
+        if not all(n.isidentifier() and not keyword.iskeyword(n) for n in names):
+            return None  # not spellable as attribute access: the loop below copies it
+        copier = _COPIERS[cls] = _compile_copier(cls, names)
+    return copier
+
+
 def copy_context(ctx: ContextT, include: frozenset[str] | None = None) -> ContextT:
     """A structural copy of an attrs or pydantic context (frozen classes included).
 
@@ -136,13 +185,20 @@ def copy_context(ctx: ContextT, include: frozenset[str] | None = None) -> Contex
             get their declared default (or keep the value if they have none).
     """
     cls = type(ctx)
+    if include is None:
+        copier = _COPIERS.get(cls)
+        if copier is not None:
+            return copier(ctx)  # type: ignore[no-any-return]
     names = _FIELDS_CACHE.get(cls) or context_field_names(cls)
     if cls in _PYDANTIC:
         return _copy_pydantic(ctx, include)  # type: ignore[no-any-return]
+    if include is None:
+        copier = _copier(cls, names)
+        if copier is not None:
+            return copier(ctx)  # type: ignore[no-any-return]
     new = object.__new__(cls)
     setter = object.__setattr__
     if include is None:
-        # One copy per branch and item: immutable values are shared without a call.
         imm = _IMMUTABLE
         for name in names:
             value = getattr(ctx, name)

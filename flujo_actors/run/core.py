@@ -327,7 +327,7 @@ class Chain:
     :meth:`close`.
     """
 
-    __slots__ = ("cells", "nursery", "run", "steps")
+    __slots__ = ("actors", "cells", "nursery", "run", "steps")
 
     def __init__(
         self,
@@ -343,6 +343,10 @@ class Chain:
         self.cells: list[tuple[StepActor, ActorCell] | None] | None = (
             [None] * len(steps) if reusable else None
         )
+        # A single-use chain's step actors, made on first use: a step actor holds no
+        # per-frame state, so the jobs of a chain many run on (a map step's items)
+        # share them; each frame still gets a cell (its mailbox) of its own.
+        self.actors: list[StepActor | None] | None = None
 
     def frame(self, index: int, data: Any, job: Job) -> ExecutionFrame[Any]:
         """The frame that runs step ``index`` of ``job`` on ``data``."""
@@ -386,7 +390,13 @@ class Chain:
                 path=frame.path,
             )
             run.registry.add(cell)
-            return StepActor(self, index), cell
+            actors = self.actors
+            if actors is None:
+                actors = self.actors = [None] * len(self.steps)
+            actor = actors[index]
+            if actor is None:
+                actor = actors[index] = StepActor(self, index)
+            return actor, cell
         entry = cells[index]
         if entry is None:
             cell = ActorCell(
@@ -402,9 +412,13 @@ class Chain:
         entry[1].mailbox.put_nowait(frame)
         return entry
 
-    async def _drive(self, job: Job, data: Any, index: int = 0) -> None:
-        # The chain's task: step ``index``'s frame sent, then one actor's turn after
-        # another, as the frames go.
+    async def drive(self, job: Job, data: Any, index: int = 0) -> None:
+        """Run ``job`` from step ``index`` on the calling task: frame sent, then turn after turn.
+
+        The body of a branch's task (:meth:`start`); a fan-out that makes its
+        jobs on their own tasks awaits it there. Cancellation: propagates from
+        the step running (partial results record what it did).
+        """
         actor: tuple[StepActor, ActorCell] | None = self.send(index, data, job)
         while actor is not None:
             actor = await run_turn(*actor)
@@ -417,7 +431,7 @@ class Chain:
         made on the task die with its turn instead of waiting, thousands at
         once, for the cyclic garbage collector to walk them.
         """
-        self.nursery.start_soon(self._drive, job, data)
+        self.nursery.start_soon(self.drive, job, data)
 
     async def execute(self, job: Job, data: Any, index: int = 0) -> Job:
         """Run the pipeline (from step ``index``) for ``job`` on this task; return when done.
@@ -427,7 +441,7 @@ class Chain:
         starting levels after a cancel).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        await self._drive(job, data, index)
+        await self.drive(job, data, index)
         return job
 
     def close(self) -> None:

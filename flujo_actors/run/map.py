@@ -203,6 +203,9 @@ class _MapRun:
         self.scope: trio.CancelScope | None = None
         self.stream = frame.stream and frame.on_chunk is not None
         self.emitters: trio.Nursery | None = None
+        self.finish = self._finish_item  # one bound method for every item's job
+        self.start: Any = None  # the items' shared rollback snapshot (fork_start)
+        self.chain: Chain  # the body's chain, made with the items' nursery
 
     async def run(self, t0: float) -> StepResult:
         frame = self.frame
@@ -229,23 +232,23 @@ class _MapRun:
 
     async def _draw_all(self) -> None:
         step = self.step
-        frame = self.frame
         name = step.name
-        path = frame.path
         limit = self.limit
         items = self.items
         it = items.iter
         ait = items.aiter
         base = self.base
-        jobs = self.jobs
         progress = self.progress
-        finish = self._finish_item
+        outputs = self.outputs
+        results = self.results
         await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled step draws no item
         # Every item starts on a copy of base: their first agents share one rollback snapshot.
-        start = fork_start(base, self.run_state) if base is not None else None
+        self.start = fork_start(base, self.run_state) if base is not None else None
         async with trio.open_nursery() as nursery:
             self.scope = nursery.cancel_scope
-            chain = Chain(step.body.steps, nursery, self.run_state)
+            self.chain = Chain(step.body.steps, nursery, self.run_state)
+            start_soon = nursery.start_soon
+            run_item = self._run_item
             index = 0
             while True:
                 if limit is not None and self.busy >= limit:
@@ -265,23 +268,31 @@ class _MapRun:
                     break
                 if item is _END or self.stopped is not None:
                     break
-                job = _ItemJob(
-                    copy_context(base) if base is not None else None,
-                    (*path, item_name(name, index)),
-                    on_finish=finish,
-                    # The item index is part of its steps' checkpoint positions.
-                    position=(*frame.position, index),
-                )
-                job.index = index
-                job.start = start
-                jobs[index] = job
-                self.outputs.append(None)
-                self.results.append(None)
+                outputs.append(None)
+                results.append(None)
                 self.busy += 1
                 progress.drawn += 1
                 progress.in_flight += 1
-                chain.start(job, item)
+                # Only the task is made here: the item's job and context copy are made
+                # when it first runs (see Chain.start), so an unbounded map does not
+                # hold every item's objects at once before the first one runs.
+                start_soon(run_item, index, item)
                 index += 1
+
+    async def _run_item(self, index: int, item: Any) -> None:
+        """Item ``index``'s task: its job, on a copy of the base context, through the body."""
+        base = self.base
+        job = _ItemJob(
+            copy_context(base) if base is not None else None,
+            (*self.frame.path, item_name(self.step.name, index)),
+            on_finish=self.finish,
+            # The item index is part of its steps' checkpoint positions (when tracked).
+            position=(*self.frame.position, index) if self.run_state.track else None,
+        )
+        job.index = index
+        job.start = self.start
+        self.jobs[index] = job
+        await self.chain.drive(job, item)
 
     def _finish_item(self, job: Job) -> None:
         # Called synchronously as the item's job completes (no waiting task per item).
@@ -353,8 +364,8 @@ class _MapRun:
         name = self.step.name
         for i, r in enumerate(self.results):
             if r is None:
-                job = self.jobs[i]
-                r = partial.cut_short(run, item_name(name, i), job.history)
+                job = self.jobs.get(i)
+                r = partial.cut_short(run, item_name(name, i), job.history if job else [])
             out.append(r)
         return out
 
@@ -386,7 +397,8 @@ class _MapRun:
             if r is None:
                 # Cancelled in flight: a failing item, a merge conflict or a failed draw.
                 assert why is not None
-                r = sibling_cancelled(item_name(name, i), self.jobs[i], why, None)
+                job = self.jobs.get(i) or Job(None)  # a task cancelled before it ran
+                r = sibling_cancelled(item_name(name, i), job, why, None)
                 outputs[i] = r
             results.append(r)
         run = self.run_state

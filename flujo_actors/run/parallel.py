@@ -85,7 +85,8 @@ async def _run_branches(
     fork = Fork.of(ctx, include) if ctx is not None and merge != MergeStrategy.NO_MERGE else None
     # The run's identity (run_id, initial_prompt) is carried whatever the include keys say.
     copied = None if include is None else include | IDENTITY_FIELDS
-    jobs: list[Job] = []
+    # Filled by each branch's task as it first runs (see run_branch).
+    jobs: list[Job | None] = [None] * len(branches)
     first_failure: Job | None = None
     pending = len(branches)
     all_done = trio.Event()
@@ -113,19 +114,25 @@ async def _run_branches(
 
             # Whole copies of one context: their first agents share one rollback snapshot.
             start = fork_start(ctx, run) if ctx is not None and copied is None else None
-            for bname, pipeline in branches:
-                bctx = copy_context(ctx, copied) if ctx is not None else None
+
+            async def run_branch(i: int, bname: str, pipeline: Pipeline) -> None:
+                # The branch's task: its job and copies are made as it first runs, so a
+                # wide fan-out does not hold every branch's objects before any runs
+                # (they would be walked again and again by the cyclic GC).
                 job = Job(
-                    bctx,
+                    copy_context(ctx, copied) if ctx is not None else None,
                     (*path, bname),
                     on_finish=on_finish,
                     position=(*frame.position, bname),
                 )
                 job.start = start
-                jobs.append(job)
-                Chain(pipeline.steps, nursery, run).start(
+                jobs[i] = job
+                await Chain(pipeline.steps, nursery, run).drive(
                     job, data if shared_input else copy_value(data)
                 )
+
+            for i, (bname, pipeline) in enumerate(branches):
+                nursery.start_soon(run_branch, i, bname, pipeline)
             await all_done.wait()
     except BaseException:
         # Every branch has unwound (the nursery waited): keep what they did.
@@ -136,6 +143,7 @@ async def _run_branches(
     results: list[StepResult] = []
     ok: list[tuple[str, Any]] = []
     for (bname, _pipeline), job in zip(branches, jobs, strict=True):
+        assert job is not None  # trio runs every task it spawned: each made its job
         if job.done:
             r = branch_result(bname, job, job.context)
             if r.success:
@@ -167,6 +175,7 @@ async def _run_branches(
         )
     if not ok:
         job = jobs[0]
+        assert job is not None
         return (
             output,
             results,
@@ -181,11 +190,13 @@ async def _run_branches(
 
 
 def _branches_cut_short(
-    run: RunState, owner: str, branches: list[tuple[str, Pipeline]], jobs: list[Job]
+    run: RunState, owner: str, branches: list[tuple[str, Pipeline]], jobs: list[Job | None]
 ) -> StepResult:
     """The result of a parallel step a breach cut short: every branch, the breaching one last."""
     results: list[StepResult] = []
-    for (bname, _pipeline), job in zip(branches, jobs, strict=False):
+    for (bname, _pipeline), job in zip(branches, jobs, strict=True):
+        if job is None:
+            continue  # not started: the cancel came before its task first ran
         if job.done:
             results.append(branch_result(bname, job, job.context))
         else:
