@@ -69,7 +69,7 @@ def test_copying_runs_no_validator_or_converter() -> None:
     converted.clear()
     # A value the validator would refuse is copied as it is: copying is not assigning.
     object.__setattr__(ctx, "count", "not an int")
-    copy = copy_context(ctx)
+    copy: Any = copy_context(ctx)
     assert copy.count == "not an int" and copy.label == "x"
     assert converted == []
 
