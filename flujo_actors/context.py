@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PipelineContext",
     "build_context",
+    "context_copier",
     "context_field_names",
     "copy_context",
     "copy_value",
@@ -174,6 +175,16 @@ def _copier(cls: type, names: tuple[str, ...]) -> Callable[[Any], Any] | None:
             return None  # not spellable as attribute access: the loop below copies it
         copier = _COPIERS[cls] = _compile_copier(cls, names)
     return copier
+
+
+def context_copier(cls: type[ContextT]) -> Callable[[ContextT], ContextT]:
+    """The function ``copy_context`` runs to copy a whole ``cls`` context (looked up once).
+
+    For a fan-out that copies one context per branch or item.
+    """
+    names = _FIELDS_CACHE.get(cls) or context_field_names(cls)
+    copier = None if cls in _PYDANTIC else _copier(cls, names)
+    return copier if copier is not None else copy_context
 
 
 def copy_context(ctx: ContextT, include: frozenset[str] | None = None) -> ContextT:

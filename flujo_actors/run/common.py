@@ -74,7 +74,8 @@ def branch_result(name: str, job: Job, ctx: Any) -> StepResult:
         tokens,
         None if success or last is None else last.feedback,
         ctx,
-        step_history=history,
+        {},  # metadata: positional, as keywords cost more than the rest of the call
+        history,
     )
 
 

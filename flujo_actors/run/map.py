@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from .. import partial
-from ..context import copy_context
+from ..context import context_copier, copy_context
 from ..policy.merge import Fork, identity_of
 from ..results import MapItemDone, StepResult
 from ..steps.map import MapStep, item_name
@@ -206,6 +206,8 @@ class _MapRun:
         self.finish = self._finish_item  # one bound method for every item's job
         self.start: Any = None  # the items' shared rollback snapshot (fork_start)
         self.chain: Chain  # the body's chain, made with the items' nursery
+        base = self.base
+        self.copy = context_copier(type(base)) if base is not None else None
 
     async def run(self, t0: float) -> StepResult:
         frame = self.frame
@@ -281,13 +283,16 @@ class _MapRun:
 
     async def _run_item(self, index: int, item: Any) -> None:
         """Item ``index``'s task: its job, on a copy of the base context, through the body."""
-        base = self.base
+        copy = self.copy
+        # Positional arguments: keywords cost more than the rest of the call here.
         job = _ItemJob(
-            copy_context(base) if base is not None else None,
+            copy(self.base) if copy is not None else None,
             (*self.frame.path, item_name(self.step.name, index)),
-            on_finish=self.finish,
+            None,
+            None,
+            self.finish,
             # The item index is part of its steps' checkpoint positions (when tracked).
-            position=(*self.frame.position, index) if self.run_state.track else None,
+            (*self.frame.position, index) if self.run_state.track else None,
         )
         job.index = index
         job.start = self.start

@@ -9,7 +9,7 @@ import attrs
 import trio
 
 from .. import partial
-from ..context import context_field_names, copy_context, copy_value
+from ..context import context_copier, context_field_names, copy_context, copy_value
 from ..policy.merge import IDENTITY_FIELDS, Fork
 from ..results import StepResult
 from ..steps.dsl import (
@@ -114,16 +114,25 @@ async def _run_branches(
 
             # Whole copies of one context: their first agents share one rollback snapshot.
             start = fork_start(ctx, run) if ctx is not None and copied is None else None
+            whole = context_copier(type(ctx)) if ctx is not None and copied is None else None
 
             async def run_branch(i: int, bname: str, pipeline: Pipeline) -> None:
                 # The branch's task: its job and copies are made as it first runs, so a
                 # wide fan-out does not hold every branch's objects before any runs
                 # (they would be walked again and again by the cyclic GC).
+                # Positional arguments: keywords cost more than the rest of the call here.
                 job = Job(
-                    copy_context(ctx, copied) if ctx is not None else None,
+                    whole(ctx)
+                    if whole is not None
+                    else copy_context(ctx, copied)
+                    if ctx is not None
+                    else None,
                     (*path, bname),
-                    on_finish=on_finish,
-                    position=(*frame.position, bname),
+                    None,
+                    None,
+                    on_finish,
+                    # The branch name is part of its steps' checkpoint positions (when tracked).
+                    (*frame.position, bname) if run.track else None,
                 )
                 job.start = start
                 jobs[i] = job
