@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flujo_actors import PipelineContext
-from flujo_actors.context import copy_context
+from flujo_actors.context import context_copier, copy_context
 
 
 @attrs.frozen
@@ -96,3 +96,17 @@ def test_a_copy_equals_the_context_and_shares_no_mutable_container(
     assert _shares_no_container(ctx.executed_branches, copy.executed_branches)
     copy.scratchpad["new"] = 1
     assert "new" not in ctx.scratchpad or scratchpad.get("new") == ctx.scratchpad["new"]
+
+
+def test_the_copier_of_a_class_copies_like_copy_context() -> None:
+    from flujo_actors.pydantic import PipelineContext as PydanticContext
+
+    for ctx in (
+        PipelineContext("p", "r", {"k": [1]}),
+        PydanticContext(initial_prompt="p", run_id="r", scratchpad={"k": [1]}),
+    ):
+        copy = context_copier(type(ctx))(ctx)
+        assert type(copy) is type(ctx)
+        assert copy == ctx == copy_context(ctx)
+        assert copy.scratchpad is not ctx.scratchpad
+        assert copy.scratchpad["k"] is not ctx.scratchpad["k"]
