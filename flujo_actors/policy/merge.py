@@ -57,11 +57,17 @@ _repr.maxother = 60
 
 def identity_of(ctx: Any) -> tuple[Any, ...]:
     """The values of ``ctx``'s identity fields (``run_id``, ``initial_prompt``)."""
-    return tuple(getattr(ctx, n, None) for n in IDENTITY_ORDER)
+    # Spelled out (IDENTITY_ORDER's order): checked around every step that sees the context.
+    return (getattr(ctx, "run_id", None), getattr(ctx, "initial_prompt", None))
 
 
 def identity_change(ctx: Any, before: tuple[Any, ...]) -> str | None:
     """``"context.run_id from 'a' to 'b'"`` if an identity field changed since ``before``."""
+    if (
+        getattr(ctx, "run_id", None) is before[0]
+        and getattr(ctx, "initial_prompt", None) is before[1]
+    ):
+        return None  # the very same values (the usual case): nothing to compare
     for name, old in zip(IDENTITY_ORDER, before, strict=True):
         new = getattr(ctx, name, None)
         if new is not old and new != old:

@@ -16,6 +16,8 @@ from flujo_actors.policy.merge import (
     Fork,
     MergeConflict,
     diff_branch,
+    identity_change,
+    identity_of,
     merge_branches,
 )
 
@@ -341,3 +343,17 @@ def test_merge_work_is_linear_in_branches_times_changed_fields() -> None:
     merge_branches(main, fork, ctxs, "context_update")
     assert comparisons == n  # one comparison of the untouched value per branch
     assert len(main.scratchpad) == n + 1
+
+
+def test_identity_is_run_id_then_initial_prompt_and_a_change_names_the_field() -> None:
+    ctx = PipelineContext("prompt", "run-1")
+    before = identity_of(ctx)
+    assert before == ("run-1", "prompt")
+    assert identity_change(ctx, before) is None
+    # An equal value that is another object is no change.
+    object.__setattr__(ctx, "run_id", "".join(["run", "-1"]))
+    assert identity_change(ctx, before) is None
+    object.__setattr__(ctx, "initial_prompt", "other")
+    assert identity_change(ctx, before) == "context.initial_prompt from 'prompt' to 'other'"
+    object.__setattr__(ctx, "run_id", "run-2")
+    assert identity_change(ctx, before) == "context.run_id from 'run-1' to 'run-2'"
