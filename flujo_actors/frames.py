@@ -23,7 +23,11 @@ __all__ = ["ExecutionFrame"]
 ContextT = TypeVar("ContextT")
 
 
-@attrs.frozen(slots=True)
+# Not slotted: one frame is built per step execution, and a frozen slotted class
+# writes each field through object.__setattr__ (about twice the cost of the whole
+# frame when its fields go straight into the instance dict, as attrs does for
+# frozen classes without slots). Still frozen: assigning a field raises.
+@attrs.frozen(slots=False)
 class ExecutionFrame(Generic[ContextT]):
     """Everything one step execution needs, as one immutable message.
 
