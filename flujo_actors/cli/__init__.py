@@ -33,22 +33,27 @@ def _parser() -> argparse.ArgumentParser:
         prog="flujo-actors", description="flujo_actors command line.", epilog=_EPILOG
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # ``--backend`` is accepted before the action (``runs --backend X list``, as documented)
+    # and after it (``runs list --backend X``, where people type it): ``runs`` and every
+    # action inherit it, and SUPPRESS keeps an absent one from hiding the other.
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument(
+        "--backend",
+        default=argparse.SUPPRESS,
+        metavar="STORE",
+        help="the state store: a SQLite file path (or a postgresql:// URL with the postgres extra)",
+    )
     runs = commands.add_parser(
         "runs",
+        parents=[store],
         help="inspect and operate the runs in a state backend",
         description="Inspect and operate the runs stored in a state backend.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    runs.add_argument(
-        "--backend",
-        required=True,
-        metavar="STORE",
-        help="the state store: a SQLite file path (or a postgresql:// URL with the postgres extra)",
-    )
     actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    listing = actions.add_parser("list", help="list runs, newest first")
+    listing = actions.add_parser("list", parents=[store], help="list runs, newest first")
     listing.add_argument("--status", help="only runs with this status")
     listing.add_argument("--pipeline", metavar="NAME", help="only runs of this pipeline name")
     listing.add_argument("--older-than", metavar="AGE", help="only runs not updated for AGE")
@@ -56,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, metavar="N", help="at most N runs")
     listing.add_argument("--json", action="store_true", help="print JSON")
 
-    show = actions.add_parser("show", help="one run's step tree")
+    show = actions.add_parser("show", parents=[store], help="one run's step tree")
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true", help="print the stored run as JSON")
 
@@ -64,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         ("resume", "continue a stored run"),
         ("fork", "start a new run from a stored run's checkpoint"),
     ):
-        act = actions.add_parser(name, help=text)
+        act = actions.add_parser(name, parents=[store], help=text)
         act.add_argument("run_id")
         act.add_argument(
             "--pipeline",
@@ -91,10 +96,10 @@ def _parser() -> argparse.ArgumentParser:
             )
             act.add_argument("--run-id", dest="new_run_id", metavar="ID", help="the new run's id")
 
-    delete = actions.add_parser("delete", help="delete runs and their history")
+    delete = actions.add_parser("delete", parents=[store], help="delete runs and their history")
     delete.add_argument("run_ids", nargs="+", metavar="RUN_ID")
 
-    prune = actions.add_parser("prune", help="delete old runs (retention)")
+    prune = actions.add_parser("prune", parents=[store], help="delete old runs (retention)")
     prune.add_argument("--older-than", metavar="AGE", help="runs not updated for AGE")
     prune.add_argument("--status", help="runs with this status (running runs need it)")
     return parser
@@ -102,7 +107,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "runs" and not hasattr(args, "backend"):
+        parser.error(
+            "runs: --backend STORE is required (a SQLite file path or a postgresql:// URL), "
+            "before or after the action: flujo-actors runs --backend runs.db list"
+        )
     from .runs import UsageError, run_command
 
     try:

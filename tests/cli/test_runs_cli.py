@@ -260,6 +260,29 @@ def test_a_bad_pipeline_target_exits_2(
     assert capsys.readouterr().err.startswith(f"flujo-actors: error: {message}")
 
 
+def test_backend_may_follow_the_action(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "runs.db"
+    [run_id] = _runs(store, n_ok=1)
+    assert main(["runs", "list", "--backend", str(store), "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert main(["runs", "--backend", str(store), "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == after
+    assert [row["run_id"] for row in after] == [run_id]
+    assert main(["runs", "show", run_id, "--backend", str(store), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run_id"] == run_id
+
+
+def test_a_missing_backend_option_exits_2_with_an_example(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["runs", "list", "--json"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--backend STORE is required" in err
+    assert "flujo-actors runs --backend runs.db list" in err
+
+
 def test_a_missing_store_is_an_error_and_is_not_created(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
