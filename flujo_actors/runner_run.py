@@ -5,7 +5,9 @@ ledger and the per-run services (:class:`~flujo_actors.run.core.RunState`),
 the run's nursery under its :class:`~flujo_actors.actors.run_supervisor.RunSupervisor`
 with the governor (started lazily) and the persistence actor (with a
 backend), the top-level chain of step actors, then the
-:class:`~flujo_actors.results.PipelineResult`.
+:class:`~flujo_actors.results.PipelineResult`. A run that nothing can
+cancel from inside (no limits, hooks or backend) opens its nursery only
+when its governor first gets a message.
 
 This module holds the run machinery's imports (the run core and every step
 kind's executor, the governor, the actor kernel): :class:`Flujo` loads it
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .actors.actor import run_turn
 from .actors.run_supervisor import RunSupervisor
 from .call_sites import CALL_SITES
 from .context import build_context
@@ -33,8 +36,12 @@ from .runner_checkpoints import Recorder, first_checkpoint
 from .runner_recovery import keep_lease
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .actors.actor import ActorCell
     from .persistence import PersistenceActor, ResumePoint
     from .results import StepResult
+    from .run.core import StepActor
     from .runner import Flujo
 
 __all__ = ["LiveRun", "execute_claimed"]
@@ -191,6 +198,11 @@ async def _run_nursery(
     initial_input: Any,
 ) -> Governor:
     run_id = run.run_id
+    if persistence is None and not run.limited and run.hooks is None:
+        # Nothing can cancel the run from inside (no limit to breach, no hook to
+        # fail) and no actor must start with it: its nursery opens only if the
+        # governor gets a message (see _run_deferred).
+        return await _run_deferred(runner, run, ledger, job, start, data)
     async with trio.open_nursery() as nursery:
         # The run's actors run under one supervisor (ONE_FOR_ALL, intensity 0:
         # see flujo_actors.actors.run_supervisor); each starts only if the run
@@ -205,7 +217,7 @@ async def _run_nursery(
         )
         governor.start_lazily(supervisor)
         run.governor = governor
-        runner._live[run_id] = LiveRun(run, nursery, ledger, trio.current_time())
+        runner._live[run_id] = LiveRun(run, ledger, trio.current_time())
         if run.hooks is not None:
             run.hooks.bind(nursery.cancel_scope.cancel)
         if persistence is not None:
@@ -219,6 +231,80 @@ async def _run_nursery(
         if persistence is not None:
             persistence.close()
     return governor
+
+
+async def _run_deferred(
+    runner: Flujo, run: RunState, ledger: UsageLedger, job: Job, start: int, data: Any
+) -> Governor:
+    """A run whose nursery opens when its governor is first told something (if ever).
+
+    Without limits, hooks or persistence a run's only actor of its own is the
+    governor, and most runs of plain steps report no usage: the top-level
+    chain's turns run on this task with no nursery (one nursery and its
+    schedule point less per run). A usage report asks the governor to start;
+    it is told (nothing can breach), so nobody waits for it: the run's
+    nursery opens after the top-level step that reported, the governor
+    starts in it and the remaining steps run beside it. Fan-out steps open
+    nurseries of their own, so the top-level chain needs none.
+
+    Cancellation: a cancelled caller starts no step; a cancel propagates
+    from the step running, as with a nursery.
+    """
+    supervisor = _DeferredSupervisor(run.run_id)
+    governor = Governor(ledger, run.breach_event, supervisor.cancel, run.dead_letters, run.registry)
+    governor.start_lazily(supervisor)
+    run.governor = governor
+    runner._live[run.run_id] = LiveRun(run, ledger, trio.current_time())
+    steps = runner.pipeline.steps
+    actor: tuple[StepActor, ActorCell] | None = None
+    if start < len(steps):
+        await trio.lowlevel.checkpoint_if_cancelled()
+        actor = Chain(steps, None, run).send(start, data, job)
+        while actor is not None and not supervisor.pending:
+            actor = await run_turn(*actor)
+    if supervisor.pending:
+        async with trio.open_nursery() as nursery:
+            supervisor.open(nursery)
+            while actor is not None:
+                actor = await run_turn(*actor)
+            # The governor applies what was told, then exits; the nursery waits for it.
+            governor.close()
+    else:
+        governor.close()  # never started: nothing to apply
+    return governor
+
+
+class _DeferredSupervisor(RunSupervisor):
+    """A :class:`RunSupervisor` whose nursery is opened by the run after the first start.
+
+    Actors started before :meth:`open` wait in ``pending`` (None once open).
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self, run_id: str) -> None:
+        # The nursery slot stays empty until open(): nothing may start before then.
+        self.run_id = run_id
+        self.pending: list[tuple[Callable[[], Awaitable[None]], ActorCell]] | None = []
+
+    def start(self, main: Callable[[], Awaitable[None]], cell: ActorCell) -> None:
+        """Start ``main`` now if the nursery is open, else once it opens."""
+        if self.pending is None:
+            super().start(main, cell)
+        else:
+            self.pending.append((main, cell))
+
+    def open(self, nursery: trio.Nursery) -> None:
+        """The run's nursery is open: start the actors waiting for it."""
+        self.nursery = nursery
+        pending, self.pending = self.pending, None
+        for main, cell in pending or ():
+            super().start(main, cell)
+
+    def cancel(self) -> None:
+        """Cancel the run's nursery, if open (a run without limits never breaches)."""
+        if self.pending is None:
+            self.nursery.cancel_scope.cancel()
 
 
 def _finish(
@@ -295,12 +381,9 @@ _LOGGER: dict[str, Any] = {}
 class LiveRun:
     """What :meth:`Flujo.snapshot` needs of a run in progress."""
 
-    __slots__ = ("ledger", "nursery", "run", "started")
+    __slots__ = ("ledger", "run", "started")
 
-    def __init__(
-        self, run: RunState, nursery: trio.Nursery, ledger: UsageLedger, started: float
-    ) -> None:
+    def __init__(self, run: RunState, ledger: UsageLedger, started: float) -> None:
         self.run = run
-        self.nursery = nursery
         self.ledger = ledger
         self.started = started

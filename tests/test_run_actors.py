@@ -96,6 +96,58 @@ async def test_the_governor_shows_its_mailbox_depth_while_charges_are_queued(
     assert (seen[0].total_cost_usd, seen[0].total_tokens) == (Decimal("1.00"), 4)
 
 
+async def test_a_run_without_limits_opens_its_nursery_when_usage_is_first_reported() -> None:
+    # Nothing can cancel such a run from inside: its steps run on its task with no
+    # nursery, until a usage report starts the governor after the step that made it.
+    paid_gate, release_wait = trio.Event(), trio.Event()
+
+    async def paid(data: Any) -> UsageOutput:
+        await paid_gate.wait()
+        return UsageOutput(data, cost_usd=0.5, token_counts=3)
+
+    async def wait(data: Any) -> Any:
+        await release_wait.wait()
+        return 7
+
+    runner = Flujo(Step.from_callable(paid, name="paid") >> Step.from_callable(wait, name="wait"))
+    results: list[Any] = []
+
+    async def run() -> None:
+        results.append(await runner.run_async(0))
+
+    def governor_state() -> tuple[str, int, int]:
+        (snap,) = runner.snapshot()
+        (gov,) = [a for a in snap.walk() if a.kind == "governor"]
+        return gov.statistics.state, gov.statistics.handled, gov.statistics.mailbox_depth
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await trio.testing.wait_all_tasks_blocked()
+        (task,) = nursery.child_tasks
+        assert task.child_nurseries == []
+        assert governor_state() == ("new", 0, 0)
+        paid_gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        (run_nursery,) = task.child_nurseries
+        assert [t.name.rsplit(".", 1)[-1] for t in run_nursery.child_tasks] == ["_supervise"]
+        assert governor_state() == ("running", 1, 0)
+        (snap,) = runner.snapshot()
+        assert (snap.total_cost_usd, snap.total_tokens) == (Decimal("0.5"), 3)
+        release_wait.set()
+    (result,) = results
+    assert (result.output, result.total_cost_usd, result.total_tokens) == (7, Decimal("0.5"), 3)
+
+
+async def test_the_last_steps_usage_is_applied_in_a_run_without_a_nursery() -> None:
+    async def paid(data: Any) -> UsageOutput:
+        return UsageOutput(data, cost_usd=0.25, token_counts=2)
+
+    runner = Flujo(Step.from_callable(lambda d: d, name="free") >> Step.from_callable(paid))
+    result = await runner.run_async(0)
+    assert (result.total_cost_usd, result.total_tokens) == (Decimal("0.25"), 2)
+    assert runner.snapshot() == ()
+
+
 class _Bogus(Charge):
     """A governor message of a type the governor does not know: applying it is a bug."""
 

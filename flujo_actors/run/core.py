@@ -317,7 +317,8 @@ class Chain:
     value names the next actor to run (the one it sent the next frame to).
     A sequential chain's actors never run at the same time, so they share
     one task: the caller's (:meth:`execute`) or one started in ``nursery``
-    (:meth:`start`, a parallel branch).
+    (:meth:`start`, a parallel branch). Only a fan-out's chains start tasks:
+    the others' ``nursery`` may be None (a run without a nursery of its own).
 
     A single-use chain's actor gets exactly one frame: its mailbox is a
     :class:`~flujo_actors.actors.mailbox.OneShotMailbox`, and it leaves the
@@ -332,7 +333,7 @@ class Chain:
     def __init__(
         self,
         steps: Sequence[AnyStep],
-        nursery: trio.Nursery,
+        nursery: trio.Nursery | None,
         run: RunState,
         *,
         reusable: bool = False,
@@ -431,6 +432,7 @@ class Chain:
         made on the task die with its turn instead of waiting, thousands at
         once, for the cyclic garbage collector to walk them.
         """
+        assert self.nursery is not None, "a fan-out's chain has its fan-out's nursery"
         self.nursery.start_soon(self.drive, job, data)
 
     async def execute(self, job: Job, data: Any, index: int = 0) -> Job:
@@ -463,7 +465,7 @@ async def run_pipeline(
     context: Any,
     data: Any,
     path: tuple[str, ...],
-    nursery: trio.Nursery,
+    nursery: trio.Nursery | None,
 ) -> Job:
     """Run a sub-pipeline to completion; its step actors live in ``nursery``."""
     return await Chain(pipeline.steps, nursery, run).execute(Job(context, path), data)

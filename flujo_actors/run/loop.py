@@ -62,7 +62,6 @@ async def run_loop_step(frame: ExecutionFrame[Any]) -> StepResult:
     try:
         # The body's actors are reused by every iteration: each gets the
         # iteration's frame in its mailbox and runs its turn on this task.
-        assert frame.nursery is not None
         chain = Chain(step.body.steps, frame.nursery, run, reusable=True)
         try:
             while failure is None:

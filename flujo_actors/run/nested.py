@@ -50,7 +50,6 @@ async def _run_nested(
     try:
         # The nested chain runs on this step's task (its actors' turns, one after
         # another), under this step's cancel scope: no nursery of its own.
-        assert frame.nursery is not None
         await Chain(pipeline.steps, frame.nursery, run).execute(
             job, frame.data if data is _FRAME_DATA else data
         )
