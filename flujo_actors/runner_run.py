@@ -247,8 +247,9 @@ async def _run_deferred(
     starts in it and the remaining steps run beside it. Fan-out steps open
     nurseries of their own, so the top-level chain needs none.
 
-    Cancellation: a cancelled caller starts no step; a cancel propagates
-    from the step running, as with a nursery.
+    Cancellation: a checkpoint first (a cancelled caller starts no step,
+    and a run always lets other tasks run); a cancel propagates from the
+    step running, as with a nursery.
     """
     supervisor = _DeferredSupervisor(run.run_id)
     governor = Governor(ledger, run.breach_event, supervisor.cancel, run.dead_letters, run.registry)
@@ -257,8 +258,10 @@ async def _run_deferred(
     runner._live[run.run_id] = LiveRun(run, ledger, trio.current_time())
     steps = runner.pipeline.steps
     actor: tuple[StepActor, ActorCell] | None = None
+    # A run is a schedule point, as the nursery's exit made it: a loop of runs of
+    # sync steps must not starve the other tasks (and a cancelled caller starts nothing).
+    await trio.lowlevel.checkpoint()
     if start < len(steps):
-        await trio.lowlevel.checkpoint_if_cancelled()
         actor = Chain(steps, None, run).send(start, data, job)
         while actor is not None and not supervisor.pending:
             actor = await run_turn(*actor)

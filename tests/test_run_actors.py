@@ -148,6 +148,14 @@ async def test_the_last_steps_usage_is_applied_in_a_run_without_a_nursery() -> N
     assert runner.snapshot() == ()
 
 
+async def test_a_run_of_sync_steps_is_a_schedule_point() -> None:
+    # With no nursery of its own, the run still lets the other tasks run.
+    runner = Flujo(Step.from_callable(lambda d: d + 1, name="inc"))
+    with trio.testing.assert_checkpoints():
+        result = await runner.run_async(0)
+    assert result.output == 1
+
+
 class _Bogus(Charge):
     """A governor message of a type the governor does not know: applying it is a bug."""
 
