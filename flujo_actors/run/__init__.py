@@ -16,7 +16,8 @@ Imports point down that list. The kinds run steps of any kind beneath them
 """
 
 from . import core, dispatch
+from .agent import run_agent_step
 
 __all__: list[str] = []
 
-core.install_dispatch(dispatch.run_step)
+core.install_dispatch(dispatch.run_step, run_agent_step)

@@ -46,6 +46,7 @@ from ..limits import UsageLimits
 from ..policy.idempotency import POSITION
 from ..policy.ledger import Reservation
 from ..results import ZERO, StepResult
+from ..steps.agent import AgentStep
 from ..steps.placement import CallSites
 from . import checkpoint
 
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
     from decimal import Decimal
 
-    from ..steps.agent import AgentStep
     from ..steps.base import Pipeline
     from ..steps.kinds import AnyStep
 
@@ -259,6 +259,9 @@ class StepActor(Actor):
         self.step = chain.steps[index]
         self.last = index == len(chain.steps) - 1
         self.name = self.step.name
+        # Decided once per actor: an agent step (the most frequent kind, and every map
+        # item's body) goes straight to its executor, one coroutine and match less per frame.
+        self.execute: StepRunner = _run_agent if isinstance(self.step, AgentStep) else _dispatch
 
     async def handle(self, message: Any) -> Any:
         frame: ExecutionFrame[Any] = message
@@ -273,7 +276,7 @@ class StepActor(Actor):
                 # Below the top level with a state backend: replayed or checkpointed.
                 result = await checkpoint.execute(run.positions, frame, job, self._run, self.last)
             elif hooks is None:
-                result = await _dispatch(frame)  # run_step's body: one frame less per step
+                result = await self.execute(frame)  # run_step's body: one frame less per step
             else:
                 # Hooks, tracing or logging are on: events and spans around the step.
                 result = await hooks.observe_step(frame, self.index, run_step)
@@ -480,12 +483,19 @@ async def _not_installed(frame: ExecutionFrame[Any]) -> StepResult:
 
 
 _dispatch: StepRunner = _not_installed
+#: The agent kind's executor, which the dispatch would reach for an AgentStep.
+_run_agent: StepRunner = _not_installed
 
 
-def install_dispatch(dispatch: StepRunner) -> None:
-    """Install the dispatch on step kinds (done once by :mod:`flujo_actors.run`)."""
-    global _dispatch
+def install_dispatch(dispatch: StepRunner, agent: StepRunner) -> None:
+    """Install the dispatch on step kinds and the agent kind's executor.
+
+    Done once by :mod:`flujo_actors.run`; ``agent`` must be what ``dispatch``
+    runs for an :class:`~flujo_actors.steps.agent.AgentStep`.
+    """
+    global _dispatch, _run_agent
     _dispatch = dispatch
+    _run_agent = agent
 
 
 async def run_step(frame: ExecutionFrame[Any]) -> StepResult:
