@@ -8,14 +8,12 @@ updates and rollbacks, governor charges, hooks, sleeps, fallback, cache.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Literal, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 import attrs
 import trio
 
 from .. import partial, step_cache
-from .._pydantic_compat import is_pydantic_model
-from ..context import context_field_names
 from ..policy.attempt import (
     AttemptCommand,
     AttemptEvent,
@@ -38,20 +36,20 @@ from ..policy.attempt import (
     RunFallback,
     Sleep,
     StoreInCache,
+    Succeeded,
     TimedOut,
     fallback_feedback,
 )
 from ..policy.deadline import attempt_deadline, blocked_message, overran, timed_out_message
 from ..policy.failure import failure_metadata
-from ..policy.merge import IDENTITY_ORDER, IDENTITY_RULE, identity_change
+from ..policy.merge import IDENTITY_RULE, identity_change
 from ..policy.usage import NO_USAGE, charge_of, usage_of
 from ..results import ZERO, StepResult, StreamRetried, add_usd
 from ..steps.agent import AgentStep, check_fallback_chain
-from ..steps.callables import LATE, settle
-from ..steps.strategies import PluginOutcome
 from .core import breached, run_step
-from .invoke import FROM_OUTPUT, call, invoke, no_stream, streams_inline
+from .invoke import FROM_OUTPUT, invoke, streams_inline
 from .isolation import IMMUTABLE_INPUT, ContextSnapshot, Pristine, immutable, start_snapshot
+from .outputs import Rejection, apply_context_update, check_output
 
 if TYPE_CHECKING:
     from ..frames import ExecutionFrame
@@ -60,94 +58,6 @@ if TYPE_CHECKING:
 __all__ = ["run_agent_step"]
 
 _perf = time.perf_counter
-
-
-class _Rejection(Exception):
-    """An attempt's output was rejected by a validator or a plugin (``by``)."""
-
-    def __init__(self, by: Literal["validator", "plugin"], message: str) -> None:
-        super().__init__(message)
-        self.by: Literal["validator", "plugin"] = by
-        self.message = message
-
-
-async def _check(step: AgentStep, output: Any, ctx: Any) -> Any:
-    """Run the validators, then the plugins, on one attempt's output.
-
-    Returns the output (a plugin's ``new_solution`` replaces it). Raises
-    :class:`_Rejection` when a validator rejects (raises ``ValueError`` or
-    returns ``False``) or a plugin fails (``success=False``, a non-outcome,
-    or any exception); other exceptions from a validator propagate and fail
-    the attempt like an agent error.
-    """
-    for v in step.compiled_validators:
-        try:
-            ok = await call(v, output, ctx)
-        except ValueError as exc:
-            raise _Rejection(
-                "validator", str(exc) or f"validator {v.label} raised ValueError"
-            ) from exc
-        if ok is False:
-            raise _Rejection("validator", f"validator {v.label} returned False")
-    for p in step.compiled_plugins:
-        try:
-            outcome = p.call(output, ctx)
-            if p.is_async or isinstance(outcome, LATE):
-                outcome = await settle(outcome, no_stream)
-        except Exception as exc:
-            raise _Rejection(
-                "plugin", str(exc) or f"plugin {p.label} raised {type(exc).__name__}"
-            ) from exc
-        if not isinstance(outcome, PluginOutcome):
-            raise _Rejection(
-                "plugin", f"plugin {p.label} returned {outcome!r}, expected a PluginOutcome"
-            )
-        if not outcome.success:
-            raise _Rejection("plugin", outcome.feedback or f"plugin {p.label} rejected the output")
-        if outcome.new_solution is not None:
-            output = outcome.new_solution
-    return output
-
-
-def _apply_context_update(step: AgentStep, output: Any, ctx: Any) -> str | None:
-    """Write a mapping, attrs or pydantic output onto the context's fields.
-
-    Nothing is written unless every key is a field, so a refused update
-    leaves the context untouched. Returns an error message on bad output.
-    """
-    if isinstance(output, dict):
-        values = output
-    elif attrs.has(type(output)) or is_pydantic_model(type(output)):
-        values = {name: getattr(output, name) for name in context_field_names(type(output))}
-    else:
-        return (
-            f"Step {step.name!r} has updates_context=True but returned "
-            f"{type(output).__name__} {output!r}; return a dict, an attrs instance or a "
-            "pydantic model whose keys are context fields."
-        )
-    names = context_field_names(type(ctx))
-    # Writing a field's current value is harmless (an attrs output of the context's
-    # own model carries run_id); changing the run's identity is not.
-    hijacked = [
-        n for n in IDENTITY_ORDER if n in values and n in names and values[n] != getattr(ctx, n)
-    ]
-    if hijacked:
-        return (
-            f"Step {step.name!r} has updates_context=True but its output sets "
-            f"{hijacked[0]}={values[hijacked[0]]!r} (the run's is "
-            f"{getattr(ctx, hijacked[0])!r}): {IDENTITY_RULE}"
-        )
-    unknown = sorted(str(k) for k in values if k not in names)
-    if unknown:
-        return (
-            f"Step {step.name!r} has updates_context=True but its output has "
-            f"{unknown!r}, which {'is not a field' if len(unknown) == 1 else 'are not fields'} "
-            f"of {type(ctx).__name__} (fields: {sorted(names)!r}). Add the field to the "
-            "context model or drop the key."
-        )
-    for k, v in values.items():
-        object.__setattr__(ctx, k, v)
-    return None
 
 
 async def run_agent_step(
@@ -167,6 +77,8 @@ async def run_agent_step(
     usage counted), or its output is rejected by a validator or plugin; each
     attempt gets its own copy of the input. A step with
     ``expected_cost_usd``/``expected_tokens`` reserves that budget first.
+    A step whose first attempt needs none of the machine's services calls
+    the agent at once and enters the machine only if that attempt fails.
 
     Cancellation: ``trio.Cancelled`` is never caught, retried or turned into
     a failure; a cancelled step leaves no reservation behind.
@@ -188,15 +100,50 @@ async def run_agent_step(
     spec = step.spec
     assert spec is not None
     checks = bool(step.compiled_validators or step.compiled_plugins)
+    config = step.config
+    rolls_back = ctx is not None and (spec.accepts_context or checks)
+    streams = bool(frame.stream) and streams_inline(frame, step)
+    cached = step.cache and run.cache_backend is not None
+    first: AttemptEvent | None = None
+    if (
+        not (rolls_back or streams or cached or step.updates_context)
+        and _held is None
+        and config.timeout_s is None
+        and (type(data) in IMMUTABLE_INPUT or (not config.max_retries and step.fallback is None))
+    ):
+        # The first attempt needs nothing of the machine (no cache, deadline, input
+        # copy, context snapshot, output check or reservation): the agent is called
+        # here, and the machine is entered only if that attempt fails (or must ask
+        # the governor), with its outcome; what it decides is the same.
+        cost, tokens = ZERO, 0
+        try:
+            output, reading = await invoke(frame, step, data, 1)
+            if reading is FROM_OUTPUT:
+                reading = (
+                    None if type(output) in NO_USAGE else usage_of(output, step_name=step.name)
+                )
+            if reading is not None:
+                cost, tokens = charge_of(reading, step_name=step.name, limits=run.limits)
+        except Exception as exc:
+            first = Raised(exc, cost, tokens)
+        else:
+            # Without limits usage is told; with them the machine charges it (once).
+            if not (charge and (cost or tokens)) or (not run.limited and run.tally(cost, tokens)):
+                done = StepResult(step.name, output, True, 1, 0.0, cost, tokens, None)
+                if run.partials:
+                    partial.take(run, frame)  # the step ended: its charged attempts are moot
+                done.latency_s = _perf() - t0
+                return done
+            first = Succeeded(output, cost, tokens)
     machine = AttemptMachine(
-        step.config,
+        config,
         step.fallback is not None,  # has_fallback
-        step.cache and run.cache_backend is not None,  # cached
+        cached,
         charge,  # charges
         run.limited,  # limited
         _held is not None,  # reserved
-        ctx is not None and (spec.accepts_context or checks),  # rolls_back
-        bool(frame.stream) and streams_inline(frame, step),  # streams
+        rolls_back,
+        streams,
     )
     pristine: Pristine | None = None
     snap: ContextSnapshot | None = None
@@ -204,6 +151,8 @@ async def run_agent_step(
     miss: step_cache.CacheMiss | None = None
     result: StepResult | None = None
     commands = machine.start()
+    if first is not None:
+        commands = machine.handle(first)  # the first attempt ran above
     while True:
         following: tuple[AttemptCommand, ...] | None = None
         for command in commands:
@@ -331,15 +280,15 @@ async def _attempt(
             timed_out = True
             raise TimeoutError(blocked_message(step.name, timeout, late))
         if checks:
-            output = await _check(step, output, ctx)
+            output = await check_output(step, output, ctx)
         refused: str | None = None
         if identity is not None:
             changed = identity_change(ctx, identity)
             if changed is not None:
                 refused = f"Step {step.name!r} changed {changed}: {IDENTITY_RULE}"
         if refused is None and step.updates_context:
-            refused = _apply_context_update(step, output, ctx)
-    except _Rejection as rej:
+            refused = apply_context_update(step, output, ctx)
+    except Rejection as rej:
         # rej.__cause__: a validator's or plugin's own exception, if it raised.
         event: AttemptEvent = Rejected(rej.by, rej.message, output, rej.__cause__, cost, tokens)
     except Exception as exc:
