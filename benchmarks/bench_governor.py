@@ -38,11 +38,13 @@ async def increment(value: int) -> int:
 
 
 def flood(size: int) -> Workload:
-    """``size`` charging branches under a cost limit far above their total."""
+    """``size`` concurrent branches each charging :data:`COST` under a cost limit far above
+    their total (issue #13): every branch must have run and charged, the total be exact."""
     branches = {f"b{i}": Step.from_callable(charge, name=f"b{i}") for i in range(size)}
     parallel = Step.parallel("flood", branches, merge_strategy=MergeStrategy.NO_MERGE)
     runner = Flujo(parallel, usage_limits=UsageLimits(total_cost_usd_limit=1_000_000.0))
-    expected = Decimal(repr(COST)) * size
+    cost = Decimal(repr(COST))
+    expected = cost * size
 
     async def once() -> None:
         result = await runner.run_async(0)
@@ -51,6 +53,10 @@ def flood(size: int) -> Workload:
             result.total_cost_usd == expected,
             f"total cost {result.total_cost_usd}, expected {expected}",
         )
+        # Checked after the total: a wrong total fails above, a missing or free branch here.
+        ran = result.step_history[0].step_history
+        expect(len(ran) == size, f"{len(ran)} branch results, expected {size}")
+        expect(all(r.cost_usd == cost for r in ran), "a branch did not charge its cost")
 
     return Workload(once, ops=size)
 
@@ -111,5 +117,6 @@ SCENARIOS = [
         reference_label="no usage, no limit",
         unit="updates/s",
         sizes=(10_000,),
+        targets=(Target(min=50_000.0),),  # issue #13: >= 50,000 updates/s end to end
     ),
 ]

@@ -262,3 +262,46 @@ async def test_a_wrapped_async_agent_on_the_asyncio_loop_runs() -> None:
     assert (await Flujo(step).run_async("hi")).output == "HI"
     step = Step.from_callable(bare(on_asyncio), name="b", event_loop="asyncio")
     assert (await Flujo(step).run_async("yo")).output == "YO"
+
+
+class Boxed:
+    """A plain class instance (not in the PLAIN fast path): a value, never awaited."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+
+class Later:
+    """A custom awaitable class: ``__await__`` on the type makes it LATE."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __await__(self) -> Any:
+        yield from trio.lowlevel.checkpoint().__await__()
+        return Boxed(self.value)
+
+
+async def test_value_types_are_remembered_and_awaitables_still_awaited() -> None:
+    # A value type seen once takes the fast path; an awaitable type never does.
+    keep = bare(lambda data: Boxed(data))
+    wait = bare(lambda data: Later(data))
+    for _ in range(2):
+        kept = await Flujo(Step.from_callable(keep, name="keep")).run_async("a")
+        assert type(kept.output) is Boxed
+        assert kept.output.value == "a"
+        waited = await Flujo(Step.from_callable(wait, name="wait")).run_async("b")
+        assert type(waited.output) is Boxed
+        assert waited.output.value == "b"
+
+
+async def test_the_value_type_memo_is_bounded() -> None:
+    from flujo_actors.run import invoke
+
+    kinds = [type(f"V{i}", (), {}) for i in range(invoke._VALUES_MAX + 10)]
+    for kind in kinds:
+        assert not invoke._late(kind())
+    assert len(invoke._VALUES) <= invoke._VALUES_MAX
+    assert not invoke._late(Boxed("x"))
+    assert invoke._late(Later("y"))
+    assert Later not in invoke._VALUES
