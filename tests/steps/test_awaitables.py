@@ -278,7 +278,10 @@ class Later:
         self.value = value
 
     def __await__(self) -> Any:
-        yield from trio.lowlevel.checkpoint().__await__()
+        return self._resolve().__await__()
+
+    async def _resolve(self) -> Boxed:
+        await trio.lowlevel.checkpoint()
         return Boxed(self.value)
 
 
