@@ -296,13 +296,28 @@ def open_positions(
             raise StateBackendError(str(exc.args[0])) from None
         return result, None if changes is None else load_changes(changes)
 
+    # Checked once here (the record's own validators): every record of the run reuses it.
+    PositionRecord(run_id=run_id, position="[]", record=None)
+
     async def save(position: str, record: Any, wait: bool) -> None:
-        item = PositionRecord(run_id=run_id, position=position, record=record)
+        # A position key is never empty ("[...]"): built without re-running the validators
+        # (one record per completed step at every depth).
+        item = _position_record(run_id, position, record)
         await persistence.save(item, wait=wait)
 
     positions = Positions(save, encode, decode, done)
     lookup = position_rows(positions.stored)
     return positions
+
+
+def _position_record(run_id: str, position: str, record: Any) -> PositionRecord:
+    """``PositionRecord(run_id=..., position=..., record=...)`` of values already checked."""
+    item = object.__new__(PositionRecord)
+    # Frozen: set as attrs' own __init__ does.
+    object.__setattr__(item, "run_id", run_id)
+    object.__setattr__(item, "position", position)
+    object.__setattr__(item, "record", record)
+    return item
 
 
 class _Save:

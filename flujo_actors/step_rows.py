@@ -21,12 +21,13 @@ format (no references).
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from .results import StepResult
-from .serialization import dump_typed, load_typed
+from .serialization import TYPE_KEY, VALUE_KEY, dump_typed, load_typed, type_tag
 from .serialization.registry import has_custom_deserializer, has_custom_serializer
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ _FIELDS: Final = (
 )
 #: The fast encoder below writes exactly these fields; a changed class takes the walk.
 _FAST: Final = tuple(f.name for f in attrs.fields(StepResult)) == _FIELDS
+#: The envelope tag of a Decimal (a step's cost).
+_DECIMAL_TAG: Final = type_tag(Decimal)
 
 
 def _row(result: StepResult, output: Any, root: tuple[Any, ...], saved: Saved) -> Any:
@@ -109,27 +112,50 @@ def _fields(result: StepResult, output: Any, children: list[Any]) -> dict[str, A
     per-step cost of a checkpoint is mostly this, so it stays cheap
     (test_step_rows checks it byte for byte against the walk).
     """
-    where = f"step {result.name!r} result"
     name, feedback, latency = result.name, result.feedback, result.latency_s
     success, attempts, tokens = result.success, result.attempts, result.token_counts
-    context, metadata = result.branch_context, result.metadata
+    context, metadata, cost = result.branch_context, result.metadata, result.cost_usd
+    plain = (
+        type(name) is str
+        and type(success) is bool
+        and type(attempts) is int
+        and type(latency) is float
+        and type(tokens) is int
+        and (feedback is None or type(feedback) is str)
+    )
+    if not plain:
+        return _walked_fields(result, output, children)
     return {
-        "name": name if type(name) is str else dump_typed(name, path=where),
+        "name": name,
         "output": output,
-        "success": success if type(success) is bool else dump_typed(success, path=where),
-        "attempts": attempts if type(attempts) is int else dump_typed(attempts, path=where),
-        "latency_s": latency if type(latency) is float else dump_typed(latency, path=where),
-        "cost_usd": dump_typed(result.cost_usd, path=where),
-        "token_counts": tokens if type(tokens) is int else dump_typed(tokens, path=where),
-        "feedback": feedback
-        if feedback is None or type(feedback) is str
-        else dump_typed(feedback, path=where),
-        "branch_context": None if context is None else dump_typed(context, path=where),
+        "success": success,
+        "attempts": attempts,
+        "latency_s": latency,
+        # A Decimal is written as the walk writes it (its exact text in the envelope),
+        # unless a serializer registered for Decimal owns its format.
+        "cost_usd": {TYPE_KEY: _DECIMAL_TAG, VALUE_KEY: str(cost)}
+        if type(cost) is Decimal and not has_custom_serializer(Decimal)
+        else dump_typed(cost, path=f"step {name!r} result"),
+        "token_counts": tokens,
+        "feedback": feedback,
+        "branch_context": None
+        if context is None
+        else dump_typed(context, path=f"step {name!r} result"),
         "metadata": {}
         if type(metadata) is dict and not metadata
-        else dump_typed(metadata, path=where),
+        else dump_typed(metadata, path=f"step {name!r} result"),
         "step_history": children,
     }
+
+
+def _walked_fields(result: StepResult, output: Any, children: list[Any]) -> dict[str, Any]:
+    """:func:`_fields` for a result holding values of other types: each through the walk."""
+    where = f"step {result.name!r} result"
+    names = [n for n in _FIELDS if n not in ("output", "step_history")]
+    fields = {n: dump_typed(getattr(result, n), path=where) for n in names}
+    fields["output"] = output
+    fields["step_history"] = children
+    return {n: fields[n] for n in _FIELDS}
 
 
 def _child(child: StepResult, root: tuple[Any, ...], saved: Saved) -> Any:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flujo_actors import Flujo, Pipeline, PipelineContext, Step
 from flujo_actors.backends.sqlite import SQLiteBackend
@@ -252,6 +254,17 @@ def test_position_keys_keep_names_and_iterations_apart() -> None:
     assert position_key(("L", "1", "a")) != position_key(("L", 1, "a"))
     assert position_key(("a/b",)) != position_key(("a", "b"))
     assert position_key(("ü",)) == '["ü"]'
+
+
+@given(
+    st.lists(
+        st.one_of(st.text(), st.integers(), st.booleans(), st.floats(allow_nan=False)),
+        max_size=6,
+    )
+)
+def test_a_position_key_is_the_json_of_the_position(parts: list[Any]) -> None:
+    position = tuple(parts)
+    assert position_key(position) == json.dumps(position, ensure_ascii=False, separators=(",", ":"))
 
 
 async def test_the_state_backends_pass_the_position_checks(tmp_path: Path) -> None:

@@ -71,6 +71,28 @@ def test_a_registered_step_result_serializer_keeps_its_own_format() -> None:
         assert row["value"] == {"mine": "parent"}
 
 
+class Label(str):
+    """A str subclass (the walk tags it)."""
+
+
+def test_a_result_holding_other_types_is_written_as_the_walk_writes_it() -> None:
+    odd = StepResult(Label("odd"), 1, True, 1, 2, Decimal("0.5"), 3, Label("why"))
+    _output, row = row_from_step(odd)
+    assert row == dump_typed(odd)
+    assert row["value"]["name"] != "odd"  # tagged: the subclass comes back
+
+
+def test_a_registered_decimal_serializer_still_writes_the_rows_cost() -> None:
+    leaf = StepResult("leaf", 1, True, 1, 0.25, Decimal("0.10"), 7, None)
+    with isolated_serializer_registry():
+        register_custom_serializer(Decimal, lambda d: {"cents": int(d * 100)})
+        _output, row = row_from_step(leaf)
+        assert row == dump_typed(leaf)
+        assert row["value"]["cost_usd"]["value"] == {"cents": 10}
+    _output, row = row_from_step(leaf)
+    assert row["value"]["cost_usd"] == {"__flujo_type__": "decimal:Decimal", "value": "0.10"}
+
+
 def _tree() -> tuple[StepResult, dict[int, Any], dict[tuple[Any, ...], Any]]:
     """A parallel step at ("fan",) of branches b0, b1 whose steps are stored positions."""
     saved: dict[int, Any] = {}

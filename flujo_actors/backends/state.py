@@ -406,6 +406,13 @@ class _StoredRun:
 
 def encode_positions(batch: Sequence[PositionRecord]) -> list[tuple[str, str, str]]:
     """``(run_id, position, record JSON text)`` of each record (raises SerializationError)."""
+    from ..errors import SerializationError
+
+    try:
+        # One record per completed step of a fan-out: no error path formatted per record.
+        return [(item.run_id, item.position, dumps_json(item.record)) for item in batch]
+    except SerializationError:
+        pass
     return [
         (
             item.run_id,

@@ -54,8 +54,24 @@ _KEY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def position_key(position: tuple[Any, ...]) -> str:
-    """The text key of a position (JSON: names and iteration numbers stay distinct)."""
-    return _KEY_ENCODER.encode(position)
+    """The text key of a position (JSON: names and iteration numbers stay distinct).
+
+    Every saved step computes one, so the common shape (step and branch names
+    that JSON writes as they are, iteration numbers) is spelled out without
+    the encoder; anything else goes through it (same text either way).
+    """
+    parts = []
+    for part in position:
+        tp = type(part)
+        if tp is str:
+            if not (part.isprintable() and '"' not in part and "\\" not in part):
+                return _KEY_ENCODER.encode(position)
+            parts.append(f'"{part}"')
+        elif tp is int:
+            parts.append(str(part))
+        else:
+            return _KEY_ENCODER.encode(position)
+    return f"[{','.join(parts)}]"
 
 
 def paused_under(human: Any, position: tuple[Any, ...]) -> bool:
