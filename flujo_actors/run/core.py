@@ -38,6 +38,7 @@ from .. import partial
 from ..actors.actor import Actor, ActorCell, run_turn
 from ..actors.deadletters import DeadLetters
 from ..actors.mailbox import OneShotMailbox
+from ..actors.oneshot import OneShotCell
 from ..actors.registry import Registry
 from ..errors import FlujoInternalError
 from ..frames import ExecutionFrame
@@ -385,13 +386,13 @@ class Chain:
         run = self.run
         cells = self.cells
         if cells is None:
-            cell = ActorCell(
+            cell: ActorCell = OneShotCell(
                 frame.step.name,
-                dead_letters=run.dead_letters,
-                mailbox=OneShotMailbox(frame, full=True),
-                registry=run.registry,
-                kind="step",
-                path=frame.path,
+                run.dead_letters,
+                OneShotMailbox(frame, full=True),
+                run.registry,
+                "step",
+                frame.path,
             )
             run.registry.add(cell)
             actors = self.actors
