@@ -158,10 +158,36 @@ async def run_map_step(frame: ExecutionFrame[Any]) -> StepResult:
 
 
 class _ItemJob(Job):
-    """An item's job: its index rides along, so completing it needs no closure per item."""
+    """An item's job: its index rides along, so completing it needs no closure per item.
+
+    Made once per item, so it sets every field of :class:`Job` itself (no
+    ``super().__init__`` call, and no keyword defaults to resolve).
+    """
 
     __slots__ = ("index",)
     index: int
+
+    def __init__(
+        self,
+        context: Any,
+        path: tuple[str, ...],
+        on_finish: Any,
+        position: tuple[str | int, ...] | None,
+        index: int,
+        start: Any,
+    ) -> None:
+        self.context = context
+        self.history: list[StepResult] = []
+        self.done = False
+        self.output: Any = None
+        self.success = True
+        self.path = path
+        self.position = path if position is None else position
+        self.on_step = None
+        self.on_chunk = None
+        self.on_finish = on_finish
+        self.start = start
+        self.index = index
 
 
 class _MapRun:
@@ -172,10 +198,15 @@ class _MapRun:
     ) -> None:
         self.frame = frame
         self.step = step
+        # What every item's job is made of, looked up once.
+        self.name = step.name
+        self.path = frame.path
+        self.position = frame.position
         self.items = items
         run = frame.run
         assert run is not None  # every frame a run executes carries it
         self.run_state: RunState = run
+        self.track = run.track
         ctx = frame.context
         self.ctx = ctx
         merge = step.merge_strategy
@@ -285,18 +316,15 @@ class _MapRun:
     async def _run_item(self, index: int, item: Any) -> None:
         """Item ``index``'s task: its job, on a copy of the base context, through the body."""
         copy = self.copy
-        # Positional arguments: keywords cost more than the rest of the call here.
         job = _ItemJob(
             copy(self.base) if copy is not None else None,
-            (*self.frame.path, item_name(self.step.name, index)),
-            None,
-            None,
+            (*self.path, item_name(self.name, index)),
             self.finish,
             # The item index is part of its steps' checkpoint positions (when tracked).
-            (*self.frame.position, index) if self.run_state.track else None,
+            (*self.position, index) if self.track else None,
+            index,
+            self.start,
         )
-        job.index = index
-        job.start = self.start
         self.jobs[index] = job
         # Chain.drive inline: one coroutine less per item.
         actor: tuple[Any, Any] | None = self.chain.send(0, item, job)
