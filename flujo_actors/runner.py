@@ -35,16 +35,14 @@ from .runner_args import (
     resolve_state_backend,
     validate_tree,
 )
-from .runner_checkpoints import changed_message, resume_base
 from .runner_human import NO_INPUT, check_sinks, has_human_steps, has_keyed_agents
-from .runner_recovery import claim_for_resume, recover
 from .steps.base import StepBase
 from .steps.dsl import (
     Pipeline,
     PipelineStep,
 )
 from .steps.event_loop import check_no_placed_asyncio_steps, pipeline_uses_asyncio
-from .steps.kinds import AnyStep, agent_steps
+from .steps.kinds import agent_steps
 from .steps.options import ReadOnlyDict
 
 if TYPE_CHECKING:
@@ -55,6 +53,7 @@ if TYPE_CHECKING:
     from .introspection import RuntimeSnapshot
     from .persistence import ResumePoint
     from .runner_run import LiveRun
+    from .steps.kinds import AnyStep
     from .steps.placement import Placement
     from .tracing import SpanListener
 
@@ -458,6 +457,9 @@ class Flujo:
                 f"Run {run_id!r} is not in the state backend {type(backend).__name__}; "
                 "check the run id (backend.list_runs() lists the known runs)."
             )
+        from .runner_checkpoints import changed_message, resume_base
+        from .runner_recovery import claim_for_resume
+
         fingerprint = self._pipeline_fingerprint()
         changed = snap.pipeline_fingerprint != fingerprint
         if changed and not allow_changed_pipeline:
@@ -545,6 +547,8 @@ class Flujo:
             PipelineDefinitionError: the state backend does not lease runs.
         """
         _require_trio("recover_async")
+        from .runner_recovery import recover  # resume-only code loads with the first resume
+
         return await recover(self)
 
     def _pipeline_fingerprint(self) -> str:

@@ -19,18 +19,7 @@ import attrs
 
 from .context import build_context
 from .errors import PipelineDefinitionError
-from .steps.dsl import (
-    AgentStep,
-    ConditionalStep,
-    DynamicParallelRouterStep,
-    LoopStep,
-    ParallelStep,
-    Pipeline,
-    PipelineStep,
-    check_fallback_chain,
-)
-from .steps.human import HumanInputStep
-from .steps.map import MapStep
+from .steps.dsl import AgentStep, Pipeline, PipelineStep, check_fallback_chain
 
 if TYPE_CHECKING:
     from .backends.state import StateBackend
@@ -235,11 +224,27 @@ def validate_tree(pipeline: Pipeline, active: list[int], path: tuple[str, ...], 
 
 
 def _validate_step(s: AnyStep, active: list[int], path: tuple[str, ...], model: Any) -> None:
+    if isinstance(s, AgentStep):
+        if s.fallback is not None:
+            check_fallback_chain(s)
+            _validate_step(s.fallback, active, (*path, s.fallback.name), model)
+        return
+    if isinstance(s, PipelineStep):
+        if not s.inherit_context:
+            # A fresh context of the step's model, or of the one it is nested in.
+            model = s.context_model or model
+            check_initial_context_data(
+                f"Nested pipeline step {s.name!r}", model, s.initial_context_data or {}
+            )
+        validate_tree(s.pipeline, active, path, model)
+        return
+    # Imported only for a step of another kind, whose module is therefore loaded already:
+    # a pipeline of agent steps never loads these kinds.
+    from .steps.control import ConditionalStep, DynamicParallelRouterStep, LoopStep, ParallelStep
+    from .steps.human import HumanInputStep
+    from .steps.map import MapStep
+
     match s:
-        case AgentStep():
-            if s.fallback is not None:
-                check_fallback_chain(s)
-                _validate_step(s.fallback, active, (*path, s.fallback.name), model)
         case ParallelStep() | DynamicParallelRouterStep():
             for k, p in s.branches.items():
                 validate_tree(p, active, (*path, str(k)), model)
@@ -250,14 +255,6 @@ def _validate_step(s: AnyStep, active: list[int], path: tuple[str, ...], model: 
                 validate_tree(p, active, (*path, str(k)), model)
             if s.default_branch is not None:
                 validate_tree(s.default_branch, active, (*path, "default"), model)
-        case PipelineStep():
-            if not s.inherit_context:
-                # A fresh context of the step's model, or of the one it is nested in.
-                model = s.context_model or model
-                check_initial_context_data(
-                    f"Nested pipeline step {s.name!r}", model, s.initial_context_data or {}
-                )
-            validate_tree(s.pipeline, active, path, model)
         case HumanInputStep():
             pass  # checked when it was built; its sink_to by the runner (runner_human)
         case _:

@@ -11,6 +11,7 @@ and the run stays paused, untouched.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -18,13 +19,13 @@ from .errors import HumanInputError
 from .results import PendingInput
 from .steps.agent import AgentStep
 from .steps.base import PipelineStep
-from .steps.human import HumanInputStep
 from .steps.kinds import agent_steps, children
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .steps.base import Pipeline
+    from .steps.human import HumanInputStep
     from .steps.kinds import AnyStep
 
 __all__ = [
@@ -38,6 +39,9 @@ __all__ = [
     "pending_from_record",
     "pending_record",
 ]
+
+_HUMAN: Final = "flujo_actors.steps.human"
+"""The module of the human-input kind: a step of that kind exists only once it is loaded."""
 
 PAUSED_KEY: Final = "paused"
 """The position record holding a paused run's pending inputs."""
@@ -67,6 +71,10 @@ def any_step(pipeline: Pipeline, pred: Callable[[AnyStep], bool]) -> bool:
 
 def has_human_steps(pipeline: Pipeline) -> bool:
     """Whether a human-input step sits anywhere in ``pipeline`` (decided once per runner)."""
+    if _HUMAN not in sys.modules:
+        return False  # no human step was ever built, so there is none to find
+    from .steps.human import HumanInputStep
+
     return any_step(pipeline, lambda step: isinstance(step, HumanInputStep))
 
 
@@ -89,6 +97,7 @@ def check_sinks(pipeline: Pipeline, context_model: type[Any]) -> None:
     """
     from .context import context_field_names
     from .errors import PipelineDefinitionError
+    from .steps.human import HumanInputStep
 
     for step in pipeline.steps:
         if isinstance(step, HumanInputStep) and step.sink_to is not None:
@@ -107,6 +116,8 @@ def check_sinks(pipeline: Pipeline, context_model: type[Any]) -> None:
 
 
 def _find(pipeline: Pipeline, path: tuple[str, ...]) -> HumanInputStep | None:
+    from .steps.human import HumanInputStep
+
     for step in pipeline.steps:
         if step.name != path[0]:
             continue

@@ -18,7 +18,6 @@ import attrs
 
 from ..errors import PipelineDefinitionError
 from ..policy.idempotency import current_key
-from ..policy.stream import ChunkCollector
 
 if TYPE_CHECKING:
     from ..policy.usage import UsageUnreadable
@@ -154,6 +153,10 @@ async def drain_stream(
     Cancelled (or failing) mid-stream, the agent's generator is closed here,
     before the error propagates, rather than whenever it is garbage collected.
     """
+    # Here, not at the top: usage reading (policy.usage) loads with the first streamed call,
+    # not with every `from flujo_actors import Step`.
+    from ..policy.stream import ChunkCollector
+
     collector = ChunkCollector()
     add = collector.add
     try:

@@ -9,10 +9,15 @@ control-flow kinds are its siblings (:mod:`.control`, and
 Definitions are validated when they are built: a bad argument raises
 :class:`PipelineDefinitionError` naming the step, the argument, the value and
 the fix, long before anything runs.
+
+The control-flow, map and human kinds load when their factory is first called
+(or their name first read from this module): a pipeline of agent steps never
+imports them.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import attrs
@@ -21,16 +26,16 @@ from ..policy.retry import RETRY_ALL
 from .agent import AgentStep, check_fallback_chain
 from .base import Pipeline, PipelineStep, StepBase
 from .config import StepConfig, check_supervision
-from .control import ConditionalStep, DynamicParallelRouterStep, LoopStep, ParallelStep
-from .human import HumanInputStep
-from .map import MapStep
 from .strategies import BranchFailureStrategy, MergeSpec, MergeStrategy, PluginOutcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
     from decimal import Decimal
 
+    from .control import ConditionalStep, DynamicParallelRouterStep, LoopStep, ParallelStep
+    from .human import HumanInputStep
     from .kinds import AnyStep
+    from .map import MapStep
     from .placement import Placement
 
 __all__ = [
@@ -51,6 +56,26 @@ __all__ = [
     "check_fallback_chain",
     "step",
 ]
+
+# Re-exported kinds that load on first access (PEP 562): name -> module of this package.
+_LAZY_KINDS: dict[str, str] = {
+    "ConditionalStep": "control",
+    "DynamicParallelRouterStep": "control",
+    "LoopStep": "control",
+    "ParallelStep": "control",
+    "HumanInputStep": "human",
+    "MapStep": "map",
+}
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        module = _LAZY_KINDS.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        found = getattr(importlib.import_module(f".{module}", __package__), name)
+        globals()[name] = found
+        return found
 
 
 @attrs.define(eq=False, repr=False)
@@ -141,6 +166,8 @@ class Step(AgentStep):
     ) -> ParallelStep:
         """Run every branch concurrently on the same input and its own context copy."""
 
+        from .control import ParallelStep
+
         return ParallelStep(
             name=name,
             branches=branches,  # type: ignore[arg-type]
@@ -158,6 +185,8 @@ class Step(AgentStep):
         sink_to: str | None = None,
     ) -> HumanInputStep:
         """Pause the run here until ``resume_async(run_id, human_input=value)``."""
+        from .human import HumanInputStep
+
         return HumanInputStep(name=name, message=message, input_model=input_model, sink_to=sink_to)
 
     @staticmethod
@@ -172,6 +201,8 @@ class Step(AgentStep):
         loop_output_mapper: Callable[..., Any] | None = None,
     ) -> LoopStep:
         """Run the body until ``exit_condition_callable(output, context)`` is true."""
+
+        from .control import LoopStep
 
         return LoopStep(
             name=name,
@@ -200,6 +231,8 @@ class Step(AgentStep):
         (each sync or async; ``context`` only if it takes two arguments).
         """
 
+        from .control import ConditionalStep
+
         return ConditionalStep(
             name=name,
             condition=condition_callable,
@@ -219,6 +252,8 @@ class Step(AgentStep):
         on_branch_failure: BranchFailureStrategy = BranchFailureStrategy.PROPAGATE,
     ) -> DynamicParallelRouterStep:
         """Ask ``router_agent`` which branches to run, then run those in parallel."""
+
+        from .control import DynamicParallelRouterStep
 
         return DynamicParallelRouterStep(
             name=name,
@@ -247,6 +282,8 @@ class Step(AgentStep):
         output is the outputs in item order, or ``reduce(outputs)``. See
         :class:`~flujo_actors.steps.map.MapStep`.
         """
+        from .map import MapStep
+
         return MapStep(
             name=name,
             body=body,  # type: ignore[arg-type]

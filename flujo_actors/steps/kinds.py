@@ -12,6 +12,13 @@ decorated with ``options.refuse_unhonoured``), add it to :data:`AnyStep`
 below and its factory to ``dsl.Step``, then let mypy show each ``match``
 that needs a ``case`` for it (the dispatch, :func:`agent_steps`,
 ``runner_args``).
+
+Only the agent and nested-pipeline kinds load with this module: the control,
+map and human kinds load on first use (a plain pipeline of agent steps never
+imports them, which keeps ``from flujo_actors import Flujo, Step`` light).
+:data:`AnyStep` is built on first access; the traversals import the other kinds
+when they meet a step that is none of the two (such a step means its module is
+loaded already, so the import is a dictionary look-up).
 """
 
 from __future__ import annotations
@@ -20,33 +27,60 @@ from typing import TYPE_CHECKING, TypeAlias, assert_never
 
 from .agent import AgentStep
 from .base import PipelineStep
-from .control import (
-    ConditionalStep,
-    DynamicParallelRouterStep,
-    LoopStep,
-    ParallelStep,
-)
-from .human import HumanInputStep
-from .map import MapStep
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from .base import Pipeline
+    from .control import (
+        ConditionalStep,
+        DynamicParallelRouterStep,
+        LoopStep,
+        ParallelStep,
+    )
+    from .human import HumanInputStep
+    from .map import MapStep
+
+    AnyStep: TypeAlias = (
+        AgentStep
+        | ParallelStep
+        | DynamicParallelRouterStep
+        | LoopStep
+        | ConditionalStep
+        | MapStep
+        | PipelineStep
+        | HumanInputStep
+    )
+    """Every step kind. A step of any kind is an instance of :class:`~.base.StepBase`."""
 
 __all__ = ["AnyStep", "agent_steps", "children"]
 
-AnyStep: TypeAlias = (
-    AgentStep
-    | ParallelStep
-    | DynamicParallelRouterStep
-    | LoopStep
-    | ConditionalStep
-    | MapStep
-    | PipelineStep
-    | HumanInputStep
-)
-"""Every step kind. A step of any kind is an instance of :class:`~.base.StepBase`."""
+
+def _any_step() -> object:
+    from .control import ConditionalStep, DynamicParallelRouterStep, LoopStep, ParallelStep
+    from .human import HumanInputStep
+    from .map import MapStep
+
+    return (
+        AgentStep
+        | ParallelStep
+        | DynamicParallelRouterStep
+        | LoopStep
+        | ConditionalStep
+        | MapStep
+        | PipelineStep
+        | HumanInputStep
+    )
+
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        # PEP 562: AnyStep names every kind, so building it loads them all; only on use.
+        if name == "AnyStep":
+            globals()["AnyStep"] = found = _any_step()
+            return found
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def agent_steps(pipeline: Pipeline) -> Iterator[AgentStep]:
@@ -60,11 +94,19 @@ def agent_steps(pipeline: Pipeline) -> Iterator[AgentStep]:
 
 
 def _agent_steps_of(step: AnyStep) -> Iterator[AgentStep]:
+    if isinstance(step, AgentStep):
+        yield step
+        if step.fallback is not None:
+            yield from _agent_steps_of(step.fallback)
+        return
+    if isinstance(step, PipelineStep):
+        yield from agent_steps(step.pipeline)
+        return
+    from .control import ConditionalStep, DynamicParallelRouterStep, LoopStep, ParallelStep
+    from .human import HumanInputStep
+    from .map import MapStep
+
     match step:
-        case AgentStep():
-            yield step
-            if step.fallback is not None:
-                yield from _agent_steps_of(step.fallback)
         case ParallelStep():
             for sub in step.branches.values():
                 yield from agent_steps(sub)
@@ -79,8 +121,6 @@ def _agent_steps_of(step: AnyStep) -> Iterator[AgentStep]:
                 yield from agent_steps(sub)
             if step.default_branch is not None:
                 yield from agent_steps(step.default_branch)
-        case PipelineStep():
-            yield from agent_steps(step.pipeline)
         case HumanInputStep():
             pass
         case _:
@@ -94,6 +134,14 @@ def children(step: AnyStep) -> list[tuple[str | None, Pipeline]]:
     the other kinds' sub-pipelines do not (None). An agent step's fallback is
     not a sub-pipeline (it runs at the agent's own position): none.
     """
+    if isinstance(step, AgentStep):
+        return []
+    if isinstance(step, PipelineStep):
+        return [(None, step.pipeline)]
+    from .control import ConditionalStep, DynamicParallelRouterStep, LoopStep, ParallelStep
+    from .human import HumanInputStep
+    from .map import MapStep
+
     match step:
         case ParallelStep() | DynamicParallelRouterStep():
             return [(str(k), p) for k, p in step.branches.items()]
@@ -104,9 +152,7 @@ def children(step: AnyStep) -> list[tuple[str | None, Pipeline]]:
             return found
         case LoopStep() | MapStep():
             return [(None, step.body)]
-        case PipelineStep():
-            return [(None, step.pipeline)]
-        case AgentStep() | HumanInputStep():
+        case HumanInputStep():
             return []
         case _:
             assert_never(step)
