@@ -38,6 +38,7 @@ __all__ = [
     "StepFailed",
     "UsageLimitExceededError",
     "UsageReportError",
+    "only_cancelled",
     "sole_error",
 ]
 
@@ -222,6 +223,20 @@ class RestartIntensityExceeded(FlujoError):
 
 class ExecutorLost(FlujoError):
     """The worker running an agent call died; the attempt is retryable."""
+
+
+def only_cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is a cancellation: ``trio.Cancelled`` alone, or every leaf of its groups.
+
+    Only a check: the caller re-raises ``exc`` either way (never swallow a
+    cancellation).
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        return all(only_cancelled(inner) for inner in exc.exceptions)
+    # Imported here: this module is the error tree and loads without trio.
+    import trio
+
+    return isinstance(exc, trio.Cancelled)
 
 
 def sole_error(exc: BaseException) -> BaseException:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from .errors import only_cancelled
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
@@ -58,7 +60,7 @@ async def _leased(backend: LeasingStateBackend, run_id: str) -> AsyncIterator[No
             yield
             nursery.cancel_scope.cancel()
     except BaseException as exc:
-        if not _only_cancelled(exc):
+        if not only_cancelled(exc):
             # The run stopped with an error: it is no longer anyone's (not
             # recovered; resumable). The run's own error is the one to report
             # (a lost server fails both): the lease then expires instead.
@@ -69,12 +71,6 @@ async def _leased(backend: LeasingStateBackend, run_id: str) -> AsyncIterator[No
     # A no-op when the run's last checkpoint ended it (the backend gave the
     # lease up with it); else it ended without a final checkpoint.
     await backend.release_run(run_id)
-
-
-def _only_cancelled(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_only_cancelled(inner) for inner in exc.exceptions)
-    return isinstance(exc, trio.Cancelled)
 
 
 async def _renew(backend: LeasingStateBackend, run_id: str) -> None:

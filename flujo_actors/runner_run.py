@@ -26,7 +26,7 @@ from .actors.actor import run_turn
 from .actors.run_supervisor import RunSupervisor
 from .call_sites import CALL_SITES
 from .context import build_context
-from .errors import UsageLimitExceededError, sole_error
+from .errors import UsageLimitExceededError, only_cancelled, sole_error
 from .governor import Governor
 from .partial import contains
 from .policy.ledger import UsageLedger
@@ -149,7 +149,7 @@ async def execute_claimed(
                     ledger.tokens,
                 )
     except BaseException as exc:
-        if recorder is not None and _cancelled(exc):
+        if recorder is not None and only_cancelled(exc):
             await recorder.cancelled()  # the stored status says what happened
         if isinstance(exc, BaseExceptionGroup):
             # An error escaping a run (a hook, a backend, an internal bug) is raised
@@ -352,16 +352,9 @@ def _errored(exc: BaseException) -> bool:
     to be resumed (or recovered) like after a crash.
     """
     if isinstance(exc, BaseExceptionGroup):
-        leaves = [e for e in exc.exceptions if not _cancelled(e)]
+        leaves = [e for e in exc.exceptions if not only_cancelled(e)]
         return bool(leaves) and all(_errored(e) for e in leaves)
     return isinstance(exc, Exception)
-
-
-def _cancelled(exc: BaseException) -> bool:
-    """Whether ``exc`` is a cancellation (alone, or every leaf of its groups)."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_cancelled(e) for e in exc.exceptions)
-    return isinstance(exc, trio.Cancelled)
 
 
 def _logging_enabled() -> bool:

@@ -92,3 +92,34 @@ def test_stored_package_types_load_in_a_process_that_only_imported_flujo_actors(
         "assert type(ctx).__name__ == 'PipelineContext' and ctx.run_id == 'r'"
     )
     assert "flujo_actors.context" in loaded
+
+
+#: Step kinds and code a pipeline of agent steps never needs: they load on first use.
+ON_FIRST_USE = (
+    "flujo_actors.steps.control",
+    "flujo_actors.steps.human",
+    "flujo_actors.steps.map",
+    "flujo_actors.policy.stream",
+    "flujo_actors.policy.usage",
+    "flujo_actors.runner_checkpoints",
+    "flujo_actors.runner_recovery",
+)
+
+
+def test_the_pipeline_core_loads_no_other_step_kind_nor_resume_code() -> None:
+    loaded = _modules_after("from flujo_actors import Flujo, Pipeline, Step")
+    assert sorted(m for m in loaded if m in ON_FIRST_USE) == []
+
+
+def test_the_other_kinds_load_with_their_names_and_factories() -> None:
+    loaded = _modules_after(
+        "from flujo_actors import AnyStep, Step\n"
+        "from flujo_actors.steps.control import LoopStep, ParallelStep\n"
+        "from flujo_actors.steps.dsl import MapStep as dsl_map\n"
+        "from flujo_actors.steps.map import MapStep\n"
+        "assert dsl_map is MapStep and MapStep in AnyStep.__args__\n"
+        "a = Step.from_callable(lambda x: x, name='a')\n"
+        "assert type(Step.loop_until('l', a, lambda o, c: True)) is LoopStep\n"
+        "assert type(Step.parallel('p', {'x': a})) is ParallelStep"
+    )
+    assert {"flujo_actors.steps.control", "flujo_actors.steps.map"} <= loaded
