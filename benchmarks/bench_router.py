@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from flujo_actors import Flujo, Step
 from flujo_actors.bench import Scenario, Workload, baselines, expect
+from flujo_actors.bench.workloads import increment
 
 __all__ = ["SCENARIOS"]
-
-
-async def increment(value: int) -> int:
-    """The trivial branch agent: ``value + 1``."""
-    return value + 1
 
 
 def router(size: int) -> Workload:

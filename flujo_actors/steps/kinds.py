@@ -23,6 +23,8 @@ loaded already, so the import is a dictionary look-up).
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import TYPE_CHECKING, TypeAlias, assert_never
 
 from .agent import AgentStep
@@ -57,20 +59,19 @@ __all__ = ["AnyStep", "agent_steps", "children"]
 
 
 def _any_step() -> object:
-    from .control import ConditionalStep, DynamicParallelRouterStep, LoopStep, ParallelStep
-    from .human import HumanInputStep
-    from .map import MapStep
+    from . import control, human, map
 
-    return (
-        AgentStep
-        | ParallelStep
-        | DynamicParallelRouterStep
-        | LoopStep
-        | ConditionalStep
-        | MapStep
-        | PipelineStep
-        | HumanInputStep
+    kinds = (
+        AgentStep,
+        control.ParallelStep,
+        control.DynamicParallelRouterStep,
+        control.LoopStep,
+        control.ConditionalStep,
+        map.MapStep,
+        PipelineStep,
+        human.HumanInputStep,
     )
+    return functools.reduce(operator.or_, kinds)
 
 
 if not TYPE_CHECKING:
