@@ -372,7 +372,8 @@ class Flujo:
         now = trio.current_time()
         snaps = []
         for run_id, live in self._live.items():
-            governor = live.run.governor
+            # A run's governor is built at its first use: a snapshot shows it (as "new").
+            governor = live.run.open_governor()
             queued_cost, queued_tokens = (
                 governor.queued_usage() if governor is not None else (ZERO, 0)
             )

@@ -27,7 +27,7 @@ from .actors.run_supervisor import RunSupervisor
 from .call_sites import CALL_SITES
 from .context import build_context
 from .errors import UsageLimitExceededError, only_cancelled, sole_error
-from .governor import Governor
+from .governor import Governor, GovernorBreach
 from .partial import contains
 from .policy.ledger import UsageLedger
 from .results import PausedRun, PipelineResult
@@ -124,7 +124,7 @@ async def execute_claimed(
     try:
         async with keep_lease(runner.state_backend, run_id):
             try:
-                governor = await run_nursery(
+                breach = await run_nursery(
                     runner,
                     run,
                     ledger,
@@ -141,9 +141,9 @@ async def execute_claimed(
                 if recorder is not None and _errored(exc):
                     await recorder.failed(exc)  # an ended run is never stored as running
                 raise
-            if recorder is not None and governor.breached is not None:
+            if recorder is not None and breach is not None:
                 await recorder.breached(
-                    _with_breaching_step(job.history, governor),
+                    _with_breaching_step(job.history, breach),
                     job.context,
                     ledger.cost,
                     ledger.tokens,
@@ -164,20 +164,19 @@ async def execute_claimed(
         # Kept in memory only while paused (there is no backend to keep it).
         await runner._backend.delete_state(run_id)
     if observer is None:
-        return _finish(run_id, ledger, job, governor, run.human)
+        return _finish(run_id, ledger, job, breach, run.human)
     try:
-        result = _finish(run_id, ledger, job, governor, run.human)
-    except UsageLimitExceededError as breach:
-        b = governor.breached
-        step = b.result.name if b is not None and b.result is not None else None
-        if breach.result is not None:
-            await observer.run_finished(breach.result, breach, step)
+        result = _finish(run_id, ledger, job, breach, run.human)
+    except UsageLimitExceededError as exc:
+        step = breach.result.name if breach is not None and breach.result is not None else None
+        if exc.result is not None:
+            await observer.run_finished(exc.result, exc, step)
         raise
     await observer.run_finished(result)
     return result
 
 
-async def _run_nursery_on_asyncio(runner: Flujo, *args: Any) -> Governor:
+async def _run_nursery_on_asyncio(runner: Flujo, *args: Any) -> GovernorBreach | None:
     """:meth:`_run_nursery` inside the run's asyncio loop (for asyncio steps)."""
     from .bridge.steps import open_run_loop
 
@@ -196,13 +195,15 @@ async def _run_nursery(
     resume: ResumePoint | None,
     context: Any,
     initial_input: Any,
-) -> Governor:
+) -> GovernorBreach | None:
+    """Run the top-level chain under the run's nursery; the governor's breach, if any."""
     run_id = run.run_id
     if persistence is None and not run.limited and run.hooks is None:
         # Nothing can cancel the run from inside (no limit to breach, no hook to
         # fail) and no actor must start with it: its nursery opens only if the
         # governor gets a message (see _run_deferred).
-        return await _run_deferred(runner, run, ledger, job, start, data)
+        await _run_deferred(runner, run, ledger, job, start, data)
+        return None  # no limits: no breach
     async with trio.open_nursery() as nursery:
         # The run's actors run under one supervisor (ONE_FOR_ALL, intensity 0:
         # see flujo_actors.actors.run_supervisor); each starts only if the run
@@ -230,12 +231,12 @@ async def _run_nursery(
         governor.close()
         if persistence is not None:
             persistence.close()
-    return governor
+    return governor.breached
 
 
 async def _run_deferred(
     runner: Flujo, run: RunState, ledger: UsageLedger, job: Job, start: int, data: Any
-) -> Governor:
+) -> None:
     """A run whose nursery opens when its governor is first told something (if ever).
 
     Without limits, hooks or persistence a run's only actor of its own is the
@@ -252,9 +253,16 @@ async def _run_deferred(
     step running, as with a nursery.
     """
     supervisor = _DeferredSupervisor(run.run_id)
-    governor = Governor(ledger, run.breach_event, supervisor.cancel, run.dead_letters, run.registry)
-    governor.start_lazily(supervisor)
-    run.governor = governor
+
+    def open_governor() -> Governor:
+        governor = Governor(
+            ledger, run.breach_event, supervisor.cancel, run.dead_letters, run.registry
+        )
+        governor.start_lazily(supervisor)
+        return governor
+
+    # Built at its first use (a usage report, a snapshot): most runs of plain steps never do.
+    run.governor_opener = open_governor
     runner._live[run.run_id] = LiveRun(run, ledger, trio.current_time())
     steps = runner.pipeline.steps
     actor: tuple[StepActor, ActorCell] | None = None
@@ -271,10 +279,10 @@ async def _run_deferred(
             while actor is not None:
                 actor = await run_turn(*actor)
             # The governor applies what was told, then exits; the nursery waits for it.
-            governor.close()
-    else:
-        governor.close()  # never started: nothing to apply
-    return governor
+            assert run.governor is not None  # only it starts actors here
+            run.governor.close()
+    elif run.governor is not None:
+        run.governor.close()  # never started: nothing to apply
 
 
 class _DeferredSupervisor(RunSupervisor):
@@ -311,7 +319,7 @@ class _DeferredSupervisor(RunSupervisor):
 
 
 def _finish(
-    run_id: str, ledger: UsageLedger, job: Job, governor: Governor, human: Any
+    run_id: str, ledger: UsageLedger, job: Job, breach: GovernorBreach | None, human: Any
 ) -> PipelineResult:
     history = job.history
     result = PipelineResult(
@@ -319,27 +327,25 @@ def _finish(
         total_cost_usd=ledger.cost,
         total_tokens=ledger.tokens,
         final_pipeline_context=job.context,
-        success=job.success and not governor.breached,
+        success=job.success and breach is None,
         output=job.output if job.success else None,
         run_id=run_id,
     )
-    if human is not None and human.pending and governor.breached is None:
+    if human is not None and human.pending and breach is None:
         result.status = "paused"
         result.paused = PausedRun(pending=tuple(human.pending))
-    if governor.breached is not None:
-        b = governor.breached
-        _with_breaching_step(history, governor)
+    if breach is not None:
+        _with_breaching_step(history, breach)
         result.output = None
-        raise UsageLimitExceededError(b.message, result)
+        raise UsageLimitExceededError(breach.message, result)
     return result
 
 
-def _with_breaching_step(history: list[StepResult], governor: Governor) -> list[StepResult]:
+def _with_breaching_step(history: list[StepResult], b: GovernorBreach) -> list[StepResult]:
     """``history``, the breaching step appended if it is not in the tree yet (idempotent)."""
-    b = governor.breached
     # The breaching step sits in the tree (the last leaf of the last entry); a
     # step kind that did not record its partial result still shows it here.
-    if b is not None and b.result is not None and not contains(history, b.result):
+    if b.result is not None and not contains(history, b.result):
         history.append(b.result)
     return history
 

@@ -156,6 +156,23 @@ async def test_a_run_of_sync_steps_is_a_schedule_point() -> None:
     assert result.output == 1
 
 
+async def test_a_runs_governor_is_built_at_its_first_use() -> None:
+    # A run of plain steps that reports no usage never builds one; a snapshot does.
+    release, wait = _gate()
+    runner = Flujo(Step.from_callable(wait, name="wait"))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runner.run_async, 0)
+        await trio.testing.wait_all_tasks_blocked()
+        (live,) = runner._live.values()
+        assert live.run.governor is None
+        (snap,) = runner.snapshot()
+        (gov,) = [a for a in snap.actors if a.kind == "governor"]
+        assert (gov.statistics.state, gov.statistics.handled) == ("new", 0)
+        assert live.run.governor is not None
+        release.set()
+    assert runner.snapshot() == ()
+
+
 class _Bogus(Charge):
     """A governor message of a type the governor does not know: applying it is a bug."""
 

@@ -46,10 +46,11 @@ from ..policy.merge import IDENTITY_RULE, identity_change
 from ..policy.usage import NO_USAGE, charge_of, usage_of
 from ..results import ZERO, StepResult, StreamRetried, add_usd
 from ..steps.agent import AgentStep, check_fallback_chain
-from .core import breached, run_step
+from .core import run_step
 from .invoke import FROM_OUTPUT, invoke, streams_inline
 from .isolation import IMMUTABLE_INPUT, ContextSnapshot, Pristine, immutable, start_snapshot
 from .outputs import Rejection, apply_context_update, check_output
+from .state import breached
 
 if TYPE_CHECKING:
     from ..frames import ExecutionFrame
