@@ -14,6 +14,12 @@ descendants again, so a top-level parallel step of 1,000 branches, or a loop
 inside a parallel step inside a nested pipeline, does not re-encode the work
 its positions already stored.
 
+The result of a one-step branch (a parallel branch or a map item holding one
+step) is derived from that step, so when the step is stored it is written as
+``{"__flujo_branch__": [branch, step], "branch_context": ...}``: the reference
+plus its context, nothing the step's record already holds (only when every
+other field is exactly what the runner derives; else it is written whole).
+
 Rows written before references existed have every child inline; they read
 back the same way. A registered serializer for ``StepResult`` keeps its own
 format (no references).
@@ -34,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 __all__ = [
+    "BRANCH",
     "REF",
     "Saved",
     "expand_row",
@@ -43,6 +50,9 @@ __all__ = [
 
 #: The key of a reference to a child stored as its own position.
 REF: Final = "__flujo_ref__"
+#: The key of a one-step branch's result written as its stored step (a reference) plus
+#: its context: ``{"__flujo_branch__": [branch, step], "branch_context": ...}``.
+BRANCH: Final = "__flujo_branch__"
 
 Saved = dict[int, tuple[StepResult, tuple[Any, ...]]]
 """Results stored as positions, by ``id()``: the result (kept alive) and its position."""
@@ -165,8 +175,60 @@ def _child(child: StepResult, root: tuple[Any, ...], saved: Saved) -> Any:
         n = len(root)
         if position[:n] == root:
             return {REF: list(position[n:])}
+    branch = _branch_of(child, root, saved)
+    if branch is not None:
+        return branch
     output = dump_typed(child.output, path=f"step {child.name!r} output")
     return _row(child, output, root, saved)
+
+
+def _branch_of(child: StepResult, root: tuple[Any, ...], saved: Saved) -> Any:
+    """``child`` as a :data:`BRANCH` entry, if it is the result of a one-step branch.
+
+    That is: its one child is stored as the position ``(*root, child.name,
+    step.name)`` and every other field is what the runner derives from that
+    step (see :func:`flujo_actors.run.common.branch_result`); only its
+    context is written. Else None (the child is written whole).
+    """
+    history = child.step_history
+    if len(history) != 1 or type(child) is not StepResult:
+        return None
+    step = history[0]
+    found = saved.get(id(step))
+    if found is None or found[0] is not step:
+        return None
+    name, success = child.name, child.success
+    if not (
+        type(name) is str
+        and type(step.name) is str
+        and found[1] == (*root, name, step.name)
+        and type(success) is bool
+        and success is step.success
+        and (child.output is step.output if success else child.output is None)
+        and type(child.attempts) is int
+        and child.attempts == 1
+        and type(child.latency_s) is float
+        and type(step.latency_s) is float
+        and child.latency_s == step.latency_s
+        and type(child.cost_usd) is Decimal
+        and type(step.cost_usd) is Decimal
+        and str(child.cost_usd) == str(step.cost_usd)
+        and type(child.token_counts) is int
+        and type(step.token_counts) is int
+        and child.token_counts == step.token_counts
+        and child.feedback is (None if success else step.feedback)
+        and type(child.metadata) is dict
+        and not child.metadata
+        and not has_custom_deserializer(StepResult)
+    ):
+        return None
+    context = child.branch_context
+    return {
+        BRANCH: [name, step.name],
+        "branch_context": None
+        if context is None
+        else dump_typed(context, path=f"step {name!r} result"),
+    }
 
 
 def step_from_stored_row(
@@ -206,6 +268,8 @@ def _decode_child(
     root: tuple[Any, ...],
     lookup: Callable[[tuple[Any, ...]], Any] | None,
 ) -> StepResult:
+    if isinstance(child, dict) and BRANCH in child:
+        return _decode_branch(child, where, root, lookup)
     if isinstance(child, dict) and REF in child:
         position = (*root, *child[REF])
         row = None if lookup is None else lookup(position)
@@ -216,6 +280,77 @@ def _decode_child(
             )
         return step_from_stored_row(row, where, position, lookup)
     return step_from_stored_row(child, where, root, lookup)
+
+
+def _stored(
+    suffix: Any,
+    where: str,
+    root: tuple[Any, ...],
+    lookup: Callable[[tuple[Any, ...]], Any] | None,
+) -> tuple[tuple[Any, ...], Any]:
+    """The position a reference's ``suffix`` names under ``root``, and its stored row."""
+    position = (*root, *suffix)
+    row = None if lookup is None else lookup(position)
+    if row is None:
+        raise KeyError(
+            f"{where} refers to the stored position {list(position)!r}, which the state "
+            "backend does not hold (deleted or damaged)."
+        )
+    return position, row
+
+
+def _decode_branch(
+    entry: dict[str, Any],
+    where: str,
+    root: tuple[Any, ...],
+    lookup: Callable[[tuple[Any, ...]], Any] | None,
+) -> StepResult:
+    """The result of a one-step branch stored as a :data:`BRANCH` entry (see ``_branch_of``)."""
+    suffix = entry[BRANCH]
+    position, row = _stored(suffix, where, root, lookup)
+    step = step_from_stored_row(row, where, position, lookup)
+    context = entry.get("branch_context")
+    success = step.success
+    return StepResult(
+        suffix[0],
+        step.output if success else None,
+        success,
+        1,
+        step.latency_s,
+        step.cost_usd,
+        step.token_counts,
+        None if success else step.feedback,
+        None if context is None else load_typed(context, path=f"{where}.branch_context"),
+        {},
+        [step],
+    )
+
+
+def _expand_branch(
+    entry: dict[str, Any], root: tuple[Any, ...], lookup: Callable[[tuple[Any, ...]], Any]
+) -> Any:
+    """The whole row of a :data:`BRANCH` entry: what :func:`row_from_step` writes inline."""
+    suffix = entry[BRANCH]
+    position, found = _stored(suffix, "a stored step", root, lookup)
+    row = expand_row(found, position, lookup)
+    fields = row["value"]
+    success = fields["success"]
+    return {
+        "__flujo_type__": _TAG,
+        "value": {
+            "name": suffix[0],
+            "output": fields["output"] if success else None,
+            "success": success,
+            "attempts": 1,
+            "latency_s": fields["latency_s"],
+            "cost_usd": fields["cost_usd"],
+            "token_counts": fields["token_counts"],
+            "feedback": None if success else fields["feedback"],
+            "branch_context": entry.get("branch_context"),
+            "metadata": {},
+            "step_history": [row],
+        },
+    }
 
 
 def expand_row(row: Any, root: tuple[Any, ...], lookup: Callable[[tuple[Any, ...]], Any]) -> Any:
@@ -233,7 +368,9 @@ def expand_row(row: Any, root: tuple[Any, ...], lookup: Callable[[tuple[Any, ...
     assert isinstance(fields, dict)
     expanded = []
     for child in children:
-        if isinstance(child, dict) and REF in child:
+        if isinstance(child, dict) and BRANCH in child:
+            expanded.append(_expand_branch(child, root, lookup))
+        elif isinstance(child, dict) and REF in child:
             position = (*root, *child[REF])
             found = lookup(position)
             if found is None:

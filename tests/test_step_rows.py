@@ -18,7 +18,7 @@ from flujo_actors import (
     dump_typed,
     register_custom_serializer,
 )
-from flujo_actors.step_rows import REF, expand_row, row_from_step, step_from_stored_row
+from flujo_actors.step_rows import BRANCH, REF, expand_row, row_from_step, step_from_stored_row
 from flujo_actors.testing.serializers import isolated_serializer_registry
 
 if TYPE_CHECKING:
@@ -115,14 +115,72 @@ def _tree() -> tuple[StepResult, dict[int, Any], dict[tuple[Any, ...], Any]]:
 def test_children_stored_as_positions_are_references_and_read_back_equal() -> None:
     fan, saved, stored = _tree()
     _output, row = row_from_step(fan, ("fan",), saved)
-    assert [b["value"]["step_history"] for b in row["value"]["step_history"]] == [
-        [{REF: ["b0", "inc"]}],
-        [{REF: ["b1", "inc"]}],
+    # One-step branches: their stored step plus their context, nothing it holds again.
+    assert row["value"]["step_history"] == [
+        {BRANCH: ["b0", "inc"], "branch_context": None},
+        {BRANCH: ["b1", "inc"], "branch_context": None},
     ]
     back = step_from_stored_row(row, "row", ("fan",), stored.get)
     assert back == fan
     # Expanded, the row is what it was before references: every child inline.
     assert expand_row(row, ("fan",), stored.get) == row_from_step(fan)[1]
+
+
+def _branch(name: str, inner: StepResult, **changes: Any) -> StepResult:
+    fields: dict[str, Any] = {
+        "output": inner.output if inner.success else None,
+        "success": inner.success,
+        "attempts": 1,
+        "latency_s": inner.latency_s,
+        "cost_usd": inner.cost_usd,
+        "token_counts": inner.token_counts,
+        "feedback": None if inner.success else inner.feedback,
+        "branch_context": PipelineContext(initial_prompt="p", run_id="r"),
+        "metadata": {},
+        "step_history": [inner],
+    }
+    fields.update(changes)
+    return StepResult(name, **fields)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"latency_s": 0.5},
+        {"cost_usd": Decimal("0.50")},
+        {"token_counts": 2},
+        {"attempts": 2},
+        {"metadata": {"k": 1}},
+        {"feedback": "f"},
+        {"output": 2},
+        {"success": False, "output": None},
+        {"branch_context": None},
+    ],
+)
+def test_a_branch_derived_from_its_stored_step_reads_back_equal(changes: dict[str, Any]) -> None:
+    inner = StepResult("inc", 1, True, 1, 0.1, Decimal("0.5"), 1, None)
+    position = ("fan", "b0", "inc")
+    saved: dict[int, Any] = {id(inner): (inner, position)}
+    stored = {position: row_from_step(inner, position, saved)[1]}
+    branch = _branch("b0", inner, **changes)
+    fan = StepResult("fan", {}, True, 1, 0.2, Decimal(1), 2, None, step_history=[branch])
+    _output, row = row_from_step(fan, ("fan",), saved)
+    (entry,) = row["value"]["step_history"]
+    derived = set(changes) <= {"branch_context"}
+    assert (BRANCH in entry) is derived
+    assert step_from_stored_row(row, "row", ("fan",), stored.get) == fan
+    assert expand_row(row, ("fan",), stored.get) == row_from_step(fan)[1]
+
+
+def test_a_derived_branch_whose_step_is_missing_names_it() -> None:
+    fan, saved, stored = _tree()
+    _output, row = row_from_step(fan, ("fan",), saved)
+    del stored[("fan", "b0", "inc")]
+    with pytest.raises(KeyError, match=r"\['fan', 'b0', 'inc'\]"):
+        step_from_stored_row(row, "row", ("fan",), stored.get)
+    with pytest.raises(KeyError, match=r"\['fan', 'b0', 'inc'\]"):
+        expand_row(row, ("fan",), stored.get)
 
 
 def test_a_reference_to_a_missing_position_names_it() -> None:
@@ -152,9 +210,7 @@ async def test_a_fork_copies_the_steps_before_it_whole(tmp_path: Path) -> None:
         first = await runner.run_async(1, run_id="r")
         snap = await backend.load_state("r")
         assert snap is not None
-        assert snap.step_history[0]["value"]["step_history"][0]["value"]["step_history"] == [
-            {REF: ["a", "a1"]}
-        ]
+        assert snap.step_history[0]["value"]["step_history"][0][BRANCH] == ["a", "a1"]
         forked = await runner.fork_async("r", at="last", run_id="f")
         # The fork has no positions of its own: its copy of "fan" holds the children.
         assert await backend.load_positions("f") == {}
