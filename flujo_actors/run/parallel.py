@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["run_parallel_step", "run_router_step"]
 
 _perf = time.perf_counter
+
+#: Branches spawned between two checkpoints of the fan-out (see ``_run_branches``).
+SPAWN_BATCH: Final = 1024
 
 
 def _include_problem(owner: str, ctx: Any, include: frozenset[str]) -> str | None:
@@ -136,12 +139,23 @@ async def _run_branches(
                 )
                 job.start = start
                 jobs[i] = job
-                await Chain(pipeline.steps, nursery, run).drive(
-                    job, data if shared_input else copy_value(data)
-                )
+                chain = Chain(pipeline.steps, nursery, run)
+                try:
+                    await chain.drive(job, data if shared_input else copy_value(data))
+                finally:
+                    # A chain and its step actors refer to each other: dropped here, the
+                    # branch's chain is freed at once by its refcount instead of waiting,
+                    # with thousands of others, for the cyclic GC (which walks them all).
+                    chain.actors = None
 
             for i, (bname, pipeline) in enumerate(branches):
                 nursery.start_soon(run_branch, i, bname, pipeline)
+                if i % SPAWN_BATCH == SPAWN_BATCH - 1:
+                    # Let the branches spawned so far run before spawning more: a wide
+                    # fan-out then holds a batch of waiting tasks, not thousands, whose
+                    # objects die young instead of being promoted and walked by the
+                    # cyclic GC's oldest generation (its full collections walk the heap).
+                    await trio.lowlevel.checkpoint()
             await all_done.wait()
     except BaseException:
         # Every branch has unwound (the nursery waited): keep what they did.
@@ -151,8 +165,10 @@ async def _run_branches(
     output: dict[str, Any] = {}
     results: list[StepResult] = []
     ok: list[tuple[str, Any]] = []
-    for (bname, _pipeline), job in zip(branches, jobs, strict=True):
-        assert job is not None  # trio runs every task it spawned: each made its job
+    for (bname, _pipeline), spawned in zip(branches, jobs, strict=True):
+        # trio runs every task it spawned, so each made its job; None: a sibling failed
+        # (PROPAGATE) before this branch was spawned (see SPAWN_BATCH): cancelled too.
+        job = Job(None, (*path, bname)) if spawned is None else spawned
         if job.done:
             r = branch_result(bname, job, job.context)
             if r.success:

@@ -594,3 +594,41 @@ async def test_a_branch_reports_the_time_its_steps_took() -> None:
         # It was reported as 0.0 s: a branch's latency is its steps' (run in sequence).
         assert branch.latency_s == sum(r.latency_s for r in branch.step_history)
         assert branch.latency_s > 0.0
+
+
+async def test_propagate_reports_branches_a_failure_stopped_from_being_spawned(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+) -> None:
+    # The fan-out spawns SPAWN_BATCH branches between checkpoints: a sibling failing in
+    # the first batch cancels the step before the later ones are spawned. Every branch
+    # is still reported, the unspawned ones cancelled like the started ones.
+    from flujo_actors.run import parallel
+
+    monkeypatch.setattr(parallel, "SPAWN_BATCH", 2)
+    started: list[int] = []
+
+    async def bad(x: int) -> int:
+        raise RuntimeError("boom")
+
+    async def sleepy(x: int) -> int:
+        started.append(x)
+        await trio.sleep(10)
+        return x
+
+    names = ["bad", *(f"s{i}" for i in range(7))]
+    fan = Step.parallel("fan", {n: agent(bad if n == "bad" else sleepy, n) for n in names})
+    result = await run(fan)
+    par = result.step_history[0]
+    assert not result.success
+    assert par.feedback == "Branch 'bad' of step 'fan' failed at step 'bad': RuntimeError: boom"
+    assert [r.name for r in par.step_history] == names
+    assert list(par.output) == names
+    for r in par.step_history[1:]:
+        assert (r.success, r.output, r.step_history) == (False, None, [])
+        assert r.feedback == (
+            "Cancelled: sibling branch 'bad' of step 'fan' failed first "
+            "(on_branch_failure=PROPAGATE)."
+        )
+        assert r.metadata == {"cancelled": True}
+    assert len(started) < 7  # some branches were never spawned
+    assert trio.current_time() == 0.0  # nothing waited for the sleepers
