@@ -199,13 +199,13 @@ async def _run_branches(
             f"{failed_at(first_failure)}",
         )
     if not ok:
-        job = jobs[0]
-        assert job is not None
+        first = jobs[0]
+        assert first is not None  # IGNORE cancels nothing: every branch was spawned
         return (
             output,
             results,
             f"Every branch of step {owner!r} failed (on_branch_failure=IGNORE needs one "
-            f"success); the first, {branches[0][0]!r}, failed {failed_at(job)}",
+            f"success); the first, {branches[0][0]!r}, failed {failed_at(first)}",
         )
     if fork is not None:
         failure = _merge(ctx, fork, ok, merge, owner)
