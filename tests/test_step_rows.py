@@ -222,3 +222,28 @@ async def test_a_fork_copies_the_steps_before_it_whole(tmp_path: Path) -> None:
         assert again.step_history == forked.step_history
         assert [c.name for c in again.step_history[0].step_history] == ["a", "b"]
         assert again.step_history[0].step_history[0].step_history[0].name == "a1"
+
+
+async def test_a_row_ending_with_the_checkpoints_context_is_stored_as_written() -> None:
+    from flujo_actors import InMemoryStateBackend
+    from flujo_actors.backends.state import RunCheckpoint
+
+    context = dump_typed(PipelineContext(initial_prompt="é", run_id="r"))
+    rows = ({"a": [1.5, None], "after": context}, {"after": context}, {"after": context, "z": 1})
+    backend = InMemoryStateBackend()
+    await backend.save_state(
+        "r",
+        RunCheckpoint(
+            run_id="r",
+            pipeline_name="p",
+            status="running",
+            next_step_index=1,
+            context=context,
+            initial_input=None,
+            new_steps=rows,
+        ),
+    )
+    snap = await backend.load_state("r")
+    assert snap is not None
+    assert snap.step_history == rows
+    assert snap.context == context

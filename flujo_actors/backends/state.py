@@ -346,16 +346,17 @@ class _EncodedCheckpoint:
     def encode(cls, checkpoint: RunCheckpoint) -> _EncodedCheckpoint:
         """Encode ``checkpoint``'s JSON values (raises SerializationError with a path)."""
         where = f"checkpoint[{checkpoint.run_id!r}]"
+        context = dumps_json(checkpoint.context, path=f"{where}.context")
         return cls(
             checkpoint.run_id,
             checkpoint.pipeline_name,
             checkpoint.status,
             checkpoint.next_step_index,
-            dumps_json(checkpoint.context, path=f"{where}.context"),
+            context,
             dumps_json(checkpoint.initial_input, path=f"{where}.initial_input"),
             dumps_json(checkpoint.output, path=f"{where}.output"),
             tuple(
-                dumps_json(row, path=f"{where}.new_steps[{index}]")
+                _encode_row(row, checkpoint.context, context, f"{where}.new_steps[{index}]")
                 for index, row in enumerate(checkpoint.new_steps)
             ),
             checkpoint.total_cost_usd,
@@ -363,6 +364,24 @@ class _EncodedCheckpoint:
             checkpoint.updated_at,
             checkpoint.pipeline_fingerprint,
         )
+
+
+def _encode_row(row: Any, context: Any, context_text: str, path: str) -> str:
+    """``dumps_json(row)``, reusing ``context_text`` when the row ends with the context itself.
+
+    The runner's step rows end with the context the step left, the very
+    object the checkpoint's ``context`` is: its text is written once, not
+    encoded twice (same text either way).
+    """
+    if type(row) is dict and row and context is not None and type(context) is dict:
+        key = next(reversed(row))
+        if type(key) is str and row[key] is context:
+            head = {k: v for k, v in row.items() if k is not key}
+            tail = f"{dumps_json(key)}:{context_text}"
+            if not head:
+                return f"{{{tail}}}"
+            return f"{dumps_json(head, path=path)[:-1]},{tail}}}"
+    return dumps_json(row, path=path)
 
 
 def decode_run(
