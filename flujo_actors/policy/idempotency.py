@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-import json
 from typing import Any, Final
 
 __all__ = ["POSITION", "current_key", "idempotency_key"]
@@ -31,6 +30,9 @@ POSITION: Final[contextvars.ContextVar[tuple[str, tuple[Any, ...]]]] = contextva
 
 def idempotency_key(run_id: str, position: tuple[Any, ...]) -> str:
     """The key of ``position`` in run ``run_id`` (64 hex characters)."""
+    # Here, not at the top: only keyed agents need it, and json is not loaded by trio.
+    import json
+
     text = json.dumps([run_id, list(position)], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
