@@ -128,8 +128,9 @@ async def run_agent_step(
         except Exception as exc:
             first = Raised(exc, cost, tokens)
         else:
-            # Without limits usage is told; with them the machine charges it (once).
-            if not (charge and (cost or tokens)) or (not run.limited and run.tally(cost, tokens)):
+            # Usage that provably cannot breach is told here (the machine would tell it
+            # the same way); near a limit the machine asks the governor (once).
+            if not (charge and (cost or tokens)) or run.tally(cost, tokens):
                 done = StepResult(step.name, output, True, 1, 0.0, cost, tokens, None)
                 if run.partials:
                     partial.take(run, frame)  # the step ended: its charged attempts are moot
