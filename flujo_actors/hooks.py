@@ -48,7 +48,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import attrs
 import trio
@@ -173,6 +173,15 @@ def compile_hooks(hooks: Sequence[Any], *, owner: str = "Flujo") -> HookSet:
 
 
 # -- the per-run observer -------------------------------------------------------------
+
+#: The events about one step: each has ``run_id``, ``step``, ``path`` and ``time``.
+_StepEventType: TypeAlias = (
+    type[StepStarted]
+    | type[StepFinished]
+    | type[StepErrored]
+    | type[StepRetried]
+    | type[FallbackTriggered]
+)
 
 
 def _breaching_result(frame: ExecutionFrame[Any] | None) -> StepResult | None:
@@ -308,6 +317,24 @@ class RunObserver:
             except Exception as exc:
                 await self._fail(self._hook_error(hook, event, exc))
 
+    async def _emit_step(
+        self, event_type: _StepEventType, frame: ExecutionFrame[Any], **fields: Any
+    ) -> None:
+        """Emit an ``event_type`` about the frame's step, timed now.
+
+        The run id, step name, path and time are filled in here, the rest
+        from ``fields``. A failing hook cancels the run as :meth:`_emit` says.
+        """
+        await self._emit(
+            event_type(
+                run_id=self.run_id,
+                step=frame.step.name,
+                path=frame.path,
+                time=trio.current_time(),
+                **fields,
+            )
+        )
+
     # -- engine notifications -------------------------------------------------------------
     async def observe_step(
         self,
@@ -331,16 +358,7 @@ class RunObserver:
             except ListenerError as exc:
                 await self._fail(self._listener_error(exc))
         if self.hooks:
-            await self._emit(
-                StepStarted(
-                    run_id=self.run_id,
-                    step=step.name,
-                    path=path,
-                    kind=step.kind,
-                    data=frame.data,
-                    time=trio.current_time(),
-                )
-            )
+            await self._emit_step(StepStarted, frame, kind=step.kind, data=frame.data)
         if rec is None:
             result = await run_step(frame)
         else:
@@ -359,16 +377,7 @@ class RunObserver:
                 await self._fail(self._listener_error(exc))
         if self.hooks:
             event_type = StepFinished if result.success else StepErrored
-            await self._emit(
-                event_type(
-                    run_id=self.run_id,
-                    step=step.name,
-                    path=path,
-                    kind=step.kind,
-                    result=result,
-                    time=trio.current_time(),
-                )
-            )
+            await self._emit_step(event_type, frame, kind=step.kind, result=result)
         return result
 
     def _close_quietly(
@@ -401,16 +410,12 @@ class RunObserver:
         if self.tracer is not None:
             self.tracer.retried(frame.path, retried.delay_s, retried.feedback)
         if self.hooks:
-            await self._emit(
-                StepRetried(
-                    run_id=self.run_id,
-                    step=frame.step.name,
-                    path=frame.path,
-                    attempt=retried.attempt,
-                    feedback=retried.feedback,
-                    delay_s=retried.delay_s,
-                    time=trio.current_time(),
-                )
+            await self._emit_step(
+                StepRetried,
+                frame,
+                attempt=retried.attempt,
+                feedback=retried.feedback,
+                delay_s=retried.delay_s,
             )
 
     async def fallback(self, frame: ExecutionFrame[Any], primary: StepResult) -> None:
@@ -424,15 +429,8 @@ class RunObserver:
             except ListenerError as exc:
                 await self._fail(self._listener_error(exc))
         if self.hooks:
-            await self._emit(
-                FallbackTriggered(
-                    run_id=self.run_id,
-                    step=frame.step.name,
-                    path=frame.path,
-                    fallback=fb.name,
-                    feedback=primary.feedback,
-                    time=trio.current_time(),
-                )
+            await self._emit_step(
+                FallbackTriggered, frame, fallback=fb.name, feedback=primary.feedback
             )
 
     # -- runner notifications ----------------------------------------------------------
