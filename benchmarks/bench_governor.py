@@ -9,6 +9,7 @@ import trio
 
 from flujo_actors import Flujo, MergeStrategy, Step, UsageLimits
 from flujo_actors.bench import Scenario, Target, Workload, baselines, expect
+from flujo_actors.bench.workloads import increment
 from flujo_actors.governor import Flush, Governor
 from flujo_actors.policy.ledger import UsageLedger
 from flujo_actors.results import StepResult
@@ -30,11 +31,6 @@ class Charged:
 async def charge(value: int) -> Charged:
     """A branch agent that costs :data:`COST` dollars."""
     return Charged(value + 1, COST)
-
-
-async def increment(value: int) -> int:
-    """A branch agent without usage."""
-    return value + 1
 
 
 def flood(size: int) -> Workload:

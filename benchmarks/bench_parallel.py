@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from flujo_actors import Flujo, MergeStrategy, PipelineContext, Step
 from flujo_actors.bench import Scenario, Target, Workload, baselines, expect
+from flujo_actors.bench.workloads import increment
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -21,11 +22,6 @@ __all__ = ["SCENARIOS"]
 
 #: The 100,000-branch case must fit in this much memory (issue target).
 RSS_BUDGET_MIB = 2048.0
-
-
-async def increment(value: int) -> int:
-    """The trivial branch agent: ``value + 1``."""
-    return value + 1
 
 
 def writer(key: str) -> Callable[[int, PipelineContext], Awaitable[int]]:

@@ -12,17 +12,13 @@ import trio
 
 from flujo_actors import Flujo, Pipeline, Step
 from flujo_actors.bench import Scenario, Target, Workload, expect
+from flujo_actors.bench.workloads import increment
 
 __all__ = ["SCENARIOS"]
 
 #: The issue's per-run budget on the 2-core dev box (3 trivial steps).
 RUN_BUDGET_US = 60.0
 STEPS = 3
-
-
-async def increment(value: int) -> int:
-    """The trivial agent: ``value + 1``."""
-    return value + 1
 
 
 def per_run(size: int) -> Workload:
