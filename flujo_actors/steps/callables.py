@@ -32,6 +32,7 @@ __all__ = [
     "compile_agent",
     "compile_callback",
     "compile_optional",
+    "compile_required",
     "drain_stream",
     "looks_async",
     "refuse_class",
@@ -347,6 +348,25 @@ def compile_optional(fn: Any, *, what: str, step_name: str, max_args: int) -> Ca
     """:func:`compile_callback` for an optional callback: None (not given) stays None."""
     if fn is None:
         return None
+    return compile_callback(fn, what=what, step_name=step_name, max_args=max_args)
+
+
+def compile_required(
+    fn: Any, *, what: str, step_name: str, max_args: int, kind: str, shape: str
+) -> Callback:
+    """:func:`compile_callback` for a callback the step cannot do without.
+
+    ``kind`` and ``shape`` only word the error: ``"Loop"`` and
+    ``"(output, context) -> bool"`` say "Loop step 'x': <what> is required
+    (a function (output, context) -> bool)."
+
+    Raises:
+        PipelineDefinitionError: ``fn`` is None, or as :func:`compile_callback`.
+    """
+    if fn is None:
+        raise PipelineDefinitionError(
+            f"{kind} step {step_name!r}: {what} is required (a function {shape})."
+        )
     return compile_callback(fn, what=what, step_name=step_name, max_args=max_args)
 
 

@@ -19,7 +19,7 @@ import attrs
 from ..errors import PipelineDefinitionError
 from .agent import AgentStep
 from .base import Pipeline, StepBase, as_pipeline, branch_map
-from .callables import Callback, compile_callback, compile_optional
+from .callables import Callback, compile_optional, compile_required
 from .config import StepConfig
 from .options import refuse_unhonoured
 from .placement import Placement
@@ -92,13 +92,13 @@ class LoopStep(StepBase):
         ml = self.max_loops
         if type(ml) is not int or ml < 1:
             raise PipelineDefinitionError(f"Loop step {n!r}: max_loops must be >= 1, got {ml!r}.")
-        if self.exit_condition is None:
-            raise PipelineDefinitionError(
-                f"Loop step {n!r}: exit_condition_callable is required "
-                "(a function (output, context) -> bool)."
-            )
-        self.compiled_exit = compile_callback(
-            self.exit_condition, what="exit_condition_callable", step_name=n, max_args=2
+        self.compiled_exit = compile_required(
+            self.exit_condition,
+            what="exit_condition_callable",
+            step_name=n,
+            max_args=2,
+            kind="Loop",
+            shape="(output, context) -> bool",
         )
         what = "initial_input_to_loop_body_mapper"
         self.compiled_initial = compile_optional(
@@ -135,13 +135,13 @@ class ConditionalStep(StepBase):
 
     def _validate(self) -> None:
         n = self.name
-        if self.condition is None:
-            raise PipelineDefinitionError(
-                f"Conditional step {n!r}: condition_callable is required "
-                "(a function (data, context) -> branch key)."
-            )
-        self.compiled_condition = compile_callback(
-            self.condition, what="condition_callable", step_name=n, max_args=2
+        self.compiled_condition = compile_required(
+            self.condition,
+            what="condition_callable",
+            step_name=n,
+            max_args=2,
+            kind="Conditional",
+            shape="(data, context) -> branch key",
         )
         self.branches = branch_map(self.branches, n, allow_empty=self.default_branch is not None)
         if self.default_branch is not None:
