@@ -50,30 +50,11 @@ from ..errors import (
     UsageReportError,
 )
 from ..results import ZERO, add_usd, sub_usd
-from .attempt_messages import (
-    AttemptCommand,
-    AttemptEvent,
-    CacheHit,
-    CacheMissed,
-    Charge,
-    Conclude,
-    EmitRetried,
-    FallbackFinished,
-    Finish,
-    Invoke,
-    LookUpCache,
-    MarkStreamRetried,
-    Raised,
-    Refused,
-    Rejected,
-    Reraise,
-    Rollback,
-    RunFallback,
-    Sleep,
-    StoreInCache,
-    Succeeded,
-    TimedOut,
-)
+from . import attempt_messages as msg
+
+# The events and commands are attempt_messages' (one list, its __all__): re-exported
+# here, where readers of the machine look for them.
+from .attempt_messages import *  # noqa: F403
 from .retry import is_retried
 
 if TYPE_CHECKING:
@@ -82,33 +63,12 @@ if TYPE_CHECKING:
 __all__ = [
     "PLUGIN_PREFIX",
     "VALIDATION_PREFIX",
-    "AttemptCommand",
-    "AttemptEvent",
     "AttemptMachine",
-    "CacheHit",
-    "CacheMissed",
-    "Charge",
-    "Conclude",
-    "EmitRetried",
-    "FallbackFinished",
-    "Finish",
-    "Invoke",
-    "LookUpCache",
-    "MarkStreamRetried",
-    "Raised",
-    "Refused",
-    "Rejected",
-    "Reraise",
-    "Rollback",
-    "RunFallback",
-    "Sleep",
-    "StoreInCache",
-    "Succeeded",
     "Supervision",
-    "TimedOut",
     "backoff_delay",
     "fallback_feedback",
 ]
+__all__ += msg.__all__
 
 VALIDATION_PREFIX: Final = "Validation failed after max retries: "
 PLUGIN_PREFIX: Final = "Plugin execution failed after max retries: "
@@ -155,17 +115,17 @@ def fallback_feedback(
     return f"Fallback step {fallback!r} failed: {fallback_feedback} (original error: {original})"
 
 
-_ROLLBACK: Final = Rollback()
-_CONCLUDE: Final = Conclude()
-_FINISH: Final = Finish()
-_RUN_FALLBACK: Final = RunFallback()
-_STORE: Final = StoreInCache()
-_LOOK_UP: Final = (LookUpCache(),)
-_NO_WAIT: Final = Sleep(0.0)
-_NO_CHARGE: Final = Charge(ZERO, 0)
+_ROLLBACK: Final = msg.Rollback()
+_CONCLUDE: Final = msg.Conclude()
+_FINISH: Final = msg.Finish()
+_RUN_FALLBACK: Final = msg.RunFallback()
+_STORE: Final = msg.StoreInCache()
+_LOOK_UP: Final = (msg.LookUpCache(),)
+_NO_WAIT: Final = msg.Sleep(0.0)
+_NO_CHARGE: Final = msg.Charge(ZERO, 0)
 # The common answers, built once: a first attempt without a timeout, and a
 # success with nothing to charge or store.
-_FIRST: Final = {False: (Invoke(1, None, False),), True: (Invoke(1, None, True),)}
+_FIRST: Final = {False: (msg.Invoke(1, None, False),), True: (msg.Invoke(1, None, True),)}
 _SUCCEEDED: Final = (_CONCLUDE, _FINISH)
 
 # States.
@@ -177,9 +137,9 @@ _DONE: Final = 4
 _STATE_NAMES: Final = ("start", "cache", "attempt", "fallback", "done")
 
 _EVENTS_BY_STATE: Final = {
-    _CACHE: (CacheHit, CacheMissed),
-    _ATTEMPT: (Succeeded, Raised, TimedOut, Rejected, Refused),
-    _FALLBACK: (FallbackFinished,),
+    _CACHE: (msg.CacheHit, msg.CacheMissed),
+    _ATTEMPT: (msg.Succeeded, msg.Raised, msg.TimedOut, msg.Rejected, msg.Refused),
+    _FALLBACK: (msg.FallbackFinished,),
 }
 
 
@@ -270,7 +230,7 @@ class AttemptMachine:
         self._charged_tokens = 0
         self._storable = False
 
-    def start(self) -> tuple[AttemptCommand, ...]:
+    def start(self) -> tuple[msg.AttemptCommand, ...]:
         """The first commands: look the cache up, or invoke the first attempt."""
         if self.state != _START:
             raise FlujoInternalError(
@@ -281,7 +241,7 @@ class AttemptMachine:
             return _LOOK_UP
         return self._invoke()
 
-    def handle(self, event: AttemptEvent) -> tuple[AttemptCommand, ...]:
+    def handle(self, event: msg.AttemptEvent) -> tuple[msg.AttemptCommand, ...]:
         """Take one event; the commands to execute next, in order.
 
         Raises:
@@ -289,21 +249,21 @@ class AttemptMachine:
         """
         state = self.state
         t = type(event)
-        if t is Succeeded and state == _ATTEMPT:
+        if t is msg.Succeeded and state == _ATTEMPT:
             return self.succeed(event.output, event.cost, event.tokens)  # type: ignore[union-attr]
         if t not in _EVENTS_BY_STATE.get(state, ()):
             raise FlujoInternalError(
                 f"AttemptMachine in state {_STATE_NAMES[state]!r} cannot take {event!r}"
             )
-        if t is CacheMissed:
+        if t is msg.CacheMissed:
             self._storable = event.storable  # type: ignore[union-attr]
             return self._invoke()
-        if t is CacheHit:
+        if t is msg.CacheHit:
             self.state = _DONE
             if self.reserved:
                 return (_NO_CHARGE, _FINISH)
             return (_FINISH,)
-        if t is FallbackFinished:
+        if t is msg.FallbackFinished:
             self.state = _DONE
             if event.success and self._storable:  # type: ignore[union-attr]
                 return (_STORE, _FINISH)
@@ -311,7 +271,7 @@ class AttemptMachine:
         return self._failed(event)  # type: ignore[arg-type]
 
     # -- transitions -------------------------------------------------------------------
-    def _invoke(self) -> tuple[Invoke]:
+    def _invoke(self) -> tuple[msg.Invoke]:
         self.state = _ATTEMPT
         config = self.config
         # An attempt needs its own copy of the input when the agent may run again.
@@ -319,24 +279,24 @@ class AttemptMachine:
         timeout = config.timeout_s
         if self.attempts == 0 and timeout is None:
             return _FIRST[isolated]
-        return (Invoke(self.attempts + 1, timeout, isolated),)
+        return (msg.Invoke(self.attempts + 1, timeout, isolated),)
 
-    def _unreported(self, interim: bool = False) -> Charge | None:
+    def _unreported(self, interim: bool = False) -> msg.Charge | None:
         cost, tokens = self.cost, self.tokens
         charged = self._charged_cost
         if charged is ZERO and not self._charged_tokens:
             # Nothing reported yet: all of it is new (and stays the same object).
             if not cost and not tokens:
                 return None
-            delta = Charge(cost, tokens, interim)
+            delta = msg.Charge(cost, tokens, interim)
         elif cost == charged and tokens == self._charged_tokens:
             return None
         else:
-            delta = Charge(sub_usd(cost, charged), tokens - self._charged_tokens, interim)
+            delta = msg.Charge(sub_usd(cost, charged), tokens - self._charged_tokens, interim)
         self._charged_cost, self._charged_tokens = cost, tokens
         return delta
 
-    def _final_charge(self) -> Charge | None:
+    def _final_charge(self) -> msg.Charge | None:
         if not self.charges:
             return None
         charge = self._unreported()
@@ -346,7 +306,7 @@ class AttemptMachine:
 
     def succeed(
         self, output: Any, cost: Decimal = ZERO, tokens: int = 0
-    ) -> tuple[AttemptCommand, ...]:
+    ) -> tuple[msg.AttemptCommand, ...]:
         """``handle(Succeeded(output, cost, tokens))`` without building the event.
 
         The supervisor's success path calls this (one allocation less per step).
@@ -357,7 +317,7 @@ class AttemptMachine:
         if self.state != _ATTEMPT:
             raise FlujoInternalError(
                 f"AttemptMachine in state {_STATE_NAMES[self.state]!r} cannot take "
-                f"{Succeeded(output, cost, tokens)!r}"
+                f"{msg.Succeeded(output, cost, tokens)!r}"
             )
         self.attempts += 1
         if tokens or cost:
@@ -383,11 +343,13 @@ class AttemptMachine:
             return _SUCCEEDED
         return (_CONCLUDE, charge, _FINISH)
 
-    def _failed(self, event: Raised | TimedOut | Rejected | Refused) -> tuple[AttemptCommand, ...]:
+    def _failed(
+        self, event: msg.Raised | msg.TimedOut | msg.Rejected | msg.Refused
+    ) -> tuple[msg.AttemptCommand, ...]:
         self.attempts += 1
         output: Any = None
         failure: BaseException | None
-        if type(event) is Rejected:
+        if type(event) is msg.Rejected:
             validator = event.by == "validator"
             feedback = (VALIDATION_PREFIX if validator else PLUGIN_PREFIX) + event.message
             error_type = "ValidationError" if validator else "PluginError"
@@ -395,7 +357,7 @@ class AttemptMachine:
             failure = event.cause
             if validator:
                 output = event.output  # the rejected output, for inspection
-        elif type(event) is Refused:
+        elif type(event) is msg.Refused:
             # A definition problem of the output: another attempt will not fix it.
             feedback, error_type = event.message, "ContextUpdateError"
             retryable, failure = False, None
@@ -404,10 +366,10 @@ class AttemptMachine:
             if not isinstance(exc, Exception):
                 # trio.Cancelled, KeyboardInterrupt...: never retried, never a failure.
                 self.state = _DONE
-                return (Reraise(exc),)
+                return (msg.Reraise(exc),)
             name = type(exc).__name__
             feedback, error_type, failure = f"{name}: {exc}", name, exc
-            if type(event) is TimedOut or isinstance(exc, ExecutorLost):
+            if type(event) is msg.TimedOut or isinstance(exc, ExecutorLost):
                 retryable = True  # our own failures: always another attempt
             elif isinstance(exc, (AsyncioInTrioError, UsageReportError, PricingNotConfiguredError)):
                 # The wrong event loop, a bad or unpriceable usage report: the same next time.
@@ -420,7 +382,7 @@ class AttemptMachine:
         self.succeeded = False
         self.output = output
         self.feedback, self.error_type, self.failure = feedback, error_type, failure
-        commands: list[AttemptCommand] = []
+        commands: list[msg.AttemptCommand] = []
         if self.rolls_back:
             commands.append(_ROLLBACK)
         attempts = self.attempts
@@ -432,12 +394,12 @@ class AttemptMachine:
                 if charge is not None:
                     commands.append(charge)
             delay = backoff_delay(config.backoff_s, config.backoff_factor, attempts)
-            commands.append(EmitRetried(attempts, feedback, delay))
+            commands.append(msg.EmitRetried(attempts, feedback, delay))
             if self.streams:
-                commands.append(MarkStreamRetried(attempts, feedback))
+                commands.append(msg.MarkStreamRetried(attempts, feedback))
             # A zero delay still checks for cancellation: no attempt may start in a
             # cancelled scope (a sync agent would run to completion first).
-            commands.append(Sleep(delay) if delay > 0 else _NO_WAIT)
+            commands.append(msg.Sleep(delay) if delay > 0 else _NO_WAIT)
             commands.extend(self._invoke())
             return tuple(commands)
         commands.append(_CONCLUDE)

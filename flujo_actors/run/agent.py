@@ -14,32 +14,8 @@ import attrs
 import trio
 
 from .. import partial, step_cache
-from ..policy.attempt import (
-    AttemptCommand,
-    AttemptEvent,
-    AttemptMachine,
-    CacheHit,
-    CacheMissed,
-    Charge,
-    Conclude,
-    EmitRetried,
-    FallbackFinished,
-    Finish,
-    Invoke,
-    LookUpCache,
-    MarkStreamRetried,
-    Raised,
-    Refused,
-    Rejected,
-    Reraise,
-    Rollback,
-    RunFallback,
-    Sleep,
-    StoreInCache,
-    Succeeded,
-    TimedOut,
-    fallback_feedback,
-)
+from ..policy import attempt_messages as msg
+from ..policy.attempt import AttemptMachine, fallback_feedback
 from ..policy.deadline import attempt_deadline, blocked_message, overran, timed_out_message
 from ..policy.failure import failure_metadata
 from ..policy.merge import IDENTITY_RULE, identity_change
@@ -105,7 +81,7 @@ async def run_agent_step(
     rolls_back = ctx is not None and (spec.accepts_context or checks)
     streams = bool(frame.stream) and streams_inline(frame, step)
     cached = step.cache and run.cache_backend is not None
-    first: AttemptEvent | None = None
+    first: msg.AttemptEvent | None = None
     if (
         not (rolls_back or streams or cached or step.updates_context)
         and _held is None
@@ -126,7 +102,7 @@ async def run_agent_step(
             if reading is not None:
                 cost, tokens = charge_of(reading, step_name=step.name, limits=run.limits)
         except Exception as exc:
-            first = Raised(exc, cost, tokens)
+            first = msg.Raised(exc, cost, tokens)
         else:
             # Usage that provably cannot breach is told here (the machine would tell it
             # the same way); near a limit the machine asks the governor (once).
@@ -136,7 +112,7 @@ async def run_agent_step(
                     partial.take(run, frame)  # the step ended: its charged attempts are moot
                 done.latency_s = _perf() - t0
                 return done
-            first = Succeeded(output, cost, tokens)
+            first = msg.Succeeded(output, cost, tokens)
     machine = AttemptMachine(
         config,
         step.fallback is not None,  # has_fallback
@@ -156,10 +132,10 @@ async def run_agent_step(
     if first is not None:
         commands = machine.handle(first)  # the first attempt ran above
     while True:
-        following: tuple[AttemptCommand, ...] | None = None
+        following: tuple[msg.AttemptCommand, ...] | None = None
         for command in commands:
             # isinstance, most frequent first: cheaper than a match statement's class patterns.
-            if isinstance(command, Invoke):
+            if isinstance(command, msg.Invoke):
                 attempt_data = data
                 if command.attempt == 1:
                     if command.isolated and type(data) not in IMMUTABLE_INPUT:
@@ -172,15 +148,15 @@ async def run_agent_step(
                 following = await _attempt(
                     machine, frame, step, attempt_data, command, checks, identity
                 )
-            elif isinstance(command, Conclude):
+            elif isinstance(command, msg.Conclude):
                 result = _concluded(step, machine)
-            elif isinstance(command, Finish):
+            elif isinstance(command, msg.Finish):
                 assert result is not None
                 if run.partials:
                     partial.take(run, frame)  # the step ended: its charged attempts are moot
                 result.latency_s = _perf() - t0
                 return result
-            elif isinstance(command, Charge):
+            elif isinstance(command, msg.Charge):
                 # The common case at once: the step's usage told, no reservation to reconcile.
                 if (
                     command.interim
@@ -188,42 +164,42 @@ async def run_agent_step(
                     or not run.tally(command.cost, command.tokens)
                 ):
                     await _charge(frame, machine, command, result, _held, t0)
-            elif isinstance(command, Rollback):
+            elif isinstance(command, msg.Rollback):
                 if snap is not None:
                     snap.restore(ctx)
-            elif isinstance(command, EmitRetried):
+            elif isinstance(command, msg.EmitRetried):
                 if run.hooks is not None:
                     await run.hooks.retry(frame, command)
-            elif isinstance(command, MarkStreamRetried):
+            elif isinstance(command, msg.MarkStreamRetried):
                 assert frame.on_chunk is not None
                 await frame.on_chunk(StreamRetried(step.name, command.attempt, command.feedback))
-            elif isinstance(command, Sleep):
+            elif isinstance(command, msg.Sleep):
                 if command.seconds > 0:
                     await trio.sleep(command.seconds)
                 else:
                     await trio.lowlevel.checkpoint_if_cancelled()
-            elif isinstance(command, LookUpCache):
+            elif isinstance(command, msg.LookUpCache):
                 hit = await step_cache.lookup(
                     run.cache_backend, step, _step_identity(step), data, ctx
                 )
                 if isinstance(hit, StepResult):
-                    result, following = hit, machine.handle(CacheHit())
+                    result, following = hit, machine.handle(msg.CacheHit())
                 else:
                     miss = hit
-                    following = machine.handle(CacheMissed(storable=hit is not None))
-            elif isinstance(command, RunFallback):
+                    following = machine.handle(msg.CacheMissed(storable=hit is not None))
+            elif isinstance(command, msg.RunFallback):
                 assert result is not None
                 assert step.fallback is not None
                 if run.partials:
                     partial.take(run, frame)  # the primary ended: its record is moot
                 result = await _run_fallback(frame, result, step.fallback)
-                following = machine.handle(FallbackFinished(result.success))
-            elif isinstance(command, StoreInCache):
+                following = machine.handle(msg.FallbackFinished(result.success))
+            elif isinstance(command, msg.StoreInCache):
                 # Through the fallback too: the cache answers for the step's output.
                 assert result is not None
                 assert miss is not None
                 await step_cache.store(run.cache_backend, step, miss, result, ctx)
-            elif isinstance(command, Reraise):
+            elif isinstance(command, msg.Reraise):
                 raise command.error
             else:
                 assert_never(command)
@@ -248,10 +224,10 @@ async def _attempt(
     frame: ExecutionFrame[Any],
     step: AgentStep,
     data: Any,
-    command: Invoke,
+    command: msg.Invoke,
     checks: bool,
     identity: Any,
-) -> tuple[AttemptCommand, ...]:
+) -> tuple[msg.AttemptCommand, ...]:
     """Run one attempt (call the agent, read its usage, check its output); the machine's answer."""
     ctx = frame.context
     timeout = command.timeout_s
@@ -292,16 +268,18 @@ async def _attempt(
             refused = apply_context_update(step, output, ctx)
     except Rejection as rej:
         # rej.__cause__: a validator's or plugin's own exception, if it raised.
-        event: AttemptEvent = Rejected(rej.by, rej.message, output, rej.__cause__, cost, tokens)
+        event: msg.AttemptEvent = msg.Rejected(
+            rej.by, rej.message, output, rej.__cause__, cost, tokens
+        )
     except Exception as exc:
         if timed_out and isinstance(exc, TimeoutError):
-            event = TimedOut(exc, cost, tokens)
+            event = msg.TimedOut(exc, cost, tokens)
         else:
-            event = Raised(exc, cost, tokens)
+            event = msg.Raised(exc, cost, tokens)
     else:
         if refused is None:
             return machine.succeed(output, cost, tokens)
-        event = Refused(refused, cost, tokens)
+        event = msg.Refused(refused, cost, tokens)
     return machine.handle(event)
 
 
@@ -322,7 +300,7 @@ def _concluded(step: AgentStep, machine: AttemptMachine, *, so_far: bool = False
 async def _charge(
     frame: ExecutionFrame[Any],
     machine: AttemptMachine,
-    command: Charge,
+    command: msg.Charge,
     result: StepResult | None,
     held: list[int | None] | None,
     t0: float,
