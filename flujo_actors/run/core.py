@@ -92,6 +92,7 @@ class Job:
         on_chunk: Callable[[Any], Awaitable[None]] | None = None,
         on_finish: Callable[[Job], None] | None = None,
         position: tuple[str | int, ...] | None = None,
+        start: Any = None,
     ) -> None:
         self.context = context
         self.history: list[StepResult] = []
@@ -110,7 +111,7 @@ class Job:
         #: rollback snapshot and identity, taken once for every branch (see
         #: :func:`~flujo_actors.run.isolation.fork_start`); the job's first agent
         #: takes it instead of snapshotting its own copy.
-        self.start: Any = None
+        self.start = start
 
     def set_context(self, ctx: Any) -> None:
         self.context = ctx

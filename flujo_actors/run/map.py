@@ -160,34 +160,12 @@ async def run_map_step(frame: ExecutionFrame[Any]) -> StepResult:
 class _ItemJob(Job):
     """An item's job: its index rides along, so completing it needs no closure per item.
 
-    Made once per item, so it sets every field of :class:`Job` itself (no
-    ``super().__init__`` call, and no keyword defaults to resolve).
+    Made once per item: the caller passes :class:`Job`'s arguments positionally
+    (keywords cost more than the rest of the call) and sets ``index`` after.
     """
 
     __slots__ = ("index",)
     index: int
-
-    def __init__(
-        self,
-        context: Any,
-        path: tuple[str, ...],
-        on_finish: Any,
-        position: tuple[str | int, ...] | None,
-        index: int,
-        start: Any,
-    ) -> None:
-        self.context = context
-        self.history: list[StepResult] = []
-        self.done = False
-        self.output: Any = None
-        self.success = True
-        self.path = path
-        self.position = path if position is None else position
-        self.on_step = None
-        self.on_chunk = None
-        self.on_finish = on_finish
-        self.start = start
-        self.index = index
 
 
 class _MapRun:
@@ -319,12 +297,14 @@ class _MapRun:
         job = _ItemJob(
             copy(self.base) if copy is not None else None,
             (*self.path, item_name(self.name, index)),
+            None,
+            None,
             self.finish,
             # The item index is part of its steps' checkpoint positions (when tracked).
             (*self.position, index) if self.track else None,
-            index,
             self.start,
         )
+        job.index = index
         self.jobs[index] = job
         # Chain.drive inline: one coroutine less per item.
         actor: tuple[Any, Any] | None = self.chain.send(0, item, job)

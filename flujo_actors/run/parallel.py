@@ -136,8 +136,8 @@ async def _run_branches(
                     on_finish,
                     # The branch name is part of its steps' checkpoint positions (when tracked).
                     (*frame.position, bname) if run.track else None,
+                    start,
                 )
-                job.start = start
                 jobs[i] = job
                 chain = Chain(pipeline.steps, nursery, run)
                 try:
