@@ -305,12 +305,10 @@ class Governor(Actor):
         mailbox.put_nowait(t)
         return True
 
-    def tell_nowait(self, message: GovernorMessage) -> None:
-        """Queue a message without waiting (never blocks, not a checkpoint).
-
-        A message for a stopped governor goes to dead letters (a ``Release``
-        is dropped: the ledger it refers to is gone).
-        """
+    def _queue(self, message: GovernorMessage) -> None:
+        # What every message does before it enters the mailbox (tell_nowait, ask):
+        # it starts the governor, it seals the open tally it queues behind, and a
+        # Charge counts as queued usage (admission of what follows sees it).
         if self._supervisor is not None:
             self._start()
         if self._open is not None:
@@ -318,6 +316,14 @@ class Governor(Actor):
         if type(message) is Charge:
             self._queued_cost = add_usd(self._queued_cost, message.cost)
             self._queued_tokens += message.tokens
+
+    def tell_nowait(self, message: GovernorMessage) -> None:
+        """Queue a message without waiting (never blocks, not a checkpoint).
+
+        A message for a stopped governor goes to dead letters (a ``Release``
+        is dropped: the ledger it refers to is gone).
+        """
+        self._queue(message)
         try:
             self.mailbox.put_nowait(message)
         except trio.ClosedResourceError:
@@ -335,13 +341,7 @@ class Governor(Actor):
         """
         if self.mailbox.closed:
             raise ActorStopped(f"The run's governor has stopped; {message!r} was not applied.")
-        if self._supervisor is not None:
-            self._start()
-        if self._open is not None:
-            self._seal()
-        if type(message) is Charge:
-            self._queued_cost = add_usd(self._queued_cost, message.cost)
-            self._queued_tokens += message.tokens
+        self._queue(message)
         return await self.mailbox.ask(message)
 
     def close(self) -> None:
