@@ -247,6 +247,7 @@ class SQLiteBackend(trio.abc.AsyncResource):
         # Estimated WAL pages written since the backend last checkpointed (inline mode),
         # and the thread checkpointing now (see _wrote).
         self._pages = 0
+        self._checkpoint_again = False  # set by a checkpoint that found the WAL busy
         self._checkpointer: threading.Thread | None = None
         # Whether the connection's busy timeout is 0 now (inline writes never wait).
         self._busy_zero = False
@@ -336,12 +337,15 @@ class SQLiteBackend(trio.abc.AsyncResource):
     def _wrote(self, size: int) -> None:
         """Count a committed write's WAL pages; start a checkpoint when due (under the lock)."""
         self._pages += _wal_pages(size)
-        if self._pages < _CHECKPOINT_PAGES or self._path == ":memory:":
+        if (
+            self._pages < _CHECKPOINT_PAGES and not self._checkpoint_again
+        ) or self._path == ":memory:":
             return
         running = self._checkpointer
         if running is not None and running.is_alive():
             return  # still at it: the next write after it ends starts another
         self._pages = 0
+        self._checkpoint_again = False
         thread = threading.Thread(
             target=self._checkpoint, name=f"flujo-sqlite-checkpoint {self._path}", daemon=True
         )
@@ -353,7 +357,12 @@ class SQLiteBackend(trio.abc.AsyncResource):
         try:
             conn = sqlite3.connect(self._path, timeout=self._timeout_s, isolation_level=None)
             try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                busy = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0]
+                if busy:
+                    # Another checkpoint (or a recovery) held the WAL: copy nothing now,
+                    # and let the next commit start this one again instead of waiting
+                    # for ~1,000 more pages.
+                    self._checkpoint_again = True
             finally:
                 conn.close()
         except sqlite3.Error:

@@ -152,9 +152,13 @@ async def test_the_wal_is_checkpointed_by_a_thread_of_its_own(
     path = tmp_path / "s.db"
     where: list[str] = []
     original = SQLiteBackend._checkpoint
+    writes_done = threading.Event()
 
     def checkpoint(self: SQLiteBackend) -> None:
         where.append(threading.current_thread().name)
+        # The checkpoint waits until every write is done: the writes did not wait for it,
+        # and it then copies the whole WAL (no commit racing it, whatever the load).
+        assert writes_done.wait(timeout=60)
         original(self)
 
     monkeypatch.setattr(SQLiteBackend, "_checkpoint", checkpoint)
@@ -168,7 +172,10 @@ async def test_the_wal_is_checkpointed_by_a_thread_of_its_own(
             await backend.save_state("r", _cp("r", next_step_index=i, new_steps=({"i": i},)))
         checkpointer = backend._checkpointer
         assert checkpointer is not None
+        assert checkpointer.is_alive()  # started, and waiting: the writes went on without it
+        writes_done.set()
         await trio.to_thread.run_sync(checkpointer.join)
+        assert not backend._checkpoint_again  # nothing else held the WAL: all of it copied
         # The main database file alone (no WAL) now holds the first run: it was checkpointed
         # while the backend kept its connection open.
         copy = tmp_path / "main-file-only.db"
